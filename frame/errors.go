@@ -1,0 +1,54 @@
+package frame
+
+import (
+	"errors"
+	"strconv"
+)
+
+// ErrShortBuffer means more input is needed before the next frame or value
+// can be parsed. It is not a protocol error.
+var ErrShortBuffer = errors.New("frame: need more data")
+
+// ErrTooLarge is wrapped by errors about a size over a configured limit:
+// a header size, a declared decompressed size or a string length.
+var ErrTooLarge = errors.New("too large")
+
+// ErrEncrypted is returned for frames with the cipher flag: xpra's AES
+// stream is not supported (TLS is terminated instead).
+var ErrEncrypted = errors.New("frame: encrypted packets are not supported")
+
+// HeaderError is an invalid frame header. Reason is suitable for an xpra
+// disconnect message.
+type HeaderError struct {
+	Reason string
+	TooBig bool
+}
+
+func (e *HeaderError) Error() string { return "frame: " + e.Reason }
+
+// Unwrap lets errors.Is(err, ErrTooLarge) match oversized headers.
+func (e *HeaderError) Unwrap() error {
+	if e.TooBig {
+		return ErrTooLarge
+	}
+	return nil
+}
+
+// DecodeError is a payload that could not be decoded (xpra's "gibberish").
+type DecodeError struct {
+	Encoding Encoding
+	Offset   int
+	Reason   string
+	Err      error
+}
+
+func (e *DecodeError) Error() string {
+	s := "frame: " + e.Encoding.String() + " decode error at offset "
+	s += strconv.Itoa(e.Offset) + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
