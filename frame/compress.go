@@ -114,6 +114,19 @@ func decompressBrotli(src []byte, limit int) ([]byte, error) {
 var zstdReaders sync.Pool // of *zstd.Decoder
 
 func decompressZstd(src []byte, limit int) ([]byte, error) {
+	// The decoder allocates the frame's window before producing output,
+	// so refuse frames that declare more than the limit: an encoder sizes
+	// the window to the content, which must fit the limit anyway.
+	var fh zstd.Header
+	if err := fh.Decode(src); err != nil {
+		return nil, err
+	}
+	if fh.HasFCS && fh.FrameContentSize > uint64(limit) {
+		return nil, fmt.Errorf("declared size %d over the limit %d: %w", fh.FrameContentSize, limit, ErrTooLarge)
+	}
+	if !fh.SingleSegment && fh.WindowSize > max(uint64(limit), 1<<20) {
+		return nil, fmt.Errorf("window %d over the limit %d: %w", fh.WindowSize, limit, ErrTooLarge)
+	}
 	d, _ := zstdReaders.Get().(*zstd.Decoder)
 	if d == nil {
 		var err error

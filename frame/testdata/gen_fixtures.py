@@ -133,7 +133,7 @@ def gen_packets():
         "hello": ["hello", HELLO],
         "draw_rgb": ["draw", 1, 0, 0, 200, 75, "rgb24", Compressed("rgb24", pixels), 7, 800, {"lz4": 1, "rgb_format": "BGRX"}],
         "draw_inline": ["draw", 1, 0, 0, 10, 25, "rgb24", Compressed("rgb24", small, can_inline=True), 8, 40, {}],
-        "draw_levelcompressed": ["draw", 2, 5, 5, 200, 75, "rgb24", LevelCompressed("rgb24", cpixels, 1, "lz4", False), 9, 800, {}],
+        "draw_levelcompressed": ["draw", 2, 5, 5, 200, 75, "rgb24", LevelCompressed("rgb24", cpixels, flag, "lz4", False), 9, 800, {}],
         "clipboard_large": ["clipboard-contents", 4, "CLIPBOARD", "UTF8_STRING", 8, "bytes", pattern(9000, seed=5)],
         "disconnect": ["disconnect", "authentication failed", "password incorrect"],
     }
