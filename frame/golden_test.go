@@ -79,10 +79,10 @@ var goldenCommon = map[string]any{
 	"true": true, "false": false,
 	"str_empty": "", "str_hello": "hello", "str_63": strings.Repeat("x", 63), "str_64": strings.Repeat("y", 64),
 	"str_1000": strings.Repeat("z", 1000), "str_utf8": "h\u00e9llo \u2603",
-	"bytes_80": bytes.Repeat([]byte{0, 0xff}, 40),
+	"bytes_80":   bytes.Repeat([]byte{0, 0xff}, 40),
 	"list_empty": []any{}, "list_123": []any{1, 2, 3}, "list_63": intRange(63), "list_64": intRange(64),
 	"list_nested": []any{[]any{1, []any{2, []any{3, []any{}}}}, "a", []byte("b")},
-	"dict_empty": Dict{}, "dict_one": Dict{{"a", 1}}, "dict_24": keyedInts(24), "dict_25": keyedInts(25),
+	"dict_empty":  Dict{}, "dict_one": Dict{{"a", 1}}, "dict_24": keyedInts(24), "dict_25": keyedInts(25),
 	"dict_intkeys": Dict{{1, "a"}, {2, "b"}, {-7, "c"}},
 	"hello":        goldenHello,
 }

@@ -5,6 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zlib"
+	"github.com/klauspost/compress/zstd"
 )
 
 // MaxTypeLen is the longest packet type PeekType reports. xpra's longest
@@ -170,7 +174,6 @@ func peekBencode(b []byte) (Type, error) {
 // decompressPrefix fills dst with the first len(dst) bytes (or fewer, if
 // the payload is shorter) of the decompressed payload.
 func decompressPrefix(c Compression, src, dst []byte) (int, error) {
-	var r io.Reader
 	switch c.Algo() {
 	case AlgoLZ4:
 		if len(src) < 4 {
@@ -178,20 +181,35 @@ func decompressPrefix(c Compression, src, dst []byte) (int, error) {
 		}
 		return lz4Prefix(src[4:], dst)
 	case AlgoZlib, AlgoBrotli, AlgoZstd:
-		// Whole decompression is bounded by the prefix length.
-		out, err := Decompress(c, src, AbsMaxPacketSize)
-		if err != nil {
-			return 0, err
+		// Rare for main packets (xpra 3.1's first hello is zlib): a
+		// stream reader stops after the prefix, whatever the payload
+		// would inflate to.
+		var r io.Reader
+		switch c.Algo() {
+		case AlgoZlib:
+			zr, err := zlib.NewReader(bytes.NewReader(src))
+			if err != nil {
+				return 0, err
+			}
+			r = zr
+		case AlgoBrotli:
+			r = brotli.NewReader(bytes.NewReader(src))
+		default:
+			zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+			if err != nil {
+				return 0, err
+			}
+			defer zr.Close()
+			r = zr
 		}
-		r = bytes.NewReader(out)
-	default:
-		return 0, fmt.Errorf("%s is not supported", c.Algo().name())
+		buf := make([]byte, len(dst))
+		n, err := io.ReadFull(r, buf)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			err = nil
+		}
+		return copy(dst, buf[:n]), err
 	}
-	n, err := io.ReadFull(r, dst)
-	if err == io.ErrUnexpectedEOF {
-		err = nil
-	}
-	return n, err
+	return 0, fmt.Errorf("%s is not supported", c.Algo().name())
 }
 
 // lz4Prefix decodes an LZ4 block only until dst is full: enough to see a
