@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	github.com/mattn/go-sqlite3 v1.14.53 // indirect
 	github.com/panjf2000/ants/v2 v2.12.1 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect

@@ -32,7 +32,7 @@ func readCapture(t *testing.T, name string) []captured {
 	}
 }
 
-func readGoldenDir(t *testing.T, dir, name string) []byte {
+func readGoldenDir(t testing.TB, dir, name string) []byte {
 	t.Helper()
 	return readGolden(t, "../"+dir+"/"+name)
 }

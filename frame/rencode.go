@@ -285,7 +285,12 @@ func (d *rdecoder) value(depth int) (any, error) {
 			return nil, err
 		}
 		d.pos += 4
-		return math.Float32frombits(binary.BigEndian.Uint32(d.src[d.pos-4:])), nil
+		f := math.Float32frombits(binary.BigEndian.Uint32(d.src[d.pos-4:]))
+		if d.plus {
+			// rencodeplus writes only float64; keep its values float64.
+			return float64(f), nil
+		}
+		return f, nil
 	case rFloat64:
 		if err := d.need(8); err != nil {
 			return nil, err

@@ -2,6 +2,7 @@ package frame
 
 import (
 	"bytes"
+	"math"
 	"math/big"
 )
 
@@ -197,8 +198,8 @@ func Truth(v any) bool {
 }
 
 // Equal reports whether two values are the same, treating str and bytes
-// with equal content as different (as rencodeplus does) and comparing
-// dicts in order.
+// with equal content as different (as rencodeplus does), comparing floats
+// bit for bit and dicts in order.
 func Equal(a, b any) bool {
 	switch a := a.(type) {
 	case nil:
@@ -210,11 +211,12 @@ func Equal(a, b any) bool {
 		bb, ok := b.(int64)
 		return ok && a == bb
 	case float64:
+		// Bitwise, so that a NaN equals itself after a round trip.
 		bb, ok := b.(float64)
-		return ok && a == bb
+		return ok && math.Float64bits(a) == math.Float64bits(bb)
 	case float32:
 		bb, ok := b.(float32)
-		return ok && a == bb
+		return ok && math.Float32bits(a) == math.Float32bits(bb)
 	case *big.Int:
 		bb, ok := b.(*big.Int)
 		return ok && a.Cmp(bb) == 0

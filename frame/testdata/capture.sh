@@ -6,10 +6,11 @@
 # in draw packets (as raw chunks) rather than through shared memory.
 # Run from the repository root:
 #   bash frame/testdata/capture.sh
+# CAPTURE_OUT=DIR writes the capture elsewhere (the live test does).
 set -euo pipefail
 export XPRA_NOTTY=1
 root=$(pwd)
-out=$root/frame/testdata/capture
+out=${CAPTURE_OUT:-$root/frame/testdata/capture}
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sport=$(free_port); rport=$(free_port)

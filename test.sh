@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# xpraproxy's test command (README.md; .ci/run calls exactly this).
+# On a fresh Debian 12 machine it installs what the tests need (the real
+# xpra 3.1.3 peers and their Python modules, Xvfb), downloads the Go
+# modules, then runs gofmt, go vet, every test (with the race detector) and
+# every benchmark for a few iterations so that they cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin"
+export XPRA_NOTTY=1
+
+packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+go mod download
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 15m ./...
+go test -run '^$' -bench . -benchtime 20x -count=1 ./...
