@@ -1,0 +1,357 @@
+package authn
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGenMatchesXpra(t *testing.T) {
+	// Values computed with Python's hmac as xpra's gendigest does
+	// (key=client salt, msg=server salt; then key=password, msg=hex).
+	cs, ss := bytes.Repeat([]byte("c"), 32), bytes.Repeat([]byte("s"), 64)
+	for d, want := range map[Digest]string{
+		"hmac+sha512": "b593b841ce6a53cfab392f408fd6476335f7d92bb7e4240ad690d9d1a72778d6dbbef0dee6e8044e7a55784adacccfd9b6628f61bdb2a3ff6ebe78dab54829fa",
+		"hmac+sha256": "c784880673739d95ae3065f7e441efdec2212c02ecfdb4b6539be13715672f1e",
+	} {
+		combined, _ := Gen(d, cs, ss)
+		got, _ := Gen(d, []byte("secret"), combined)
+		if string(got) != want {
+			t.Errorf("%s: %s", d, got)
+		}
+		ch := &Challenge{ServerSalt: ss, Digest: d, SaltDigest: d}
+		v := ch.Verifier([]byte(want), cs)
+		if v == nil || !v([]byte("secret")) || v([]byte("secreT")) || v([]byte("")) {
+			t.Errorf("%s: verifier wrong", d)
+		}
+	}
+	x, _ := Gen(DigestXOR, []byte("abc"), []byte{1, 2})
+	if !bytes.Equal(x, []byte{'a' ^ 1, 'b' ^ 2, 'c'}) {
+		t.Errorf("xor: %v", x)
+	}
+}
+
+func TestChooseAndRespond(t *testing.T) {
+	clientDigests := []string{"xor", "hmac", "hmac+sha256", "hmac+sha512", "des"}
+	ch, err := NewChallenge(clientDigests, []string{"xor", "hmac+sha256"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Digest != "hmac+sha512" || ch.SaltDigest != "hmac+sha256" || len(ch.ServerSalt) != 64 {
+		t.Fatalf("chose %+v", ch)
+	}
+	if _, err := NewChallenge([]string{"xor"}, []string{"hmac+sha256"}, false); err == nil {
+		t.Error("xor chosen on an unencrypted link")
+	}
+	if _, err := NewChallenge([]string{"hmac"}, []string{"xor"}, false); err == nil {
+		t.Error("xor salt digest accepted")
+	}
+	resp, cs, err := Response([]byte("pw"), ch.ServerSalt, ch.Digest, ch.SaltDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := ch.Verifier(resp, cs); v == nil || !v([]byte("pw")) {
+		t.Error("our own response does not verify")
+	}
+	if v := ch.Verifier(resp, []byte("short")); v != nil {
+		t.Error("short client salt accepted")
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	for in, want := range map[string]Spec{
+		"sqlite,filename=./x.sdb":          {"sqlite", map[string]string{"filename": "./x.sdb"}},
+		"sqlite:filename=./x.sdb":          {"sqlite", map[string]string{"filename": "./x.sdb"}},
+		"allow":                            {"allow", map[string]string{}},
+		"exec,command=/bin/true,timeout=3": {"exec", map[string]string{"command": "/bin/true", "timeout": "3"}},
+	} {
+		got, err := ParseSpec(in)
+		if err != nil || got.Name != want.Name || len(got.Options) != len(want.Options) {
+			t.Errorf("%q: %+v %v", in, got, err)
+		}
+		for k, v := range want.Options {
+			if got.Options[k] != v {
+				t.Errorf("%q: %s=%q", in, k, got.Options[k])
+			}
+		}
+	}
+	if _, err := ParseSpec("sqlite,filename"); err == nil {
+		t.Error("option without = accepted")
+	}
+	if _, err := New(Spec{Name: "nosuch"}, Env{}); err == nil || !strings.Contains(err.Error(), "known:") {
+		t.Errorf("unknown module: %v", err)
+	}
+	if _, err := New(Spec{Name: "password", Options: map[string]string{"valeu": "x"}}, Env{}); err == nil {
+		t.Error("misspelt option accepted")
+	}
+	s := Spec{Name: "password", Options: map[string]string{"value": "hunter2"}}
+	if strings.Contains(s.String(), "hunter2") {
+		t.Error("Spec.String shows the password")
+	}
+}
+
+func verifierFor(password string) func([]byte) bool {
+	return func(pw []byte) bool { return string(pw) == password }
+}
+
+func TestSimpleModules(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("filepw"), 0o600)
+	os.WriteFile(filepath.Join(dir, "ok.sh"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "no.sh"), []byte("#!/bin/sh\nexit 1\n"), 0o755)
+	env := Env{Dir: dir, Getenv: func(k string) string {
+		if k == "XPRA_PASSWORD" {
+			return "envpw"
+		}
+		return ""
+	}}
+	for _, tc := range []struct {
+		spec      string
+		challenge bool
+		good, bad string // passwords that pass / fail ("" = no verifier)
+	}{
+		{"allow", true, "anything", ""},
+		{"none", false, "", ""},
+		{"password,value=v1", true, "v1", "v2"},
+		{"env", true, "envpw", "x"},
+		{"file,filename=pw", true, "filepw", "filepw\n"},
+		{"exec,command=ok.sh,timeout=5", false, "", ""},
+	} {
+		spec, _ := ParseSpec(tc.spec)
+		m, err := New(spec, env)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.spec, err)
+		}
+		if m.Challenge() != tc.challenge {
+			t.Errorf("%s: challenge %v", tc.spec, m.Challenge())
+		}
+		req := Request{Username: "foo", Peer: "tcp 127.0.0.1:1"}
+		if tc.challenge {
+			req.Verify = verifierFor(tc.good)
+		}
+		id, err := m.Authenticate(req)
+		if err != nil || id.Username != "foo" || id.Explicit {
+			t.Errorf("%s: good login: %+v %v", tc.spec, id, err)
+		}
+		if tc.bad != "" {
+			req.Verify = verifierFor(tc.bad)
+			if _, err := m.Authenticate(req); !errors.Is(err, ErrAuthFailed) {
+				t.Errorf("%s: bad password: %v", tc.spec, err)
+			}
+		}
+	}
+	for _, spec := range []string{"reject", "exec,command=no.sh"} {
+		s, _ := ParseSpec(spec)
+		m, _ := New(s, env)
+		if _, err := m.Authenticate(Request{Username: "foo", Verify: verifierFor("x")}); !errors.Is(err, ErrAuthFailed) {
+			t.Errorf("%s: %v", spec, err)
+		}
+	}
+	m, _ := New(Spec{Name: "fail"}, env)
+	if _, err := m.Authenticate(Request{}); err == nil {
+		t.Error("fail module passed")
+	}
+}
+
+func TestMultifile(t *testing.T) {
+	dir := t.TempDir()
+	content := "# comment\n\nfoo|bar|1000|1000|:10,tcp://h:1/|A=1;B=2|compression=0\nmoo|cow\nfoo|second|0|0|:99\n"
+	os.WriteFile(filepath.Join(dir, "users"), []byte(content), 0o600)
+	m, err := New(Spec{Name: "multifile", Options: map[string]string{"filename": "users"}}, Env{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := m.Authenticate(Request{Username: "foo", Verify: verifierFor("bar")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !id.Explicit || id.UID != "1000" || len(id.Displays) != 2 || id.Displays[1] != "tcp://h:1/" ||
+		len(id.Env) != 2 || id.SessionOptions[0] != (Option{"compression", "0"}) {
+		t.Errorf("foo: %+v", id)
+	}
+	if _, err := m.Authenticate(Request{Username: "foo", Verify: verifierFor("second")}); !errors.Is(err, ErrAuthFailed) {
+		t.Error("duplicate user line used")
+	}
+	if id, err := m.Authenticate(Request{Username: "moo", Verify: verifierFor("cow")}); err != nil || len(id.Displays) != 0 {
+		t.Errorf("moo: %+v %v", id, err)
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	for in, want := range map[string]Target{
+		"tcp://127.0.0.1:10100/":     {Network: "tcp", Address: "127.0.0.1:10100", Scheme: "tcp"},
+		"tcp://u:p%40ss@host:10101/": {Network: "tcp", Address: "host:10101", Username: "u", Password: "p@ss", Scheme: "tcp"},
+		"tcp:10.0.0.5:10100":         {Network: "tcp", Address: "10.0.0.5:10100", Scheme: "tcp"},
+		"tcp/host:9":                 {Network: "tcp", Address: "host:9", Scheme: "tcp"},
+		"tcp://host/":                {Network: "tcp", Address: "host:14500", Scheme: "tcp"},
+		":100":                       {Network: "unix", Display: ":100", Scheme: "socket"},
+		"100":                        {Network: "unix", Display: ":100", Scheme: "socket"},
+		"socket:///run/xpra/h-100":   {Network: "unix", Address: "/run/xpra/h-100", Scheme: "socket"},
+		"socket:/tmp/s":              {Network: "unix", Address: "/tmp/s", Scheme: "socket"},
+	} {
+		got, err := ParseTarget(in)
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if want.Display == "" {
+			got.Display = "" // the entry as written; not compared here
+		}
+		if got != want {
+			t.Errorf("%q: %+v, want %+v", in, got, want)
+		}
+	}
+	for _, bad := range []string{"", "ftp://x/", "tcp://:80/", "tcp://h:99999/", ":abc", "socket:relative"} {
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if s := (Target{Network: "tcp", Scheme: "tcp", Address: "h:1", Username: "u", Password: "secret"}).String(); strings.Contains(s, "secret") {
+		t.Errorf("String shows the password: %s", s)
+	}
+}
+
+func TestChooseDisplay(t *testing.T) {
+	two := []string{":100", ":101", ":20", ":proxy-5"}
+	if _, err := ChooseDisplay(two, "", ":20"); err == nil || !strings.Contains(err.Error(), "please specify a display, more than one is available: :100, :101") {
+		t.Errorf("two sessions, none named: %v", err)
+	}
+	if d, err := ChooseDisplay(two, "101", ":20"); err != nil || d != ":101" {
+		t.Errorf("/101: %s %v", d, err)
+	}
+	if _, err := ChooseDisplay(two, ":99", ":20"); err == nil || !strings.Contains(err.Error(), "':99' not found") {
+		t.Errorf(":99: %v", err)
+	}
+	if d, err := ChooseDisplay([]string{":100", ":proxy-1"}, "", ""); err != nil || d != ":100" {
+		t.Errorf("one: %s %v", d, err)
+	}
+	if _, err := ChooseDisplay(nil, "", ""); err == nil || !strings.Contains(err.Error(), "no displays found") {
+		t.Errorf("none: %v", err)
+	}
+	tcp := []string{"tcp://127.0.0.1:10100/", "tcp://127.0.0.1:10101/"}
+	if d, err := ChooseDisplay(tcp, "tcp:127.0.0.1:10101", ""); err != nil || d != tcp[1] {
+		t.Errorf("tcp by address: %s %v", d, err)
+	}
+	if se, ok := IsSessionError(errors.Join(errors.New("x"), &SessionError{Reason: "r"})); !ok || se.Reason != "r" {
+		t.Error("IsSessionError")
+	}
+}
+
+func TestLocalSessions(t *testing.T) {
+	dir := t.TempDir()
+	host := "testhost"
+	listen := func(name string) net.Listener {
+		l, err := net.Listen("unix", filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	listen(host + "-100")
+	listen(host + "-proxy-7")
+	dead := listen(host + "-101")
+	dead.(*net.UnixListener).SetUnlinkOnClose(false)
+	dead.Close() // socket file stays, nobody listens: DEAD
+	os.Mkdir(filepath.Join(dir, "102"), 0o700)
+	listen("102/socket")
+	listen("otherhost-103")
+	os.WriteFile(filepath.Join(dir, host+"-104"), nil, 0o600) // not a socket
+	got := LocalSessions([]string{dir, dir, filepath.Join(dir, "missing")}, host, os.Getuid(), time.Second)
+	var names []string
+	for _, s := range got {
+		names = append(names, s.Display)
+	}
+	if strings.Join(names, ",") != ":100,:102,:proxy-7" {
+		t.Errorf("found %v", names)
+	}
+	if d, err := ChooseDisplay(names, "", ""); err == nil {
+		t.Errorf("two live sessions, chose %s", d)
+	}
+	if p, err := FindSocket([]string{dir}, host, ":102"); err != nil || !strings.HasSuffix(p, "102/socket") {
+		t.Errorf("FindSocket: %s %v", p, err)
+	}
+	// Another uid's sockets are not this user's sessions.
+	if os.Getuid() != 0 {
+		return
+	}
+	if got := LocalSessions([]string{dir}, host, 4242, time.Second); len(got) != 0 {
+		t.Errorf("uid 4242 sees %v", got)
+	}
+}
+
+func TestExpandDir(t *testing.T) {
+	u := &userT
+	if got := ExpandDir("/run/user/$UID/xpra", u); got != "/run/user/1234/xpra" {
+		t.Error(got)
+	}
+	if got := ExpandDir("~/.xpra", u); got != "/home/joe/.xpra" {
+		t.Error(got)
+	}
+	if got := ExpandDir("$XDG_RUNTIME_DIR/xpra:$USER", u); got != "/run/user/1234/xpra:joe" {
+		t.Error(got)
+	}
+}
+
+func TestSQLiteBothWaysWithXpra(t *testing.T) {
+	const script = "/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py"
+	if _, err := os.Stat(script); err != nil {
+		t.Fatalf("xpra's sqlite_auth.py is missing (README's test command installs xpra): %v", err)
+	}
+	py := func(args ...string) string {
+		out, err := exec.Command("/usr/bin/python3", append([]string{script}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sqlite_auth.py %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	dir := t.TempDir()
+	// xpra creates, we read.
+	theirs := filepath.Join(dir, "theirs.sdb")
+	py(theirs, "create")
+	py(theirs, "add", "foo", "bar", "nobody", "nogroup", "tcp://127.0.0.1:10100/")
+	py(theirs, "add", "moo", "cow", "nobody", "nogroup", "tcp://127.0.0.1:10101/", "", "compression=0")
+	db, err := OpenSQLite(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := db.Lookup("moo", verifierFor("cow"), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.UID != "nobody" || id.GID != "nogroup" || len(id.Displays) != 1 || id.Displays[0] != "tcp://127.0.0.1:10101/" ||
+		len(id.SessionOptions) != 1 || id.SessionOptions[0] != (Option{"compression", "0"}) {
+		t.Errorf("moo: %+v", id)
+	}
+	if _, err := db.Lookup("foo", verifierFor("cow"), "", ""); !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("wrong password: %v", err)
+	}
+	if _, err := db.Lookup("nobody", verifierFor(""), "", ""); !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("unknown user: %v", err)
+	}
+	db.Close()
+	// We create, xpra reads.
+	ours := filepath.Join(dir, "ours.sdb")
+	db, err = CreateSQLite(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Add(User{Username: "foo", Password: "bar", UID: "1000", GID: "1000", Displays: ":10,tcp://h:1/", SessionOptions: "compression_level=0"})
+	db.Close()
+	out := py(ours, "authenticate", "foo", "bar")
+	if !strings.Contains(out, "success") || !strings.Contains(out, "tcp://h:1/") {
+		t.Errorf("xpra on our database: %s", out)
+	}
+	if out := py(ours, "list"); !strings.Contains(out, "foo") {
+		t.Errorf("xpra list: %s", out)
+	}
+	if _, err := CreateSQLite(ours); err == nil {
+		t.Error("create over an existing table succeeded")
+	}
+}

@@ -1,0 +1,201 @@
+package authn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// SessionError is a failure to find or choose a session. Reason and
+// Message are the two strings of the xpra disconnect packet.
+type SessionError struct {
+	Reason  string // "session not found error", "authentication error"
+	Message string
+}
+
+func (e *SessionError) Error() string { return "authn: " + e.Reason + ": " + e.Message }
+
+func notFound(format string, args ...any) error {
+	return &SessionError{Reason: "session not found error", Message: fmt.Sprintf(format, args...)}
+}
+
+// Session is one local xpra session found in a socket directory.
+type Session struct {
+	Display string // ":173"
+	Path    string // the unix socket
+}
+
+// ExpandDir expands xpra's socket-dir variables ($UID, $GID, $USER,
+// $USERNAME, $HOME, ~, $XDG_RUNTIME_DIR) for the account u.
+func ExpandDir(dir string, u *user.User) string {
+	if u == nil {
+		return os.ExpandEnv(dir)
+	}
+	if strings.HasPrefix(dir, "~/") || dir == "~" {
+		dir = u.HomeDir + strings.TrimPrefix(dir, "~")
+	}
+	return os.Expand(dir, func(v string) string {
+		switch v {
+		case "UID":
+			return u.Uid
+		case "GID":
+			return u.Gid
+		case "USER", "USERNAME":
+			return u.Username
+		case "HOME":
+			return u.HomeDir
+		case "XDG_RUNTIME_DIR":
+			return "/run/user/" + u.Uid
+		}
+		return os.Getenv(v)
+	})
+}
+
+// SocketHostname is the prefix xpra puts on socket names:
+// $XPRA_SOCKET_HOSTNAME, else the host name.
+func SocketHostname() string {
+	if h := os.Getenv("XPRA_SOCKET_HOSTNAME"); h != "" {
+		return h
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// LocalSessions finds the LIVE sessions in dirs the way `xpra list` does:
+// sockets named <hostname>-<name> (xpra 3.1) or <N>/socket (xpra ≥ 5),
+// owned by uid unless uid is 0, that accept a connection within timeout.
+func LocalSessions(dirs []string, hostname string, uid int, timeout time.Duration) []Session {
+	var out []Session
+	seen := map[string]bool{}
+	prefix := hostname + "-"
+	add := func(display, path string) {
+		if seen[display] {
+			return
+		}
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode()&os.ModeSocket == 0 {
+			return
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && uid > 0 && int(st.Uid) != uid {
+			return
+		}
+		if !live(path, timeout) {
+			return
+		}
+		seen[display] = true
+		out = append(out, Session{Display: display, Path: path})
+	}
+	visited := map[string]bool{}
+	for _, dir := range dirs {
+		real, err := filepath.EvalSymlinks(dir)
+		if err != nil || visited[real] {
+			continue
+		}
+		visited[real] = true
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			switch {
+			case strings.HasPrefix(name, prefix):
+				add(":"+strings.TrimPrefix(name, prefix), filepath.Join(dir, name))
+			case e.IsDir() && isNumber(name):
+				add(":"+name, filepath.Join(dir, name, "socket"))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Session) int { return strings.Compare(a.Display, b.Display) })
+	return out
+}
+
+func isNumber(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// live reports whether a unix socket accepts connections (xpra's LIVE).
+func live(path string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// FindSocket returns the socket path of local display ":N" in dirs.
+func FindSocket(dirs []string, hostname, display string) (string, error) {
+	name := strings.TrimPrefix(display, ":")
+	for _, dir := range dirs {
+		for _, p := range []string{filepath.Join(dir, hostname+"-"+name), filepath.Join(dir, name, "socket")} {
+			if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				return p, nil
+			}
+		}
+	}
+	return "", notFound("display %s not found", display)
+}
+
+// ChooseDisplay applies xpra's proxy rules to the candidate displays:
+// the proxy's own display and ":proxy-*" instances are never candidates;
+// a requested display must be one of them (xpra ≥ 6 also accepts "N" for
+// ":N"); with no request there must be exactly one.
+func ChooseDisplay(candidates []string, requested, own string) (string, error) {
+	var list []string
+	for _, d := range candidates {
+		if d == "" || d == own || strings.HasPrefix(d, ":proxy-") {
+			continue
+		}
+		list = append(list, d)
+	}
+	if len(list) == 0 {
+		return "", notFound("no displays found")
+	}
+	if requested != "" {
+		if requested == own {
+			return "", notFound("invalid display: proxy display")
+		}
+		for _, d := range list {
+			if d == requested || d == ":"+requested {
+				return d, nil
+			}
+		}
+		// A URL cannot carry "tcp://h:p/" as its display, so also match
+		// the same address written another way ("tcp:h:p").
+		if rt, err := ParseTarget(requested); err == nil && rt.Address != "" {
+			for _, d := range list {
+				if t, err := ParseTarget(d); err == nil && t.Network == rt.Network && t.Address == rt.Address {
+					return d, nil
+				}
+			}
+		}
+		return "", notFound("display '%s' not found", requested)
+	}
+	if len(list) > 1 {
+		return "", notFound("please specify a display, more than one is available: %s", strings.Join(list, ", "))
+	}
+	return list[0], nil
+}
+
+// IsSessionError reports whether err is a *SessionError.
+func IsSessionError(err error) (*SessionError, bool) {
+	var se *SessionError
+	ok := errors.As(err, &se)
+	return se, ok
+}
