@@ -1,0 +1,61 @@
+// Command xpraproxy is the xpra proxy server in Go. Its options mirror
+// xpra's, so `xpra proxy ...` command lines work with the program name
+// replaced.
+//
+//	xpraproxy proxy [:DISPLAY] [--bind-tcp=HOST:PORT[,auth=MODULE...]] [--tcp-auth=MODULE,...] ...
+//	xpraproxy sqlite FILE create|add|remove|list|authenticate ...
+//	xpraproxy version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage:
+  xpraproxy proxy [:DISPLAY] [options]     run the proxy server
+  xpraproxy sqlite FILE COMMAND [ARGS...]  manage an xpra sqlite user database
+  xpraproxy version                        print the version
+
+proxy options (xpra's names):
+  --bind-tcp=HOST:PORT[,auth=MODULE[:k=v...]]  listen on TCP (repeatable)
+  --bind-unix=PATH[,auth=...]                  listen on a unix socket (repeatable)
+  --tcp-auth=MODULE[,k=v...]                   authentication for TCP listeners
+  --unix-auth=MODULE[,k=v...]                  authentication for unix listeners
+  --auth=MODULE[,k=v...]                       authentication for every listener without its own
+  --socket-dir=DIR, --socket-dirs=DIR[,DIR]    where sessions and the proxy's own socket live
+  --daemon=yes|no, --log-file=FILE
+  --idle-timeout=SECONDS (0: none)  --login-timeout=SECONDS (31)  --connect-timeout=SECONDS (20)
+  --max-packet-size=SIZE (16M)  --max-session-buffer=SIZE (32M)  --max-buffer-total=SIZE (1G)
+  --loops=N (event loops; default one per CPU)
+authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec
+
+sqlite commands (same as xpra's sqlite_auth.py):
+  create | add USER PASSWORD [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] |
+  remove USER [PASSWORD] | list | authenticate USER PASSWORD
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "proxy":
+		return proxyMain(args[1:])
+	case "sqlite":
+		return sqliteMain(args[1:], os.Stdout, os.Stderr)
+	case "version", "--version":
+		fmt.Println(versionString())
+		return 0
+	case "help", "--help", "-h":
+		fmt.Print(usage)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "xpraproxy: unknown command %q\n%s", args[0], usage)
+	return 2
+}

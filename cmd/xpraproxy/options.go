@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+)
+
+// bind is one --bind-tcp / --bind-unix value.
+type bind struct {
+	network, address string
+	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
+}
+
+// proxyOptions are `xpraproxy proxy`'s options, named as xpra's.
+type proxyOptions struct {
+	display    string
+	binds      []bind
+	tcpAuth    []authn.Spec
+	unixAuth   []authn.Spec
+	auth       []authn.Spec
+	socketDir  string
+	socketDirs []string
+	daemon     bool
+	logFile    string
+	idle       time.Duration
+	login      time.Duration
+	connect    time.Duration
+	maxPacket  int
+	maxSession int
+	maxTotal   int64
+	loops      int
+	ignored    []string
+}
+
+// xpraIgnored are xpra options that mean nothing to a proxy without a
+// display; accepted so that `xpra proxy` command lines work unchanged.
+var xpraIgnored = map[string]bool{
+	"mdns": true, "pulseaudio": true, "notifications": true, "speaker": true, "microphone": true,
+	"webcam": true, "printing": true, "dbus-proxy": true, "systemd-run": true, "html": true,
+	"start-via-proxy": true, "proxy-start-sessions": true, "opengl": true, "mmap": true, "dbus-control": true,
+}
+
+func parseBool(name, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "yes", "true", "on", "1", "":
+		return true, nil
+	case "no", "false", "off", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("--%s: %q is not yes or no", name, v)
+}
+
+func parseSeconds(name, v string) (time.Duration, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return d, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--%s: %q is not a number of seconds", name, v)
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func parseSize(name, v string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(v, "G"), strings.HasSuffix(v, "GiB"):
+		mult, v = 1<<30, strings.TrimRight(v, "GiB")
+	case strings.HasSuffix(v, "M"), strings.HasSuffix(v, "MiB"):
+		mult, v = 1<<20, strings.TrimRight(v, "MiB")
+	case strings.HasSuffix(v, "K"), strings.HasSuffix(v, "KiB"):
+		mult, v = 1<<10, strings.TrimRight(v, "KiB")
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--%s: %q is not a size", name, v)
+	}
+	return n * mult, nil
+}
+
+// parseBind reads HOST:PORT[,auth=MODULE[:k=v...]][,k=v...]: pairs after
+// an auth= that are not bind options belong to that module
+// ("auth=sqlite,filename=x" as well as "auth=sqlite:filename=x").
+func parseBind(network, v string) (bind, error) {
+	parts := strings.Split(v, ",")
+	b := bind{network: network, address: parts[0]}
+	if network == "tcp" {
+		host, port, err := splitHostPort(parts[0])
+		if err != nil {
+			return b, fmt.Errorf("--bind-tcp=%s: %w", v, err)
+		}
+		b.address = host + ":" + port
+	} else if b.address == "" {
+		return b, fmt.Errorf("--bind-unix needs a path")
+	}
+	for _, kv := range parts[1:] {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return b, fmt.Errorf("--bind-%s=%s: %q is not key=value", network, v, kv)
+		}
+		switch k {
+		case "auth":
+			// name:opt=v:opt2=v2 is xpra's colon form of name,opt=v,opt2=v2.
+			if i := strings.IndexByte(val, ':'); i >= 0 {
+				val = val[:i] + "," + strings.ReplaceAll(val[i+1:], ":", ",")
+			}
+			spec, err := authn.ParseSpec(val)
+			if err != nil {
+				return b, err
+			}
+			b.auth = append(b.auth, spec)
+		default:
+			if len(b.auth) == 0 {
+				return b, fmt.Errorf("--bind-%s=%s: unknown bind option %q", network, v, k)
+			}
+			b.auth[len(b.auth)-1].Options[k] = val
+		}
+	}
+	return b, nil
+}
+
+func splitHostPort(s string) (string, string, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("no port in %q", s)
+	}
+	host, port := s[:i], s[i+1:]
+	if host == "" || host == "*" {
+		host = "0.0.0.0"
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n <= 0 || n > 65535 {
+		return "", "", fmt.Errorf("invalid port number %q", port)
+	}
+	return strings.Trim(host, "[]"), port, nil
+}
+
+// parseProxyArgs reads `xpraproxy proxy` arguments: an optional :DISPLAY
+// and --name=value / --name value options.
+func parseProxyArgs(args []string) (*proxyOptions, error) {
+	o := &proxyOptions{
+		idle:       0,
+		login:      31 * time.Second,
+		connect:    20 * time.Second,
+		maxPacket:  16 << 20,
+		maxSession: 32 << 20,
+		maxTotal:   1 << 30,
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "--") {
+			if strings.HasPrefix(a, ":") && o.display == "" {
+				if _, err := strconv.Atoi(a[1:]); err != nil {
+					return nil, fmt.Errorf("invalid display %q: expected :NUMBER", a)
+				}
+				o.display = a
+				continue
+			}
+			return nil, fmt.Errorf("unexpected argument %q", a)
+		}
+		name, val, hasVal := strings.Cut(a[2:], "=")
+		needVal := func() (string, error) {
+			if hasVal {
+				return val, nil
+			}
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("--%s needs a value", name)
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		switch name {
+		case "bind-tcp", "bind-unix":
+			var v string
+			if v, err = needVal(); err == nil {
+				var b bind
+				if b, err = parseBind(strings.TrimPrefix(name, "bind-"), v); err == nil {
+					o.binds = append(o.binds, b)
+				}
+			}
+		case "tcp-auth", "unix-auth", "auth":
+			var v string
+			if v, err = needVal(); err == nil {
+				var spec authn.Spec
+				if spec, err = authn.ParseSpec(v); err == nil {
+					switch name {
+					case "tcp-auth":
+						o.tcpAuth = append(o.tcpAuth, spec)
+					case "unix-auth":
+						o.unixAuth = append(o.unixAuth, spec)
+					default:
+						o.auth = append(o.auth, spec)
+					}
+				}
+			}
+		case "socket-dir":
+			o.socketDir, err = needVal()
+		case "socket-dirs":
+			var v string
+			if v, err = needVal(); err == nil {
+				for _, d := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ':' }) {
+					o.socketDirs = append(o.socketDirs, d)
+				}
+			}
+		case "daemon":
+			var v string
+			if hasVal {
+				v = val
+			}
+			o.daemon, err = parseBool(name, v)
+		case "log-file":
+			o.logFile, err = needVal()
+		case "idle-timeout", "login-timeout", "connect-timeout":
+			var v string
+			var d time.Duration
+			if v, err = needVal(); err == nil {
+				if d, err = parseSeconds(name, v); err == nil {
+					switch name {
+					case "idle-timeout":
+						o.idle = d
+					case "login-timeout":
+						o.login = d
+					default:
+						o.connect = d
+					}
+				}
+			}
+		case "max-packet-size", "max-session-buffer", "max-buffer-total":
+			var v string
+			var n int64
+			if v, err = needVal(); err == nil {
+				if n, err = parseSize(name, v); err == nil {
+					switch name {
+					case "max-packet-size":
+						o.maxPacket = int(n)
+					case "max-session-buffer":
+						o.maxSession = int(n)
+					default:
+						o.maxTotal = n
+					}
+				}
+			}
+		case "loops":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.loops, err = strconv.Atoi(v)
+			}
+		default:
+			if xpraIgnored[name] {
+				o.ignored = append(o.ignored, a)
+				if !hasVal && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], ":") {
+					i++
+				}
+				continue
+			}
+			return nil, fmt.Errorf("unknown option --%s (see 'xpraproxy help')", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// defaultSocketDirs are Debian's xpra socket-dirs for the current user.
+func defaultSocketDirs() []string {
+	home, _ := os.UserHomeDir()
+	return []string{
+		fmt.Sprintf("/run/user/%d/xpra", os.Getuid()),
+		"/run/xpra",
+		filepath.Join(home, ".xpra"),
+	}
+}

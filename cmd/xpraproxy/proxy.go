@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+const (
+	defaultDisplay = ":14500"
+	defaultBind    = "127.0.0.1:14500"
+)
+
+func versionString() string {
+	v := "xpraproxy " + relay.Version + " (xpra protocol " + relay.XpraVersion + ")"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v += " " + bi.GoVersion
+	}
+	return v
+}
+
+func proxyMain(args []string) int {
+	o, err := parseProxyArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 2
+	}
+	if os.Geteuid() == 0 {
+		fmt.Fprintln(os.Stderr, "xpraproxy: refusing to run as root: no relay may run with root privileges, and the"+
+			" privilege-separated workers that would let a root proxy serve other users are not built yet."+
+			" Run xpraproxy as an unprivileged user.")
+		return 1
+	}
+	if o.display == "" {
+		o.display = defaultDisplay
+	}
+	if len(o.binds) == 0 && len(o.tcpAuth) == 0 && len(o.auth) == 0 {
+		if err := embeddedDefault(o); err != nil {
+			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+			return 1
+		}
+	}
+	if o.daemon {
+		return daemonize(o, args)
+	}
+	logOut := io.Writer(os.Stderr)
+	if o.logFile != "" {
+		f, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+			return 1
+		}
+		defer f.Close()
+		logOut = f
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	for _, ig := range o.ignored {
+		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
+	}
+	srv, err := buildServer(o, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		log.Info("stopping", "signal", s.String())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+	}()
+	go func() {
+		<-srv.Ready()
+		log.Info("xpraproxy ready", "version", relay.Version, "display", o.display, "pid", os.Getpid())
+	}()
+	if err := srv.Run(); err != nil {
+		log.Error("proxy failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// embeddedDefault is what `xpraproxy proxy` with no bind or auth option
+// runs: TCP on 127.0.0.1:14500, authenticated against a sqlite database in
+// the user's config directory, created on first run.
+func embeddedDefault(o *proxyOptions) error {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return err
+	}
+	dir = filepath.Join(dir, "xpraproxy")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	db := filepath.Join(dir, "users.sdb")
+	if _, err := os.Stat(db); os.IsNotExist(err) {
+		s, err := authn.CreateSQLite(db)
+		if err != nil {
+			return err
+		}
+		s.Close()
+		fmt.Fprintf(os.Stderr, "xpraproxy: created the user database %s\n", db)
+	}
+	if s, err := authn.OpenSQLite(db); err == nil {
+		users, _ := s.Users()
+		s.Close()
+		if len(users) == 0 {
+			fmt.Fprintf(os.Stderr, "xpraproxy: no users yet; add one that reaches a session with:\n"+
+				"  xpraproxy sqlite %s add USER PASSWORD \"\" \"\" tcp://HOST:PORT/\n"+
+				"then attach with: xpra attach tcp://USER:PASSWORD@%s/\n", db, defaultBind)
+		}
+	}
+	b, err := parseBind("tcp", defaultBind)
+	if err != nil {
+		return err
+	}
+	b.auth = []authn.Spec{{Name: "sqlite", Options: map[string]string{"filename": db}}}
+	o.binds = append(o.binds, b)
+	return nil
+}
+
+// daemonize re-runs the command in the background (--daemon=no, a new
+// session, output to the log file) and returns once it is started.
+func daemonize(o *proxyOptions, args []string) int {
+	logFile := o.logFile
+	if logFile == "" {
+		logFile = filepath.Join(ownSocketDir(o), "xpraproxy-"+strings.TrimPrefix(o.display, ":")+".log")
+	}
+	var child []string
+	for _, a := range args {
+		if a == "--daemon" || strings.HasPrefix(a, "--daemon=") {
+			continue
+		}
+		child = append(child, a)
+	}
+	child = append([]string{"proxy"}, child...)
+	child = append(child, "--daemon=no", "--log-file="+logFile)
+	if !slices.Contains(child, o.display) {
+		child = append(child, o.display)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 1
+	}
+	cmd := exec.Command(self, child...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 1
+	}
+	fmt.Printf("xpraproxy started in the background, pid %d, log %s\n", cmd.Process.Pid, logFile)
+	return 0
+}
+
+// ownSocketDir is where the proxy's own $HOSTNAME-$DISPLAY socket goes:
+// --socket-dir, else the first --socket-dirs, else the first default
+// directory that exists or can be made.
+func ownSocketDir(o *proxyOptions) string {
+	if o.socketDir != "" {
+		return o.socketDir
+	}
+	dirs := o.socketDirs
+	if len(dirs) == 0 {
+		dirs = defaultSocketDirs()
+	}
+	for _, d := range dirs {
+		d = authn.ExpandDir(d, nil)
+		if err := os.MkdirAll(d, 0o700); err == nil {
+			return d
+		}
+	}
+	return os.TempDir()
+}
+
+func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
+	cwd, _ := os.Getwd()
+	env := authn.Env{Getenv: os.Getenv, Dir: cwd}
+	modules := func(specs []authn.Spec) ([]authn.Module, error) {
+		var out []authn.Module
+		for _, s := range specs {
+			m, err := authn.New(s, env)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, m)
+		}
+		return out, nil
+	}
+	sockDir := ownSocketDir(o)
+	if err := os.MkdirAll(sockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	var dirs []string
+	if o.socketDir != "" {
+		dirs = append(dirs, o.socketDir)
+	}
+	if len(o.socketDirs) > 0 {
+		dirs = append(dirs, o.socketDirs...)
+	} else {
+		dirs = append(dirs, defaultSocketDirs()...)
+	}
+	for i := range dirs {
+		dirs[i] = authn.ExpandDir(dirs[i], nil)
+	}
+	hostname := authn.SocketHostname()
+	base := relay.Config{
+		SocketDirs:       dirs,
+		Hostname:         hostname,
+		OwnDisplay:       o.display,
+		UID:              os.Getuid(),
+		LoginTimeout:     o.login,
+		ChallengeTimeout: 120 * time.Second,
+		ConnectTimeout:   o.connect,
+		IdleTimeout:      o.idle,
+		MaxPacketSize:    o.maxPacket,
+		MaxSessionBuffer: o.maxSession,
+		Log:              log,
+	}
+	var listeners []loop.Listener
+	add := func(b bind) error {
+		specs := b.auth
+		if len(specs) == 0 {
+			if b.network == "tcp" {
+				specs = o.tcpAuth
+			} else {
+				specs = o.unixAuth
+			}
+		}
+		if len(specs) == 0 {
+			specs = o.auth
+		}
+		mods, err := modules(specs)
+		if err != nil {
+			return err
+		}
+		cfg := base
+		cfg.Modules = mods
+		cfg.Encrypted = b.network == "unix"
+		if len(mods) == 0 {
+			log.Warn("no authentication module: every client will be refused (use auth=none to allow everyone)",
+				"listener", b.network+"://"+b.address)
+		}
+		names := make([]string, len(specs))
+		for i, s := range specs {
+			names[i] = s.String()
+		}
+		log.Info("listening", "listener", b.network+"://"+b.address, "auth", strings.Join(names, " "))
+		listeners = append(listeners, loop.Listener{Network: b.network, Address: b.address, Config: &cfg})
+		return nil
+	}
+	for _, b := range o.binds {
+		if err := add(b); err != nil {
+			return nil, err
+		}
+	}
+	// The proxy's own socket, so that `xpra list` shows it. Its mode is
+	// 0600: only this user reaches it, so it needs no password unless
+	// --unix-auth/--auth say otherwise.
+	own := bind{network: "unix", address: filepath.Join(sockDir, hostname+"-"+strings.TrimPrefix(o.display, ":"))}
+	if len(o.unixAuth) == 0 && len(o.auth) == 0 {
+		own.auth = []authn.Spec{{Name: "none", Options: map[string]string{}}}
+	}
+	if err := add(own); err != nil {
+		return nil, err
+	}
+	return loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log}), nil
+}

@@ -1,0 +1,366 @@
+// Package loop is xpraproxy's reactor: gnet event loops serving every
+// listener, the backends enrolled beside their clients, the timers, the
+// bounded pool of off-loop work and the global buffer budget.
+package loop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/logging"
+
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// Listener is one address to serve with the sessions' configuration.
+type Listener struct {
+	// Network is "tcp" or "unix"; Address is host:port or a path.
+	Network, Address string
+	Config           *relay.Config
+}
+
+// Options tune the reactor.
+type Options struct {
+	Loops          int           // event loops; 0: one per CPU
+	SweepInterval  time.Duration // timers and backpressure; default 100 ms
+	MaxInFlight    int           // concurrent off-loop handshakes; default 256
+	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
+	SocketMode     os.FileMode   // for unix listeners; default 0600
+	Log            *slog.Logger
+}
+
+// Server serves listeners until Stop.
+type Server struct {
+	gnet.BuiltinEventEngine
+	listeners []Listener
+	opts      Options
+	log       *slog.Logger
+
+	eng      gnet.Engine
+	booted   chan struct{}
+	nextID   atomic.Uint64
+	inflight chan struct{}
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loopState
+	total atomic.Int64 // buffered bytes, summed by the sweeps
+	count atomic.Int64 // open client sessions
+}
+
+// loopState is touched only on its own loop.
+type loopState struct {
+	el       gnet.EventLoop
+	sessions map[*relay.Session]struct{}
+	buffered atomic.Int64
+}
+
+type clientCtx struct {
+	s  *relay.Session
+	ls *loopState
+}
+
+type serverCtx struct {
+	s  *relay.Session
+	b  *relay.Backend
+	ls *loopState
+}
+
+// New makes a server; Run starts it.
+func New(listeners []Listener, opts Options) *Server {
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = 100 * time.Millisecond
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256
+	}
+	if opts.SocketMode == 0 {
+		opts.SocketMode = 0o600
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	return &Server{
+		listeners: listeners,
+		opts:      opts,
+		log:       opts.Log,
+		booted:    make(chan struct{}),
+		inflight:  make(chan struct{}, opts.MaxInFlight),
+		loops:     map[gnet.EventLoop]*loopState{},
+	}
+}
+
+func (l Listener) url() string { return l.Network + "://" + l.Address }
+
+// Run serves until Stop is called or the engine fails. Stale unix sockets
+// are removed before binding; live ones are an error (another server).
+func (s *Server) Run() error {
+	var addrs []string
+	for _, l := range s.listeners {
+		if l.Network == "unix" {
+			if err := clearStaleSocket(l.Address); err != nil {
+				return err
+			}
+		}
+		addrs = append(addrs, l.url())
+	}
+	loops := s.opts.Loops
+	opts := []gnet.Option{
+		gnet.WithTicker(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithReuseAddr(true),
+		gnet.WithLogLevel(logging.ErrorLevel),
+	}
+	if loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(loops))
+	} else {
+		opts = append(opts, gnet.WithMulticore(true))
+	}
+	err := gnet.Rotate(s, addrs, opts...)
+	for _, l := range s.listeners {
+		if l.Network == "unix" {
+			os.Remove(l.Address)
+		}
+	}
+	return err
+}
+
+// Ready is closed once the listeners accept connections.
+func (s *Server) Ready() <-chan struct{} { return s.booted }
+
+// Stop ends the engine and every connection.
+func (s *Server) Stop(ctx context.Context) error {
+	select {
+	case <-s.booted:
+	default:
+		return errors.New("loop: server not running")
+	}
+	return s.eng.Stop(ctx)
+}
+
+// Sessions is the number of open client connections.
+func (s *Server) Sessions() int64 { return s.count.Load() }
+
+// Buffered is the bytes held in user space, as of the last sweep.
+func (s *Server) Buffered() int64 { return s.total.Load() }
+
+func clearStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("loop: %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("loop: %s is in use by another server", path)
+	}
+	return os.Remove(path)
+}
+
+// OnBoot records the engine and restricts unix socket permissions.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	for _, l := range s.listeners {
+		if l.Network == "unix" {
+			if err := os.Chmod(l.Address, s.opts.SocketMode); err != nil {
+				s.log.Error("cannot set socket permissions", "path", l.Address, "err", err)
+				return gnet.Shutdown
+			}
+		}
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+func (s *Server) loopState(el gnet.EventLoop) *loopState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ls := s.loops[el]
+	if ls == nil {
+		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}}
+		s.loops[el] = ls
+	}
+	return ls
+}
+
+// configFor finds the listener a connection came in on.
+func (s *Server) configFor(c gnet.Conn) *relay.Config {
+	local := c.LocalAddr()
+	if local == nil {
+		return nil
+	}
+	switch a := local.(type) {
+	case *net.UnixAddr:
+		for _, l := range s.listeners {
+			if l.Network == "unix" && l.Address == a.Name {
+				return l.Config
+			}
+		}
+	case *net.TCPAddr:
+		for _, l := range s.listeners {
+			if l.Network != "tcp" {
+				continue
+			}
+			_, port, _ := net.SplitHostPort(l.Address)
+			if port == fmt.Sprint(a.Port) {
+				return l.Config
+			}
+		}
+	}
+	// A single listener of a kind: use it whatever the address says.
+	for _, l := range s.listeners {
+		if strings.HasPrefix(local.Network(), l.Network) {
+			return l.Config
+		}
+	}
+	return nil
+}
+
+// OnOpen starts a session for a client, or hands an enrolled backend to
+// its session.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	now := time.Now()
+	if sc, ok := c.Context().(*serverCtx); ok {
+		sc.ls = s.loopState(c.EventLoop())
+		sc.s.ServerOpened(c, sc.b, now)
+		return nil, gnet.None
+	}
+	cfg := s.configFor(c)
+	if cfg == nil {
+		s.log.Error("connection on an unknown listener", "local", c.LocalAddr())
+		return nil, gnet.Close
+	}
+	ls := s.loopState(c.EventLoop())
+	h := &host{srv: s, el: c.EventLoop()}
+	sess := relay.NewSession(s.nextID.Add(1), cfg, h, c, now)
+	ls.sessions[sess] = struct{}{}
+	c.SetContext(&clientCtx{s: sess, ls: ls})
+	s.count.Add(1)
+	return nil, gnet.None
+}
+
+// OnTraffic feeds the bytes to the connection's session.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	now := time.Now()
+	switch ctx := c.Context().(type) {
+	case *clientCtx:
+		ctx.s.ClientTraffic(now)
+	case *serverCtx:
+		ctx.s.ServerTraffic(now)
+	default:
+		c.Discard(c.InboundBuffered())
+	}
+	return gnet.None
+}
+
+// OnClose tells the session which side went away.
+func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+	switch ctx := c.Context().(type) {
+	case *clientCtx:
+		ctx.s.OnClientClosed(err)
+		if _, ok := ctx.ls.sessions[ctx.s]; ok {
+			delete(ctx.ls.sessions, ctx.s)
+			s.count.Add(-1)
+		}
+	case *serverCtx:
+		ctx.s.OnServerClosed(err)
+	}
+	return gnet.None
+}
+
+// OnTick posts a sweep to every loop. It runs on gnet's ticker goroutine,
+// which must not touch connections itself.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.mu.Lock()
+	states := make([]*loopState, 0, len(s.loops))
+	for _, ls := range s.loops {
+		states = append(states, ls)
+	}
+	s.mu.Unlock()
+	var total int64
+	for _, ls := range states {
+		total += ls.buffered.Load()
+	}
+	s.total.Store(total)
+	over := s.opts.MaxBufferTotal > 0 && total > s.opts.MaxBufferTotal
+	for _, ls := range states {
+		ls := ls
+		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.sweep(ls, over)
+			return nil
+		}))
+	}
+	return s.opts.SweepInterval, gnet.None
+}
+
+// sweep runs on ls's loop: timeouts, backpressure, the budget.
+func (s *Server) sweep(ls *loopState, overBudget bool) {
+	now := time.Now()
+	var (
+		held    int64
+		biggest *relay.Session
+		most    int
+	)
+	for sess := range ls.sessions {
+		n := sess.Sweep(now)
+		held += int64(n)
+		if sess.Relaying() && n > most {
+			biggest, most = sess, n
+		}
+	}
+	// Over the global budget, each loop sheds its largest relaying
+	// session per sweep until the total falls.
+	if overBudget && biggest != nil && most > 0 {
+		biggest.Shed()
+	}
+	ls.buffered.Store(held)
+}
+
+// host implements relay.Host for sessions of one loop.
+type host struct {
+	srv *Server
+	el  gnet.EventLoop
+}
+
+// Go runs work on a goroutine bounded by MaxInFlight, then done on the
+// session's loop.
+func (h *host) Go(work, done func()) {
+	go func() {
+		h.srv.inflight <- struct{}{}
+		work()
+		<-h.srv.inflight
+		_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			done()
+			return nil
+		}))
+	}()
+}
+
+// Enroll moves a logged-in backend onto the session's loop; OnOpen then
+// hands it to the session.
+func (h *host) Enroll(sess *relay.Session, b *relay.Backend) error {
+	ch, err := h.el.Enroll(gnet.NewContext(context.Background(), &serverCtx{s: sess, b: b}), b.Conn)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if r := <-ch; r.Err != nil {
+			h.srv.log.Warn("cannot enroll backend", "session", sess.ID, "err", r.Err)
+			_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				sess.BackendFailed(r.Err)
+				return nil
+			}))
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,182 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// BackendError is a failure to reach or log in to the target. Reason and
+// Message go into the client's disconnect packet.
+type BackendError struct {
+	Reason, Message string
+	Err             error
+}
+
+func (e *BackendError) Error() string {
+	s := "relay: backend: " + e.Message
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *BackendError) Unwrap() error { return e.Err }
+
+// Backend is a logged-in connection to an xpra server, ready to relay.
+type Backend struct {
+	Conn net.Conn
+	// Hello is the server's hello and the header it came with (its
+	// encoder and compressor).
+	Hello  frame.Dict
+	Header frame.Header
+}
+
+// DialConfig says how to reach and log in to a backend.
+type DialConfig struct {
+	Target  authn.Target
+	Network string // "tcp" or "unix"
+	Address string // resolved socket path for local displays
+	Hello   frame.Dict
+	// Encoding is the client's encoder: the server decodes by header
+	// flags, and using the client's keeps v6 (rencodeplus-only) servers
+	// working.
+	Encoding frame.Encoding
+	// Password answers the server's challenge (target URL, else the
+	// session option `password`).
+	Password string
+	Timeout  time.Duration
+	// MaxPacketSize bounds the server's handshake packets.
+	MaxPacketSize int
+}
+
+// Dial connects to the backend and performs the client side of the xpra
+// handshake: send the hello, answer a challenge, read the server's hello.
+// It blocks (up to Timeout) and runs off the event loop.
+func Dial(cfg DialConfig) (*Backend, error) {
+	deadline := time.Now().Add(cfg.Timeout)
+	conn, err := net.DialTimeout(cfg.Network, cfg.Address, cfg.Timeout)
+	if err != nil {
+		return nil, &BackendError{Reason: "session not found error", Message: "failed to connect to display", Err: err}
+	}
+	b, err := handshake(conn, cfg, deadline)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		conn.Close()
+		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
+	}
+	return b, nil
+}
+
+func handshake(conn net.Conn, cfg DialConfig, deadline time.Time) (*Backend, error) {
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
+	}
+	fail := func(msg string, err error) error {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			msg = "timeout talking to the server"
+		}
+		return &BackendError{Reason: "session not found error", Message: msg, Err: err}
+	}
+	w := frame.Writer{Encoding: cfg.Encoding}
+	send := func(p frame.Packet) error {
+		b, err := w.AppendPacket(nil, p)
+		if err != nil {
+			return err
+		}
+		_, err = conn.Write(b)
+		return err
+	}
+	if err := send(frame.Packet{"hello", cfg.Hello}); err != nil {
+		return nil, fail("failed to send the hello to the server", err)
+	}
+	r := frame.NewStreamReader(conn, cfg.MaxPacketSize)
+	answered := false
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return nil, fail("server connection lost during the handshake", err)
+		}
+		switch p.Type() {
+		case "hello":
+			caps, _ := p[1].(frame.Dict)
+			if len(p) < 2 || caps == nil {
+				return nil, fail("invalid hello from the server", nil)
+			}
+			return &Backend{Conn: conn, Hello: caps, Header: r.Header()}, nil
+		case "challenge":
+			if answered {
+				return nil, &BackendError{Reason: "authentication failed", Message: "the server refused the target's password"}
+			}
+			if cfg.Password == "" {
+				return nil, &BackendError{Reason: "authentication failed", Message: "the server requires a password and the target has none"}
+			}
+			hello, err := challengeReply(cfg.Hello, p, cfg.Password)
+			if err != nil {
+				return nil, &BackendError{Reason: "authentication failed", Message: "cannot answer the server's challenge", Err: err}
+			}
+			if err := send(frame.Packet{"hello", hello}); err != nil {
+				return nil, fail("failed to send the challenge response", err)
+			}
+			answered = true
+		case "disconnect":
+			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + disconnectText(p)}
+		default:
+			// Nothing else is expected before the hello; ignore it as
+			// xpra's client does.
+		}
+	}
+}
+
+// challengeReply is the hello again with the response to the server's
+// challenge ["challenge", salt, caps, digest, salt-digest, prompt].
+func challengeReply(hello frame.Dict, ch frame.Packet, password string) (frame.Dict, error) {
+	if len(ch) < 4 {
+		return nil, fmt.Errorf("short challenge packet")
+	}
+	salt, ok := ch[1].([]byte)
+	if !ok {
+		s, isText := ch[1].(string)
+		if !isText {
+			return nil, fmt.Errorf("challenge salt is %T", ch[1])
+		}
+		salt = []byte(s)
+	}
+	digest, _ := frame.AsText(ch[3])
+	saltDigest := "xor"
+	if len(ch) > 4 {
+		saltDigest, _ = frame.AsText(ch[4])
+	}
+	if digest == string(authn.DigestXOR) {
+		return nil, fmt.Errorf("server asked for an xor digest over an unencrypted link")
+	}
+	resp, clientSalt, err := authn.Response([]byte(password), salt, authn.Digest(digest), authn.Digest(saltDigest))
+	if err != nil {
+		return nil, err
+	}
+	h := append(frame.Dict(nil), hello...)
+	h.Set("challenge_response", string(resp))
+	h.Set("challenge_client_salt", clientSalt)
+	return h, nil
+}
+
+// disconnectText joins a disconnect packet's reason strings.
+func disconnectText(p frame.Packet) string {
+	s := ""
+	for i, v := range p[1:] {
+		t, _ := frame.AsText(v)
+		if i > 0 {
+			s += ": "
+		}
+		s += t
+	}
+	return s
+}

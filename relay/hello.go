@@ -1,0 +1,125 @@
+// Package relay pairs an xpra client with its server: the client side of
+// the handshake (hello, challenge, requests), the connection to the
+// backend, and the pass-through of packets in both directions, seeing or
+// rewriting only the few the proxy must (disconnect, hello, info-response).
+package relay
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// Version is xpraproxy's own version, reported under proxy.*.
+const Version = "0.1.0"
+
+// XpraVersion is the xpra protocol version the proxy speaks in its own
+// hellos (info and version replies); clients parse it as numbers.
+const XpraVersion = "3.1.3"
+
+// clientCapPrefixes are dropped from the client's hello before it goes to
+// the server, as xpra's proxy does (CLIENT_REMOVE_CAPS): the proxy answers
+// the server's challenge itself, and aliases would give integer packet
+// types the relay could not classify.
+var clientCapPrefixes = []string{"challenge", "cipher", "digest", "salt-digest", "aliases", "wants_aliases"}
+
+func hasPrefix(k string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServerHello builds the hello the proxy sends to the backend from the
+// client's: removed keys, the proxy's digests and markers, the target's
+// username and the session options (see ApplySessionOptions).
+func ServerHello(client frame.Dict, target authn.Target, opts []authn.Option) (frame.Dict, *LinkOptions, []string) {
+	h := append(frame.Dict(nil), client...)
+	h.DeleteFunc(func(k string) bool { return hasPrefix(k, clientCapPrefixes) })
+	digests := authn.Supported()
+	h.Set("digest", digests)
+	h.Set("salt-digest", digests)
+	h.Set("wants_aliases", false)
+	if target.Username != "" {
+		h.Set("username", target.Username)
+	}
+	host, _ := os.Hostname()
+	h.Set("proxy", true)
+	h.Set("proxy.version", XpraVersion)
+	h.Set("proxy.xpraproxy.version", Version)
+	h.Set("proxy.hostname", host)
+	h.Set("proxy.platform", runtime.GOOS)
+	h.Set("proxy.pid", os.Getpid())
+	link, warnings := ApplySessionOptions(&h, opts)
+	return h, link, warnings
+}
+
+// LinkOptions are what session options change on the proxy↔server link.
+type LinkOptions struct {
+	// Level is the compression level requested from the server, or -1
+	// when the options leave it to the client's hello.
+	Level int
+	// Password answers the server's challenge when the target URL has none.
+	Password string
+}
+
+// Uncompressed reports whether the proxy↔server link must carry no
+// compression (compression=0 or compression_level=0).
+func (l *LinkOptions) Uncompressed() bool { return l != nil && l.Level == 0 }
+
+// ApplySessionOptions applies a user's session options (sqlite and
+// multifile session_options) to the hello for the server. xpra 3.1's own
+// proxy ignores `compression=0` and crashes on `compression_level=0`; here
+// both set the proxy↔server compression level. The encoder and compressor
+// booleans of xpra's whitelist are copied into the hello. Unknown options
+// are returned as warnings for the log and otherwise ignored.
+func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []string) {
+	link := &LinkOptions{Level: -1}
+	var warnings []string
+	for _, o := range opts {
+		switch o.Key {
+		case "compression", "compression_level":
+			n, err := strconv.Atoi(o.Value)
+			if err != nil || n < 0 || n > 9 {
+				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not a level 0-9; ignored", o.Key, o.Value))
+				continue
+			}
+			link.Level = n
+			h.Set("compression_level", n)
+		case "lz4", "lzo", "zlib", "brotli", "rencode", "rencodeplus", "bencode", "yaml":
+			b, err := strconv.ParseBool(o.Value)
+			if err != nil {
+				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not a boolean; ignored", o.Key, o.Value))
+				continue
+			}
+			h.Set(o.Key, b)
+		case "password":
+			link.Password = o.Value
+		default:
+			warnings = append(warnings, fmt.Sprintf("unknown session option %q ignored", o.Key))
+		}
+	}
+	return link, warnings
+}
+
+// ClientHello filters the server's hello before it reaches the client:
+// aliases go (both links then use packet names) and the proxy adds its
+// markers.
+func ClientHello(server frame.Dict) frame.Dict {
+	h := append(frame.Dict(nil), server...)
+	h.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, "aliases") })
+	// xpra's client shows "via: <platform> proxy version <version>".
+	host, _ := os.Hostname()
+	h.Set("proxy", true)
+	h.Set("proxy.hostname", host)
+	h.Set("proxy.platform", "xpraproxy on "+runtime.GOOS)
+	h.Set("proxy.version", Version)
+	return h
+}

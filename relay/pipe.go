@@ -1,0 +1,285 @@
+package relay
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// Backpressure marks: a pipe stops consuming its source while its
+// destination holds more than highWater unsent bytes, and resumes (from
+// Sweep) under lowWater.
+const (
+	highWater = 1 << 20
+	lowWater  = 256 << 10
+)
+
+// inspectLimit is the largest main packet held whole to learn its type;
+// larger ones (never control packets in practice) are cut through.
+const inspectLimit = 1 << 20
+
+// pipe relays one direction. At each frame boundary it validates the
+// header; main packets up to inspectLimit are classified by type without
+// decoding; everything else is written to dst as it arrives.
+type pipe struct {
+	s        *Session
+	name     string
+	toServer bool
+	src, dst Conn
+	max      int
+
+	remaining int  // bytes of the current cut-through frame still to copy
+	paused    bool // dst is over highWater
+	reader    frame.Reader
+
+	// link says whether the proxy↔server link is uncompressed; then
+	// client→server frames are decompressed and server→client main
+	// packets compressed with `compress` for the client.
+	link     *LinkOptions
+	compress frame.Compression
+
+	Bytes, Packets int64
+}
+
+// transforms reports whether every frame must be held whole and rewritten.
+func (p *pipe) transforms() bool { return p.link.Uncompressed() }
+
+func (p *pipe) pump() error {
+	for !p.paused {
+		avail := p.src.InboundBuffered()
+		if avail == 0 {
+			return nil
+		}
+		if p.remaining > 0 {
+			n := min(avail, p.remaining)
+			buf, err := p.src.Peek(n)
+			if err != nil {
+				return err
+			}
+			if err := p.write(buf); err != nil {
+				return err
+			}
+			p.src.Discard(n)
+			p.remaining -= n
+			continue
+		}
+		if avail < frame.HeaderSize {
+			return nil
+		}
+		hdr, err := p.src.Peek(frame.HeaderSize)
+		if err != nil {
+			return err
+		}
+		size, h, err := frame.FrameLen(hdr, p.max)
+		if err != nil {
+			return err
+		}
+		if !p.transforms() && (h.Index > 0 || size > inspectLimit) {
+			p.remaining = size // cut through: forward as bytes arrive
+			if h.Index == 0 {
+				p.Packets++
+			}
+			continue
+		}
+		if avail < size {
+			return nil // wait for the whole frame (bounded by inspectLimit or max)
+		}
+		buf, err := p.src.Peek(size)
+		if err != nil {
+			return err
+		}
+		err = p.frame(h, buf)
+		p.src.Discard(size)
+		if err != nil || p.s.state != stateRelay {
+			return err
+		}
+	}
+	return nil
+}
+
+// write forwards bytes and pauses the pipe when dst backs up.
+func (p *pipe) write(b []byte) error {
+	if _, err := p.dst.Write(b); err != nil {
+		return fmt.Errorf("relay: %s write: %w", p.name, err)
+	}
+	p.Bytes += int64(len(b))
+	if p.dst.OutboundBuffered() > highWater {
+		p.paused = true
+	}
+	return nil
+}
+
+// frame handles one whole frame (header included in buf).
+func (p *pipe) frame(h frame.Header, buf []byte) error {
+	payload := buf[frame.HeaderSize:]
+	if h.Index > 0 {
+		return p.rewrite(h, payload, buf)
+	}
+	p.Packets++
+	t, err := frame.PeekType(h, payload)
+	if err != nil {
+		return err
+	}
+	if !p.inspects(&t) {
+		return p.rewrite(h, payload, buf)
+	}
+	pkt, _, err := p.reader.Next(buf)
+	if err != nil {
+		return err
+	}
+	return p.handle(h, pkt)
+}
+
+func (p *pipe) inspects(t *frame.Type) bool {
+	if t.Is("disconnect") || t.Is("hello") {
+		return true
+	}
+	return !p.toServer && (t.Is("info-response") || t.Is("challenge"))
+}
+
+// rewrite forwards a frame, changing its compression when the link
+// options say so; otherwise the bytes go out untouched.
+func (p *pipe) rewrite(h frame.Header, payload, whole []byte) error {
+	switch {
+	case p.transforms() && p.toServer && h.Compression.Compressed():
+		data, err := frame.Decompress(h.Compression, payload, p.max)
+		if err != nil {
+			return err
+		}
+		h.Compression = frame.NoCompression
+		return p.writeFrame(h, data)
+	case p.transforms() && !p.toServer && h.Index == 0 && !h.Compression.Compressed() &&
+		p.compress.Compressed() && len(payload) > frame.DefaultMinCompressSize:
+		c, data, err := frame.Compress(p.compress, payload)
+		if err != nil {
+			return err
+		}
+		h.Compression = c
+		return p.writeFrame(h, data)
+	}
+	return p.write(whole)
+}
+
+func (p *pipe) writeFrame(h frame.Header, payload []byte) error {
+	h.Size = uint32(len(payload))
+	var hdr [frame.HeaderSize]byte
+	h.Put(hdr[:])
+	if err := p.write(hdr[:]); err != nil {
+		return err
+	}
+	return p.write(payload)
+}
+
+// handle acts on a decoded control packet.
+func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
+	w := frame.Writer{Encoding: h.Flags.Encoding(), Compression: h.Compression}
+	if p.transforms() {
+		w.Compression = frame.NoCompression
+		if !p.toServer {
+			w.Compression = p.compress
+		}
+	}
+	switch pkt.Type() {
+	case "disconnect":
+		out, err := w.AppendPacket(nil, pkt)
+		if err != nil {
+			return err
+		}
+		if err := p.write(out); err != nil {
+			return err
+		}
+		s := p.s
+		if p.toServer {
+			s.log.Info("client disconnected", "user", s.user, "reason", disconnectText(pkt))
+			s.closeServer("client request")
+			s.beginClose()
+		} else {
+			s.log.Info("server disconnected the client", "user", s.user, "reason", disconnectText(pkt))
+			s.server.Close()
+			s.server = nil
+			s.beginClose()
+		}
+		return nil
+	case "hello":
+		if p.toServer {
+			// xpra's proxy drops a client hello once relaying.
+			p.s.log.Warn("client sent another hello while relaying; dropped", "user", p.s.user)
+			return nil
+		}
+		caps, _ := pkt[1].(frame.Dict)
+		pkt = frame.Packet{"hello", ClientHello(caps)}
+	case "info-response":
+		if len(pkt) >= 2 {
+			if info, ok := pkt[1].(frame.Dict); ok {
+				pkt[1] = p.s.addInfo(info)
+			}
+		}
+	case "challenge":
+		// A server challenge after the hello cannot be answered by the
+		// client through us: end the session cleanly.
+		p.s.disconnect("authentication error", "the server sent a challenge while relaying")
+		return nil
+	}
+	out, err := w.AppendPacket(nil, pkt)
+	if err != nil {
+		return err
+	}
+	return p.write(out)
+}
+
+// Info is the proxy's own description of this session, for `xpra info`
+// through the proxy and for info-response augmentation.
+func (s *Session) Info() frame.Dict {
+	host, _ := os.Hostname()
+	d := frame.NewDict(
+		"version", XpraVersion,
+		"xpraproxy.version", Version,
+		"mode", "proxy",
+		"hostname", host,
+		"pid", os.Getpid(),
+		"session", int64(s.ID),
+		"user", s.user,
+		"uptime", int64(time.Since(s.started).Seconds()),
+	)
+	if s.display != "" {
+		d.Set("display", s.display)
+		d.Set("target", s.target)
+	}
+	if s.c2s != nil && s.s2c != nil {
+		d.Set("client-to-server", frame.NewDict("bytes", s.c2s.Bytes, "packets", s.c2s.Packets))
+		d.Set("server-to-client", frame.NewDict("bytes", s.s2c.Bytes, "packets", s.s2c.Packets))
+	}
+	return d
+}
+
+// addInfo puts the proxy's info into a server info dict: nested under
+// "proxy", or as flattened "proxy.*" keys when the server flattened its.
+func (s *Session) addInfo(info frame.Dict) frame.Dict {
+	flat := false
+	for _, kv := range info {
+		if k, _ := frame.AsText(kv.Key); len(k) > 0 && strings.Contains(k, ".") {
+			flat = true
+			break
+		}
+	}
+	if !flat {
+		info.Set("proxy", s.Info())
+		return info
+	}
+	for _, kv := range s.Info() {
+		k, _ := frame.AsText(kv.Key)
+		if sub, ok := kv.Value.(frame.Dict); ok {
+			for _, kv2 := range sub {
+				k2, _ := frame.AsText(kv2.Key)
+				info.Set("proxy."+k+"."+k2, kv2.Value)
+			}
+			continue
+		}
+		info.Set("proxy."+k, kv.Value)
+	}
+	return info
+}
+

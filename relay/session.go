@@ -1,0 +1,655 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// Conn is what a session needs of a connection: the loop-only methods of
+// gnet.Conn. Slices returned by Peek are valid only until Discard or the
+// end of the current callback.
+type Conn interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	InboundBuffered() int
+	OutboundBuffered() int
+	Write(p []byte) (int, error)
+	Close() error
+	RemoteAddr() net.Addr
+	Fd() int
+}
+
+// Host is what the reactor provides to a session. Every method is called
+// on the session's loop.
+type Host interface {
+	// Go runs work off the loop (it may block), then done on the loop.
+	Go(work, done func())
+	// Enroll moves the backend's socket onto the session's loop; the
+	// reactor then calls ServerOpened.
+	Enroll(s *Session, b *Backend) error
+}
+
+// Config is shared by the sessions of one listener.
+type Config struct {
+	// Modules authenticate, in order; all must pass.
+	Modules []authn.Module
+	// Local session discovery (modules without explicit displays).
+	SocketDirs []string
+	Hostname   string
+	OwnDisplay string
+	UID        int
+	// Limits.
+	LoginTimeout     time.Duration // hello and authentication (xpra: 31 s)
+	ChallengeTimeout time.Duration // after a challenge (xpra: 120 s)
+	ConnectTimeout   time.Duration // backend connect and handshake (xpra: 20 s)
+	IdleTimeout      time.Duration // no traffic either way while relaying; 0: never
+	MaxPacketSize    int           // per frame, handshake and inspected packets
+	MaxSessionBuffer int           // bytes buffered in both directions before the session ends
+	// Encrypted marks TLS or local links, where xor digests are allowed.
+	Encrypted bool
+	Log       *slog.Logger
+}
+
+type state uint8
+
+const (
+	stateHello state = iota
+	stateChallenge
+	stateBusy // waiting for off-loop work
+	stateRelay
+	stateClosing
+	stateClosed
+)
+
+// closeGrace is how long a disconnected client gets to read the reason
+// before the socket is closed, as xpra's force_disconnect.
+const closeGrace = time.Second
+
+// Session is one client connection, from accept to close, and later its
+// backend. All its methods run on the loop that owns the client.
+type Session struct {
+	ID     uint64
+	cfg    *Config
+	host   Host
+	client Conn
+	server Conn
+	peer   string
+
+	state     state
+	reader    frame.Reader
+	enc       frame.Encoding // the client's encoder, once its hello came
+	helloSeen bool
+	caps      frame.Dict // the client's (latest) hello
+	module    int        // next authentication module
+	challenge *authn.Challenge
+	identity  *authn.Identity
+	user      string
+	display   string
+	target    string
+
+	deadline time.Time // login deadline, or the close grace end
+	active   time.Time
+	started  time.Time
+
+	c2s, s2c *pipe
+	log      *slog.Logger
+}
+
+// NewSession starts the handshake for a new client connection.
+func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *Session {
+	s := &Session{ID: id, cfg: cfg, host: host, client: client, started: now, active: now}
+	s.peer = "unknown"
+	if a := client.RemoteAddr(); a != nil {
+		s.peer = a.Network() + " " + a.String()
+	}
+	s.deadline = now.Add(cfg.LoginTimeout)
+	s.reader.MaxPacketSize = cfg.MaxPacketSize
+	s.log = cfg.Log.With("session", id, "peer", s.peer)
+	return s
+}
+
+// Relaying reports whether the session passes packets through.
+func (s *Session) Relaying() bool { return s.state == stateRelay }
+
+// Closed reports whether the session is over.
+func (s *Session) Closed() bool { return s.state == stateClosed }
+
+// ClientTraffic handles bytes from the client.
+func (s *Session) ClientTraffic(now time.Time) {
+	s.active = now
+	switch s.state {
+	case stateHello, stateChallenge:
+		s.readHandshake(now)
+	case stateRelay:
+		s.pump(s.c2s)
+	case stateBusy:
+		// Keep the bytes: the client has nothing to say before the
+		// server's hello, and whatever it says waits for the relay.
+	default:
+		if n := s.client.InboundBuffered(); n > 0 {
+			s.client.Discard(n)
+		}
+	}
+}
+
+// ServerTraffic handles bytes from the backend.
+func (s *Session) ServerTraffic(now time.Time) {
+	s.active = now
+	if s.state == stateRelay {
+		s.pump(s.s2c)
+	} else if s.server != nil {
+		s.server.Discard(s.server.InboundBuffered())
+	}
+}
+
+func (s *Session) readHandshake(now time.Time) {
+	for s.state == stateHello || s.state == stateChallenge {
+		n := s.client.InboundBuffered()
+		if n == 0 {
+			return
+		}
+		buf, err := s.client.Peek(n)
+		if err != nil {
+			return
+		}
+		if !s.helloSeen && buf[0] != frame.Magic {
+			s.garbage(buf)
+			return
+		}
+		p, used, err := s.reader.Next(buf)
+		if errors.Is(err, frame.ErrShortBuffer) {
+			return
+		}
+		if err != nil {
+			s.protocolError(err)
+			return
+		}
+		s.client.Discard(used)
+		if p == nil {
+			continue
+		}
+		if p.Type() != "hello" {
+			s.disconnect("protocol error", fmt.Sprintf("unexpected %s before authentication", p))
+			return
+		}
+		s.onHello(p, now)
+	}
+}
+
+// garbage answers a non-xpra client the way xpra does before any hello:
+// a plain-text line, no header.
+func (s *Session) garbage(buf []byte) {
+	guess := fmt.Sprintf("character 0x%02x, not an xpra client?", buf[0])
+	switch {
+	case len(buf) >= 4 && string(buf[:4]) == "GET ":
+		guess = "HTTP GET request"
+	case buf[0] == 0x16:
+		guess = "SSL packet?"
+	case len(buf) >= 4 && string(buf[:4]) == "SSH-":
+		guess = "SSH packet"
+	}
+	s.log.Info("invalid first bytes", "guess", guess)
+	s.client.Discard(len(buf))
+	s.client.Write([]byte("disconnect: invalid packet format, " + guess + "\n"))
+	s.beginClose()
+}
+
+func (s *Session) protocolError(err error) {
+	s.log.Info("invalid packet from client", "err", err)
+	msg := err.Error()
+	var he *frame.HeaderError
+	if errors.As(err, &he) {
+		msg = he.Reason
+	}
+	if !s.helloSeen {
+		s.client.Write([]byte("disconnect: invalid packet format, " + strings.TrimPrefix(msg, "frame: ") + "\n"))
+		s.beginClose()
+		return
+	}
+	s.disconnect("protocol error", strings.TrimPrefix(msg, "frame: "))
+}
+
+// onHello handles the client's hello: requests that need no login,
+// then one authentication round per module.
+func (s *Session) onHello(p frame.Packet, now time.Time) {
+	var caps frame.Dict
+	ok := len(p) >= 2
+	if ok {
+		caps, ok = p[1].(frame.Dict)
+	}
+	if !ok {
+		s.disconnect("protocol error", "invalid hello packet")
+		return
+	}
+	s.enc = s.reader.Header().Flags.Encoding()
+	s.helloSeen = true
+	if _, ok := caps.Text("version"); !ok {
+		s.disconnect("version error", "remote version not available!")
+		return
+	}
+	if request(caps) == "version" {
+		s.send(frame.Packet{"hello", frame.NewDict("version", XpraVersion)})
+		s.beginClose()
+		return
+	}
+	s.caps = caps
+	if s.user == "" {
+		s.user, _ = caps.Text("username")
+	}
+	if s.state == stateChallenge {
+		s.verifyRound()
+		return
+	}
+	s.nextRound()
+}
+
+// request returns the hello's one-shot request: "info", "version", ...
+func request(caps frame.Dict) string {
+	if r, ok := caps.Text("request"); ok {
+		return r
+	}
+	for _, r := range []string{"version", "info", "id", "connect_test", "stop"} {
+		if v, _ := caps.Bool(r + "_request"); v {
+			return r
+		}
+	}
+	return ""
+}
+
+// nextRound authenticates with the next module: a challenge first if it
+// needs one, then the module's decision off the loop.
+func (s *Session) nextRound() {
+	if len(s.cfg.Modules) == 0 {
+		// xpra's proxy refuses to run without authentication.
+		s.disconnect("session not found error", "no sessions found")
+		return
+	}
+	if s.module >= len(s.cfg.Modules) {
+		s.authenticated()
+		return
+	}
+	m := s.cfg.Modules[s.module]
+	if m.Challenge() {
+		s.sendChallenge()
+		return
+	}
+	s.authenticate(m, nil)
+}
+
+func (s *Session) sendChallenge() {
+	ch, err := authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
+	if err != nil {
+		s.log.Info("cannot challenge the client", "err", err)
+		s.disconnect("authentication failed", "no supported digest")
+		return
+	}
+	s.challenge = ch
+	s.state = stateChallenge
+	s.deadline = time.Now().Add(s.cfg.ChallengeTimeout)
+	s.send(frame.Packet{"challenge", ch.ServerSalt, "", string(ch.Digest), string(ch.SaltDigest), "password"})
+}
+
+func (s *Session) verifyRound() {
+	resp, _ := s.caps.Get("challenge_response")
+	salt, _ := s.caps.Get("challenge_client_salt")
+	r, _ := frame.AsText(resp)
+	cs, _ := frame.AsText(salt)
+	verify := s.challenge.Verifier([]byte(r), []byte(cs))
+	s.challenge = nil // a salt is good for one answer only
+	if verify == nil {
+		s.log.Info("authentication failed", "user", s.user, "why", "no usable challenge response")
+		s.disconnect("authentication failed")
+		return
+	}
+	s.authenticate(s.cfg.Modules[s.module], verify)
+}
+
+// authenticate runs module m off the loop.
+func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
+	s.state = stateBusy
+	req := authn.Request{Username: s.user, Peer: s.peer, Verify: verify}
+	var (
+		id  *authn.Identity
+		err error
+	)
+	s.host.Go(func() { id, err = m.Authenticate(req) }, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, authn.ErrAuthFailed) {
+				s.log.Info("authentication failed", "user", s.user, "module", m.Name())
+				s.disconnect("authentication failed")
+			} else {
+				s.log.Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)
+				s.disconnect("authentication error", "cannot access sessions")
+			}
+			return
+		}
+		// The first module that lists sessions decides them (xpra's
+		// get_sessions order).
+		if s.identity == nil || (!s.identity.Explicit && id.Explicit) {
+			s.identity = id
+		}
+		s.module++
+		s.state = stateHello
+		s.nextRound()
+	})
+}
+
+// authenticated: answer requests, else find the session and connect.
+func (s *Session) authenticated() {
+	s.log.Info("authenticated", "user", s.user)
+	switch r := request(s.caps); r {
+	case "", "connect_test":
+	case "info":
+		s.send(frame.Packet{"hello", s.Info()})
+		s.beginClose()
+		return
+	case "id":
+		s.send(frame.Packet{"hello", frame.NewDict("session-type", "xpraproxy", "platform", "linux", "display", s.cfg.OwnDisplay)})
+		s.beginClose()
+		return
+	default:
+		s.disconnect("permission error", "invalid request: "+r)
+		return
+	}
+	s.state = stateBusy
+	requested, _ := s.caps.Text("display")
+	var (
+		b        *Backend
+		err      error
+		link     *LinkOptions
+		warnings []string
+		display  string
+		target   authn.Target
+	)
+	id, caps, enc := s.identity, s.caps, s.enc
+	s.host.Go(func() {
+		display, target, err = s.chooseTarget(id, requested)
+		if err != nil {
+			return
+		}
+		var hello frame.Dict
+		hello, link, warnings = ServerHello(caps, target, id.SessionOptions)
+		pw := target.Password
+		if pw == "" {
+			pw = link.Password
+		}
+		b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
+			Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize})
+	}, func() {
+		for _, w := range warnings {
+			s.log.Warn(w, "user", s.user)
+		}
+		if s.state != stateBusy {
+			if b != nil {
+				b.Conn.Close()
+			}
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		s.display, s.target = display, target.String()
+		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
+		s.s2c = &pipe{s: s, name: "server→client", link: link}
+		if err := s.host.Enroll(s, b); err != nil {
+			b.Conn.Close()
+			s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+		}
+	})
+}
+
+// chooseTarget runs off the loop: the display, then its address.
+func (s *Session) chooseTarget(id *authn.Identity, requested string) (string, authn.Target, error) {
+	candidates := id.Displays
+	if !id.Explicit {
+		for _, ls := range authn.LocalSessions(s.cfg.SocketDirs, s.cfg.Hostname, s.cfg.UID, 2*time.Second) {
+			candidates = append(candidates, ls.Display)
+		}
+	}
+	display, err := authn.ChooseDisplay(candidates, requested, s.cfg.OwnDisplay)
+	if err != nil {
+		return "", authn.Target{}, err
+	}
+	t, err := authn.ParseTarget(display)
+	if err != nil {
+		return display, t, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
+	}
+	if t.Network == "unix" && t.Address == "" {
+		if t.Address, err = authn.FindSocket(s.cfg.SocketDirs, s.cfg.Hostname, t.Display); err != nil {
+			return display, t, err
+		}
+	}
+	return display, t, nil
+}
+
+func (s *Session) connectFailed(err error) {
+	var se *authn.SessionError
+	var be *BackendError
+	switch {
+	case errors.As(err, &se):
+		s.log.Info("no session", "user", s.user, "reason", se.Message)
+		s.disconnect(se.Reason, se.Message)
+	case errors.As(err, &be):
+		s.log.Info("target unreachable", "user", s.user, "err", err)
+		s.disconnect(be.Reason, be.Message)
+	default:
+		s.log.Warn("connect failed", "user", s.user, "err", err)
+		s.disconnect("server error", "target unreachable")
+	}
+}
+
+// BackendFailed is called on the loop when a logged-in backend could not
+// be moved onto it.
+func (s *Session) BackendFailed(err error) {
+	if s.state == stateBusy {
+		s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+	}
+}
+
+// ServerOpened is called on the loop once the backend's socket is served
+// by it: the relay starts with the server's (filtered) hello.
+func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
+	if s.state != stateBusy {
+		server.Close()
+		return
+	}
+	s.server = server
+	s.c2s.src, s.c2s.dst = s.client, server
+	s.s2c.src, s.s2c.dst = server, s.client
+	s.c2s.max = s.cfg.MaxPacketSize
+	s.s2c.max = frame.AbsMaxPacketSize
+	s.c2s.reader.MaxPacketSize = s.cfg.MaxPacketSize
+	s.s2c.reader.MaxPacketSize = frame.AbsMaxPacketSize
+	s.state = stateRelay
+	s.active = now
+	w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
+	if s.s2c.link.Uncompressed() {
+		s.s2c.compress = s.clientCompression()
+		w.Compression = s.s2c.compress
+	}
+	out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
+	if err != nil {
+		s.disconnect("server error", "cannot forward the server's hello")
+		return
+	}
+	s.client.Write(out)
+	s.log.Info("relaying", "user", s.user, "display", s.display, "target", s.target)
+	s.pump(s.c2s)
+	s.pump(s.s2c)
+}
+
+// clientCompression is the compressor the client would get from the
+// server: lz4 at the client's level when it has lz4.
+func (s *Session) clientCompression() frame.Compression {
+	level, ok := s.caps.Int("compression_level")
+	if !ok {
+		level = 1
+	}
+	if level <= 0 {
+		return frame.NoCompression
+	}
+	if lz4, _ := s.caps.Bool("lz4"); lz4 || slices.Contains(s.caps.Texts("compressors"), "lz4") {
+		return frame.AlgoLZ4.WithLevel(int(level))
+	}
+	return frame.AlgoZlib.WithLevel(int(level))
+}
+
+func (s *Session) pump(p *pipe) {
+	if err := p.pump(); err != nil {
+		s.relayError(p, err)
+	}
+}
+
+func (s *Session) relayError(p *pipe, err error) {
+	if s.state != stateRelay {
+		return
+	}
+	if p.toServer {
+		s.log.Info("invalid packet from client", "err", err)
+		s.disconnect("protocol error", strings.TrimPrefix(err.Error(), "frame: "))
+	} else {
+		s.log.Warn("invalid packet from server", "err", err)
+		s.disconnect("server error", "invalid packet from the server")
+	}
+}
+
+// send writes a packet of the proxy's own to the client, in the client's
+// encoder, uncompressed (these packets are small).
+func (s *Session) send(p frame.Packet) {
+	w := frame.Writer{Encoding: s.enc}
+	b, err := w.AppendPacket(nil, p)
+	if err != nil {
+		s.log.Error("cannot encode packet", "packet", p.String(), "err", err)
+		return
+	}
+	s.client.Write(b)
+}
+
+// disconnect sends the client an xpra disconnect packet (or xpra's text
+// line before a hello) and ends the session; the server, if any, is told
+// the client is gone.
+func (s *Session) disconnect(reason string, extra ...string) {
+	if s.state == stateClosing || s.state == stateClosed {
+		return
+	}
+	if s.helloSeen {
+		p := frame.Packet{"disconnect", reason}
+		for _, e := range extra {
+			p = append(p, e)
+		}
+		s.send(p)
+	} else {
+		s.client.Write([]byte("disconnect: " + strings.Join(append([]string{reason}, extra...), ", ") + "\n"))
+	}
+	s.closeServer("client connection lost")
+	s.beginClose()
+}
+
+func (s *Session) closeServer(why string) {
+	if s.server == nil {
+		return
+	}
+	if s.state == stateRelay {
+		w := frame.Writer{Encoding: s.enc}
+		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", "server shutdown", why}); err == nil {
+			s.server.Write(b)
+		}
+	}
+	s.server.Close()
+	s.server = nil
+}
+
+// beginClose stops reading the client, half-closes its socket once our
+// last bytes are out, and closes it after closeGrace (Sweep) so that the
+// client can read the reason.
+func (s *Session) beginClose() {
+	s.state = stateClosing
+	s.deadline = time.Now().Add(closeGrace)
+	if s.client.OutboundBuffered() == 0 {
+		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+	}
+}
+
+// OnClientClosed: the client's socket is gone.
+func (s *Session) OnClientClosed(err error) {
+	if s.state == stateRelay {
+		s.log.Info("client connection lost", "user", s.user, "err", err)
+	}
+	s.closeServer("client connection lost")
+	s.state = stateClosed
+}
+
+// OnServerClosed: the backend's socket is gone.
+func (s *Session) OnServerClosed(err error) {
+	if s.state != stateRelay {
+		return
+	}
+	s.server = nil
+	s.log.Info("server connection lost", "user", s.user, "err", err)
+	s.disconnect("server shutdown", "server connection lost")
+}
+
+// Sweep enforces the timeouts and backpressure; called on the loop about
+// every 100 ms. It returns the bytes the session holds in buffers.
+func (s *Session) Sweep(now time.Time) int {
+	switch s.state {
+	case stateHello, stateChallenge, stateBusy:
+		if now.After(s.deadline) {
+			s.log.Info("login timeout", "user", s.user)
+			s.disconnect("login timeout")
+		}
+	case stateRelay:
+		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
+			s.log.Info("idle timeout", "user", s.user)
+			s.disconnect("idle timeout")
+			break
+		}
+		for _, p := range []*pipe{s.c2s, s.s2c} {
+			if p.paused && p.dst.OutboundBuffered() <= lowWater {
+				p.paused = false
+				s.pump(p)
+			}
+		}
+		if held := s.Buffered(); s.cfg.MaxSessionBuffer > 0 && held > s.cfg.MaxSessionBuffer {
+			s.log.Warn("session buffer limit exceeded", "user", s.user, "bytes", held)
+			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
+		}
+	case stateClosing:
+		if s.client.OutboundBuffered() == 0 {
+			syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+		}
+		if now.After(s.deadline) {
+			s.client.Close()
+			s.state = stateClosed
+		}
+	}
+	return s.Buffered()
+}
+
+// Buffered is the bytes held for this session in user space.
+func (s *Session) Buffered() int {
+	n := s.client.InboundBuffered() + s.client.OutboundBuffered()
+	if s.server != nil {
+		n += s.server.InboundBuffered() + s.server.OutboundBuffered()
+	}
+	return n
+}
+
+// Shed ends the session because the proxy is over its global budget.
+func (s *Session) Shed() {
+	s.log.Warn("global buffer budget exceeded", "user", s.user, "bytes", s.Buffered())
+	s.disconnect("connection too slow", "proxy buffer budget exceeded")
+}
