@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func srv(t *testing.T, name string) *xpraServer {
+	t.Helper()
+	s := env.servers[name]
+	if s == nil {
+		t.Fatalf("xpra server %s did not start", name)
+	}
+	return s
+}
+
+func target(s *xpraServer) string { return fmt.Sprintf("tcp://127.0.0.1:%d/", s.port) }
+
+// The seed's "Remote Hosts Example": two sessions reached through a sqlite
+// database, foo:bar on the URL and moo:cow (compression=0) through a
+// password file, both attached at once.
+func TestRemoteHostsExample(t *testing.T) {
+	a, b := srv(t, "sessionA"), srv(t, "sessionB")
+	db := sqliteDB(t,
+		[]string{"foo", "bar", "nobody", "nogroup", target(a)},
+		[]string{"moo", "cow", "nobody", "nogroup", target(b), "", "compression=0"})
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+	c1 := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
+	pw := filepath.Join(env.dir, "password.txt")
+	os.WriteFile(pw, []byte("cow"), 0o600)
+	c2 := attach(t, fmt.Sprintf("tcp://moo@127.0.0.1:%d/", p.port), "--password-file="+pw)
+	pixelsMatch(t, a, c1, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+	pixelsMatch(t, b, c2, fmt.Sprintf("sessionB on tcp://moo@127.0.0.1:%d/", p.port))
+	if !c1.running() || !c2.running() {
+		t.Fatal("a client exited")
+	}
+	log := p.logText()
+	if !strings.Contains(log, "user=moo") || strings.Contains(log, "cow") || strings.Contains(log, "=bar") {
+		t.Errorf("proxy log should name users and never passwords:\n%s", log)
+	}
+}
+
+// The same database made by xpra's own sqlite_auth.py works with us
+// (the other direction is tested in authn).
+func TestXpraMadeDatabase(t *testing.T) {
+	a := srv(t, "sessionA")
+	script := "/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py"
+	db := filepath.Join(env.dir, "xpra-made.sdb")
+	for _, args := range [][]string{{"create"}, {"add", "joe", "pw1", "nobody", "nogroup", target(a)}} {
+		if out, err := asUser("/usr/bin/python3", append([]string{script, db}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("sqlite_auth.py %v: %v %s", args, err, out)
+		}
+	}
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT", "--tcp-auth=sqlite,filename="+db)
+	c := attach(t, fmt.Sprintf("tcp://joe:pw1@127.0.0.1:%d/", p.port))
+	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://joe@127.0.0.1:%d/", p.port))
+}
+
+// The seed's allow example with one local session: found in the socket
+// dir the way `xpra list` finds it, no display needed.
+func TestAllowOneLocalSession(t *testing.T) {
+	a := srv(t, "sessionA")
+	p := startProxy(t, "--tcp-auth=allow", "--bind-tcp=127.0.0.1:PORT", "--socket-dirs="+a.sockDir)
+	c := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
+	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+}
+
+// With two local sessions the client must name one (/NN); without, it is
+// told to.
+func TestAllowTwoLocalSessions(t *testing.T) {
+	a, b := srv(t, "sessionA"), srv(t, "sessionB")
+	p := startProxy(t, "--tcp-auth=allow", "--bind-tcp=127.0.0.1:PORT", "--socket-dirs="+a.sockDir+","+b.sockDir)
+	c := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
+	out := c.exited(t, 30*time.Second)
+	if !strings.Contains(out, "please specify a display") {
+		t.Errorf("client without a display was not told to name one:\n%s", tail([]byte(out), 1500))
+	}
+	num := strings.TrimPrefix(b.display, ":")
+	c2 := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/%s", p.port, num))
+	pixelsMatch(t, b, c2, fmt.Sprintf("sessionB on tcp://foo@127.0.0.1:%d/", p.port))
+}
+
+func TestXpraInfoThroughProxy(t *testing.T) {
+	a := srv(t, "sessionA")
+	db := sqliteDB(t, []string{"foo", "bar", "", "", target(a)})
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite,filename="+db)
+	out, err := exec.Command("xpra", "info", fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xpra info: %v\n%s", err, out)
+	}
+	for _, want := range []string{"mode=proxy", "user=foo", "xpraproxy.version="} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("xpra info lacks %q:\n%s", want, out)
+		}
+	}
+	// A wrong password gets no info.
+	out, _ = exec.Command("xpra", "info", fmt.Sprintf("tcp://foo:nope@127.0.0.1:%d/", p.port)).CombinedOutput()
+	if strings.Contains(string(out), "mode=proxy") || !strings.Contains(string(out), "authentication failed") {
+		t.Errorf("xpra info with a wrong password:\n%s", out)
+	}
+	// `xpra list` sees the proxy's own socket.
+	list, _ := asUser("xpra", "list", "--socket-dirs="+p.sockDir).CombinedOutput()
+	if !strings.Contains(string(list), "LIVE session at :") {
+		t.Errorf("xpra list does not show the proxy:\n%s", list)
+	}
+}
+
+// Every failure ends only its own connection, with a reason, while a
+// client attached before keeps working.
+func TestFailuresLeaveOthersAttached(t *testing.T) {
+	a, c := srv(t, "sessionA"), srv(t, "sessionC")
+	dead := freePort()
+	db := sqliteDB(t,
+		[]string{"foo", "bar", "", "", target(a)},
+		[]string{"gone", "pw", "", "", fmt.Sprintf("tcp://127.0.0.1:%d/", dead)},
+		[]string{"kill", "pw", "", "", target(c)})
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite,filename="+db, "--login-timeout=3")
+	url := func(cred string) string { return fmt.Sprintf("tcp://%s@127.0.0.1:%d/", cred, p.port) }
+	good := attach(t, url("foo:bar"))
+	goodTitle := fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port)
+	pixelsMatch(t, a, good, goodTitle)
+
+	expect := func(name, cred, want string) {
+		t.Run(name, func(t *testing.T) {
+			out := attach(t, url(cred)).exited(t, 40*time.Second)
+			if !strings.Contains(out, want) {
+				t.Errorf("client output lacks %q:\n%s", want, tail([]byte(out), 1500))
+			}
+		})
+	}
+	expect("wrong password", "foo:wrong", "authentication failed")
+	expect("unknown user", "nobody:x", "authentication failed")
+	expect("dead target", "gone:pw", "failed to connect to display")
+
+	t.Run("garbage instead of a hello", func(t *testing.T) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte("GARBAGE GARBAGE GARBAGE\n"))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		if !strings.HasPrefix(line, "disconnect: invalid packet format") {
+			t.Errorf("reply to garbage: %q", line)
+		}
+	})
+	t.Run("silent client", func(t *testing.T) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		b, _ := io.ReadAll(conn)
+		if !strings.Contains(string(b), "login timeout") || time.Since(start) > 8*time.Second {
+			t.Errorf("silent client got %q after %v", b, time.Since(start))
+		}
+	})
+	t.Run("target killed mid-session", func(t *testing.T) {
+		victim := attach(t, url("kill:pw"))
+		pixelsMatch(t, c, victim, fmt.Sprintf("sessionC on tcp://kill@127.0.0.1:%d/", p.port))
+		if out, err := asUser("xpra", "stop", c.display, "--socket-dir="+c.sockDir, "--socket-dirs="+c.sockDir).CombinedOutput(); err != nil {
+			t.Fatalf("xpra stop: %v %s", err, out)
+		}
+		delete(env.servers, "sessionC")
+		out := victim.exited(t, 30*time.Second)
+		if !strings.Contains(out, "server shutdown") && !strings.Contains(out, "server connection lost") {
+			t.Errorf("client of the killed target did not see why:\n%s", tail([]byte(out), 1500))
+		}
+	})
+	if !good.running() {
+		t.Fatalf("the first client died:\n%s", tail([]byte(good.text()), 2000))
+	}
+	pixelsMatch(t, a, good, goodTitle)
+	if log := p.logText(); strings.Contains(log, "wrong") || strings.Contains(log, "=pw") {
+		t.Errorf("a password reached the log:\n%s", log)
+	}
+}
+
+func TestProxyRefusesRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only meaningful as root; CI runs as root")
+	}
+	out, err := exec.Command(env.bin, "proxy", "--bind-tcp=127.0.0.1:1", "--tcp-auth=none").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing to run as root") {
+		t.Errorf("as root: %v %s", err, out)
+	}
+}

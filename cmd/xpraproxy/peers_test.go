@@ -1,0 +1,445 @@
+package main
+
+// The interop harness: Debian's real xpra 3.1.3 servers and clients, under
+// Xvfb, started once for the package (TestMain), with xpraproxy built from
+// this tree between them. As root (CI), the servers and the proxy run as
+// an unprivileged user (xpratest, created if missing): xpraproxy refuses to
+// relay as root, and local session discovery is per user.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const testUser = "xpratest"
+
+var quiet = []string{"--mdns=no", "--pulseaudio=no", "--notifications=no", "--speaker=no", "--microphone=no",
+	"--webcam=no", "--printing=no", "--dbus-proxy=no"}
+
+// env is the package's shared state, set up by TestMain.
+var env struct {
+	dir     string // world-readable temp dir for sockets, databases, logs
+	bin     string // the xpraproxy binary
+	asUser  *user.User
+	servers map[string]*xpraServer
+	mu      sync.Mutex
+	procs   []*exec.Cmd
+}
+
+type xpraServer struct {
+	name    string // window title, e.g. "sessionA"
+	display string // ":N"
+	port    int
+	sockDir string
+}
+
+func TestMain(m *testing.M) {
+	code := 1
+	if err := setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "interop setup failed:", err)
+	} else {
+		code = m.Run()
+	}
+	teardown()
+	os.Exit(code)
+}
+
+func setup() error {
+	for _, bin := range []string{"/usr/bin/xpra", "/usr/bin/Xvfb", "/usr/bin/import", "/usr/bin/compare", "/usr/bin/xwininfo", "/usr/bin/xterm"} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%s is missing: the README's test command installs the xpra peers: %w", bin, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "xpraproxy-interop-")
+	if err != nil {
+		return err
+	}
+	env.dir = dir
+	if err := os.Chmod(dir, 0o777); err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		if _, err := user.Lookup(testUser); err != nil {
+			if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", testUser).CombinedOutput(); err != nil {
+				return fmt.Errorf("useradd %s: %v: %s", testUser, err, out)
+			}
+		}
+		if env.asUser, err = user.Lookup(testUser); err != nil {
+			return err
+		}
+	}
+	env.bin = filepath.Join(dir, "xpraproxy")
+	if out, err := exec.Command("go", "build", "-o", env.bin, ".").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v: %s", err, out)
+	}
+	os.Chmod(env.bin, 0o755)
+	env.servers = map[string]*xpraServer{}
+	var wg sync.WaitGroup
+	var errs []error
+	var emu sync.Mutex
+	for _, name := range []string{"sessionA", "sessionB", "sessionC"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := startXpra(name)
+			emu.Lock()
+			defer emu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			env.servers[name] = s
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+func teardown() {
+	for _, s := range env.servers {
+		asUser("xpra", "stop", s.display, "--socket-dir="+s.sockDir, "--socket-dirs="+s.sockDir).Run()
+	}
+	env.mu.Lock()
+	for _, p := range env.procs {
+		if p.Process != nil {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}
+	env.mu.Unlock()
+	if env.dir != "" && os.Getenv("XPRAPROXY_KEEP_TEST_DIR") == "" {
+		os.RemoveAll(env.dir)
+	}
+}
+
+// asUser builds a command that runs as the unprivileged test user when
+// the tests run as root, and as ourselves otherwise. The process itself
+// switches user (no runuser in between), so killing it kills it.
+func asUser(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	if env.asUser == nil {
+		cmd.Env = append(os.Environ(), "XPRA_NOTTY=1")
+		return cmd
+	}
+	uid, _ := strconv.Atoi(env.asUser.Uid)
+	gid, _ := strconv.Atoi(env.asUser.Gid)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd.Env = []string{"HOME=" + env.asUser.HomeDir, "USER=" + testUser, "LOGNAME=" + testUser,
+		"XPRA_NOTTY=1", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
+	return cmd
+}
+
+var usedDisplays sync.Map
+
+// freeDisplay picks an X display number nobody uses.
+func freeDisplay() string {
+	for {
+		n := 300 + rand.IntN(600)
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+			continue
+		}
+		if _, loaded := usedDisplays.LoadOrStore(n, true); loaded {
+			continue
+		}
+		return ":" + strconv.Itoa(n)
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startXpra(name string) (*xpraServer, error) {
+	s := &xpraServer{name: name, display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, "sock-"+name)}
+	if err := os.MkdirAll(s.sockDir, 0o777); err != nil {
+		return nil, err
+	}
+	os.Chmod(s.sockDir, 0o777)
+	args := append([]string{"start", s.display,
+		"--start=xterm -title " + name + " -xrm XTerm*allowTitleOps:false -geometry 60x12+0+100 -e bash -c 'echo this is " + name + "; exec bash'",
+		"--bind-tcp=127.0.0.1:" + strconv.Itoa(s.port), "--daemon=yes", "--systemd-run=no",
+		"--socket-dir=" + s.sockDir, "--socket-dirs=" + s.sockDir, "--log-dir=" + env.dir, "--mmap=no"}, quiet...)
+	if out, err := asUser("xpra", args...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("xpra start %s: %v: %s", name, err, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port)); err == nil {
+			c.Close()
+			if id, _ := windowID(s.display, true, name); id != "" {
+				return s, nil
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(env.dir, s.display+".log"))
+	return nil, fmt.Errorf("xpra server %s (%s) did not come up:\n%s", name, s.display, tail(log, 2000))
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+var windowLine = regexp.MustCompile(`^\s*(0x[0-9a-f]+) "([^"]*)"`)
+
+// windowID finds a window whose title contains title on display.
+func windowID(display string, server bool, title string) (string, error) {
+	var cmd *exec.Cmd
+	if server {
+		cmd = asUser("xwininfo", "-root", "-tree", "-display", display)
+	} else {
+		cmd = exec.Command("xwininfo", "-root", "-tree", "-display", display)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := windowLine.FindStringSubmatch(line); m != nil && strings.Contains(m[2], title) {
+			return m[1], nil
+		}
+	}
+	return "", nil
+}
+
+// snapshot captures a window as PNG.
+func snapshot(display string, server bool, id, path string) error {
+	args := []string{"-display", display, "-window", id, path}
+	var cmd *exec.Cmd
+	if server {
+		cmd = asUser("import", args...)
+	} else {
+		cmd = exec.Command("import", args...)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("import: %v: %s", err, out)
+	}
+	return nil
+}
+
+// pixelsMatch compares the client's window for server s with the server's
+// own xterm window, retrying while the client paints.
+func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		cid, _ := windowID(c.display, false, clientTitle)
+		sid, _ := windowID(s.display, true, s.name)
+		if cid == "" || sid == "" {
+			last = fmt.Sprintf("windows not found (client %q, server %q)", cid, sid)
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		a := filepath.Join(env.dir, fmt.Sprintf("%s-server-%d.png", s.name, attempt))
+		b := filepath.Join(env.dir, fmt.Sprintf("%s-client-%d.png", s.name, attempt))
+		if err := snapshot(s.display, true, sid, a); err != nil {
+			last = err.Error()
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		if err := snapshot(c.display, false, cid, b); err != nil {
+			last = err.Error()
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		out, _ := exec.Command("compare", "-metric", "AE", a, b, "null:").CombinedOutput()
+		last = strings.TrimSpace(string(out))
+		if last == "0" {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("client window %q never matched server %s: last compare %q", clientTitle, s.name, last)
+}
+
+// proxy is a running xpraproxy.
+type proxy struct {
+	cmd     *exec.Cmd
+	port    int
+	log     string
+	sockDir string
+}
+
+func startProxy(t *testing.T, args ...string) *proxy {
+	t.Helper()
+	p := &proxy{port: freePort(), log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
+	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
+	full := []string{"proxy", freeDisplay(), "--socket-dir=" + p.sockDir, "--log-file=" + p.log}
+	for _, a := range args {
+		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(p.port)))
+	}
+	os.MkdirAll(p.sockDir, 0o777)
+	os.Chmod(p.sockDir, 0o777)
+	p.cmd = asUser(env.bin, full...)
+	p.cmd.Dir = env.dir
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	env.mu.Lock()
+	env.procs = append(env.procs, p.cmd)
+	env.mu.Unlock()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			t.Logf("proxy log:\n%s", tail(b, 4000))
+		}
+	})
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port)); err == nil {
+			c.Close()
+			return p
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(p.log)
+	t.Fatalf("proxy did not start: %s", b)
+	return nil
+}
+
+func (p *proxy) logText() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// client is a real `xpra attach` under the clients' Xvfb.
+type client struct {
+	cmd     *exec.Cmd
+	out     *bytes.Buffer
+	mu      *sync.Mutex
+	display string
+}
+
+type syncBuf struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (s syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// attach starts a client on an Xvfb display of its own, so that no other
+// window can cover its windows when they are captured.
+func attach(t *testing.T, url string, extra ...string) *client {
+	t.Helper()
+	display := freeDisplay()
+	xvfb := exec.Command("Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp")
+	if err := xvfb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	env.mu.Lock()
+	env.procs = append(env.procs, xvfb)
+	env.mu.Unlock()
+	t.Cleanup(func() { xvfb.Process.Kill(); xvfb.Wait() })
+	for i := 0; i < 50; i++ {
+		if _, err := os.Stat("/tmp/.X11-unix/X" + display[1:]); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	args := append([]string{"attach", url, "--opengl=no", "--mmap=no"}, quiet...)
+	args = append(args, extra...)
+	cmd := exec.Command("xpra", args...)
+	cmd.Env = append(os.Environ(), "DISPLAY="+display, "XPRA_NOTTY=1")
+	c := &client{cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}, display: display}
+	logf, err := os.Create(filepath.Join(env.dir, fmt.Sprintf("client-%d.log", rand.IntN(1e9))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd.Stdout = io.MultiWriter(syncBuf{c.mu, c.out}, logf)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	env.mu.Lock()
+	env.procs = append(env.procs, cmd)
+	env.mu.Unlock()
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			t.Logf("client %s log:\n%s", url, tail([]byte(c.text()), 3000))
+		}
+	})
+	return c
+}
+
+func (c *client) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.String()
+}
+
+func (c *client) stop() {
+	if c.cmd.ProcessState == nil && c.cmd.Process != nil {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	}
+}
+
+// exited waits for the client to exit and returns its output.
+func (c *client) exited(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		t.Fatalf("client still running after %v:\n%s", timeout, tail([]byte(c.text()), 2000))
+	}
+	return c.text()
+}
+
+// running reports whether the client process is alive.
+func (c *client) running() bool {
+	return c.cmd.ProcessState == nil && c.cmd.Process.Signal(syscallZero) == nil
+}
+
+// sqliteDB makes a database with the xpraproxy sqlite command, as the
+// user the proxy runs as.
+func sqliteDB(t *testing.T, rows ...[]string) string {
+	t.Helper()
+	db := filepath.Join(env.dir, fmt.Sprintf("auth-%d.sdb", rand.IntN(1e9)))
+	run := func(args ...string) {
+		if out, err := asUser(env.bin, append([]string{"sqlite", db}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("xpraproxy sqlite %v: %v: %s", args, err, out)
+		}
+	}
+	run("create")
+	for _, r := range rows {
+		run(append([]string{"add"}, r...)...)
+	}
+	return db
+}
+
+var syscallZero = syscall.Signal(0)
