@@ -251,3 +251,17 @@ func Equal(a, b any) bool {
 	}
 	return false
 }
+
+// NewDict builds a Dict from alternating keys and values, in order:
+// NewDict("version", "3.1.3", "mode", "proxy"). An odd count is a
+// programming error and panics.
+func NewDict(keyvals ...any) Dict {
+	if len(keyvals)%2 != 0 {
+		panic("frame: NewDict needs key/value pairs")
+	}
+	d := make(Dict, 0, len(keyvals)/2)
+	for i := 0; i < len(keyvals); i += 2 {
+		d = append(d, Pair{Key: keyvals[i], Value: keyvals[i+1]})
+	}
+	return d
+}

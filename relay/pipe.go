@@ -282,4 +282,3 @@ func (s *Session) addInfo(info frame.Dict) frame.Dict {
 	}
 	return info
 }
-
