@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/panjf2000/gnet/v2/pkg/logging"
 
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -117,7 +116,7 @@ func (s *Server) Run() error {
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogLevel(logging.ErrorLevel),
+		gnet.WithLogger(gnetLogger{s.log}),
 	}
 	if loops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(loops))
@@ -363,4 +362,16 @@ func (h *host) Enroll(sess *relay.Session, b *relay.Backend) error {
 		}
 	}()
 	return nil
+}
+
+// gnetLogger sends gnet's own messages to slog, its chatter at debug level.
+type gnetLogger struct{ log *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.log.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.log.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.log.Warn(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.log.Error(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) {
+	g.log.Error(fmt.Sprintf(f, a...), "from", "gnet")
+	os.Exit(1)
 }

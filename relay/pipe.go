@@ -32,6 +32,10 @@ type pipe struct {
 	max      int
 
 	remaining int  // bytes of the current cut-through frame still to copy
+	curIndex  uint8
+	// midPacket: raw chunks went out and their main packet has not, so
+	// nothing of the proxy's own may be sent yet.
+	midPacket bool
 	paused    bool // dst is over highWater
 	reader    frame.Reader
 
@@ -64,6 +68,9 @@ func (p *pipe) pump() error {
 			}
 			p.src.Discard(n)
 			p.remaining -= n
+			if p.remaining == 0 && p.curIndex == 0 {
+				p.midPacket = false
+			}
 			continue
 		}
 		if avail < frame.HeaderSize {
@@ -79,8 +86,11 @@ func (p *pipe) pump() error {
 		}
 		if !p.transforms() && (h.Index > 0 || size > inspectLimit) {
 			p.remaining = size // cut through: forward as bytes arrive
+			p.curIndex = h.Index
 			if h.Index == 0 {
 				p.Packets++
+			} else {
+				p.midPacket = true
 			}
 			continue
 		}
@@ -91,6 +101,7 @@ func (p *pipe) pump() error {
 		if err != nil {
 			return err
 		}
+		p.midPacket = h.Index > 0
 		err = p.frame(h, buf)
 		p.src.Discard(size)
 		if err != nil || p.s.state != stateRelay {
@@ -98,6 +109,48 @@ func (p *pipe) pump() error {
 		}
 	}
 	return nil
+}
+
+// finishPacket forwards what is already buffered up to the end of the
+// packet in progress, so that a packet of the proxy's own (a disconnect)
+// can follow without corrupting the stream. It reports whether the stream
+// is at a packet boundary; when the rest has not arrived it is not.
+func (p *pipe) finishPacket() bool {
+	if p.src == nil {
+		return true
+	}
+	for p.remaining > 0 || p.midPacket {
+		avail := p.src.InboundBuffered()
+		if p.remaining > 0 {
+			if avail < p.remaining {
+				return false
+			}
+			buf, err := p.src.Peek(p.remaining)
+			if err != nil {
+				return false
+			}
+			p.dst.Write(buf)
+			p.src.Discard(p.remaining)
+			p.remaining = 0
+			if p.curIndex == 0 {
+				p.midPacket = false
+			}
+			continue
+		}
+		if avail < frame.HeaderSize {
+			return false
+		}
+		hdr, err := p.src.Peek(frame.HeaderSize)
+		if err != nil {
+			return false
+		}
+		size, h, err := frame.FrameLen(hdr, p.max)
+		if err != nil || avail < size {
+			return false
+		}
+		p.remaining, p.curIndex = size, h.Index
+	}
+	return true
 }
 
 // write forwards bytes and pauses the pipe when dst backs up.

@@ -71,8 +71,13 @@ const (
 )
 
 // closeGrace is how long a disconnected client gets to read the reason
-// before the socket is closed, as xpra's force_disconnect.
-const closeGrace = time.Second
+// once everything queued for it is sent, as xpra's force_disconnect;
+// closeDrain bounds how long a slow client may take to drain what was
+// queued before the reason.
+const (
+	closeGrace = time.Second
+	closeDrain = 10 * time.Second
+)
 
 // Session is one client connection, from accept to close, and later its
 // backend. All its methods run on the loop that owns the client.
@@ -97,6 +102,7 @@ type Session struct {
 	target    string
 
 	deadline time.Time // login deadline, or the close grace end
+	drainBy  time.Time // closing: hard deadline for the queued bytes
 	active   time.Time
 	started  time.Time
 
@@ -510,6 +516,13 @@ func (s *Session) clientCompression() frame.Compression {
 func (s *Session) pump(p *pipe) {
 	if err := p.pump(); err != nil {
 		s.relayError(p, err)
+		return
+	}
+	// gnet keeps reading a paused source: enforce the limit on every
+	// read, not only at the next sweep.
+	if p.paused && s.state == stateRelay && s.cfg.MaxSessionBuffer > 0 && s.Buffered() > s.cfg.MaxSessionBuffer {
+		s.log.Warn("session buffer limit exceeded", "user", s.user, "bytes", s.Buffered())
+		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 	}
 }
 
@@ -545,6 +558,14 @@ func (s *Session) disconnect(reason string, extra ...string) {
 	if s.state == stateClosing || s.state == stateClosed {
 		return
 	}
+	if s.state == stateRelay && s.s2c != nil && !s.s2c.finishPacket() {
+		// The client is in the middle of a packet whose rest is not
+		// here: a packet of ours would corrupt its stream. Close only.
+		s.log.Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
+		s.closeServer("client connection lost")
+		s.beginClose()
+		return
+	}
 	if s.helloSeen {
 		p := frame.Packet{"disconnect", reason}
 		for _, e := range extra {
@@ -562,7 +583,7 @@ func (s *Session) closeServer(why string) {
 	if s.server == nil {
 		return
 	}
-	if s.state == stateRelay {
+	if s.state == stateRelay && (s.c2s == nil || s.c2s.finishPacket()) {
 		w := frame.Writer{Encoding: s.enc}
 		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", "server shutdown", why}); err == nil {
 			s.server.Write(b)
@@ -576,8 +597,10 @@ func (s *Session) closeServer(why string) {
 // last bytes are out, and closes it after closeGrace (Sweep) so that the
 // client can read the reason.
 func (s *Session) beginClose() {
+	now := time.Now()
 	s.state = stateClosing
-	s.deadline = time.Now().Add(closeGrace)
+	s.deadline = now.Add(closeGrace)
+	s.drainBy = now.Add(closeDrain)
 	if s.client.OutboundBuffered() == 0 {
 		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
 	}
@@ -628,10 +651,11 @@ func (s *Session) Sweep(now time.Time) int {
 			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 		}
 	case stateClosing:
-		if s.client.OutboundBuffered() == 0 {
+		drained := s.client.OutboundBuffered() == 0
+		if drained {
 			syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
 		}
-		if now.After(s.deadline) {
+		if (drained && now.After(s.deadline)) || now.After(s.drainBy) {
 			s.client.Close()
 			s.state = stateClosed
 		}
