@@ -31,7 +31,7 @@ type pipe struct {
 	src, dst Conn
 	max      int
 
-	remaining int  // bytes of the current cut-through frame still to copy
+	remaining int // bytes of the current cut-through frame still to copy
 	curIndex  uint8
 	// midPacket: raw chunks went out and their main packet has not, so
 	// nothing of the proxy's own may be sent yet.
