@@ -171,7 +171,7 @@ func daemonize(o *proxyOptions, args []string) int {
 
 // ownSocketDir is where the proxy's own $HOSTNAME-$DISPLAY socket goes:
 // --socket-dir, else the first --socket-dirs, else the first default
-// directory that exists or can be made.
+// directory that this user can write to.
 func ownSocketDir(o *proxyOptions) string {
 	if o.socketDir != "" {
 		return o.socketDir
@@ -182,7 +182,8 @@ func ownSocketDir(o *proxyOptions) string {
 	}
 	for _, d := range dirs {
 		d = authn.ExpandDir(d, nil)
-		if err := os.MkdirAll(d, 0o700); err == nil {
+		// Existing is not enough: /run/xpra is root's.
+		if err := os.MkdirAll(d, 0o700); err == nil && syscall.Access(d, 2 /* W_OK */) == nil {
 			return d
 		}
 	}
