@@ -601,3 +601,48 @@ func TestSlowReaderBounded(t *testing.T) {
 	}
 	expectDisconnect(t, last, "connection too slow")
 }
+
+func TestIdleTimeout(t *testing.T) {
+	fs := startFakeServer(t, "")
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), IdleTimeout: 400 * time.Millisecond}, Options{})
+	tc := dialProxy(t, addr)
+	if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatal(p)
+	}
+	start := time.Now()
+	expectDisconnect(t, tc.recv(t), "idle timeout")
+	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Errorf("idle disconnect after %v", d)
+	}
+	select {
+	case <-fs.closed:
+	case <-time.After(5 * time.Second):
+		t.Error("the server side of the idle session stayed open")
+	}
+}
+
+// Over the global budget the sessions holding the most are shed first,
+// while a quiet session stays.
+func TestGlobalBudget(t *testing.T) {
+	fs := startFakeServer(t, "")
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), MaxSessionBuffer: 1 << 30},
+		Options{MaxBufferTotal: 16 << 20})
+	quiet := dialProxy(t, addr)
+	if p := quiet.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatal(p)
+	}
+	hog := dialProxy(t, addr)
+	if p := hog.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatal(p)
+	}
+	hog.send(frame.Packet{"stream", 400, 250_000})
+	select {
+	case <-fs.closed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("nothing was shed; buffered %d", srv.Buffered())
+	}
+	quiet.send(frame.Packet{"ping", 1, 2, "x"})
+	if p := quiet.recv(t); p.Type() != "ping_echo" {
+		t.Fatalf("quiet session: %v", p)
+	}
+}
