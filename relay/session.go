@@ -381,6 +381,13 @@ func (s *Session) authenticated() {
 	)
 	id, caps, enc := s.identity, s.caps, s.enc
 	s.host.Go(func() {
+		// As in xpra, a proxy that is not root relays as itself: the
+		// row's uid/gid are only checked (privilege separation uses them).
+		if id.UID != "" || id.GID != "" {
+			if _, _, rerr := authn.ResolveIDs(id.UID, id.GID); rerr != nil {
+				warnings = append(warnings, "session uid/gid: "+rerr.Error())
+			}
+		}
 		display, target, err = s.chooseTarget(id, requested)
 		if err != nil {
 			return
