@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	_ "github.com/mattn/go-sqlite3" // the sqlite driver
@@ -170,11 +171,15 @@ func (s *SQLite) Lookup(username string, verify func([]byte) bool, passwordQuery
 }
 
 // sqliteModule is --tcp-auth=sqlite,filename=... The database is opened
-// on first use, so a proxy can start before the file exists.
+// on first use and kept open (database/sql pools its connections), so a
+// proxy can start before the file exists and a login costs no file open.
 type sqliteModule struct {
 	name                 string
 	path                 string
 	passwordQ, sessionsQ string
+
+	mu sync.Mutex
+	db *SQLite
 }
 
 func newSQLite(spec Spec, env Env) (Module, error) {
@@ -190,17 +195,51 @@ func newSQLite(spec Spec, env Env) (Module, error) {
 			return nil, fmt.Errorf("authn: sqlite: queries must be SELECT statements")
 		}
 	}
-	return &sqliteModule{spec.Name, resolve(env, path), spec.Options["password_query"], spec.Options["sessions_query"]}, nil
+	return &sqliteModule{name: spec.Name, path: resolve(env, path), passwordQ: spec.Options["password_query"], sessionsQ: spec.Options["sessions_query"]}, nil
 }
 
 func (m *sqliteModule) Name() string  { return m.name }
 func (*sqliteModule) Challenge() bool { return true }
 
-func (m *sqliteModule) Authenticate(r Request) (*Identity, error) {
-	db, err := OpenSQLite(m.path)
-	if err != nil {
-		return nil, fmt.Errorf("authn: sqlauth cannot find the database file: %w", err)
+func (m *sqliteModule) open() (*SQLite, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.db == nil {
+		db, err := OpenSQLite(m.path)
+		if err != nil {
+			return nil, fmt.Errorf("authn: sqlauth cannot find the database file: %w", err)
+		}
+		m.db = db
 	}
-	defer db.Close()
+	return m.db, nil
+}
+
+func (m *sqliteModule) Authenticate(r Request) (*Identity, error) {
+	db, err := m.open()
+	if err != nil {
+		return nil, err
+	}
 	return db.Lookup(r.Username, r.Verify, m.passwordQ, m.sessionsQ)
+}
+
+// AddAll inserts many rows in one transaction (for tools that provision
+// thousands of users).
+func (s *SQLite) AddAll(users []User) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return fmt.Errorf("authn: sqlite: %w", err)
+	}
+	stmt, err := tx.Prepare("INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)")
+	if err != nil {
+		tx.Rollback()
+		return fmt.Errorf("authn: sqlite: %w", err)
+	}
+	defer stmt.Close()
+	for _, u := range users {
+		if _, err := stmt.Exec(u.Username, u.Password, u.UID, u.GID, u.Displays, u.EnvOptions, u.SessionOptions); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("authn: sqlite add %s: %w", u.Username, err)
+		}
+	}
+	return tx.Commit()
 }

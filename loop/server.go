@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -53,6 +56,11 @@ type Server struct {
 	loops map[gnet.EventLoop]*loopState
 	total atomic.Int64 // buffered bytes, summed by the sweeps
 	count atomic.Int64 // open client sessions
+
+	// Memory of handshake bursts goes back to the OS once they are over.
+	handshakes atomic.Int64 // off-loop jobs finished
+	released   int64        // handshakes at the last release (ticker only)
+	releasedAt time.Time
 }
 
 // loopState is touched only on its own loop.
@@ -87,7 +95,7 @@ func New(listeners []Listener, opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Server{
+	srv := &Server{
 		listeners: listeners,
 		opts:      opts,
 		log:       opts.Log,
@@ -95,6 +103,30 @@ func New(listeners []Listener, opts Options) *Server {
 		inflight:  make(chan struct{}, opts.MaxInFlight),
 		loops:     map[gnet.EventLoop]*loopState{},
 	}
+	for _, l := range listeners {
+		if l.Config.ServerInfo == nil {
+			l.Config.ServerInfo = srv.Stats
+		}
+	}
+	return srv
+}
+
+// Stats describes the whole proxy for info requests: sessions, buffered
+// bytes and the Go runtime's memory, which the load benchmarks read.
+func (s *Server) Stats() frame.Dict {
+	// Collect first, so that heap figures are live memory, not garbage
+	// from past handshakes (the load benchmarks read them).
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return frame.NewDict(
+		"sessions", s.count.Load(),
+		"buffered", s.total.Load(),
+		"heap-inuse", int64(m.HeapInuse),
+		"heap-alloc", int64(m.HeapAlloc),
+		"sys", int64(m.Sys),
+		"goroutines", int64(runtime.NumGoroutine()),
+	)
 }
 
 func (l Listener) url() string { return l.Network + "://" + l.Address }
@@ -231,7 +263,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	now := time.Now()
 	if sc, ok := c.Context().(*serverCtx); ok {
 		sc.ls = s.loopState(c.EventLoop())
-		sc.s.ServerOpened(c, sc.b, now)
+		b := sc.b
+		sc.b = nil // the server's hello is not kept for the session's life
+		sc.s.ServerOpened(c, b, now)
 		return nil, gnet.None
 	}
 	cfg := s.configFor(c)
@@ -291,6 +325,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		total += ls.buffered.Load()
 	}
 	s.total.Store(total)
+	s.releaseMemory()
 	over := s.opts.MaxBufferTotal > 0 && total > s.opts.MaxBufferTotal
 	for _, ls := range states {
 		ls := ls
@@ -300,6 +335,19 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		}))
 	}
 	return s.opts.SweepInterval, gnet.None
+}
+
+// releaseMemory returns the memory of a burst of handshakes (decoded
+// hellos, sqlite lookups, worker stacks) to the OS once the burst is over,
+// at most every 10 s: the density of idle sessions is the point of the
+// proxy. Runs on the ticker goroutine.
+func (s *Server) releaseMemory() {
+	done := s.handshakes.Load()
+	if done == s.released || len(s.inflight) > 0 || time.Since(s.releasedAt) < 10*time.Second {
+		return
+	}
+	s.released, s.releasedAt = done, time.Now()
+	debug.FreeOSMemory()
 }
 
 // sweep runs on ls's loop: timeouts, backpressure, the budget.
@@ -338,6 +386,7 @@ func (h *host) Go(work, done func()) {
 		h.srv.inflight <- struct{}{}
 		work()
 		<-h.srv.inflight
+		h.srv.handshakes.Add(1)
 		_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			done()
 			return nil

@@ -246,11 +246,11 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 		}
 		s := p.s
 		if p.toServer {
-			s.log.Info("client disconnected", "user", s.user, "reason", disconnectText(pkt))
+			s.logger().Info("client disconnected", "user", s.user, "reason", disconnectText(pkt))
 			s.closeServer("client request")
 			s.beginClose()
 		} else {
-			s.log.Info("server disconnected the client", "user", s.user, "reason", disconnectText(pkt))
+			s.logger().Info("server disconnected the client", "user", s.user, "reason", disconnectText(pkt))
 			s.server.Close()
 			s.server = nil
 			s.beginClose()
@@ -259,7 +259,7 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	case "hello":
 		if p.toServer {
 			// xpra's proxy drops a client hello once relaying.
-			p.s.log.Warn("client sent another hello while relaying; dropped", "user", p.s.user)
+			p.s.logger().Warn("client sent another hello while relaying; dropped", "user", p.s.user)
 			return nil
 		}
 		caps, _ := pkt[1].(frame.Dict)
@@ -304,6 +304,9 @@ func (s *Session) Info() frame.Dict {
 	if s.c2s != nil && s.s2c != nil {
 		d.Set("client-to-server", frame.NewDict("bytes", s.c2s.Bytes, "packets", s.c2s.Packets))
 		d.Set("server-to-client", frame.NewDict("bytes", s.s2c.Bytes, "packets", s.s2c.Packets))
+	}
+	if s.cfg.ServerInfo != nil {
+		d.Set("server", s.cfg.ServerInfo())
 	}
 	return d
 }

@@ -57,6 +57,9 @@ type Config struct {
 	// Encrypted marks TLS or local links, where xor digests are allowed.
 	Encrypted bool
 	Log       *slog.Logger
+	// ServerInfo, when set, adds the proxy's own figures (sessions,
+	// memory) to the info a session reports.
+	ServerInfo func() frame.Dict
 }
 
 type state uint8
@@ -107,7 +110,12 @@ type Session struct {
 	started  time.Time
 
 	c2s, s2c *pipe
-	log      *slog.Logger
+}
+
+// logger is made when there is something to log: a logger with the
+// session's attributes costs more memory than an idle session should.
+func (s *Session) logger() *slog.Logger {
+	return s.cfg.Log.With("session", s.ID, "peer", s.peer)
 }
 
 // NewSession starts the handshake for a new client connection.
@@ -119,7 +127,6 @@ func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *
 	}
 	s.deadline = now.Add(cfg.LoginTimeout)
 	s.reader.MaxPacketSize = cfg.MaxPacketSize
-	s.log = cfg.Log.With("session", id, "peer", s.peer)
 	return s
 }
 
@@ -203,14 +210,14 @@ func (s *Session) garbage(buf []byte) {
 	case len(buf) >= 4 && string(buf[:4]) == "SSH-":
 		guess = "SSH packet"
 	}
-	s.log.Info("invalid first bytes", "guess", guess)
+	s.logger().Info("invalid first bytes", "guess", guess)
 	s.client.Discard(len(buf))
 	s.client.Write([]byte("disconnect: invalid packet format, " + guess + "\n"))
 	s.beginClose()
 }
 
 func (s *Session) protocolError(err error) {
-	s.log.Info("invalid packet from client", "err", err)
+	s.logger().Info("invalid packet from client", "err", err)
 	msg := err.Error()
 	var he *frame.HeaderError
 	if errors.As(err, &he) {
@@ -294,7 +301,7 @@ func (s *Session) nextRound() {
 func (s *Session) sendChallenge() {
 	ch, err := authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
 	if err != nil {
-		s.log.Info("cannot challenge the client", "err", err)
+		s.logger().Info("cannot challenge the client", "err", err)
 		s.disconnect("authentication failed", "no supported digest")
 		return
 	}
@@ -312,7 +319,7 @@ func (s *Session) verifyRound() {
 	verify := s.challenge.Verifier([]byte(r), []byte(cs))
 	s.challenge = nil // a salt is good for one answer only
 	if verify == nil {
-		s.log.Info("authentication failed", "user", s.user, "why", "no usable challenge response")
+		s.logger().Info("authentication failed", "user", s.user, "why", "no usable challenge response")
 		s.disconnect("authentication failed")
 		return
 	}
@@ -333,10 +340,10 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
 		}
 		if err != nil {
 			if errors.Is(err, authn.ErrAuthFailed) {
-				s.log.Info("authentication failed", "user", s.user, "module", m.Name())
+				s.logger().Info("authentication failed", "user", s.user, "module", m.Name())
 				s.disconnect("authentication failed")
 			} else {
-				s.log.Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)
+				s.logger().Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)
 				s.disconnect("authentication error", "cannot access sessions")
 			}
 			return
@@ -354,7 +361,7 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
 
 // authenticated: answer requests, else find the session and connect.
 func (s *Session) authenticated() {
-	s.log.Info("authenticated", "user", s.user)
+	s.logger().Info("authenticated", "user", s.user)
 	switch r := request(s.caps); r {
 	case "", "connect_test":
 	case "info":
@@ -402,7 +409,7 @@ func (s *Session) authenticated() {
 			Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize})
 	}, func() {
 		for _, w := range warnings {
-			s.log.Warn(w, "user", s.user)
+			s.logger().Warn(w, "user", s.user)
 		}
 		if s.state != stateBusy {
 			if b != nil {
@@ -453,13 +460,13 @@ func (s *Session) connectFailed(err error) {
 	var be *BackendError
 	switch {
 	case errors.As(err, &se):
-		s.log.Info("no session", "user", s.user, "reason", se.Message)
+		s.logger().Info("no session", "user", s.user, "reason", se.Message)
 		s.disconnect(se.Reason, se.Message)
 	case errors.As(err, &be):
-		s.log.Info("target unreachable", "user", s.user, "err", err)
+		s.logger().Info("target unreachable", "user", s.user, "err", err)
 		s.disconnect(be.Reason, be.Message)
 	default:
-		s.log.Warn("connect failed", "user", s.user, "err", err)
+		s.logger().Warn("connect failed", "user", s.user, "err", err)
 		s.disconnect("server error", "target unreachable")
 	}
 }
@@ -499,7 +506,11 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		return
 	}
 	s.client.Write(out)
-	s.log.Info("relaying", "user", s.user, "display", s.display, "target", s.target)
+	s.logger().Info("relaying", "user", s.user, "display", s.display, "target", s.target)
+	// The handshake's state is not needed any more; an idle session
+	// should hold as little as possible.
+	s.caps, s.identity, s.challenge = nil, nil, nil
+	s.reader = frame.Reader{}
 	s.pump(s.c2s)
 	s.pump(s.s2c)
 }
@@ -528,7 +539,7 @@ func (s *Session) pump(p *pipe) {
 	// gnet keeps reading a paused source: enforce the limit on every
 	// read, not only at the next sweep.
 	if p.paused && s.state == stateRelay && s.cfg.MaxSessionBuffer > 0 && s.Buffered() > s.cfg.MaxSessionBuffer {
-		s.log.Warn("session buffer limit exceeded", "user", s.user, "bytes", s.Buffered())
+		s.logger().Warn("session buffer limit exceeded", "user", s.user, "bytes", s.Buffered())
 		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 	}
 }
@@ -538,10 +549,10 @@ func (s *Session) relayError(p *pipe, err error) {
 		return
 	}
 	if p.toServer {
-		s.log.Info("invalid packet from client", "err", err)
+		s.logger().Info("invalid packet from client", "err", err)
 		s.disconnect("protocol error", strings.TrimPrefix(err.Error(), "frame: "))
 	} else {
-		s.log.Warn("invalid packet from server", "err", err)
+		s.logger().Warn("invalid packet from server", "err", err)
 		s.disconnect("server error", "invalid packet from the server")
 	}
 }
@@ -552,7 +563,7 @@ func (s *Session) send(p frame.Packet) {
 	w := frame.Writer{Encoding: s.enc}
 	b, err := w.AppendPacket(nil, p)
 	if err != nil {
-		s.log.Error("cannot encode packet", "packet", p.String(), "err", err)
+		s.logger().Error("cannot encode packet", "packet", p.String(), "err", err)
 		return
 	}
 	s.client.Write(b)
@@ -568,7 +579,7 @@ func (s *Session) disconnect(reason string, extra ...string) {
 	if s.state == stateRelay && s.s2c != nil && !s.s2c.finishPacket() {
 		// The client is in the middle of a packet whose rest is not
 		// here: a packet of ours would corrupt its stream. Close only.
-		s.log.Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
+		s.logger().Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
 		s.closeServer("client connection lost")
 		s.beginClose()
 		return
@@ -616,7 +627,7 @@ func (s *Session) beginClose() {
 // OnClientClosed: the client's socket is gone.
 func (s *Session) OnClientClosed(err error) {
 	if s.state == stateRelay {
-		s.log.Info("client connection lost", "user", s.user, "err", err)
+		s.logger().Info("client connection lost", "user", s.user, "err", err)
 	}
 	s.closeServer("client connection lost")
 	s.state = stateClosed
@@ -628,7 +639,7 @@ func (s *Session) OnServerClosed(err error) {
 		return
 	}
 	s.server = nil
-	s.log.Info("server connection lost", "user", s.user, "err", err)
+	s.logger().Info("server connection lost", "user", s.user, "err", err)
 	s.disconnect("server shutdown", "server connection lost")
 }
 
@@ -638,12 +649,12 @@ func (s *Session) Sweep(now time.Time) int {
 	switch s.state {
 	case stateHello, stateChallenge, stateBusy:
 		if now.After(s.deadline) {
-			s.log.Info("login timeout", "user", s.user)
+			s.logger().Info("login timeout", "user", s.user)
 			s.disconnect("login timeout")
 		}
 	case stateRelay:
 		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
-			s.log.Info("idle timeout", "user", s.user)
+			s.logger().Info("idle timeout", "user", s.user)
 			s.disconnect("idle timeout")
 			break
 		}
@@ -654,7 +665,7 @@ func (s *Session) Sweep(now time.Time) int {
 			}
 		}
 		if held := s.Buffered(); s.cfg.MaxSessionBuffer > 0 && held > s.cfg.MaxSessionBuffer {
-			s.log.Warn("session buffer limit exceeded", "user", s.user, "bytes", held)
+			s.logger().Warn("session buffer limit exceeded", "user", s.user, "bytes", held)
 			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 		}
 	case stateClosing:
@@ -681,6 +692,6 @@ func (s *Session) Buffered() int {
 
 // Shed ends the session because the proxy is over its global budget.
 func (s *Session) Shed() {
-	s.log.Warn("global buffer budget exceeded", "user", s.user, "bytes", s.Buffered())
+	s.logger().Warn("global buffer budget exceeded", "user", s.user, "bytes", s.Buffered())
 	s.disconnect("connection too slow", "proxy buffer budget exceeded")
 }

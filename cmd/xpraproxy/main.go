@@ -15,6 +15,7 @@ import (
 const usage = `usage:
   xpraproxy proxy [:DISPLAY] [options]     run the proxy server
   xpraproxy sqlite FILE COMMAND [ARGS...]  manage an xpra sqlite user database
+  xpraproxy bench [flags]                  load benchmark (xpraproxy bench -h)
   xpraproxy version                        print the version
 
 proxy options (xpra's names):
@@ -49,6 +50,8 @@ func run(args []string) int {
 		return proxyMain(args[1:])
 	case "sqlite":
 		return sqliteMain(args[1:], os.Stdout, os.Stderr)
+	case "bench":
+		return benchMain(args[1:], os.Stdout, os.Stderr)
 	case "version", "--version":
 		fmt.Println(versionString())
 		return 0

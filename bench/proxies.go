@@ -1,0 +1,260 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// Proxy kinds under test.
+const (
+	ProxyXpraproxy = "xpraproxy"
+	ProxyXpra      = "xpra"
+	ProxyHAProxy   = "haproxy"
+	ProxyDirect    = "direct"
+)
+
+// proxyProc is a running proxy under test.
+type proxyProc struct {
+	kind    string
+	addr    string // where clients connect
+	cmd     *exec.Cmd
+	sockDir string
+	display string
+	log     string
+}
+
+func (p *proxyProc) pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+func (p *proxyProc) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	// xpra's proxy forks an instance per connection: end the whole group.
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// unprivileged makes cmd run as nobody when we are root: neither
+// xpraproxy nor xpra's proxy relays as root.
+func unprivileged(cmd *exec.Cmd, home string) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() != 0 {
+		return
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		return
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid := uid
+	if g, err := user.LookupGroup("nogroup"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_RUNTIME_DIR="+home)
+}
+
+// writeUsers makes the sqlite database both proxies read: users u0..uN-1
+// with the bench password, all reaching the simulated server.
+func writeUsers(path string, n int, target, password string) error {
+	db, err := authn.CreateSQLite(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	users := make([]authn.User, n)
+	for i := range users {
+		users[i] = authn.User{Username: fmt.Sprintf("u%d", i), Password: password, Displays: "tcp://" + target + "/"}
+	}
+	if err := db.AddAll(users); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o644)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startProxy(kind, dir, simAddr, binary string, sessions int) (*proxyProc, error) {
+	if kind == ProxyDirect {
+		return &proxyProc{kind: kind, addr: simAddr}, nil
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &proxyProc{kind: kind, addr: fmt.Sprintf("127.0.0.1:%d", port), sockDir: filepath.Join(dir, "sockets"),
+		display: fmt.Sprintf(":%d", 20000+port%10000), log: filepath.Join(dir, kind+".log")}
+	os.MkdirAll(p.sockDir, 0o777)
+	os.Chmod(p.sockDir, 0o777)
+	db := filepath.Join(dir, "users.sdb")
+	logf, err := os.Create(p.log)
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(p.log, 0o666)
+	switch kind {
+	case ProxyXpraproxy:
+		p.cmd = exec.Command(binary, "proxy", p.display, "--bind-tcp="+p.addr+",auth=sqlite:filename="+db,
+			"--socket-dir="+p.sockDir, "--daemon=no")
+	case ProxyXpra:
+		p.cmd = exec.Command("xpra", "proxy", p.display, "--bind-tcp="+p.addr, "--tcp-auth=sqlite,filename="+db,
+			"--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir, "--daemon=no", "--mdns=no", "--pulseaudio=no",
+			"--notifications=no", "--dbus-proxy=no", "--printing=no", "--webcam=no", "--speaker=no", "--microphone=no")
+		p.cmd.Env = append(p.cmd.Env, "XPRA_NOTTY=1", "PATH=/usr/bin:/bin", "XPRA_PROXY_MAX_CONCURRENT_CONNECTIONS=2000")
+	case ProxyHAProxy:
+		cfg := filepath.Join(dir, "haproxy.cfg")
+		conf := fmt.Sprintf(`global
+    maxconn %d
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+frontend bench
+    bind %s
+    maxconn %d
+    default_backend sim
+backend sim
+    server sim %s maxconn %d
+`, min(sessions+100, 9000), p.addr, min(sessions+100, 9000), simAddr, min(sessions+100, 9000))
+		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+		p.cmd = exec.Command("haproxy", "-f", cfg, "-db")
+	default:
+		return nil, fmt.Errorf("bench: unknown proxy %q (xpraproxy, xpra, haproxy, direct)", kind)
+	}
+	unprivileged(p.cmd, dir)
+	if kind == ProxyHAProxy && p.cmd.SysProcAttr != nil {
+		p.cmd.SysProcAttr.Credential = nil // haproxy needs its fd limit; it has no relay-as-root concern here
+	}
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start %s: %w", kind, err)
+	}
+	for i := 0; i < 300; i++ {
+		if c, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
+			c.Close()
+			return p, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop()
+	log, _ := os.ReadFile(p.log)
+	return nil, fmt.Errorf("bench: %s did not start listening on %s:\n%s", kind, p.addr, tailText(log, 2000))
+}
+
+func tailText(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// procStats sums RSS (bytes) and CPU time over pid and its descendants.
+func procStats(pid int) (rss int64, cpu time.Duration) {
+	if pid <= 0 {
+		return 0, 0
+	}
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		if len(f) > 1 {
+			pp, _ := strconv.Atoi(f[1])
+			children[pp] = append(children[pp], n)
+		}
+	}
+	tick := time.Second / 100 // USER_HZ
+	var walk func(int)
+	walk = func(p int) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
+			sc := bufio.NewScanner(bytes.NewReader(b))
+			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "VmRSS:") {
+					kb, _ := strconv.ParseInt(strings.Fields(sc.Text())[1], 10, 64)
+					rss += kb * 1024
+				}
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p)); err == nil {
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				s, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu += time.Duration(u+s) * tick
+			}
+		}
+		for _, c := range children[p] {
+			walk(c)
+		}
+	}
+	walk(pid)
+	return rss, cpu
+}
+
+// proxyHeap asks xpraproxy, over its own unix socket, for its Go heap.
+func proxyHeap(p *proxyProc) int64 {
+	if p.kind != ProxyXpraproxy {
+		return 0
+	}
+	host := authn.SocketHostname()
+	path := filepath.Join(p.sockDir, host+"-"+strings.TrimPrefix(p.display, ":"))
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	w := frame.Writer{Encoding: frame.Rencode}
+	b, _ := w.AppendPacket(nil, frame.Packet{"hello", frame.NewDict("version", "3.1.3", "request", "info", "info_request", true, "rencode", true)})
+	c.Write(b)
+	p2, err := frame.NewStreamReader(c, 0).ReadPacket()
+	if err != nil || len(p2) < 2 {
+		return 0
+	}
+	info, _ := p2[1].(frame.Dict)
+	srv, _ := info.Dict("server")
+	heap, _ := srv.Int("heap-inuse")
+	return heap
+}

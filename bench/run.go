@@ -1,0 +1,321 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Workloads.
+const (
+	WorkloadIdle     = "idle"
+	WorkloadStream   = "stream"
+	WorkloadPingPong = "pingpong"
+	WorkloadConnect  = "connect"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Proxy    string        // xpraproxy, xpra, haproxy, direct
+	Workload string        // idle, stream, pingpong, connect
+	Sessions int           // simulated clients (concurrency for connect)
+	Duration time.Duration // length of the measured phase
+	Size     int           // draw payload bytes (stream)
+	Window   int           // draws in flight per session (stream)
+	Interval time.Duration // time between pings per session (pingpong)
+	Verify   bool          // crc-check every draw (stream)
+	Loops    int           // event loops of the generator and the simulated server each
+	Sources  int           // loopback source addresses (127.0.0.2 ...)
+	Binary   string        // the xpraproxy binary under test
+	Dir      string        // scratch directory (made if empty)
+	Log      func(format string, args ...any)
+}
+
+// Result is what a run measured; the JSON names are the contract with
+// BENCHMARKS.md and scripts.
+type Result struct {
+	Proxy                string  `json:"proxy"`
+	Workload             string  `json:"workload"`
+	Sessions             int     `json:"sessions"`
+	Ready                int64   `json:"ready"`
+	Failed               int64   `json:"failed"`
+	DurationS            float64 `json:"duration_s"`
+	ProxyRSSBaseline     int64   `json:"proxy_rss_baseline_bytes"`
+	ProxyRSS             int64   `json:"proxy_rss_bytes"`
+	ProxyRSSPerSession   float64 `json:"proxy_rss_bytes_per_session"`
+	ProxyHeapPerSession  float64 `json:"proxy_heap_bytes_per_session"`
+	ProxyCPUPercent      float64 `json:"proxy_cpu_percent"`
+	GeneratorCPUPercent  float64 `json:"generator_cpu_percent"`
+	MBytesPerS           float64 `json:"mbytes_per_s"`
+	MBytesPerSPerSession float64 `json:"mbytes_per_s_per_session"`
+	P50us                float64 `json:"p50_us"`
+	P99us                float64 `json:"p99_us"`
+	P999us               float64 `json:"p999_us"`
+	Samples              int     `json:"samples"`
+	SetupsPerS           float64 `json:"setups_per_s"`
+	BadData              int64   `json:"bad_data"`
+	LastError            string  `json:"last_error,omitempty"`
+}
+
+const benchPassword = "bench-password"
+
+func (c *Config) defaults() {
+	if c.Sessions <= 0 {
+		c.Sessions = 100
+	}
+	if c.Duration <= 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Size <= 0 {
+		c.Size = 64 << 10
+	}
+	if c.Window <= 0 {
+		c.Window = 4
+	}
+	if c.Interval <= 0 {
+		c.Interval = 100 * time.Millisecond
+	}
+	if c.Loops <= 0 {
+		c.Loops = 1
+	}
+	if c.Sources <= 0 {
+		c.Sources = 1 + c.Sessions/20000
+	}
+	if c.Log == nil {
+		c.Log = func(string, ...any) {}
+	}
+}
+
+func rusage() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Run performs one benchmark: simulated servers, the proxy under test as
+// its own process, the clients, the workload. It stops by itself.
+func Run(cfg Config) (*Result, error) {
+	cfg.defaults()
+	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions}
+	dir := cfg.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "xpraproxy-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	os.Chmod(dir, 0o777)
+
+	srv := newServer(cfg.Size + 8)
+	simPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	simAddr := fmt.Sprintf("127.0.0.1:%d", simPort)
+	stopSim, err := srv.run(simAddr, cfg.Loops)
+	if err != nil {
+		return nil, err
+	}
+	defer stopSim()
+	users := cfg.Sessions
+	if cfg.Proxy == ProxyXpraproxy || cfg.Proxy == ProxyXpra {
+		if err := writeUsers(dir+"/users.sdb", users, simAddr, benchPassword); err != nil {
+			return nil, err
+		}
+	}
+	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	time.Sleep(300 * time.Millisecond)
+	res.ProxyRSSBaseline, _ = procStats(p.pid())
+	heap0 := proxyHeap(p)
+
+	cl, err := newClients(cfg.Loops, benchPassword)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.stop()
+	var (
+		mu    sync.Mutex
+		conns []*clientConn
+	)
+	cl.onReady = func(cc *clientConn) {
+		if cfg.Workload == WorkloadConnect {
+			cc.conn.Close()
+			return
+		}
+		mu.Lock()
+		conns = append(conns, cc)
+		mu.Unlock()
+	}
+	source := func(i int) string {
+		if cfg.Sources <= 1 && cfg.Sessions < 20000 {
+			return "127.0.0.2"
+		}
+		return fmt.Sprintf("127.0.0.%d", 2+i%cfg.Sources)
+	}
+	if cfg.Workload == WorkloadConnect {
+		return runConnect(cfg, res, p, cl, source)
+	}
+
+	// Open every session, keeping at most 200 handshakes in flight (xpra's
+	// proxy refuses more unauthenticated connections than that).
+	cfg.Log("opening %d sessions through %s", cfg.Sessions, cfg.Proxy)
+	openStart := time.Now()
+	for i := 0; i < cfg.Sessions; i++ {
+		for int64(i)-cl.ready.Load()-cl.failed.Load() > 200 {
+			time.Sleep(time.Millisecond)
+		}
+		cl.open(i, fmt.Sprintf("u%d", i%users), source(i), p.addr)
+	}
+	deadline := time.Now().Add(60*time.Second + time.Duration(cfg.Sessions)*20*time.Millisecond)
+	for cl.ready.Load()+cl.failed.Load() < int64(cfg.Sessions) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.Ready, res.Failed = cl.ready.Load(), cl.failed.Load()
+	cfg.Log("%d ready, %d failed in %v", res.Ready, res.Failed, time.Since(openStart).Round(time.Millisecond))
+	if res.Ready == 0 {
+		res.LastError = cl.lastError()
+		return res, fmt.Errorf("bench: no session could be opened: %s", res.LastError)
+	}
+
+	cpu0 := rusage()
+	_, pcpu0 := procStats(p.pid())
+	start := time.Now()
+	switch cfg.Workload {
+	case WorkloadIdle:
+		time.Sleep(cfg.Duration)
+	case WorkloadStream:
+		mu.Lock()
+		for _, cc := range conns {
+			cc.conn.AsyncWrite(cc.packet(packetStream(cfg)), nil)
+		}
+		mu.Unlock()
+		time.Sleep(cfg.Duration / 5) // ramp up
+		b0 := cl.bytes.Load()
+		cpu0 = rusage()
+		_, pcpu0 = procStats(p.pid())
+		start = time.Now()
+		time.Sleep(cfg.Duration)
+		res.MBytesPerS = float64(cl.bytes.Load()-b0) / time.Since(start).Seconds() / 1e6
+		res.MBytesPerSPerSession = res.MBytesPerS / float64(res.Ready)
+	case WorkloadPingPong:
+		// Every session pings once per interval; the pings are spread over
+		// the interval (a slot per millisecond) so that they do not queue
+		// behind each other, and stamped on their loop when written.
+		const slot = time.Millisecond
+		slots := max(1, int(cfg.Interval/slot))
+		ticker := time.NewTicker(slot)
+		end := time.After(cfg.Duration)
+		cl.takeRTTs()
+		tick := 0
+	loop:
+		for {
+			select {
+			case <-ticker.C:
+				mu.Lock()
+				for i := tick % slots; i < len(conns); i += slots {
+					cc := conns[i]
+					cc.conn.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+						cc.send(packetPing(time.Now().UnixNano()))
+						return nil
+					}))
+				}
+				mu.Unlock()
+				tick++
+			case <-end:
+				break loop
+			}
+		}
+		ticker.Stop()
+		time.Sleep(cfg.Interval)
+		rtts := cl.takeRTTs()
+		res.Samples = len(rtts)
+		res.P50us, res.P99us, res.P999us = percentiles(rtts)
+	default:
+		return nil, fmt.Errorf("bench: unknown workload %q (idle, stream, pingpong, connect)", cfg.Workload)
+	}
+	elapsed := time.Since(start)
+	res.DurationS = elapsed.Seconds()
+	res.GeneratorCPUPercent = 100 * float64(rusage()-cpu0) / float64(elapsed)
+	var pcpu1 time.Duration
+	res.ProxyRSS, pcpu1 = procStats(p.pid())
+	res.ProxyCPUPercent = 100 * float64(pcpu1-pcpu0) / float64(elapsed)
+	if p.pid() > 0 {
+		res.ProxyRSSPerSession = float64(res.ProxyRSS-res.ProxyRSSBaseline) / float64(res.Ready)
+	}
+	if heap1 := proxyHeap(p); heap1 > 0 {
+		res.ProxyHeapPerSession = float64(heap1-heap0) / float64(res.Ready)
+	}
+	res.BadData = cl.badData.Load()
+	res.Failed = cl.failed.Load()
+	res.LastError = cl.lastError()
+	return res, nil
+}
+
+func packetStream(cfg Config) []any {
+	return []any{pktStream, cfg.Size, cfg.Window, cfg.Verify}
+}
+
+func packetPing(now int64) []any {
+	return []any{"ping", now, now / 1e6, "bench"}
+}
+
+// runConnect keeps Sessions handshakes in flight for Duration, each closed
+// as soon as the server's hello arrives, and counts completed setups.
+func runConnect(cfg Config, res *Result, p *proxyProc, cl *clients, source func(int) string) (*Result, error) {
+	slots := make(chan struct{}, cfg.Sessions)
+	cl.onClose = func(*clientConn) {
+		select {
+		case slots <- struct{}{}:
+		default:
+		}
+	}
+	for range cfg.Sessions {
+		slots <- struct{}{}
+	}
+	cpu0 := rusage()
+	_, pcpu0 := procStats(p.pid())
+	start := time.Now()
+	end := start.Add(cfg.Duration)
+	i := 0
+	for time.Now().Before(end) {
+		select {
+		case <-slots:
+			cl.open(i, fmt.Sprintf("u%d", i%cfg.Sessions), source(i), p.addr)
+			i++
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	elapsed := time.Since(start)
+	res.DurationS = elapsed.Seconds()
+	res.Ready, res.Failed = cl.ready.Load(), cl.failed.Load()
+	res.SetupsPerS = float64(res.Ready) / elapsed.Seconds()
+	res.GeneratorCPUPercent = 100 * float64(rusage()-cpu0) / float64(elapsed)
+	var pcpu1 time.Duration
+	res.ProxyRSS, pcpu1 = procStats(p.pid())
+	res.ProxyCPUPercent = 100 * float64(pcpu1-pcpu0) / float64(elapsed)
+	res.LastError = cl.lastError()
+	return res, nil
+}
+
+func percentiles(d []time.Duration) (p50, p99, p999 float64) {
+	if len(d) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(d)
+	at := func(q float64) float64 {
+		i := min(len(d)-1, int(q*float64(len(d))))
+		return float64(d[i].Nanoseconds()) / 1e3
+	}
+	return at(0.50), at(0.99), at(0.999)
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/bench"
+)
+
+// benchMain is `xpraproxy bench`: the load generator (see bench/).
+func benchMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg bench.Config
+	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpra, haproxy, direct")
+	fs.StringVar(&cfg.Workload, "workload", "idle", "idle, stream, pingpong, connect")
+	fs.IntVar(&cfg.Sessions, "sessions", 100, "simulated sessions (handshakes in flight for connect)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the measured phase")
+	fs.IntVar(&cfg.Size, "size", 64<<10, "draw payload bytes (stream)")
+	fs.IntVar(&cfg.Window, "window", 4, "draws in flight per session (stream)")
+	fs.DurationVar(&cfg.Interval, "interval", 100*time.Millisecond, "time between pings of a session (pingpong)")
+	fs.BoolVar(&cfg.Verify, "verify", false, "crc-check every draw (stream)")
+	fs.IntVar(&cfg.Loops, "loops", 1, "event loops for the generator and for the simulated server")
+	fs.IntVar(&cfg.Sources, "sources", 0, "loopback source addresses, 127.0.0.2 and up (default: enough for the sessions)")
+	jsonOut := fs.Bool("json", false, "print one JSON object on the last line")
+	verbose := fs.Bool("v", false, "progress on stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "xpraproxy bench:", err)
+		return 1
+	}
+	cfg.Binary = self
+	if *verbose {
+		cfg.Log = func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }
+	}
+	res, err := bench.Run(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "xpraproxy bench:", err)
+		if res == nil {
+			return 1
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "proxy\tworkload\tsessions\tready\tfailed\tproxy RSS/session\tproxy heap/session\tproxy CPU\tgenerator CPU\tMB/s\tMB/s/session\tp50 µs\tp99 µs\tp999 µs\tsetups/s\n")
+	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f B\t%.0f B\t%.0f%%\t%.0f%%\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.1f\n",
+		res.Proxy, res.Workload, res.Sessions, res.Ready, res.Failed, res.ProxyRSSPerSession, res.ProxyHeapPerSession,
+		res.ProxyCPUPercent, res.GeneratorCPUPercent, res.MBytesPerS, res.MBytesPerSPerSession,
+		res.P50us, res.P99us, res.P999us, res.SetupsPerS)
+	tw.Flush()
+	if res.BadData > 0 {
+		fmt.Fprintf(stdout, "WARNING: %d draws arrived corrupted, out of order or from another session\n", res.BadData)
+	}
+	if res.LastError != "" {
+		fmt.Fprintf(stdout, "last client error: %s\n", res.LastError)
+	}
+	if *jsonOut {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(b))
+	}
+	if err != nil || res.BadData > 0 {
+		return 1
+	}
+	return 0
+}
