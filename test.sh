@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 export PATH="$PATH:/usr/local/go/bin"
 export XPRA_NOTTY=1
 
-packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3)
+packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -106,7 +106,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startProxy(kind, dir, simAddr, binary string, sessions int) (*proxyProc, error) {
+func startProxy(kind, dir, simAddr, binary string, sessions int, extra []string) (*proxyProc, error) {
 	if kind == ProxyDirect {
 		return &proxyProc{kind: kind, addr: simAddr}, nil
 	}
@@ -126,8 +126,8 @@ func startProxy(kind, dir, simAddr, binary string, sessions int) (*proxyProc, er
 	os.Chmod(p.log, 0o666)
 	switch kind {
 	case ProxyXpraproxy:
-		p.cmd = exec.Command(binary, "proxy", p.display, "--bind-tcp="+p.addr+",auth=sqlite:filename="+db,
-			"--socket-dir="+p.sockDir, "--daemon=no")
+		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, "--bind-tcp=" + p.addr + ",auth=sqlite:filename=" + db,
+			"--socket-dir=" + p.sockDir, "--daemon=no"}, extra...)...)
 	case ProxyXpra:
 		p.cmd = exec.Command("xpra", "proxy", p.display, "--bind-tcp="+p.addr, "--tcp-auth=sqlite,filename="+db,
 			"--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir, "--daemon=no", "--mdns=no", "--pulseaudio=no",

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,19 +23,21 @@ const (
 
 // Config is one benchmark run.
 type Config struct {
-	Proxy    string        // xpraproxy, xpra, haproxy, direct
-	Workload string        // idle, stream, pingpong, connect
-	Sessions int           // simulated clients (concurrency for connect)
-	Duration time.Duration // length of the measured phase
-	Size     int           // draw payload bytes (stream)
-	Window   int           // draws in flight per session (stream)
-	Interval time.Duration // time between pings per session (pingpong)
-	Verify   bool          // crc-check every draw (stream)
-	Loops    int           // event loops of the generator and the simulated server each
-	Sources  int           // loopback source addresses (127.0.0.2 ...)
-	Binary   string        // the xpraproxy binary under test
-	Dir      string        // scratch directory (made if empty)
-	Log      func(format string, args ...any)
+	Proxy     string        // xpraproxy, xpra, haproxy, direct
+	Workload  string        // idle, stream, pingpong, connect
+	Sessions  int           // simulated clients (concurrency for connect)
+	Duration  time.Duration // length of the measured phase
+	Size      int           // draw payload bytes (stream)
+	Window    int           // draws in flight per session (stream)
+	Interval  time.Duration // time between pings per session (pingpong)
+	Verify    bool          // crc-check every draw (stream)
+	Slow      int           // slow readers flooded by their server (soak)
+	ProxyArgs []string      // extra options for xpraproxy
+	Loops     int           // event loops of the generator and the simulated server each
+	Sources   int           // loopback source addresses (127.0.0.2 ...)
+	Binary    string        // the xpraproxy binary under test
+	Dir       string        // scratch directory (made if empty)
+	Log       func(format string, args ...any)
 }
 
 // Result is what a run measured; the JSON names are the contract with
@@ -60,6 +63,10 @@ type Result struct {
 	Samples              int     `json:"samples"`
 	SetupsPerS           float64 `json:"setups_per_s"`
 	BadData              int64   `json:"bad_data"`
+	ProxyRSSMax          int64   `json:"proxy_rss_max_bytes,omitempty"`
+	SlowDisconnected     int64   `json:"slow_disconnected,omitempty"`
+	SlowCut              int64   `json:"slow_cut,omitempty"`
+	SlowDrained          int64   `json:"slow_drained,omitempty"`
 	LastError            string  `json:"last_error,omitempty"`
 }
 
@@ -86,6 +93,11 @@ func (c *Config) defaults() {
 	}
 	if c.Sources <= 0 {
 		c.Sources = 1 + c.Sessions/20000
+		if c.Workload == WorkloadConnect {
+			// Every setup leaves a TIME_WAIT port behind: one source
+			// address would cap setups near 28k ports / 60 s.
+			c.Sources = 64
+		}
 	}
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
@@ -113,7 +125,7 @@ func Run(cfg Config) (*Result, error) {
 	}
 	os.Chmod(dir, 0o777)
 
-	srv := newServer(cfg.Size + 8)
+	srv := newServer(max(cfg.Size, 60<<10) + 8) // soak floods 60 KiB draws
 	simPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -130,7 +142,7 @@ func Run(cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
-	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions)
+	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, cfg.ProxyArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -158,10 +170,10 @@ func Run(cfg Config) (*Result, error) {
 		mu.Unlock()
 	}
 	source := func(i int) string {
-		if cfg.Sources <= 1 && cfg.Sessions < 20000 {
+		if cfg.Sources <= 1 {
 			return "127.0.0.2"
 		}
-		return fmt.Sprintf("127.0.0.%d", 2+i%cfg.Sources)
+		return fmt.Sprintf("127.0.%d.%d", 1+(i%cfg.Sources)/250, 2+(i%cfg.Sources)%250)
 	}
 	if cfg.Workload == WorkloadConnect {
 		return runConnect(cfg, res, p, cl, source)
@@ -194,6 +206,12 @@ func Run(cfg Config) (*Result, error) {
 	switch cfg.Workload {
 	case WorkloadIdle:
 		time.Sleep(cfg.Duration)
+	case WorkloadSoak:
+		mu.Lock()
+		list := append([]*clientConn(nil), conns...)
+		mu.Unlock()
+		cfg.Verify = true
+		soak(cfg, res, p, cl, list)
 	case WorkloadStream:
 		mu.Lock()
 		for _, cc := range conns {
@@ -256,7 +274,7 @@ func Run(cfg Config) (*Result, error) {
 	if heap1 := proxyHeap(p); heap1 > 0 {
 		res.ProxyHeapPerSession = float64(heap1-heap0) / float64(res.Ready)
 	}
-	res.BadData = cl.badData.Load()
+	res.BadData += cl.badData.Load()
 	res.Failed = cl.failed.Load()
 	res.LastError = cl.lastError()
 	return res, nil
@@ -287,15 +305,25 @@ func runConnect(cfg Config, res *Result, p *proxyProc, cl *clients, source func(
 	_, pcpu0 := procStats(p.pid())
 	start := time.Now()
 	end := start.Add(cfg.Duration)
-	i := 0
-	for time.Now().Before(end) {
-		select {
-		case <-slots:
-			cl.open(i, fmt.Sprintf("u%d", i%cfg.Sessions), source(i), p.addr)
-			i++
-		case <-time.After(100 * time.Millisecond):
-		}
+	// A small pool of dialers (not one per connection): a dial and its
+	// enrolment block, and one dialer would be the bottleneck.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(8, cfg.Sessions) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				select {
+				case <-slots:
+					i := int(next.Add(1))
+					cl.open(i, fmt.Sprintf("u%d", i%cfg.Sessions), source(i), p.addr)
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	elapsed := time.Since(start)
 	res.DurationS = elapsed.Seconds()
 	res.Ready, res.Failed = cl.ready.Load(), cl.failed.Load()

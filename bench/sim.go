@@ -18,6 +18,7 @@ import (
 // through unchanged.
 const (
 	pktStream = "bench-stream" // [type, size, window, verify]
+	pktFlood  = "bench-flood"  // [type, size, bytes]: send without waiting for acks
 )
 
 // server is the simulated xpra server, one gnet engine for every session.
@@ -146,6 +147,17 @@ func (s *server) handle(c gnet.Conn, sc *serverConn, p frame.Packet) gnet.Action
 		sc.window = int(max(window, 1))
 		sc.verify = len(p) > 3 && frame.Truth(p[3])
 		s.fill(c, sc)
+	case pktFlood:
+		// A misbehaving server: everything at once, whatever the client
+		// reads. The proxy must bound what it buffers for such a session.
+		size, _ := frame.AsInt(p[1])
+		total, _ := frame.AsInt(p[2])
+		sc.size = int(min(max(size, 16), int64(len(s.payload))))
+		sc.verify = true
+		for sent := 0; sent < int(total); sent += sc.size {
+			s.draw(c, sc)
+		}
+		sc.size = 0 // acks send nothing more
 	case "damage-sequence":
 		seq, _ := frame.AsInt(p[1])
 		sc.acked = max(sc.acked, uint32(seq)+1)

@@ -33,7 +33,8 @@ type Listener struct {
 // Options tune the reactor.
 type Options struct {
 	Loops          int           // event loops; 0: one per CPU
-	SweepInterval  time.Duration // timers and backpressure; default 100 ms
+	SweepInterval  time.Duration // backpressure and closing sessions; default 100 ms
+	FullSweepEvery int           // every Nth sweep visits every session (timeouts); default 10
 	MaxInFlight    int           // concurrent off-loop handshakes; default 256
 	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
 	SocketMode     os.FileMode   // for unix listeners; default 0600
@@ -58,6 +59,7 @@ type Server struct {
 	count atomic.Int64 // open client sessions
 
 	// Memory of handshake bursts goes back to the OS once they are over.
+	ticks      int          // sweeps so far (ticker goroutine only)
 	handshakes atomic.Int64 // off-loop jobs finished
 	released   int64        // handshakes at the last release (ticker only)
 	releasedAt time.Time
@@ -67,6 +69,7 @@ type Server struct {
 type loopState struct {
 	el       gnet.EventLoop
 	sessions map[*relay.Session]struct{}
+	urgent   map[*relay.Session]struct{} // swept at every tick
 	buffered atomic.Int64
 }
 
@@ -85,6 +88,9 @@ type serverCtx struct {
 func New(listeners []Listener, opts Options) *Server {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = 100 * time.Millisecond
+	}
+	if opts.FullSweepEvery <= 0 {
+		opts.FullSweepEvery = 10
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 256
@@ -218,7 +224,7 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 	defer s.mu.Unlock()
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}}
+		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{}}
 		s.loops[el] = ls
 	}
 	return ls
@@ -274,7 +280,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	ls := s.loopState(c.EventLoop())
-	h := &host{srv: s, el: c.EventLoop()}
+	h := &host{srv: s, el: c.EventLoop(), ls: ls}
 	sess := relay.NewSession(s.nextID.Add(1), cfg, h, c, now)
 	ls.sessions[sess] = struct{}{}
 	c.SetContext(&clientCtx{s: sess, ls: ls})
@@ -303,6 +309,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		ctx.s.OnClientClosed(err)
 		if _, ok := ctx.ls.sessions[ctx.s]; ok {
 			delete(ctx.ls.sessions, ctx.s)
+			delete(ctx.ls.urgent, ctx.s)
 			s.count.Add(-1)
 		}
 	case *serverCtx:
@@ -327,10 +334,12 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.total.Store(total)
 	s.releaseMemory()
 	over := s.opts.MaxBufferTotal > 0 && total > s.opts.MaxBufferTotal
+	s.ticks++
+	full := over || s.ticks%s.opts.FullSweepEvery == 0
 	for _, ls := range states {
 		ls := ls
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.sweep(ls, over)
+			s.sweep(ls, full, over)
 			return nil
 		}))
 	}
@@ -350,9 +359,20 @@ func (s *Server) releaseMemory() {
 	debug.FreeOSMemory()
 }
 
-// sweep runs on ls's loop: timeouts, backpressure, the budget.
-func (s *Server) sweep(ls *loopState, overBudget bool) {
+// sweep runs on ls's loop: the urgent sessions (backpressure, closing)
+// every tick; every session (timeouts, buffer accounting, the budget) on a
+// full sweep, which keeps the idle CPU of thousands of sessions low.
+func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 	now := time.Now()
+	if !full {
+		for sess := range ls.urgent {
+			sess.Sweep(now)
+			if !sess.Urgent() {
+				delete(ls.urgent, sess)
+			}
+		}
+		return
+	}
 	var (
 		held    int64
 		biggest *relay.Session
@@ -363,6 +383,9 @@ func (s *Server) sweep(ls *loopState, overBudget bool) {
 		held += int64(n)
 		if sess.Relaying() && n > most {
 			biggest, most = sess, n
+		}
+		if !sess.Urgent() {
+			delete(ls.urgent, sess)
 		}
 	}
 	// Over the global budget, each loop sheds its largest relaying
@@ -377,7 +400,11 @@ func (s *Server) sweep(ls *loopState, overBudget bool) {
 type host struct {
 	srv *Server
 	el  gnet.EventLoop
+	ls  *loopState
 }
+
+// Watch puts the session on the loop's short sweep list (loop only).
+func (h *host) Watch(s *relay.Session) { h.ls.urgent[s] = struct{}{} }
 
 // Go runs work on a goroutine bounded by MaxInFlight, then done on the
 // session's loop.

@@ -36,6 +36,10 @@ type Host interface {
 	// Enroll moves the backend's socket onto the session's loop; the
 	// reactor then calls ServerOpened.
 	Enroll(s *Session, b *Backend) error
+	// Watch asks for Sweep at the short interval while the session
+	// Urgent(): a paused pipe or a closing connection. Other sessions are
+	// swept at the long interval, which bounds idle CPU.
+	Watch(s *Session)
 }
 
 // Config is shared by the sessions of one listener.
@@ -128,6 +132,18 @@ func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *
 	s.deadline = now.Add(cfg.LoginTimeout)
 	s.reader.MaxPacketSize = cfg.MaxPacketSize
 	return s
+}
+
+// Urgent reports whether the session needs the short sweep interval:
+// backpressure to resume, or a close to finish.
+func (s *Session) Urgent() bool {
+	switch s.state {
+	case stateClosing:
+		return true
+	case stateRelay:
+		return s.c2s.paused || s.s2c.paused
+	}
+	return false
 }
 
 // Relaying reports whether the session passes packets through.
@@ -536,6 +552,9 @@ func (s *Session) pump(p *pipe) {
 		s.relayError(p, err)
 		return
 	}
+	if p.paused {
+		s.host.Watch(s)
+	}
 	// gnet keeps reading a paused source: enforce the limit on every
 	// read, not only at the next sweep.
 	if p.paused && s.state == stateRelay && s.cfg.MaxSessionBuffer > 0 && s.Buffered() > s.cfg.MaxSessionBuffer {
@@ -615,6 +634,7 @@ func (s *Session) closeServer(why string) {
 // last bytes are out, and closes it after closeGrace (Sweep) so that the
 // client can read the reason.
 func (s *Session) beginClose() {
+	s.host.Watch(s)
 	now := time.Now()
 	s.state = stateClosing
 	s.deadline = now.Add(closeGrace)

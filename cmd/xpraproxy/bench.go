@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,13 +19,15 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg bench.Config
 	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpra, haproxy, direct")
-	fs.StringVar(&cfg.Workload, "workload", "idle", "idle, stream, pingpong, connect")
+	fs.StringVar(&cfg.Workload, "workload", "idle", "idle, stream, pingpong, connect, soak")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "simulated sessions (handshakes in flight for connect)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the measured phase")
 	fs.IntVar(&cfg.Size, "size", 64<<10, "draw payload bytes (stream)")
 	fs.IntVar(&cfg.Window, "window", 4, "draws in flight per session (stream)")
 	fs.DurationVar(&cfg.Interval, "interval", 100*time.Millisecond, "time between pings of a session (pingpong)")
 	fs.BoolVar(&cfg.Verify, "verify", false, "crc-check every draw (stream)")
+	fs.IntVar(&cfg.Slow, "slow", 10, "slow readers flooded by their server (soak)")
+	proxyArgs := fs.String("proxy-args", "", "extra options for xpraproxy, space-separated (e.g. \"--max-session-buffer=4M\")")
 	fs.IntVar(&cfg.Loops, "loops", 1, "event loops for the generator and for the simulated server")
 	fs.IntVar(&cfg.Sources, "sources", 0, "loopback source addresses, 127.0.0.2 and up (default: enough for the sessions)")
 	jsonOut := fs.Bool("json", false, "print one JSON object on the last line")
@@ -38,6 +41,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg.Binary = self
+	cfg.ProxyArgs = strings.Fields(*proxyArgs)
 	if *verbose {
 		cfg.Log = func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }
 	}
@@ -55,6 +59,10 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		res.ProxyCPUPercent, res.GeneratorCPUPercent, res.MBytesPerS, res.MBytesPerSPerSession,
 		res.P50us, res.P99us, res.P999us, res.SetupsPerS)
 	tw.Flush()
+	if res.Workload == bench.WorkloadSoak {
+		fmt.Fprintf(stdout, "soak: proxy RSS max %d B (baseline %d B); slow readers: %d disconnected with a reason, %d cut, %d read everything\n",
+			res.ProxyRSSMax, res.ProxyRSSBaseline, res.SlowDisconnected, res.SlowCut, res.SlowDrained)
+	}
 	if res.BadData > 0 {
 		fmt.Fprintf(stdout, "WARNING: %d draws arrived corrupted, out of order or from another session\n", res.BadData)
 	}

@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// buildProxy builds the xpraproxy binary under test into a directory that
+// nobody (the user the proxy runs as when we are root) can read.
+func buildProxy(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "xpraproxy-bench-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "xpraproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/xpraproxy").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestWorkloads runs every workload through every proxy kind, briefly,
+// so that the load tool cannot rot: sessions open, data arrives intact,
+// and each workload's figure is measured.
+func TestWorkloads(t *testing.T) {
+	for _, bin := range []string{"/usr/sbin/haproxy", "/usr/bin/xpra"} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("%s is missing: the README's test command installs it: %v", bin, err)
+		}
+	}
+	bin := buildProxy(t)
+	for _, proxy := range []string{ProxyXpraproxy, ProxyHAProxy, ProxyDirect, ProxyXpra} {
+		for _, workload := range []string{WorkloadIdle, WorkloadStream, WorkloadPingPong, WorkloadConnect} {
+			t.Run(proxy+"/"+workload, func(t *testing.T) {
+				sessions := 4
+				if proxy == ProxyXpra {
+					sessions = 2 // a 50 MB process each
+				}
+				res, err := Run(Config{Proxy: proxy, Workload: workload, Sessions: sessions, Duration: 700 * time.Millisecond,
+					Size: 16 << 10, Verify: true, Interval: 20 * time.Millisecond, Binary: bin})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if workload != WorkloadConnect && res.Ready != int64(sessions) {
+					t.Fatalf("%d of %d sessions ready (%s)", res.Ready, sessions, res.LastError)
+				}
+				if res.BadData != 0 {
+					t.Fatalf("%d draws corrupted or out of order", res.BadData)
+				}
+				switch workload {
+				case WorkloadStream:
+					if res.MBytesPerS <= 0 {
+						t.Errorf("no throughput: %+v", res)
+					}
+				case WorkloadPingPong:
+					if res.Samples == 0 || res.P50us <= 0 || res.P99us < res.P50us {
+						t.Errorf("latency: %+v", res)
+					}
+				case WorkloadConnect:
+					if res.SetupsPerS <= 0 {
+						t.Errorf("no setups: %+v", res)
+					}
+				case WorkloadIdle:
+					if proxy != ProxyDirect && res.ProxyRSS <= 0 {
+						t.Errorf("no proxy RSS: %+v", res)
+					}
+				}
+				if proxy == ProxyXpraproxy && workload == WorkloadIdle && res.ProxyHeapPerSession <= 0 {
+					t.Errorf("no heap figure from xpraproxy's info: %+v", res)
+				}
+			})
+		}
+	}
+}
