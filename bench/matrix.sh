@@ -12,11 +12,16 @@ run() { "$bin" bench --json "$@" 2>/dev/null | tail -1 >> "$out"; tail -1 "$out"
 for p in xpraproxy haproxy direct; do run --proxy=$p --workload=idle --sessions=1000 --duration=12s; done
 run --proxy=xpra --workload=idle --sessions=$xs --duration=5s
 for p in xpraproxy haproxy direct; do run --proxy=$p --workload=idle --sessions=9000 --duration=12s; done
-for n in 1 100; do
-  for p in xpraproxy haproxy direct; do run --proxy=$p --workload=stream --sessions=$n --duration=5s; done
-  run --proxy=xpra --workload=stream --sessions=$(( n < xs ? n : xs )) --duration=5s
+# Throughput and latency runs are repeated (the 2-core machine is shared by
+# the generator, the simulated servers and the proxy, so single runs vary).
+for rep in 1 2 3; do
+  for n in 1 100; do
+    for p in xpraproxy haproxy direct; do run --proxy=$p --workload=stream --sessions=$n --duration=5s; done
+  done
+  for p in xpraproxy haproxy direct; do run --proxy=$p --workload=pingpong --sessions=1000 --duration=10s; done
 done
-for p in xpraproxy haproxy direct; do run --proxy=$p --workload=pingpong --sessions=1000 --duration=10s; done
+run --proxy=xpra --workload=stream --sessions=1 --duration=5s
+run --proxy=xpra --workload=stream --sessions=$xs --duration=5s
 run --proxy=xpra --workload=pingpong --sessions=$xs --duration=10s
 for p in xpraproxy haproxy direct xpra; do run --proxy=$p --workload=connect --sessions=20 --duration=5s; done
 # The soak: 9,000 sessions streaming crc-checked draws, 20 slow readers

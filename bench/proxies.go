@@ -76,6 +76,9 @@ func unprivileged(cmd *exec.Cmd, home string) {
 		gid, _ = strconv.Atoi(g.Gid)
 	}
 	cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if cmd.Env == nil {
+		cmd.Env = os.Environ() // GOGC and friends reach the proxy
+	}
 	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_RUNTIME_DIR="+home)
 }
 

@@ -154,6 +154,10 @@ func (s *Server) Run() error {
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
+		// One read per loop takes up to this much: draw packets are
+		// 10s of KiB, so 256 KiB means fewer events per packet. It is
+		// per loop, not per connection.
+		gnet.WithReadBufferCap(256<<10),
 		gnet.WithLogger(gnetLogger{s.log}),
 	}
 	if loops > 0 {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -31,7 +32,9 @@ type pipe struct {
 	src, dst Conn
 	max      int
 
-	remaining int // bytes of the current cut-through frame still to copy
+	remaining int      // bytes of the current cut-through frame still to copy
+	need      int      // size of the whole frame the next scan waits for
+	iov       [][]byte // pass-through regions gathered for one writev
 	curIndex  uint8
 	// midPacket: raw chunks went out and their main packet has not, so
 	// nothing of the proxy's own may be sent yet.
@@ -51,38 +54,63 @@ type pipe struct {
 // transforms reports whether every frame must be held whole and rewritten.
 func (p *pipe) transforms() bool { return p.link.Uncompressed() }
 
+// scanWindow bounds how much one pump step looks at: at most one writev's
+// worth, so that a source backed up behind a slow peer is moved in steps.
+const scanWindow = 1 << 20
+
+// pump forwards what the source has buffered. Each step peeks at the
+// buffered bytes, walks their frames, gathers every pass-through region
+// (cut-through chunks, main packets of uninteresting types) into one
+// writev, and discards what it consumed: one read event, one write
+// syscall, no copy.
 func (p *pipe) pump() error {
-	for !p.paused {
+	for !p.paused && p.s.state == stateRelay {
 		avail := p.src.InboundBuffered()
 		if avail == 0 {
 			return nil
 		}
-		if p.remaining > 0 {
-			n := min(avail, p.remaining)
-			buf, err := p.src.Peek(n)
-			if err != nil {
-				return err
-			}
-			if err := p.write(buf); err != nil {
-				return err
-			}
+		window := min(avail, max(scanWindow, p.need))
+		buf, err := p.src.Peek(window)
+		if err != nil {
+			return err
+		}
+		n, err := p.scan(buf)
+		if n > 0 {
 			p.src.Discard(n)
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 && (p.need == 0 || p.need > avail) {
+			return nil // an incomplete frame: wait for more
+		}
+	}
+	return nil
+}
+
+// scan consumes frames from buf and returns how many bytes it used. p.need
+// is set to the size of a whole frame it must wait for.
+func (p *pipe) scan(buf []byte) (int, error) {
+	p.iov = p.iov[:0]
+	p.need = 0
+	off := 0
+	for off < len(buf) && !p.paused {
+		if p.remaining > 0 {
+			n := min(len(buf)-off, p.remaining)
+			p.iov = append(p.iov, buf[off:off+n])
+			off += n
 			p.remaining -= n
 			if p.remaining == 0 && p.curIndex == 0 {
 				p.midPacket = false
 			}
 			continue
 		}
-		if avail < frame.HeaderSize {
-			return nil
+		if len(buf)-off < frame.HeaderSize {
+			break
 		}
-		hdr, err := p.src.Peek(frame.HeaderSize)
+		size, h, err := frame.FrameLen(buf[off:], p.max)
 		if err != nil {
-			return err
-		}
-		size, h, err := frame.FrameLen(hdr, p.max)
-		if err != nil {
-			return err
+			return off, errors.Join(err, p.flush())
 		}
 		if !p.transforms() && (h.Index > 0 || size > inspectLimit) {
 			p.remaining = size // cut through: forward as bytes arrive
@@ -94,19 +122,55 @@ func (p *pipe) pump() error {
 			}
 			continue
 		}
-		if avail < size {
-			return nil // wait for the whole frame (bounded by inspectLimit or max)
+		if len(buf)-off < size {
+			p.need = size
+			break
 		}
-		buf, err := p.src.Peek(size)
-		if err != nil {
-			return err
-		}
+		whole := buf[off : off+size]
 		p.midPacket = h.Index > 0
-		err = p.frame(h, buf)
-		p.src.Discard(size)
-		if err != nil || p.s.state != stateRelay {
-			return err
+		if !p.transforms() {
+			t, err := frame.PeekType(h, whole[frame.HeaderSize:])
+			if err != nil {
+				return off, errors.Join(err, p.flush())
+			}
+			if !p.inspects(&t) {
+				p.Packets++
+				p.iov = append(p.iov, whole)
+				off += size
+				continue
+			}
 		}
+		// A packet to look at or rewrite: what precedes it goes first.
+		if err := p.flush(); err != nil {
+			return off, err
+		}
+		err = p.frame(h, whole)
+		off += size
+		if err != nil || p.s.state != stateRelay {
+			return off, err
+		}
+	}
+	return off, p.flush()
+}
+
+// flush writes the gathered regions with one writev.
+func (p *pipe) flush() error {
+	if len(p.iov) == 0 {
+		return nil
+	}
+	n := 0
+	for _, b := range p.iov {
+		n += len(b)
+	}
+	_, err := p.dst.Writev(p.iov)
+	clear(p.iov) // the slices point into the source's buffer
+	p.iov = p.iov[:0]
+	if err != nil {
+		return fmt.Errorf("relay: %s write: %w", p.name, err)
+	}
+	p.Bytes += int64(n)
+	if p.dst.OutboundBuffered() > highWater {
+		p.paused = true
 	}
 	return nil
 }
@@ -165,7 +229,8 @@ func (p *pipe) write(b []byte) error {
 	return nil
 }
 
-// frame handles one whole frame (header included in buf).
+// frame handles one whole frame (header included in buf) that may need
+// rewriting: control packets, and every frame on a transformed link.
 func (p *pipe) frame(h frame.Header, buf []byte) error {
 	payload := buf[frame.HeaderSize:]
 	if h.Index > 0 {

@@ -32,6 +32,14 @@ func (m *memConn) Write(p []byte) (int, error) {
 	m.written += int64(len(p))
 	return len(p), nil
 }
+func (m *memConn) Writev(bs [][]byte) (int, error) {
+	n := 0
+	for _, b := range bs {
+		n += len(b)
+	}
+	m.written += int64(n)
+	return n, nil
+}
 func (m *memConn) Close() error         { return nil }
 func (m *memConn) RemoteAddr() net.Addr { return nil }
 func (m *memConn) Fd() int              { return -1 }

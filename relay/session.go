@@ -23,6 +23,7 @@ type Conn interface {
 	InboundBuffered() int
 	OutboundBuffered() int
 	Write(p []byte) (int, error)
+	Writev(bs [][]byte) (int, error)
 	Close() error
 	RemoteAddr() net.Addr
 	Fd() int

@@ -35,6 +35,7 @@ type proxyOptions struct {
 	maxSession int
 	maxTotal   int64
 	loops      int
+	profileDir string
 	ignored    []string
 }
 
@@ -247,6 +248,8 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 					}
 				}
 			}
+		case "profile-dir":
+			o.profileDir, err = needVal()
 		case "loops":
 			var v string
 			if v, err = needVal(); err == nil {

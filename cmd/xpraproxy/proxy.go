@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -75,6 +76,14 @@ func proxyMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 1
+	}
+	if o.profileDir != "" {
+		stop, err := startProfiles(o.profileDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+			return 1
+		}
+		defer stop()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -282,4 +291,25 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 		return nil, err
 	}
 	return loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log}), nil
+}
+
+// startProfiles writes a CPU profile of the whole run and, at the end, a
+// heap profile into dir (--profile-dir, for the load benchmarks).
+func startProfiles(dir string) (func(), error) {
+	f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if h, err := os.Create(filepath.Join(dir, "heap.pprof")); err == nil {
+			pprof.Lookup("heap").WriteTo(h, 0)
+			h.Close()
+		}
+	}, nil
 }
