@@ -157,7 +157,7 @@ func (s *Server) Run() error {
 		// One read per loop takes up to this much: draw packets are
 		// 10s of KiB, so 256 KiB means fewer events per packet. It is
 		// per loop, not per connection.
-		gnet.WithReadBufferCap(256<<10),
+		gnet.WithReadBufferCap(256 << 10),
 		gnet.WithLogger(gnetLogger{s.log}),
 	}
 	if loops > 0 {
