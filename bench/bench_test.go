@@ -78,3 +78,23 @@ func TestWorkloads(t *testing.T) {
 		}
 	}
 }
+
+// TestSoak: streams stay intact while a slow reader's flood is cut off by
+// the proxy's session limit, with a reason, and RSS stays bounded.
+func TestSoak(t *testing.T) {
+	bin := buildProxy(t)
+	res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadSoak, Sessions: 20, Slow: 2, Size: 4096, Window: 2,
+		Duration: 2 * time.Second, Binary: bin, ProxyArgs: []string{"--max-session-buffer=2M", "--max-buffer-total=32M"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BadData != 0 || res.Ready != 20 || res.MBytesPerS <= 0 {
+		t.Fatalf("%+v", res)
+	}
+	if res.SlowDisconnected != 2 {
+		t.Errorf("slow readers: %d disconnected with a reason, %d cut, %d drained", res.SlowDisconnected, res.SlowCut, res.SlowDrained)
+	}
+	if limit := res.ProxyRSSBaseline + 128<<20; res.ProxyRSSMax > limit {
+		t.Errorf("proxy RSS reached %d bytes (baseline %d)", res.ProxyRSSMax, res.ProxyRSSBaseline)
+	}
+}

@@ -162,7 +162,12 @@ func (p *pipe) flush() error {
 	for _, b := range p.iov {
 		n += len(b)
 	}
-	_, err := p.dst.Writev(p.iov)
+	var err error
+	if len(p.iov) == 1 {
+		_, err = p.dst.Write(p.iov[0]) // writev's iovec setup is not free
+	} else {
+		_, err = p.dst.Writev(p.iov)
+	}
 	clear(p.iov) // the slices point into the source's buffer
 	p.iov = p.iov[:0]
 	if err != nil {

@@ -30,6 +30,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	proxyArgs := fs.String("proxy-args", "", "extra options for xpraproxy, space-separated (e.g. \"--max-session-buffer=4M\")")
 	fs.IntVar(&cfg.Loops, "loops", 1, "event loops for the generator and for the simulated server")
 	fs.IntVar(&cfg.Sources, "sources", 0, "loopback source addresses, 127.0.0.2 and up (default: enough for the sessions)")
+	binary := fs.String("binary", "", "the xpraproxy binary under test (default: this one)")
 	jsonOut := fs.Bool("json", false, "print one JSON object on the last line")
 	verbose := fs.Bool("v", false, "progress on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -41,6 +42,9 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg.Binary = self
+	if *binary != "" {
+		cfg.Binary = *binary
+	}
 	cfg.ProxyArgs = strings.Fields(*proxyArgs)
 	if *verbose {
 		cfg.Log = func(f string, a ...any) { fmt.Fprintf(stderr, "bench: "+f+"\n", a...) }
