@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -142,23 +143,28 @@ func TestEmbeddedDefault(t *testing.T) {
 	os.Chmod(cfg, 0o777)
 	cmd := asUser(env.bin, "proxy", "--socket-dir="+cfg)
 	cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+cfg)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var (
+		raw bytes.Buffer
+		mu  sync.Mutex
+	)
+	cmd.Stdout = syncBuf{&mu, &raw}
+	cmd.Stderr = cmd.Stdout
+	text := func() string { mu.Lock(); defer mu.Unlock(); return raw.String() }
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	db := filepath.Join(cfg, "xpraproxy", "users.sdb")
 	for i := 0; ; i++ {
-		if _, err := os.Stat(db); err == nil && strings.Contains(out.String(), "xpraproxy ready") {
+		if _, err := os.Stat(db); err == nil && strings.Contains(text(), "xpraproxy ready") {
 			break
 		}
 		if i > 100 {
-			t.Fatalf("no database or not ready:\n%s", out.String())
+			t.Fatalf("no database or not ready:\n%s", text())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "add USER PASSWORD") || !strings.Contains(out.String(), "127.0.0.1:14500") {
-		t.Errorf("no hint:\n%s", out.String())
+	if out := text(); !strings.Contains(out, "add USER PASSWORD") || !strings.Contains(out, "127.0.0.1:14500") {
+		t.Errorf("no hint:\n%s", out)
 	}
 }
