@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -93,7 +94,10 @@ func (c *Config) defaults() {
 		c.Loops = 1
 	}
 	if c.Sources <= 0 {
-		c.Sources = 1 + c.Sessions/20000
+		// bind() before connect takes a port from the source address's
+		// whole range, whatever the destination, and closed sessions hold
+		// theirs in TIME_WAIT for a minute: spread over addresses.
+		c.Sources = 1 + c.Sessions/2000
 		if c.Workload == WorkloadConnect {
 			// Every setup leaves a TIME_WAIT port behind: one source
 			// address would cap setups near 28k ports / 60 s.
@@ -174,11 +178,12 @@ func Run(cfg Config) (*Result, error) {
 		conns = append(conns, cc)
 		mu.Unlock()
 	}
+	// Each run starts at a random loopback address, so that back-to-back
+	// runs do not share TIME_WAIT ports.
+	base := rand.IntN(1000)
 	source := func(i int) string {
-		if cfg.Sources <= 1 {
-			return "127.0.0.2"
-		}
-		return fmt.Sprintf("127.0.%d.%d", 1+(i%cfg.Sources)/250, 2+(i%cfg.Sources)%250)
+		n := base + i%cfg.Sources
+		return fmt.Sprintf("127.0.%d.%d", n/250, 2+n%250)
 	}
 	if cfg.Workload == WorkloadConnect {
 		return runConnect(cfg, res, p, cl, source)

@@ -28,7 +28,7 @@ proxy options (xpra's names):
   --daemon=yes|no, --log-file=FILE
   --idle-timeout=SECONDS (0: none)  --login-timeout=SECONDS (31)  --connect-timeout=SECONDS (20)
   --max-packet-size=SIZE (16M)  --max-session-buffer=SIZE (32M)  --max-buffer-total=SIZE (1G)
-  --loops=N (event loops; default one per CPU)
+  --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
 authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec
 
 sqlite commands (same as xpra's sqlite_auth.py):

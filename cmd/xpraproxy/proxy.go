@@ -49,6 +49,9 @@ func proxyMain(args []string) int {
 	if o.display == "" {
 		o.display = defaultDisplay
 	}
+	if _, set := os.LookupEnv("GOGC"); !set || o.gcPercent != defaultGCPercent {
+		debug.SetGCPercent(o.gcPercent)
+	}
 	if len(o.binds) == 0 && len(o.tcpAuth) == 0 && len(o.auth) == 0 {
 		if err := embeddedDefault(o); err != nil {
 			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
