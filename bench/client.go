@@ -141,24 +141,34 @@ func (c *clients) OnClose(conn gnet.Conn, err error) gnet.Action {
 
 func (c *clients) OnTraffic(conn gnet.Conn) gnet.Action {
 	cc := conn.Context().(*clientConn)
+	return eachPacket(conn, &cc.r, func(err error) { c.fail(err) }, func(p frame.Packet) gnet.Action {
+		return c.handle(cc, p)
+	})
+}
+
+// eachPacket hands every complete packet buffered on conn to handle, on
+// the conn's loop; a protocol error closes the connection.
+func eachPacket(conn gnet.Conn, r *frame.Reader, onErr func(error), handle func(frame.Packet) gnet.Action) gnet.Action {
 	for {
 		buf, _ := conn.Peek(conn.InboundBuffered())
 		if len(buf) == 0 {
 			return gnet.None
 		}
-		p, n, err := cc.r.Next(buf)
+		p, n, err := r.Next(buf)
 		if errors.Is(err, frame.ErrShortBuffer) {
 			return gnet.None
 		}
 		if err != nil {
-			c.fail(err)
+			if onErr != nil {
+				onErr(err)
+			}
 			return gnet.Close
 		}
 		conn.Discard(n)
 		if p == nil {
 			continue
 		}
-		if act := c.handle(cc, p); act != gnet.None {
+		if act := handle(p); act != gnet.None {
 			return act
 		}
 	}

@@ -96,29 +96,11 @@ func (s *server) OnClose(c gnet.Conn, _ error) gnet.Action {
 
 func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	sc := c.Context().(*serverConn)
-	for {
-		buf, _ := c.Peek(c.InboundBuffered())
-		if len(buf) == 0 {
-			return gnet.None
-		}
-		p, n, err := sc.r.Next(buf)
-		if errors.Is(err, frame.ErrShortBuffer) {
-			return gnet.None
-		}
-		if err != nil {
-			return gnet.Close
-		}
-		c.Discard(n)
-		if p == nil {
-			continue
-		}
-		if sc.r.Header().Flags.Encoding() != sc.w.Encoding {
-			sc.w.Encoding = sc.r.Header().Flags.Encoding()
-		}
-		if act := s.handle(c, sc, p); act != gnet.None {
-			return act
-		}
-	}
+	return eachPacket(c, &sc.r, nil, func(p frame.Packet) gnet.Action {
+		// Answer in the encoding the peer uses, as xpra servers do.
+		sc.w.Encoding = sc.r.Header().Flags.Encoding()
+		return s.handle(c, sc, p)
+	})
 }
 
 func (s *server) send(c gnet.Conn, sc *serverConn, p frame.Packet) {

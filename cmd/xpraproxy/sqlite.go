@@ -25,6 +25,15 @@ func sqliteMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "xpraproxy sqlite:", err)
 		return 1
 	}
+	// run opens the existing database for one command.
+	run := func(f func(db *authn.SQLite) int) int {
+		db, err := authn.OpenSQLite(file)
+		if err != nil {
+			return fail(err)
+		}
+		defer db.Close()
+		return f(db)
+	}
 	switch cmd {
 	case "create":
 		if len(rest) != 0 {
@@ -45,71 +54,59 @@ func sqliteMain(args []string, stdout, stderr io.Writer) int {
 		for i, v := range rest[2:] {
 			*fields[i] = v
 		}
-		db, err := authn.OpenSQLite(file)
-		if err != nil {
-			return fail(err)
-		}
-		defer db.Close()
-		if err := db.Add(u); err != nil {
-			return fail(err)
-		}
-		return 0
+		return run(func(db *authn.SQLite) int {
+			if err := db.Add(u); err != nil {
+				return fail(err)
+			}
+			return 0
+		})
 	case "remove":
 		if len(rest) < 1 || len(rest) > 2 {
 			break
 		}
-		db, err := authn.OpenSQLite(file)
-		if err != nil {
-			return fail(err)
-		}
-		defer db.Close()
 		var pw *string
 		if len(rest) == 2 {
 			pw = &rest[1]
 		}
-		if _, err := db.Remove(rest[0], pw); err != nil {
-			return fail(err)
-		}
-		return 0
+		return run(func(db *authn.SQLite) int {
+			if _, err := db.Remove(rest[0], pw); err != nil {
+				return fail(err)
+			}
+			return 0
+		})
 	case "list":
 		if len(rest) != 0 {
 			break
 		}
-		db, err := authn.OpenSQLite(file)
-		if err != nil {
-			return fail(err)
-		}
-		defer db.Close()
-		users, err := db.Users()
-		if err != nil {
-			return fail(err)
-		}
-		if len(users) == 0 {
-			fmt.Fprintln(stdout, "no rows found")
+		return run(func(db *authn.SQLite) int {
+			users, err := db.Users()
+			if err != nil {
+				return fail(err)
+			}
+			if len(users) == 0 {
+				fmt.Fprintln(stdout, "no rows found")
+				return 0
+			}
+			authn.WriteTable(tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0), users)
 			return 0
-		}
-		authn.WriteTable(tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0), users)
-		return 0
+		})
 	case "authenticate":
 		if len(rest) != 2 {
 			break
 		}
-		db, err := authn.OpenSQLite(file)
-		if err != nil {
-			return fail(err)
-		}
-		defer db.Close()
 		pw := rest[1]
-		id, err := db.Lookup(rest[0], func(c []byte) bool { return string(c) == pw }, "", "")
-		if errors.Is(err, authn.ErrAuthFailed) {
-			fmt.Fprintln(stdout, "authentication failed")
-			return 1
-		}
-		if err != nil {
-			return fail(err)
-		}
-		fmt.Fprintf(stdout, "success, found sessions: (%q, %q, %q, %v, %v)\n", id.UID, id.GID, id.Displays, id.Env, id.SessionOptions)
-		return 0
+		return run(func(db *authn.SQLite) int {
+			id, err := db.Lookup(rest[0], func(c []byte) bool { return string(c) == pw }, "", "")
+			if errors.Is(err, authn.ErrAuthFailed) {
+				fmt.Fprintln(stdout, "authentication failed")
+				return 1
+			}
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "success, found sessions: (%q, %q, %q, %v, %v)\n", id.UID, id.GID, id.Displays, id.Env, id.SessionOptions)
+			return 0
+		})
 	}
 	fmt.Fprint(stderr, sqliteUsage)
 	return 1
