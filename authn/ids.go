@@ -63,3 +63,42 @@ func lookupGroup(s string) (int, error) {
 	}
 	return strconv.Atoi(g.Gid)
 }
+
+// Account is who a relay runs as when the proxy is root.
+type Account struct {
+	UID, GID int
+	Groups   []int // supplementary groups, gid included
+	Name     string
+}
+
+// ResolveAccount finds the account a logged-in identity relays as, as
+// xpra's authenticators do: the module's uid/gid (sqlite and multifile
+// rows, uid=/gid= options); else, for modules that check local accounts,
+// the password database entry of the username; else nobody/nogroup.
+func ResolveAccount(id *Identity) (Account, error) {
+	uid, gid := id.UID, id.GID
+	if uid == "" && gid == "" && !id.Explicit && id.Username != "" {
+		if u, err := user.Lookup(id.Username); err == nil {
+			uid, gid = u.Uid, u.Gid
+		}
+	}
+	u, g, err := ResolveIDs(uid, gid)
+	if err != nil {
+		return Account{}, err
+	}
+	a := Account{UID: u, GID: g, Groups: []int{g}}
+	if pw, err := user.LookupId(strconv.Itoa(u)); err == nil {
+		a.Name = pw.Username
+		if ids, err := pw.GroupIds(); err == nil {
+			for _, s := range ids {
+				if n, err := strconv.Atoi(s); err == nil && n != g && n != 0 {
+					a.Groups = append(a.Groups, n)
+				}
+			}
+		}
+	}
+	return a, nil
+}
+
+// Root reports whether the account would relay with root privileges.
+func (a Account) Root() bool { return a.UID == 0 || a.GID == 0 }

@@ -39,6 +39,14 @@ type Options struct {
 	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
 	SocketMode     os.FileMode   // for unix listeners; default 0600
 	Log            *slog.Logger
+	// OnClosed, when set, is told (on a loop) that a client session
+	// ended: a worker reports it to the main process.
+	OnClosed func(id uint64)
+	// Config is for sessions adopted from another process (Adopt); a
+	// listener's config otherwise.
+	Config *relay.Config
+	// FirstID is the id of the first accepted connection (default 1).
+	FirstID uint64
 }
 
 // Server serves listeners until Stop.
@@ -58,6 +66,11 @@ type Server struct {
 	total atomic.Int64 // buffered bytes, summed by the sweeps
 	count atomic.Int64 // open client sessions
 
+	// Traffic relayed (added at each full sweep and at each close), and
+	// handshake outcomes.
+	c2s, s2c relay.Traffic
+	outcomes           sync.Map // result string → *atomic.Int64
+
 	// Memory of handshake bursts goes back to the OS once they are over.
 	ticks      int          // sweeps so far (ticker goroutine only)
 	handshakes atomic.Int64 // off-loop jobs finished
@@ -72,6 +85,9 @@ type loopState struct {
 	urgent   map[*relay.Session]struct{} // swept at every tick
 	buffered atomic.Int64
 }
+
+// adoptCtx marks a connection handed over by another process.
+type adoptCtx struct{ h *relay.Handoff }
 
 type clientCtx struct {
 	s  *relay.Session
@@ -109,6 +125,9 @@ func New(listeners []Listener, opts Options) *Server {
 		inflight:  make(chan struct{}, opts.MaxInFlight),
 		loops:     map[gnet.EventLoop]*loopState{},
 	}
+	if opts.FirstID > 0 {
+		srv.nextID.Store(opts.FirstID - 1)
+	}
 	for _, l := range listeners {
 		if l.Config.ServerInfo == nil {
 			l.Config.ServerInfo = srv.Stats
@@ -128,6 +147,7 @@ func (s *Server) Stats() frame.Dict {
 	return frame.NewDict(
 		"sessions", s.count.Load(),
 		"buffered", s.total.Load(),
+		"pid", os.Getpid(),
 		"heap-inuse", int64(m.HeapInuse),
 		"heap-alloc", int64(m.HeapAlloc),
 		"sys", int64(m.Sys),
@@ -278,6 +298,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		sc.s.ServerOpened(c, b, now)
 		return nil, gnet.None
 	}
+	if ac, ok := c.Context().(*adoptCtx); ok {
+		return s.adopted(c, ac.h, now)
+	}
 	cfg := s.configFor(c)
 	if cfg == nil {
 		s.log.Error("connection on an unknown listener", "local", c.LocalAddr())
@@ -315,6 +338,12 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 			delete(ctx.ls.sessions, ctx.s)
 			delete(ctx.ls.urgent, ctx.s)
 			s.count.Add(-1)
+			c2s, s2c := ctx.s.TrafficDelta()
+			s.c2s.Add(c2s)
+			s.s2c.Add(s2c)
+			if s.opts.OnClosed != nil {
+				s.opts.OnClosed(ctx.s.ID)
+			}
 		}
 	case *serverCtx:
 		ctx.s.OnServerClosed(err)
@@ -382,9 +411,12 @@ func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 		biggest *relay.Session
 		most    int
 	)
+	var c2s, s2c relay.TrafficTotals
 	for sess := range ls.sessions {
 		n := sess.Sweep(now)
 		held += int64(n)
+		a, b := sess.TrafficDelta()
+		c2s, s2c = c2s.Plus(a), s2c.Plus(b)
 		if sess.Relaying() && n > most {
 			biggest, most = sess, n
 		}
@@ -398,6 +430,8 @@ func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 		biggest.Shed()
 	}
 	ls.buffered.Store(held)
+	s.c2s.Add(c2s)
+	s.s2c.Add(s2c)
 }
 
 // host implements relay.Host for sessions of one loop.
@@ -405,6 +439,14 @@ type host struct {
 	srv *Server
 	el  gnet.EventLoop
 	ls  *loopState
+}
+
+// Detach closes the loop's connection now, on the loop, so that nothing
+// more is read from it; the socket lives on in a dup.
+func (h *host) Detach(c relay.Conn) {
+	if gc, ok := c.(gnet.Conn); ok {
+		_ = h.el.Close(gc)
+	}
 }
 
 // Watch puts the session on the loop's short sweep list (loop only).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,30 @@ type pipe struct {
 	compress frame.Compression
 
 	Bytes, Packets int64
+	reported       TrafficTotals // as of the last TrafficDelta
+
+	// Latency, measured passively: when a ping passed through in this
+	// direction (unix ns, 0: none pending), and the round trip of the
+	// last one, whose echo came back through the other pipe.
+	pingAt int64
+	rtt    time.Duration
+}
+
+// observe notes pings and their echoes for the latency figures.
+func (p *pipe) observe(t *frame.Type) {
+	switch {
+	case t.Is("ping"):
+		p.pingAt = time.Now().UnixNano()
+	case t.Is("ping_echo"):
+		other := p.s.c2s
+		if p.toServer {
+			other = p.s.s2c
+		}
+		if other != nil && other.pingAt != 0 {
+			other.rtt = time.Duration(time.Now().UnixNano() - other.pingAt)
+			other.pingAt = 0
+		}
+	}
 }
 
 // transforms reports whether every frame must be held whole and rewritten.
@@ -133,6 +158,7 @@ func (p *pipe) scan(buf []byte) (int, error) {
 			if err != nil {
 				return off, errors.Join(err, p.flush())
 			}
+			p.observe(&t)
 			if !p.inspects(&t) {
 				p.Packets++
 				p.iov = append(p.iov, whole)
@@ -246,6 +272,9 @@ func (p *pipe) frame(h frame.Header, buf []byte) error {
 	if err != nil {
 		return err
 	}
+	if p.transforms() {
+		p.observe(&t)
+	}
 	if !p.inspects(&t) {
 		return p.rewrite(h, payload, buf)
 	}
@@ -354,31 +383,59 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 }
 
 // Info is the proxy's own description of this session, for `xpra info`
-// through the proxy and for info-response augmentation.
+// through the proxy, `xpraproxy info :proxy-ID` and info-response
+// augmentation.
 func (s *Session) Info() frame.Dict {
+	d := ProcessInfo()
+	d.Set("session", int64(s.ID))
+	d.Set("name", s.Name())
+	d.Set("user", s.user)
+	d.Set("uptime", int64(time.Since(s.started).Seconds()))
+	d.Set("client", frame.NewDict("peer", s.peer))
+	if s.display != "" {
+		d.Set("display", s.display)
+		d.Set("target", s.target)
+		d.Set("server", frame.NewDict("target", s.target))
+	}
+	if s.c2s != nil && s.s2c != nil {
+		d.Set("client-to-server", frame.NewDict("bytes", s.c2s.Bytes, "packets", s.c2s.Packets))
+		d.Set("server-to-client", frame.NewDict("bytes", s.s2c.Bytes, "packets", s.s2c.Packets))
+		lat := frame.NewDict()
+		// xpra's proxy reports its latencies in ms under latency; µs
+		// too, as loopback round trips are well under a millisecond.
+		if s.s2c.rtt > 0 {
+			lat.Set("client", s.s2c.rtt.Milliseconds())
+			lat.Set("client-us", s.s2c.rtt.Microseconds())
+		}
+		if s.c2s.rtt > 0 {
+			lat.Set("server", s.c2s.rtt.Milliseconds())
+			lat.Set("server-us", s.c2s.rtt.Microseconds())
+		}
+		d.Set("latency", lat)
+	}
+	d.Set("buffered", int64(s.Buffered()))
+	if s.cfg.ServerInfo != nil {
+		d.Set("proxy-server", s.cfg.ServerInfo())
+	}
+	return d
+}
+
+// Name is the connection's instance name, as xpra's proxy-PID.
+func (s *Session) Name() string { return "proxy-" + strconv.FormatUint(s.ID, 10) }
+
+// ProcessInfo is what every info answer starts with: versions and the
+// process that serves it.
+func ProcessInfo() frame.Dict {
 	host, _ := os.Hostname()
-	d := frame.NewDict(
+	return frame.NewDict(
 		"version", XpraVersion,
 		"xpraproxy.version", Version,
 		"mode", "proxy",
 		"hostname", host,
 		"pid", os.Getpid(),
-		"session", int64(s.ID),
-		"user", s.user,
-		"uptime", int64(time.Since(s.started).Seconds()),
+		"uid", os.Getuid(),
+		"gid", os.Getgid(),
 	)
-	if s.display != "" {
-		d.Set("display", s.display)
-		d.Set("target", s.target)
-	}
-	if s.c2s != nil && s.s2c != nil {
-		d.Set("client-to-server", frame.NewDict("bytes", s.c2s.Bytes, "packets", s.c2s.Packets))
-		d.Set("server-to-client", frame.NewDict("bytes", s.s2c.Bytes, "packets", s.s2c.Packets))
-	}
-	if s.cfg.ServerInfo != nil {
-		d.Set("server", s.cfg.ServerInfo())
-	}
-	return d
 }
 
 // addInfo puts the proxy's info into a server info dict: nested under

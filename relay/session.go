@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +44,23 @@ type Host interface {
 	// Urgent(): a paused pipe or a closing connection. Other sessions are
 	// swept at the long interval, which bounds idle CPU.
 	Watch(s *Session)
+	// Detach closes the loop's client connection at once, without
+	// writing or shutting anything down: the socket lives on in another
+	// process. The session then counts as closed.
+	Detach(c Conn)
+}
+
+// Control is the proxy's view of all its connections, for the info and
+// stop requests of its own socket.
+type Control interface {
+	// Info describes the proxy: its sessions and figures.
+	Info() frame.Dict
+	// SessionInfo describes one relayed connection by id.
+	SessionInfo(id uint64) (frame.Dict, bool)
+	// StopSession ends one relayed connection by id.
+	StopSession(id uint64) bool
+	// Shutdown stops the proxy (xpra stop :DISPLAY).
+	Shutdown()
 }
 
 // Config is shared by the sessions of one listener.
@@ -65,6 +85,20 @@ type Config struct {
 	// ServerInfo, when set, adds the proxy's own figures (sessions,
 	// memory) to the info a session reports.
 	ServerInfo func() frame.Dict
+	// Control answers info and stop requests about the whole proxy and
+	// its connections; nil: only this session's info.
+	Control Control
+	// Local marks unix listeners: only they may stop the proxy, as xpra's
+	// STOP_PROXY_SOCKET_TYPES.
+	Local bool
+	// HandOff, when set (the proxy runs as root), moves each logged-in
+	// client to a worker running as the target account instead of
+	// relaying here. UserSocketDirs are then the socket directory
+	// templates ($UID, ~) expanded for that account to find its sessions.
+	HandOff        HandOffFunc
+	UserSocketDirs []string
+	// OnHandshake, when set, counts handshake outcomes (metrics).
+	OnHandshake func(result string)
 }
 
 type state uint8
@@ -74,8 +108,10 @@ const (
 	stateChallenge
 	stateBusy // waiting for off-loop work
 	stateRelay
+	stateStop // answered a stop request; waiting for shutdown-server
 	stateClosing
 	stateClosed
+	stateHandedOff // the client now belongs to another process
 )
 
 // closeGrace is how long a disconnected client gets to read the reason
@@ -161,6 +197,8 @@ func (s *Session) ClientTraffic(now time.Time) {
 		s.readHandshake(now)
 	case stateRelay:
 		s.pump(s.c2s)
+	case stateStop:
+		s.readStop()
 	case stateBusy:
 		// Keep the bytes: the client has nothing to say before the
 		// server's hello, and whatever it says waits for the relay.
@@ -357,9 +395,11 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
 		}
 		if err != nil {
 			if errors.Is(err, authn.ErrAuthFailed) {
+				s.outcome("auth-failed")
 				s.logger().Info("authentication failed", "user", s.user, "module", m.Name())
 				s.disconnect("authentication failed")
 			} else {
+				s.outcome("auth-error")
 				s.logger().Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)
 				s.disconnect("authentication error", "cannot access sessions")
 			}
@@ -381,13 +421,8 @@ func (s *Session) authenticated() {
 	s.logger().Info("authenticated", "user", s.user)
 	switch r := request(s.caps); r {
 	case "", "connect_test":
-	case "info":
-		s.send(frame.Packet{"hello", s.Info()})
-		s.beginClose()
-		return
-	case "id":
-		s.send(frame.Packet{"hello", frame.NewDict("session-type", "xpraproxy", "platform", "linux", "display", s.cfg.OwnDisplay)})
-		s.beginClose()
+	case "info", "stop", "id":
+		s.answer(r)
 		return
 	default:
 		s.disconnect("permission error", "invalid request: "+r)
@@ -396,28 +431,56 @@ func (s *Session) authenticated() {
 	s.state = stateBusy
 	requested, _ := s.caps.Text("display")
 	var (
+		err     error
+		acct    authn.Account
+		display string
+		target  authn.Target
+	)
+	id := s.identity
+	root := s.cfg.HandOff != nil
+	s.host.Go(func() {
+		var aerr error
+		acct, aerr = authn.ResolveAccount(id)
+		switch {
+		case aerr != nil && root:
+			err = &authn.SessionError{Reason: "authentication error", Message: "cannot find the account to run as"}
+			return
+		case root && acct.Root():
+			err = &authn.SessionError{Reason: "authentication error", Message: "cannot run proxy instances as root"}
+			return
+		}
+		display, target, err = s.chooseTarget(id, requested, acct, root)
+	}, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		if root {
+			s.handOff(display, target, acct, id.SessionOptions)
+			return
+		}
+		// As in xpra, a proxy that is not root relays as itself.
+		s.connect(display, target, id.SessionOptions)
+	})
+}
+
+// connect dials the target off the loop, then moves the logged-in
+// backend onto the session's loop.
+func (s *Session) connect(display string, target authn.Target, opts []authn.Option) {
+	s.state = stateBusy
+	var (
 		b        *Backend
 		err      error
 		link     *LinkOptions
 		warnings []string
-		display  string
-		target   authn.Target
 	)
-	id, caps, enc := s.identity, s.caps, s.enc
+	caps, enc := s.caps, s.enc
 	s.host.Go(func() {
-		// As in xpra, a proxy that is not root relays as itself: the
-		// row's uid/gid are only checked (privilege separation uses them).
-		if id.UID != "" || id.GID != "" {
-			if _, _, rerr := authn.ResolveIDs(id.UID, id.GID); rerr != nil {
-				warnings = append(warnings, "session uid/gid: "+rerr.Error())
-			}
-		}
-		display, target, err = s.chooseTarget(id, requested)
-		if err != nil {
-			return
-		}
 		var hello frame.Dict
-		hello, link, warnings = ServerHello(caps, target, id.SessionOptions)
+		hello, link, warnings = ServerHello(caps, target, opts)
 		pw := target.Password
 		if pw == "" {
 			pw = link.Password
@@ -448,11 +511,141 @@ func (s *Session) authenticated() {
 	})
 }
 
+// answer replies to a request-only hello (after authentication): the
+// proxy's info, its id, or a stop of the proxy or of one connection.
+// Control calls visit every loop, so they run off this one.
+func (s *Session) answer(r string) {
+	s.outcome("request")
+	instance, _ := s.caps.Text("proxy-instance")
+	var id uint64
+	if instance != "" {
+		n, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(instance, ":"), "proxy-"), 10, 64)
+		if err != nil || n == 0 || s.cfg.Control == nil {
+			s.disconnect("session not found error", "no proxy instance "+instance)
+			return
+		}
+		id = n
+	}
+	ctl := s.cfg.Control
+	if !s.cfg.Local {
+		// Remote users see their own connection only, never the proxy's
+		// other users.
+		ctl = nil
+		if id != 0 {
+			s.disconnect("permission error", "proxy instances can only be queried from a local socket")
+			return
+		}
+	}
+	switch {
+	case r == "id":
+		s.send(frame.Packet{"hello", frame.NewDict("session-type", "xpraproxy", "platform", "linux", "display", s.cfg.OwnDisplay)})
+		s.beginClose()
+		return
+	case r == "info" && ctl == nil:
+		s.send(frame.Packet{"hello", s.Info()})
+		s.beginClose()
+		return
+	case r == "stop" && (!s.cfg.Local || ctl == nil):
+		// xpra's STOP_PROXY_SOCKET_TYPES: local sockets only.
+		s.disconnect("permission error", "cannot stop proxy server from a remote connection")
+		return
+	case r == "stop" && id == 0:
+		// xpra's protocol: a hello back, then the client's
+		// shutdown-server packet.
+		s.send(frame.Packet{"hello", frame.NewDict("version", XpraVersion, "client-shutdown", true,
+			"session-type", "xpraproxy", "display", s.cfg.OwnDisplay)})
+		s.state = stateStop
+		s.deadline = time.Now().Add(s.cfg.LoginTimeout)
+		return
+	}
+	s.state = stateBusy
+	var (
+		info frame.Dict
+		ok   bool
+	)
+	s.host.Go(func() {
+		switch {
+		case r == "info" && id != 0:
+			info, ok = ctl.SessionInfo(id)
+		case r == "info":
+			info, ok = ctl.Info(), true
+		case r == "stop":
+			if ok = ctl.StopSession(id); ok {
+				info = frame.NewDict("version", XpraVersion, "stopped", "proxy-"+strconv.FormatUint(id, 10))
+			}
+		}
+	}, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if !ok {
+			s.disconnect("session not found error", "no proxy instance "+instance)
+			return
+		}
+		if r == "stop" {
+			s.logger().Info("proxy instance stopped by request", "instance", instance)
+		}
+		s.send(frame.Packet{"hello", info})
+		s.beginClose()
+	})
+}
+
+// readStop waits for the shutdown-server packet of `xpra stop`.
+func (s *Session) readStop() {
+	for s.state == stateStop {
+		n := s.client.InboundBuffered()
+		if n == 0 {
+			return
+		}
+		buf, _ := s.client.Peek(n)
+		p, used, err := s.reader.Next(buf)
+		if errors.Is(err, frame.ErrShortBuffer) {
+			return
+		}
+		if err != nil {
+			s.protocolError(err)
+			return
+		}
+		s.client.Discard(used)
+		switch p.Type() {
+		case "":
+		case "shutdown-server":
+			s.logger().Warn("proxy server shutdown requested")
+			s.disconnect("server shutdown", "proxy server stopped by request")
+			s.cfg.Control.Shutdown()
+		case "disconnect":
+			s.beginClose()
+		default:
+			s.disconnect("protocol error", fmt.Sprintf("unexpected %s", p.Type()))
+		}
+	}
+}
+
+// outcome counts a handshake result for the metrics.
+func (s *Session) outcome(result string) {
+	if s.cfg.OnHandshake != nil {
+		s.cfg.OnHandshake(result)
+	}
+}
+
 // chooseTarget runs off the loop: the display, then its address.
-func (s *Session) chooseTarget(id *authn.Identity, requested string) (string, authn.Target, error) {
+// As root, local sessions are those of the account the relay runs as, in
+// the socket directories expanded for it (xpra's get_sessions with
+// check_uid).
+func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) (string, authn.Target, error) {
 	candidates := id.Displays
+	dirs, uid := s.cfg.SocketDirs, s.cfg.UID
+	if root {
+		dirs, uid = s.cfg.UserSocketDirs, acct.UID
+		if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
+			dirs = make([]string, len(s.cfg.UserSocketDirs))
+			for i, d := range s.cfg.UserSocketDirs {
+				dirs[i] = authn.ExpandDir(d, u)
+			}
+		}
+	}
 	if !id.Explicit {
-		for _, ls := range authn.LocalSessions(s.cfg.SocketDirs, s.cfg.Hostname, s.cfg.UID, 2*time.Second) {
+		for _, ls := range authn.LocalSessions(dirs, s.cfg.Hostname, uid, 2*time.Second) {
 			candidates = append(candidates, ls.Display)
 		}
 	}
@@ -465,7 +658,7 @@ func (s *Session) chooseTarget(id *authn.Identity, requested string) (string, au
 		return display, t, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
 	}
 	if t.Network == "unix" && t.Address == "" {
-		if t.Address, err = authn.FindSocket(s.cfg.SocketDirs, s.cfg.Hostname, t.Display); err != nil {
+		if t.Address, err = authn.FindSocket(dirs, s.cfg.Hostname, t.Display); err != nil {
 			return display, t, err
 		}
 	}
@@ -477,12 +670,15 @@ func (s *Session) connectFailed(err error) {
 	var be *BackendError
 	switch {
 	case errors.As(err, &se):
+		s.outcome("no-session")
 		s.logger().Info("no session", "user", s.user, "reason", se.Message)
 		s.disconnect(se.Reason, se.Message)
 	case errors.As(err, &be):
+		s.outcome("unreachable")
 		s.logger().Info("target unreachable", "user", s.user, "err", err)
 		s.disconnect(be.Reason, be.Message)
 	default:
+		s.outcome("error")
 		s.logger().Warn("connect failed", "user", s.user, "err", err)
 		s.disconnect("server error", "target unreachable")
 	}
@@ -523,6 +719,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		return
 	}
 	s.client.Write(out)
+	s.outcome("relayed")
 	s.logger().Info("relaying", "user", s.user, "display", s.display, "target", s.target)
 	// The handshake's state is not needed any more; an idle session
 	// should hold as little as possible.
@@ -668,7 +865,7 @@ func (s *Session) OnServerClosed(err error) {
 // every 100 ms. It returns the bytes the session holds in buffers.
 func (s *Session) Sweep(now time.Time) int {
 	switch s.state {
-	case stateHello, stateChallenge, stateBusy:
+	case stateHello, stateChallenge, stateBusy, stateStop:
 		if now.After(s.deadline) {
 			s.logger().Info("login timeout", "user", s.user)
 			s.disconnect("login timeout")
@@ -715,4 +912,68 @@ func (s *Session) Buffered() int {
 func (s *Session) Shed() {
 	s.logger().Warn("global buffer budget exceeded", "user", s.user, "bytes", s.Buffered())
 	s.disconnect("connection too slow", "proxy buffer budget exceeded")
+}
+
+// Stop ends the session on request (xpraproxy stop :proxy-ID), telling
+// both peers why.
+func (s *Session) Stop(why string) {
+	s.logger().Info("stopping", "user", s.user, "why", why)
+	s.disconnect("server shutdown", why)
+}
+
+// Traffic returns the bytes and packets relayed each way so far.
+func (s *Session) Traffic() (c2s, s2c TrafficTotals) {
+	if s.c2s != nil {
+		c2s = TrafficTotals{Bytes: s.c2s.Bytes, Packets: s.c2s.Packets}
+	}
+	if s.s2c != nil {
+		s2c = TrafficTotals{Bytes: s.s2c.Bytes, Packets: s.s2c.Packets}
+	}
+	return c2s, s2c
+}
+
+// TrafficDelta returns what was relayed each way since its last call:
+// the loop adds it to monotonic totals for the metrics.
+func (s *Session) TrafficDelta() (c2s, s2c TrafficTotals) {
+	for i, p := range []*pipe{s.c2s, s.s2c} {
+		if p == nil {
+			continue
+		}
+		d := TrafficTotals{Bytes: p.Bytes - p.reported.Bytes, Packets: p.Packets - p.reported.Packets}
+		p.reported = TrafficTotals{Bytes: p.Bytes, Packets: p.Packets}
+		if i == 0 {
+			c2s = d
+		} else {
+			s2c = d
+		}
+	}
+	return c2s, s2c
+}
+
+// TrafficTotals is bytes and packets in one direction.
+type TrafficTotals struct{ Bytes, Packets int64 }
+
+// Plus adds two totals.
+func (t TrafficTotals) Plus(o TrafficTotals) TrafficTotals {
+	return TrafficTotals{t.Bytes + o.Bytes, t.Packets + o.Packets}
+}
+
+// Traffic is a TrafficTotals shared between a loop and readers.
+type Traffic struct{ bytes, packets atomic.Int64 }
+
+// Add accumulates t.
+func (a *Traffic) Add(t TrafficTotals) {
+	a.bytes.Add(t.Bytes)
+	a.packets.Add(t.Packets)
+}
+
+// Store replaces the totals.
+func (a *Traffic) Store(t TrafficTotals) {
+	a.bytes.Store(t.Bytes)
+	a.packets.Store(t.Packets)
+}
+
+// Load reads the totals.
+func (a *Traffic) Load() TrafficTotals {
+	return TrafficTotals{a.bytes.Load(), a.packets.Load()}
 }

@@ -186,13 +186,3 @@ func TestFailuresLeaveOthersAttached(t *testing.T) {
 		t.Errorf("a password reached the log:\n%s", log)
 	}
 }
-
-func TestProxyRefusesRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("only meaningful as root; CI runs as root")
-	}
-	out, err := exec.Command(env.bin, "proxy", "--bind-tcp=127.0.0.1:1", "--tcp-auth=none").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "refusing to run as root") {
-		t.Errorf("as root: %v %s", err, out)
-	}
-}

@@ -4,6 +4,7 @@
 //
 //	xpraproxy proxy [:DISPLAY] [--bind-tcp=HOST:PORT[,auth=MODULE...]] [--tcp-auth=MODULE,...] ...
 //	xpraproxy sqlite FILE create|add|remove|list|authenticate ...
+//	xpraproxy info|stop [:DISPLAY|:proxy-ID], xpraproxy list
 //	xpraproxy version
 package main
 
@@ -15,6 +16,9 @@ import (
 const usage = `usage:
   xpraproxy proxy [:DISPLAY] [options]     run the proxy server
   xpraproxy sqlite FILE COMMAND [ARGS...]  manage an xpra sqlite user database
+  xpraproxy info [:DISPLAY|:proxy-ID]      show a proxy's (or one connection's) info
+  xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
+  xpraproxy list                           list the sessions and proxies in the socket dirs
   xpraproxy bench [flags]                  load benchmark (xpraproxy bench -h)
   xpraproxy version                        print the version
 
@@ -29,6 +33,9 @@ proxy options (xpra's names):
   --idle-timeout=SECONDS (0: none)  --login-timeout=SECONDS (31)  --connect-timeout=SECONDS (20)
   --max-packet-size=SIZE (16M)  --max-session-buffer=SIZE (32M)  --max-buffer-total=SIZE (1G)
   --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
+  --metrics=HOST:PORT                          Prometheus metrics endpoint (/metrics)
+  --proxy-workers=uid|connection               as root: one relay worker per account (default), or per connection
+  --worker-idle-timeout=SECONDS (60)           as root: how long a worker without connections stays
 authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec
 
 sqlite commands (same as xpra's sqlite_auth.py):
@@ -50,6 +57,10 @@ func run(args []string) int {
 		return proxyMain(args[1:])
 	case "sqlite":
 		return sqliteMain(args[1:], os.Stdout, os.Stderr)
+	case "worker":
+		return workerMain(args[1:])
+	case "info", "stop", "list":
+		return controlMain(args[0], args[1:], os.Stdout, os.Stderr)
 	case "bench":
 		return benchMain(args[1:], os.Stdout, os.Stderr)
 	case "version", "--version":

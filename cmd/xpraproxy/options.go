@@ -38,6 +38,11 @@ type proxyOptions struct {
 	profileDir string
 	gcPercent  int
 	ignored    []string
+	// Privilege separation (root only) and metrics.
+	workers     string // "uid" or "connection"
+	workerIdle  time.Duration
+	metrics     string // HOST:PORT of the Prometheus endpoint
+	workersOnly bool   // hidden: act as root would (tests, benchmarks)
 }
 
 // xpraIgnored are xpra options that mean nothing to a proxy without a
@@ -154,6 +159,8 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		maxSession: 32 << 20,
 		maxTotal:   1 << 30,
 		gcPercent:  defaultGCPercent,
+		workers:    "uid",
+		workerIdle: 60 * time.Second,
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -257,6 +264,19 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			}
 		case "profile-dir":
 			o.profileDir, err = needVal()
+		case "proxy-workers":
+			if o.workers, err = needVal(); err == nil && o.workers != "uid" && o.workers != "connection" {
+				err = fmt.Errorf("--proxy-workers: %q is not uid or connection", o.workers)
+			}
+		case "worker-idle-timeout":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.workerIdle, err = parseSeconds(name, v)
+			}
+		case "metrics":
+			if o.metrics, err = needVal(); err == nil {
+				_, _, err = splitHostPort(o.metrics)
+			}
 		case "loops":
 			var v string
 			if v, err = needVal(); err == nil {
@@ -294,3 +314,7 @@ func defaultSocketDirs() []string {
 		filepath.Join(home, ".xpra"),
 	}
 }
+
+// defaultSocketDirTemplates are the same, to be expanded for the account
+// a worker runs as.
+var defaultSocketDirTemplates = []string{"/run/user/$UID/xpra", "/run/xpra", "~/.xpra"}

@@ -2,9 +2,10 @@ package main
 
 // The interop harness: Debian's real xpra 3.1.3 servers and clients, under
 // Xvfb, started once for the package (TestMain), with xpraproxy built from
-// this tree between them. As root (CI), the servers and the proxy run as
-// an unprivileged user (xpratest, created if missing): xpraproxy refuses to
-// relay as root, and local session discovery is per user.
+// this tree between them. As root (CI), the servers run as an unprivileged
+// user (xpratest, created if missing); the proxy runs as that user too,
+// except in the privilege-separation tests, where it runs as root and
+// relays in workers.
 
 import (
 	"bytes"
@@ -91,7 +92,7 @@ func setup() error {
 	var wg sync.WaitGroup
 	var errs []error
 	var emu sync.Mutex
-	for _, name := range []string{"sessionA", "sessionB", "sessionC"} {
+	for _, name := range []string{"sessionA", "sessionB", "sessionC", "sessionD"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -284,19 +285,32 @@ type proxy struct {
 	port    int
 	log     string
 	sockDir string
+	display string
 }
 
 func startProxy(t *testing.T, args ...string) *proxy {
 	t.Helper()
+	return startProxyAs(t, false, args...)
+}
+
+// startProxyAs starts xpraproxy as root (privilege-separated workers) when
+// root is set, else as the test user.
+func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
+	t.Helper()
 	p := &proxy{port: freePort(), log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
+	p.display = freeDisplay()
 	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
-	full := []string{"proxy", freeDisplay(), "--socket-dir=" + p.sockDir, "--log-file=" + p.log}
+	full := []string{"proxy", p.display, "--socket-dir=" + p.sockDir, "--log-file=" + p.log}
 	for _, a := range args {
 		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(p.port)))
 	}
 	os.MkdirAll(p.sockDir, 0o777)
-	os.Chmod(p.sockDir, 0o777)
-	p.cmd = asUser(env.bin, full...)
+	os.Chmod(p.sockDir, 0o1777) // like /tmp: workers of any user make their sockets there
+	if root {
+		p.cmd = exec.Command(env.bin, full...)
+	} else {
+		p.cmd = asUser(env.bin, full...)
+	}
 	p.cmd.Dir = env.dir
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

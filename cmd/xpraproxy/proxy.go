@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -39,12 +40,6 @@ func proxyMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 2
-	}
-	if os.Geteuid() == 0 {
-		fmt.Fprintln(os.Stderr, "xpraproxy: refusing to run as root: no relay may run with root privileges, and the"+
-			" privilege-separated workers that would let a root proxy serve other users are not built yet."+
-			" Run xpraproxy as an unprivileged user.")
-		return 1
 	}
 	if o.display == "" {
 		o.display = defaultDisplay
@@ -75,10 +70,24 @@ func proxyMain(args []string) int {
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
 	}
-	srv, err := buildServer(o, log)
+	srv, ctl, err := buildServer(o, log, logOut)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 1
+	}
+	if ctl.sup != nil {
+		log.Info("running as root: each connection is relayed by a worker running as its target account",
+			"workers", o.workers)
+		defer ctl.sup.Close(5 * time.Second)
+		go ctl.sweepWorkers(o.workerIdle)
+	}
+	if o.metrics != "" {
+		stop, err := serveMetrics(o.metrics, ctl, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+			return 1
+		}
+		defer stop()
 	}
 	if o.profileDir != "" {
 		stop, err := startProfiles(o.profileDir)
@@ -93,9 +102,7 @@ func proxyMain(args []string) int {
 	go func() {
 		s := <-sig
 		log.Info("stopping", "signal", s.String())
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(ctx)
+		ctl.Shutdown()
 	}()
 	go func() {
 		<-srv.Ready()
@@ -202,7 +209,9 @@ func ownSocketDir(o *proxyOptions) string {
 	return os.TempDir()
 }
 
-func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
+// buildServer makes the reactor and its control plane. As root, every
+// listener hands authenticated clients to privilege-separated workers.
+func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Server, *control, error) {
 	cwd, _ := os.Getwd()
 	env := authn.Env{Getenv: os.Getenv, Dir: cwd}
 	modules := func(specs []authn.Spec) ([]authn.Module, error) {
@@ -218,19 +227,21 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 	}
 	sockDir := ownSocketDir(o)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
-		return nil, fmt.Errorf("socket dir: %w", err)
+		return nil, nil, fmt.Errorf("socket dir: %w", err)
 	}
-	var dirs []string
+	var templates []string
 	if o.socketDir != "" {
-		dirs = append(dirs, o.socketDir)
+		templates = append(templates, o.socketDir)
 	}
 	if len(o.socketDirs) > 0 {
-		dirs = append(dirs, o.socketDirs...)
+		templates = append(templates, o.socketDirs...)
 	} else {
-		dirs = append(dirs, defaultSocketDirs()...)
+		templates = append(templates, defaultSocketDirTemplates...)
 	}
-	for i := range dirs {
-		dirs[i] = authn.ExpandDir(dirs[i], nil)
+	me, _ := user.Current()
+	dirs := make([]string, len(templates))
+	for i := range templates {
+		dirs[i] = authn.ExpandDir(templates[i], me)
 	}
 	hostname := authn.SocketHostname()
 	base := relay.Config{
@@ -245,6 +256,32 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 		MaxPacketSize:    o.maxPacket,
 		MaxSessionBuffer: o.maxSession,
 		Log:              log,
+	}
+	ctl := &control{display: o.display}
+	if os.Geteuid() == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, nil, err
+		}
+		ctl.sup = &privsep.Supervisor{
+			Exe:           exe,
+			PerConnection: o.workers == "connection",
+			IdleTimeout:   o.workerIdle,
+			Output:        logOut,
+			Log:           log,
+			Config: privsep.WorkerConfig{
+				ConnectTimeout:   o.connect,
+				IdleTimeout:      o.idle,
+				MaxPacketSize:    o.maxPacket,
+				MaxSessionBuffer: o.maxSession,
+				MaxBufferTotal:   o.maxTotal,
+				Loops:            o.loops,
+				SocketDirs:       templates,
+				Hostname:         hostname,
+			},
+		}
+		base.HandOff = ctl.sup.HandOff
+		base.UserSocketDirs = templates
 	}
 	var listeners []loop.Listener
 	add := func(b bind) error {
@@ -263,9 +300,19 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 		if err != nil {
 			return err
 		}
+		if os.Geteuid() == 0 {
+			for _, s := range specs {
+				if s.Name == "file" || s.Name == "env" || s.Name == "exec" {
+					log.Warn("this authentication module gives every username the same password; as root, each username runs as its own account",
+						"module", s.Name)
+				}
+			}
+		}
 		cfg := base
 		cfg.Modules = mods
 		cfg.Encrypted = b.network == "unix"
+		cfg.Local = b.network == "unix"
+		cfg.Control = ctl
 		if len(mods) == 0 {
 			log.Warn("no authentication module: every client will be refused (use auth=none to allow everyone)",
 				"listener", b.network+"://"+b.address)
@@ -280,7 +327,7 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 	}
 	for _, b := range o.binds {
 		if err := add(b); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// The proxy's own socket, so that `xpra list` shows it. Its mode is
@@ -291,9 +338,14 @@ func buildServer(o *proxyOptions, log *slog.Logger) (*loop.Server, error) {
 		own.auth = []authn.Spec{{Name: "none", Options: map[string]string{}}}
 	}
 	if err := add(own); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log}), nil
+	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log})
+	for _, l := range listeners {
+		l.Config.OnHandshake = srv.CountHandshake
+	}
+	ctl.srv, ctl.log = srv, log
+	return srv, ctl, nil
 }
 
 // startProfiles writes a CPU profile of the whole run and, at the end, a

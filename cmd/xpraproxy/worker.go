@@ -1,0 +1,41 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/xpraproxy/xpraproxy/privsep"
+)
+
+// workerMain is `xpraproxy worker`: started by a root proxy for one
+// account, it drops to that account before anything else and relays the
+// connections handed to it (docs/privsep.md). Not for direct use.
+func workerMain(args []string) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	uid := fs.String("uid", "", "uid to run as")
+	gid := fs.String("gid", "", "gid to run as")
+	groups := fs.String("groups", "", "supplementary groups")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	acct, err := privsep.ParseAccount(*uid, *gid, *groups)
+	if err == nil {
+		err = privsep.Drop(acct)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy worker:", err)
+		return 1
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", os.Getpid(), "uid", acct.UID)
+	if err := privsep.RunWorker(log); err != nil {
+		log.Error("worker failed", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,469 @@
+package privsep
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// Supervisor is the main process's side: it starts a worker per account
+// (or per connection), hands clients to them and routes control requests
+// by connection id. Safe for concurrent use.
+type Supervisor struct {
+	// Exe is the xpraproxy binary; workers run `Exe worker ...`.
+	Exe string
+	// PerConnection starts one worker per connection (xpra's isolation)
+	// instead of one per account.
+	PerConnection bool
+	// IdleTimeout is how long a worker without sessions stays (0: it is
+	// told to exit as soon as its last session ends).
+	IdleTimeout time.Duration
+	Config      WorkerConfig
+	// Output receives the workers' logs (the proxy's own log).
+	Output io.Writer
+	Log    *slog.Logger
+
+	mu      sync.Mutex
+	workers map[string]*worker0 // by account key
+	routes  map[uint64]*worker0 // connection id → its worker
+	closed  bool
+	serial  int
+	wg      sync.WaitGroup
+
+	Started, Crashed atomic.Int64
+}
+
+// worker0 is the main process's handle on one worker process.
+type worker0 struct {
+	key      string
+	acct     authn.Account
+	cmd      *exec.Cmd
+	ch       *channel
+	pid      int
+	socket   string
+	sessions int       // routed connections (under Supervisor.mu)
+	idleAt   time.Time // when sessions last fell to 0
+	retiring bool
+
+	seq     atomic.Uint64
+	pmu     sync.Mutex
+	pending map[uint64]chan *message
+	dead    chan struct{}
+}
+
+func (s *Supervisor) init() {
+	if s.workers == nil {
+		s.workers = map[string]*worker0{}
+		s.routes = map[uint64]*worker0{}
+	}
+}
+
+// HandOff passes one authenticated client to its account's worker,
+// starting the worker if needed. It implements relay.HandOffFunc.
+func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.File) error {
+	defer client.Close()
+	if acct.Root() {
+		return &relay.HandOffError{Reason: "authentication error", Message: "cannot run proxy instances as root",
+			Err: errors.New("root target")}
+	}
+	w, err := s.workerFor(acct)
+	if err != nil {
+		return &relay.HandOffError{Reason: "server error", Message: "cannot start the proxy instance", Err: err}
+	}
+	// Route first: the worker may report the session's end at once.
+	s.mu.Lock()
+	s.routes[h.ID] = w
+	s.mu.Unlock()
+	if err := w.ch.send(&message{Op: "session", Handoff: h}, client); err != nil {
+		s.unroute(h.ID)
+		return &relay.HandOffError{Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
+	}
+	s.Log.Info("connection handed to worker", "session", h.ID, "user", h.User, "uid", acct.UID, "worker", w.pid)
+	return nil
+}
+
+func key(a authn.Account) string {
+	g := slices.Clone(a.Groups)
+	slices.Sort(g)
+	return fmt.Sprint(a.UID, ":", a.GID, ":", g)
+}
+
+// workerFor returns a live worker for acct, reserving a session on it so
+// that it is not retired in the meantime.
+func (s *Supervisor) workerFor(acct authn.Account) (*worker0, error) {
+	s.mu.Lock()
+	s.init()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("privsep: shutting down")
+	}
+	k := key(acct)
+	if s.PerConnection {
+		s.serial++
+		k += "#" + strconv.Itoa(s.serial)
+	}
+	if w := s.workers[k]; w != nil && !w.retiring {
+		w.sessions++
+		s.mu.Unlock()
+		return w, nil
+	}
+	// Start it outside the lock; a concurrent first connection of the
+	// same account may start a second worker, which is harmless.
+	s.mu.Unlock()
+	w, err := s.start(k, acct)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		w.ch.close()
+		return nil, errors.New("privsep: shutting down")
+	}
+	if old := s.workers[k]; old != nil && !old.retiring {
+		// Lost the race: use the other and let this one go idle.
+		w.idleAt = time.Now()
+		s.workers[k+"#"+strconv.Itoa(w.pid)] = w
+		old.sessions++
+		return old, nil
+	}
+	s.workers[k] = w
+	w.sessions++
+	return w, nil
+}
+
+// start runs a worker and waits for it to be ready.
+func (s *Supervisor) start(k string, acct authn.Account) (*worker0, error) {
+	ch, child, err := socketpair()
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]string, len(acct.Groups))
+	for i, g := range acct.Groups {
+		groups[i] = strconv.Itoa(g)
+	}
+	cmd := exec.Command(s.Exe, "worker", "--uid="+strconv.Itoa(acct.UID), "--gid="+strconv.Itoa(acct.GID),
+		"--groups="+strings.Join(groups, ","))
+	cmd.ExtraFiles = []*os.File{child} // fd 3: ControlFD
+	cmd.Stdout, cmd.Stderr = s.Output, s.Output
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
+		env = append(env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
+	}
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		env = append(env, "GOGC="+v)
+	}
+	cmd.Env = env
+	cmd.Dir = "/"
+	// The worker drops privileges itself (and checks it cannot get them
+	// back); Pdeathsig ends it if the main process dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		child.Close()
+		ch.close()
+		return nil, fmt.Errorf("privsep: start worker: %w", err)
+	}
+	child.Close()
+	w := &worker0{key: k, acct: acct, cmd: cmd, ch: ch, pid: cmd.Process.Pid,
+		pending: map[uint64]chan *message{}, dead: make(chan struct{})}
+	cfg := s.Config
+	if err := ch.send(&message{Op: "config", Config: &cfg}, nil); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		ch.close()
+		return nil, err
+	}
+	ready := make(chan *message, 1)
+	go func() {
+		m, _, err := ch.recv()
+		if err != nil || m.Op != "ready" {
+			ready <- nil
+			return
+		}
+		ready <- m
+	}()
+	var m *message
+	select {
+	case m = <-ready:
+	case <-time.After(10 * time.Second):
+	}
+	if m == nil {
+		ch.close()
+		cmd.Process.Kill()
+		err := cmd.Wait()
+		return nil, fmt.Errorf("privsep: worker for uid %d did not start: %v", acct.UID, err)
+	}
+	w.socket = m.Socket
+	s.Started.Add(1)
+	s.Log.Info("worker started", "pid", w.pid, "uid", acct.UID, "gid", acct.GID, "socket", w.socket)
+	s.wg.Add(1)
+	go s.watch(w)
+	return w, nil
+}
+
+// watch reads a worker's messages until it goes away, then reaps it.
+func (s *Supervisor) watch(w *worker0) {
+	defer s.wg.Done()
+	for {
+		m, f, err := w.ch.recv()
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			break
+		}
+		switch m.Op {
+		case "reply":
+			w.pmu.Lock()
+			c := w.pending[m.Seq]
+			delete(w.pending, m.Seq)
+			w.pmu.Unlock()
+			if c != nil {
+				c <- m
+			}
+		case "ended":
+			s.unroute(m.ID)
+		}
+	}
+	w.ch.close()
+	close(w.dead)
+	err := w.cmd.Wait()
+	s.mu.Lock()
+	lost := 0
+	for id, rw := range s.routes {
+		if rw == w {
+			delete(s.routes, id)
+			lost++
+		}
+	}
+	for k, rw := range s.workers {
+		if rw == w {
+			delete(s.workers, k)
+		}
+	}
+	closing := s.closed || w.retiring
+	s.mu.Unlock()
+	if w.socket != "" {
+		os.Remove(w.socket) // a killed worker leaves it behind
+	}
+	switch {
+	case closing && err == nil:
+		s.Log.Info("worker exited", "pid", w.pid, "uid", w.acct.UID)
+	case closing:
+		s.Log.Info("worker stopped", "pid", w.pid, "uid", w.acct.UID, "status", err.Error())
+	default:
+		s.Crashed.Add(1)
+		status := "exited"
+		if err != nil {
+			status = err.Error()
+		}
+		s.Log.Error("worker died; its connections are lost", "pid", w.pid, "uid", w.acct.UID,
+			"status", status, "sessions", lost)
+	}
+}
+
+// unroute forgets a finished connection; a worker left without any is
+// retired after IdleTimeout.
+func (s *Supervisor) unroute(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.routes[id]
+	if w == nil {
+		return
+	}
+	delete(s.routes, id)
+	w.sessions--
+	if w.sessions > 0 {
+		return
+	}
+	w.idleAt = time.Now()
+	if s.IdleTimeout <= 0 || s.PerConnection {
+		s.retire(w)
+	}
+}
+
+// retire tells an idle worker to exit (under s.mu).
+func (s *Supervisor) retire(w *worker0) {
+	if w.retiring {
+		return
+	}
+	w.retiring = true
+	go w.ch.send(&message{Op: "exit"}, nil)
+}
+
+// Sweep retires workers idle for longer than IdleTimeout; the proxy calls
+// it periodically.
+func (s *Supervisor) Sweep(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.workers {
+		if w.sessions == 0 && !w.retiring && now.Sub(w.idleAt) >= s.IdleTimeout {
+			s.Log.Info("retiring idle worker", "pid", w.pid, "uid", w.acct.UID)
+			s.retire(w)
+		}
+	}
+}
+
+// request asks a worker something and waits for its reply (2 s at most).
+func (w *worker0) request(m *message) (*message, error) {
+	m.Seq = w.seq.Add(1)
+	c := make(chan *message, 1)
+	w.pmu.Lock()
+	w.pending[m.Seq] = c
+	w.pmu.Unlock()
+	defer func() {
+		w.pmu.Lock()
+		delete(w.pending, m.Seq)
+		w.pmu.Unlock()
+	}()
+	if err := w.ch.send(m, nil); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-c:
+		return r, nil
+	case <-w.dead:
+		return nil, errors.New("privsep: worker is gone")
+	case <-time.After(2 * time.Second):
+		return nil, errors.New("privsep: worker did not answer")
+	}
+}
+
+func (s *Supervisor) route(id uint64) *worker0 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.routes[id]
+}
+
+func (s *Supervisor) live() []*worker0 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*worker0, 0, len(s.workers))
+	for _, w := range s.workers {
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(a, b *worker0) int { return a.pid - b.pid })
+	return out
+}
+
+// SessionInfo asks the worker holding connection id about it.
+func (s *Supervisor) SessionInfo(id uint64) (frame.Dict, bool) {
+	w := s.route(id)
+	if w == nil {
+		return nil, false
+	}
+	r, err := w.request(&message{Op: "info", ID: id})
+	if err != nil || !r.OK {
+		return nil, false
+	}
+	d, err := decodeInfo(r.Info)
+	return d, err == nil
+}
+
+// StopSession ends connection id in its worker.
+func (s *Supervisor) StopSession(id uint64) bool {
+	w := s.route(id)
+	if w == nil {
+		return false
+	}
+	r, err := w.request(&message{Op: "stop", ID: id})
+	return err == nil && r.OK
+}
+
+// Sessions describes every relayed connection of every worker.
+func (s *Supervisor) Sessions() frame.Dict {
+	out := frame.NewDict()
+	for _, w := range s.live() {
+		r, err := w.request(&message{Op: "sessions"})
+		if err != nil {
+			continue
+		}
+		if d, err := decodeInfo(r.Info); err == nil {
+			out = append(out, d...)
+		}
+	}
+	return out
+}
+
+// Workers describes the worker processes.
+func (s *Supervisor) Workers() frame.Dict {
+	d := frame.NewDict()
+	for _, w := range s.live() {
+		s.mu.Lock()
+		n := w.sessions
+		s.mu.Unlock()
+		d.Set(strconv.Itoa(w.pid), frame.NewDict("uid", w.acct.UID, "gid", w.acct.GID, "sessions", n, "socket", w.socket))
+	}
+	return d
+}
+
+// Counters sums the workers' counters; Workers is how many are running.
+func (s *Supervisor) Counters() (loop.Counters, int) {
+	sum := loop.Counters{Handshakes: map[string]int64{}}
+	ws := s.live()
+	for _, w := range ws {
+		r, err := w.request(&message{Op: "counters"})
+		if err != nil || r.Counters == nil {
+			continue
+		}
+		c := r.Counters
+		sum.Sessions += c.Sessions
+		sum.Buffered += c.Buffered
+		sum.C2S, sum.S2C = sum.C2S.Plus(c.C2S), sum.S2C.Plus(c.S2C)
+		for k, v := range c.Handshakes {
+			sum.Handshakes[k] += v
+		}
+	}
+	return sum, len(ws)
+}
+
+// PIDs lists the running workers' process ids.
+func (s *Supervisor) PIDs() []int {
+	var out []int
+	for _, w := range s.live() {
+		out = append(out, w.pid)
+	}
+	return out
+}
+
+// Close stops every worker: their control sockets close, they end their
+// sessions and exit; those still running after timeout are killed.
+func (s *Supervisor) Close(timeout time.Duration) {
+	s.mu.Lock()
+	s.init()
+	s.closed = true
+	ws := make([]*worker0, 0, len(s.workers))
+	for _, w := range s.workers {
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.ch.send(&message{Op: "exit"}, nil)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		for _, w := range ws {
+			w.cmd.Process.Kill()
+		}
+		<-done
+	}
+}

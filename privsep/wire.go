@@ -1,0 +1,210 @@
+// Package privsep runs relays in worker processes that hold no root
+// privileges: the main process (root) authenticates, then passes each
+// client's socket to the worker of the target account over a unix
+// socketpair (SCM_RIGHTS). docs/privsep.md has the design.
+package privsep
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// message is one control message. The main process sends config (first),
+// session (with the client's socket), stop, info, sessions, counters and
+// exit; a worker sends ready, reply (to Seq), ended and shutdown.
+type message struct {
+	Op       string         `json:"op"`
+	Seq      uint64         `json:"seq,omitempty"`
+	ID       uint64         `json:"id,omitempty"`
+	Handoff  *relay.Handoff `json:"handoff,omitempty"`
+	Config   *WorkerConfig  `json:"config,omitempty"`
+	Info     []byte         `json:"info,omitempty"` // an xpra frame: ["info", dict]
+	Counters *loop.Counters `json:"counters,omitempty"`
+	PID      int            `json:"pid,omitempty"`
+	Socket   string         `json:"socket,omitempty"`
+	OK       bool           `json:"ok,omitempty"`
+	Err      string         `json:"err,omitempty"`
+}
+
+// Datagrams carry at most partSize bytes after a one-byte flag (1: more
+// parts follow), so that a message of any size (the info of thousands of
+// sessions) fits SOCK_SEQPACKET's per-datagram limit; maxMessage bounds
+// what a peer can make the other hold.
+const (
+	partSize   = 60 << 10
+	maxMessage = 64 << 20
+)
+
+// channel is one end of a control socketpair.
+type channel struct {
+	c   *net.UnixConn
+	wmu sync.Mutex
+	buf []byte
+	oob []byte
+}
+
+func newChannel(c *net.UnixConn) *channel {
+	return &channel{c: c, buf: make([]byte, partSize+1), oob: make([]byte, unix.CmsgSpace(4))}
+}
+
+// socketpair makes a connected SOCK_SEQPACKET pair: ours, and the file to
+// give the child.
+func socketpair() (*channel, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("privsep: socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "control")
+	defer ours.Close()
+	c, err := net.FileConn(ours)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("privsep: control socket: %w", err)
+	}
+	return newChannel(c.(*net.UnixConn)), os.NewFile(uintptr(fds[1]), "worker-control"), nil
+}
+
+// send writes m, with f's descriptor attached to its first part.
+func (ch *channel) send(m *message, f *os.File) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("privsep: encode %s: %w", m.Op, err)
+	}
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	for first := true; first || len(data) > 0; first = false {
+		n := min(len(data), partSize)
+		part := make([]byte, 0, n+1)
+		more := byte(0)
+		if n < len(data) {
+			more = 1
+		}
+		part = append(append(part, more), data[:n]...)
+		data = data[n:]
+		var oob []byte
+		if first && f != nil {
+			oob = unix.UnixRights(int(f.Fd()))
+		}
+		if _, _, err := ch.c.WriteMsgUnix(part, oob, nil); err != nil {
+			return fmt.Errorf("privsep: send %s: %w", m.Op, err)
+		}
+	}
+	return nil
+}
+
+// recv reads one message and the descriptor that came with it, if any.
+// Only one goroutine receives on a channel.
+func (ch *channel) recv() (*message, *os.File, error) {
+	var (
+		data []byte
+		file *os.File
+	)
+	for {
+		n, oobn, flags, _, err := ch.c.ReadMsgUnix(ch.buf, ch.oob)
+		if err != nil {
+			if file != nil {
+				file.Close()
+			}
+			return nil, nil, err
+		}
+		if oobn > 0 {
+			if f, err := parseRights(ch.oob[:oobn]); err == nil && file == nil {
+				file = f
+			} else if f != nil {
+				f.Close()
+			}
+		}
+		if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || n == 0 {
+			if file != nil {
+				file.Close()
+			}
+			return nil, nil, errors.New("privsep: truncated control message")
+		}
+		data = append(data, ch.buf[1:n]...)
+		if len(data) > maxMessage {
+			if file != nil {
+				file.Close()
+			}
+			return nil, nil, errors.New("privsep: control message too large")
+		}
+		if ch.buf[0] == 0 {
+			break
+		}
+	}
+	m := new(message)
+	if err := json.Unmarshal(data, m); err != nil {
+		if file != nil {
+			file.Close()
+		}
+		return nil, nil, fmt.Errorf("privsep: decode control message: %w", err)
+	}
+	return m, file, nil
+}
+
+func (ch *channel) close() error { return ch.c.Close() }
+
+// parseRights returns the single descriptor of an SCM_RIGHTS message;
+// any extra ones are closed.
+func parseRights(oob []byte) (*os.File, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var out *os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			if out == nil {
+				out = os.NewFile(uintptr(fd), "passed")
+			} else {
+				unix.Close(fd)
+			}
+		}
+	}
+	if out == nil {
+		return nil, errors.New("privsep: no descriptor")
+	}
+	return out, nil
+}
+
+// encodeInfo and decodeInfo carry info dicts as xpra frames, which keep
+// every value's type (JSON would not).
+func encodeInfo(d frame.Dict) []byte {
+	w := frame.Writer{Encoding: frame.Rencode}
+	b, err := w.AppendPacket(nil, frame.Packet{"info", d})
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func decodeInfo(b []byte) (frame.Dict, error) {
+	var r frame.Reader
+	r.MaxPacketSize = maxMessage
+	p, _, err := r.Next(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(p) < 2 {
+		return nil, errors.New("privsep: empty info")
+	}
+	d, ok := p[1].(frame.Dict)
+	if !ok {
+		return nil, errors.New("privsep: info is not a dict")
+	}
+	return d, nil
+}

@@ -1,0 +1,377 @@
+package privsep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// WorkerConfig is what a worker needs to relay: the relay limits and
+// where to put its instance socket. It holds no secret.
+type WorkerConfig struct {
+	ConnectTimeout   time.Duration `json:"connect_timeout"`
+	IdleTimeout      time.Duration `json:"idle_timeout"`
+	MaxPacketSize    int           `json:"max_packet_size"`
+	MaxSessionBuffer int           `json:"max_session_buffer"`
+	MaxBufferTotal   int64         `json:"max_buffer_total"`
+	Loops            int           `json:"loops"`
+	// SocketDirs are templates ($UID, ~) expanded for the worker's user;
+	// the first it can write to gets its instance socket.
+	SocketDirs []string `json:"socket_dirs"`
+	Hostname   string   `json:"hostname"`
+}
+
+// ControlFD is the descriptor on which a worker finds its control socket.
+const ControlFD = 3
+
+// Drop switches the process to acct for good: supplementary groups, gid,
+// uid (real, effective and saved), no new privileges; then it checks that
+// root cannot be regained. It must run before the worker touches anything
+// it was handed.
+func Drop(acct authn.Account) error {
+	if acct.Root() {
+		return errors.New("privsep: refusing to run a worker as root")
+	}
+	groups := acct.Groups
+	if len(groups) == 0 {
+		groups = []int{acct.GID}
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("privsep: setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(acct.GID, acct.GID, acct.GID); err != nil {
+		return fmt.Errorf("privsep: setresgid %d: %w", acct.GID, err)
+	}
+	if err := syscall.Setresuid(acct.UID, acct.UID, acct.UID); err != nil {
+		return fmt.Errorf("privsep: setresuid %d: %w", acct.UID, err)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("privsep: no_new_privs: %w", err)
+	}
+	return Verify(acct)
+}
+
+// Verify checks that the process runs as acct and cannot become root
+// again: setuid(0) and setgid(0) must fail.
+func Verify(acct authn.Account) error {
+	r, e, s := unix.Getresuid()
+	if r != acct.UID || e != acct.UID || s != acct.UID {
+		return fmt.Errorf("privsep: uids are %d/%d/%d, want %d", r, e, s, acct.UID)
+	}
+	r, e, s = unix.Getresgid()
+	if r != acct.GID || e != acct.GID || s != acct.GID {
+		return fmt.Errorf("privsep: gids are %d/%d/%d, want %d", r, e, s, acct.GID)
+	}
+	gs, err := unix.Getgroups()
+	if err != nil {
+		return fmt.Errorf("privsep: getgroups: %w", err)
+	}
+	for _, g := range gs {
+		if g == 0 || (!slices.Contains(acct.Groups, g) && g != acct.GID) {
+			return fmt.Errorf("privsep: unexpected supplementary group %d", g)
+		}
+	}
+	if err := syscall.Setresuid(0, 0, 0); err == nil {
+		return errors.New("privsep: could regain uid 0 after dropping privileges")
+	}
+	if err := syscall.Setresgid(0, 0, 0); err == nil {
+		return errors.New("privsep: could regain gid 0 after dropping privileges")
+	}
+	return nil
+}
+
+// ParseAccount reads a worker's --uid/--gid/--groups arguments.
+func ParseAccount(uid, gid, groups string) (authn.Account, error) {
+	var a authn.Account
+	var err error
+	if a.UID, err = strconv.Atoi(uid); err != nil {
+		return a, fmt.Errorf("privsep: --uid: %w", err)
+	}
+	if a.GID, err = strconv.Atoi(gid); err != nil {
+		return a, fmt.Errorf("privsep: --gid: %w", err)
+	}
+	for _, g := range strings.Split(groups, ",") {
+		if g == "" {
+			continue
+		}
+		n, err := strconv.Atoi(g)
+		if err != nil {
+			return a, fmt.Errorf("privsep: --groups: %w", err)
+		}
+		a.Groups = append(a.Groups, n)
+	}
+	if !slices.Contains(a.Groups, a.GID) {
+		a.Groups = append([]int{a.GID}, a.Groups...)
+	}
+	return a, nil
+}
+
+// RunWorker is the worker process after Drop: it reads its config from
+// the control socket, serves handed-over clients on its own loops until
+// the main process goes away or says exit, and reports each session's end.
+func RunWorker(log *slog.Logger) error {
+	// The parent-death signal was cleared by the uid change: re-arm it,
+	// then make sure the parent did not die in between.
+	ppid := os.Getppid()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("privsep: pdeathsig: %w", err)
+	}
+	if ppid == 1 || os.Getppid() != ppid {
+		return errors.New("privsep: the main process is gone")
+	}
+	f := os.NewFile(ControlFD, "control")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("privsep: control socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return errors.New("privsep: control descriptor is not a unix socket")
+	}
+	ch := newChannel(uc)
+	defer ch.close()
+	m, _, err := ch.recv()
+	if err != nil || m.Op != "config" || m.Config == nil {
+		return fmt.Errorf("privsep: no config from the main process: %v", err)
+	}
+	w := &worker{ch: ch, cfg: *m.Config, log: log, ended: make(chan uint64, 1024)}
+	return w.run()
+}
+
+type worker struct {
+	ch    *channel
+	cfg   WorkerConfig
+	log   *slog.Logger
+	srv   *loop.Server
+	sock  string
+	ended chan uint64
+}
+
+func (w *worker) run() error {
+	rcfg := &relay.Config{
+		LoginTimeout:     w.cfg.ConnectTimeout,
+		ChallengeTimeout: w.cfg.ConnectTimeout,
+		ConnectTimeout:   w.cfg.ConnectTimeout,
+		IdleTimeout:      w.cfg.IdleTimeout,
+		MaxPacketSize:    w.cfg.MaxPacketSize,
+		MaxSessionBuffer: w.cfg.MaxSessionBuffer,
+		Hostname:         w.cfg.Hostname,
+		UID:              os.Getuid(),
+		Log:              w.log,
+	}
+	var listeners []loop.Listener
+	if path := w.instanceSocket(); path != "" {
+		// The instance socket answers info and stop for this worker's
+		// connections; mode 0600: only this account and root reach it.
+		own := *rcfg
+		own.Modules = []authn.Module{mustNone()}
+		own.Local, own.Encrypted = true, true
+		own.OwnDisplay = ":" + strings.TrimPrefix(filepath.Base(path), w.cfg.Hostname+"-")
+		listeners = append(listeners, loop.Listener{Network: "unix", Address: path, Config: &own})
+		w.sock = path
+	}
+	w.srv = loop.New(listeners, loop.Options{
+		Loops:          w.cfg.Loops,
+		MaxBufferTotal: w.cfg.MaxBufferTotal,
+		Log:            w.log,
+		Config:         rcfg,
+		OnClosed:       w.sessionEnded,
+		// The instance socket's own connections must not take the ids
+		// of handed-over ones, which the main process assigns.
+		FirstID: 1 << 48,
+	})
+	rcfg.ServerInfo = w.srv.Stats
+	rcfg.OnHandshake = w.srv.CountHandshake
+	ctl := &workerControl{w: w}
+	for _, l := range listeners {
+		l.Config.ServerInfo, l.Config.Control = w.srv.Stats, ctl
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- w.srv.Run() }()
+	select {
+	case <-w.srv.Ready():
+	case err := <-errc:
+		return fmt.Errorf("privsep: worker loops: %w", err)
+	}
+	go w.reportEnded()
+	if err := w.ch.send(&message{Op: "ready", PID: os.Getpid(), Socket: w.sock}, nil); err != nil {
+		return err
+	}
+	w.log.Info("worker ready", "socket", w.sock)
+	err := w.serve()
+	// Tell every client why before the loops stop.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.srv.Shutdown(ctx, "proxy server stopped")
+	<-errc
+	return err
+}
+
+// serve answers the main process until it closes the socket or says exit.
+func (w *worker) serve() error {
+	for {
+		m, f, err := w.ch.recv()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isEOF(err) {
+				return nil
+			}
+			return err
+		}
+		switch m.Op {
+		case "session":
+			w.adopt(m, f)
+		case "stop":
+			ok := w.srv.StopSession(m.ID)
+			w.reply(m, &message{OK: ok})
+		case "info":
+			d, ok := w.srv.SessionInfo(m.ID)
+			w.reply(m, &message{OK: ok, Info: encodeInfo(d)})
+		case "sessions":
+			w.reply(m, &message{OK: true, Info: encodeInfo(w.srv.SessionsInfo())})
+		case "counters":
+			c := w.srv.Counters()
+			w.reply(m, &message{OK: true, Counters: &c})
+		case "exit":
+			w.log.Info("worker exiting at the main process's request")
+			return nil
+		default:
+			if f != nil {
+				f.Close()
+			}
+			w.log.Warn("unknown control message", "op", m.Op)
+		}
+	}
+}
+
+func (w *worker) reply(req, m *message) {
+	m.Op, m.Seq = "reply", req.Seq
+	if err := w.ch.send(m, nil); err != nil {
+		w.log.Warn("cannot answer the main process", "err", err)
+	}
+}
+
+// adopt takes a handed-over client socket onto the loops.
+func (w *worker) adopt(m *message, f *os.File) {
+	if f == nil || m.Handoff == nil {
+		w.log.Error("handoff without a socket")
+		if f != nil {
+			f.Close()
+		}
+		if m.Handoff != nil {
+			w.sessionEnded(m.Handoff.ID)
+		}
+		return
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	if err == nil {
+		err = w.srv.Adopt(m.Handoff, c)
+		c.Close()
+	}
+	if err != nil {
+		w.log.Error("cannot adopt the connection", "session", m.Handoff.ID, "err", err)
+		w.sessionEnded(m.Handoff.ID)
+	}
+}
+
+// sessionEnded runs on a loop: it must not block.
+func (w *worker) sessionEnded(id uint64) {
+	select {
+	case w.ended <- id:
+	default:
+		go func() { w.ended <- id }()
+	}
+}
+
+func (w *worker) reportEnded() {
+	for id := range w.ended {
+		if err := w.ch.send(&message{Op: "ended", ID: id}, nil); err != nil {
+			return
+		}
+	}
+}
+
+// instanceSocket picks the worker's socket path: the first socket
+// directory that this (dropped) user can create or write to.
+func (w *worker) instanceSocket() string {
+	u := currentUser()
+	for _, d := range w.cfg.SocketDirs {
+		d = authn.ExpandDir(d, u)
+		if d == "" {
+			continue
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			continue
+		}
+		if unix.Access(d, unix.W_OK|unix.X_OK) != nil {
+			continue
+		}
+		return filepath.Join(d, fmt.Sprintf("%s-proxy-worker-%d", w.cfg.Hostname, os.Getpid()))
+	}
+	w.log.Warn("no socket directory is writable by the worker's user: no instance socket (use --socket-dir=/tmp as xpra advises)",
+		"dirs", strings.Join(w.cfg.SocketDirs, ","))
+	return ""
+}
+
+// workerControl answers the instance socket's info and stop requests.
+type workerControl struct{ w *worker }
+
+func (c *workerControl) Info() frame.Dict {
+	d := relay.ProcessInfo()
+	d.Set("worker", true)
+	d.Set("server", c.w.srv.Stats())
+	d.Set("sessions", c.w.srv.SessionsInfo())
+	return d
+}
+
+func (c *workerControl) SessionInfo(id uint64) (frame.Dict, bool) { return c.w.srv.SessionInfo(id) }
+func (c *workerControl) StopSession(id uint64) bool                 { return c.w.srv.StopSession(id) }
+
+// Shutdown (xpra stop :proxy-worker-PID) ends this worker's sessions;
+// the main process sees it exit.
+func (c *workerControl) Shutdown() {
+	go func() {
+		time.Sleep(200 * time.Millisecond) // let the stop answer go out
+		c.w.ch.close()
+	}()
+}
+
+func mustNone() authn.Module {
+	m, err := authn.New(authn.Spec{Name: "none", Options: map[string]string{}}, authn.Env{Getenv: func(string) string { return "" }})
+	if err != nil {
+		panic(err) // the none module has no options to get wrong
+	}
+	return m
+}
+
+func currentUser() *user.User {
+	if u, err := user.Current(); err == nil {
+		return u
+	}
+	id := strconv.Itoa(os.Getuid())
+	return &user.User{Uid: id, Gid: strconv.Itoa(os.Getgid()), Username: id, HomeDir: "/"}
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}

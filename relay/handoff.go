@@ -1,0 +1,128 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// Handoff is a logged-in client on its way to another process (a
+// privilege-separated worker): everything the relay needs to connect it
+// to its target and carry on. It travels as JSON beside the client's
+// socket.
+type Handoff struct {
+	ID      uint64         `json:"id"`
+	User    string         `json:"user"`
+	Peer    string         `json:"peer"`
+	Display string         `json:"display"`
+	Target  authn.Target   `json:"target"`
+	Options []authn.Option `json:"options,omitempty"`
+	// Hello is the client's hello packet as an xpra frame in the client's
+	// own encoder, so that every value keeps its type.
+	Hello   []byte    `json:"hello"`
+	Started time.Time `json:"started"`
+}
+
+// HandOffFunc passes a client's socket and its handoff to the worker for
+// acct. It runs off the loop and may block; it owns client (a dup of the
+// socket) whether it fails or not.
+type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
+
+// HandOffError is a failed handoff; Reason and Message go into the
+// client's disconnect packet.
+type HandOffError struct {
+	Reason, Message string
+	Err             error
+}
+
+func (e *HandOffError) Error() string { return "relay: handoff: " + e.Message + ": " + e.Err.Error() }
+func (e *HandOffError) Unwrap() error { return e.Err }
+
+// handOff moves the client to a worker: its socket is dup'ed and the
+// loop's connection closed at once, so that this process reads nothing
+// more from it.
+func (s *Session) handOff(display string, target authn.Target, acct authn.Account, opts []authn.Option) {
+	if n := s.client.InboundBuffered(); n > 0 {
+		// Bytes after the hello cannot travel with the socket: gnet has
+		// already read them. A client has nothing to say before the
+		// server's hello.
+		s.disconnect("protocol error", "packet received before the server's hello")
+		return
+	}
+	w := frame.Writer{Encoding: s.enc}
+	hello, err := w.AppendPacket(nil, frame.Packet{"hello", s.caps})
+	if err != nil {
+		s.disconnect("server error", "cannot encode the client's hello")
+		return
+	}
+	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Display: display, Target: target,
+		Options: opts, Hello: hello, Started: s.started}
+	fd, err := syscall.Dup(s.client.Fd())
+	if err != nil {
+		s.logger().Warn("cannot duplicate the client socket", "err", err)
+		s.disconnect("server error", "cannot relay the connection")
+		return
+	}
+	syscall.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "client")
+	s.state = stateHandedOff
+	s.host.Detach(s.client)
+	enc, log := s.enc, s.logger()
+	s.caps, s.identity = nil, nil
+	s.host.Go(func() {
+		err := s.cfg.HandOff(h, acct, f)
+		if err == nil {
+			return
+		}
+		reason, msg := "server error", "cannot relay the connection"
+		var he *HandOffError
+		if errors.As(err, &he) {
+			reason, msg = he.Reason, he.Message
+		}
+		log.Warn("handoff failed", "user", h.User, "uid", acct.UID, "err", err)
+		w := frame.Writer{Encoding: enc}
+		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", reason, msg}); err == nil {
+			f.SetWriteDeadline(time.Now().Add(time.Second))
+			f.Write(b)
+		}
+		f.Close()
+	}, func() {})
+}
+
+// AdoptSession resumes a handed-off client in this process: the hello is
+// decoded again and the backend dialed, as the process that authenticated
+// it would have.
+func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time) (*Session, error) {
+	s := NewSession(h.ID, cfg, host, client, now)
+	s.peer, s.user, s.started = h.Peer, h.User, h.Started
+	var (
+		r   frame.Reader
+		err error
+	)
+	r.MaxPacketSize = frame.AbsMaxPacketSize
+	var p frame.Packet
+	buf := h.Hello
+	for p == nil && len(buf) > 0 {
+		var n int
+		if p, n, err = r.Next(buf); err != nil {
+			break
+		}
+		buf = buf[n:]
+	}
+	if err != nil || p.Type() != "hello" || len(p) < 2 {
+		return nil, fmt.Errorf("relay: handoff %d: bad hello: %v", h.ID, err)
+	}
+	caps, ok := p[1].(frame.Dict)
+	if !ok {
+		return nil, fmt.Errorf("relay: handoff %d: hello without capabilities", h.ID)
+	}
+	s.caps, s.enc, s.helloSeen = caps, r.Header().Flags.Encoding(), true
+	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
+	s.connect(h.Display, h.Target, h.Options)
+	return s, nil
+}
