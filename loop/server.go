@@ -69,7 +69,7 @@ type Server struct {
 	// Traffic relayed (added at each full sweep and at each close), and
 	// handshake outcomes.
 	c2s, s2c relay.Traffic
-	outcomes           sync.Map // result string → *atomic.Int64
+	outcomes sync.Map // result string → *atomic.Int64
 
 	// Memory of handshake bursts goes back to the OS once they are over.
 	ticks      int          // sweeps so far (ticker goroutine only)

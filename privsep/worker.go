@@ -345,7 +345,7 @@ func (c *workerControl) Info() frame.Dict {
 }
 
 func (c *workerControl) SessionInfo(id uint64) (frame.Dict, bool) { return c.w.srv.SessionInfo(id) }
-func (c *workerControl) StopSession(id uint64) bool                 { return c.w.srv.StopSession(id) }
+func (c *workerControl) StopSession(id uint64) bool               { return c.w.srv.StopSession(id) }
 
 // Shutdown (xpra stop :proxy-worker-PID) ends this worker's sessions;
 // the main process sees it exit.
