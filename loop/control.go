@@ -49,7 +49,7 @@ func (s *Server) CountHandshake(result string) {
 // carries on with h's target. conn is closed once gnet has its own copy.
 func (s *Server) Adopt(h *relay.Handoff, conn net.Conn) error {
 	select {
-	case <-s.booted:
+	case <-s.up:
 	default:
 		return errors.New("loop: server not running")
 	}

@@ -57,7 +57,9 @@ type Server struct {
 	log       *slog.Logger
 
 	eng      gnet.Engine
-	booted   chan struct{}
+	booted   chan struct{} // OnBoot ran: eng is set
+	up       chan struct{} // the loops run (first tick)
+	upOnce   sync.Once
 	nextID   atomic.Uint64
 	inflight chan struct{}
 
@@ -122,6 +124,7 @@ func New(listeners []Listener, opts Options) *Server {
 		opts:      opts,
 		log:       opts.Log,
 		booted:    make(chan struct{}),
+		up:        make(chan struct{}),
 		inflight:  make(chan struct{}, opts.MaxInFlight),
 		loops:     map[gnet.EventLoop]*loopState{},
 	}
@@ -131,6 +134,9 @@ func New(listeners []Listener, opts Options) *Server {
 	for _, l := range listeners {
 		if l.Config.ServerInfo == nil {
 			l.Config.ServerInfo = srv.Stats
+		}
+		if l.Config.OnHandshake == nil {
+			l.Config.OnHandshake = srv.CountHandshake
 		}
 	}
 	return srv
@@ -179,6 +185,9 @@ func (s *Server) Run() error {
 		// per loop, not per connection.
 		gnet.WithReadBufferCap(256 << 10),
 		gnet.WithLogger(gnetLogger{s.log}),
+		// Adopt registers connections from other goroutines, which the
+		// round-robin balancer does not allow (gnet's docs).
+		gnet.WithLoadBalancing(gnet.LeastConnections),
 	}
 	if loops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(loops))
@@ -194,8 +203,9 @@ func (s *Server) Run() error {
 	return err
 }
 
-// Ready is closed once the listeners accept connections.
-func (s *Server) Ready() <-chan struct{} { return s.booted }
+// Ready is closed once the listeners accept connections and the loops
+// run (gnet calls OnBoot before it starts them).
+func (s *Server) Ready() <-chan struct{} { return s.up }
 
 // Stop ends the engine and every connection.
 func (s *Server) Stop(ctx context.Context) error {
@@ -354,6 +364,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 // OnTick posts a sweep to every loop. It runs on gnet's ticker goroutine,
 // which must not touch connections itself.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.upOnce.Do(func() { close(s.up) })
 	s.mu.Lock()
 	states := make([]*loopState, 0, len(s.loops))
 	for _, ls := range s.loops {

@@ -64,14 +64,28 @@ func socketpair() (*channel, *os.File, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("privsep: socketpair: %w", err)
 	}
-	ours := os.NewFile(uintptr(fds[0]), "control")
-	defer ours.Close()
-	c, err := net.FileConn(ours)
+	ch, err := fileChannel(os.NewFile(uintptr(fds[0]), "control"))
 	if err != nil {
 		unix.Close(fds[1])
-		return nil, nil, fmt.Errorf("privsep: control socket: %w", err)
+		return nil, nil, err
 	}
-	return newChannel(c.(*net.UnixConn)), os.NewFile(uintptr(fds[1]), "worker-control"), nil
+	return ch, os.NewFile(uintptr(fds[1]), "worker-control"), nil
+}
+
+// fileChannel makes a channel of a socket file, which it closes (the
+// channel holds a dup).
+func fileChannel(f *os.File) (*channel, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("privsep: control socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("privsep: control descriptor is not a unix socket")
+	}
+	return newChannel(uc), nil
 }
 
 // send writes m, with f's descriptor attached to its first part.

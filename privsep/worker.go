@@ -137,18 +137,10 @@ func RunWorker(log *slog.Logger) error {
 	if ppid == 1 || os.Getppid() != ppid {
 		return errors.New("privsep: the main process is gone")
 	}
-	f := os.NewFile(ControlFD, "control")
-	c, err := net.FileConn(f)
-	f.Close()
+	ch, err := fileChannel(os.NewFile(ControlFD, "control"))
 	if err != nil {
-		return fmt.Errorf("privsep: control socket: %w", err)
+		return err
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return errors.New("privsep: control descriptor is not a unix socket")
-	}
-	ch := newChannel(uc)
 	defer ch.close()
 	m, _, err := ch.recv()
 	if err != nil || m.Op != "config" || m.Config == nil {
@@ -189,6 +181,17 @@ func (w *worker) run() error {
 		own.OwnDisplay = ":" + strings.TrimPrefix(filepath.Base(path), w.cfg.Hostname+"-")
 		listeners = append(listeners, loop.Listener{Network: "unix", Address: path, Config: &own})
 		w.sock = path
+	} else {
+		// gnet only lends its loops to an engine with a listener (and
+		// binds no abstract names): a private socket that refuses
+		// everyone (no modules).
+		dir, err := os.MkdirTemp("", "xpraproxy-worker-")
+		if err != nil {
+			return fmt.Errorf("privsep: no directory for the worker's socket: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		refuse := *rcfg
+		listeners = append(listeners, loop.Listener{Network: "unix", Address: filepath.Join(dir, "refuse"), Config: &refuse})
 	}
 	w.srv = loop.New(listeners, loop.Options{
 		Loops:          w.cfg.Loops,

@@ -341,9 +341,6 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		return nil, nil, err
 	}
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log})
-	for _, l := range listeners {
-		l.Config.OnHandshake = srv.CountHandshake
-	}
 	ctl.srv, ctl.log = srv, log
 	return srv, ctl, nil
 }
