@@ -6,7 +6,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -353,5 +355,41 @@ func TestSQLiteBothWaysWithXpra(t *testing.T) {
 	}
 	if _, err := CreateSQLite(ours); err == nil {
 		t.Error("create over an existing table succeeded")
+	}
+}
+
+// The account a root proxy relays as: the module's uid/gid, else the
+// password database entry of the username for local-account modules,
+// else nobody.
+func TestResolveAccount(t *testing.T) {
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no nobody account")
+	}
+	nuid, _ := strconv.Atoi(nobody.Uid)
+	for _, tc := range []struct {
+		id   Identity
+		uid  int
+		root bool
+	}{
+		{Identity{Username: "foo", Explicit: true}, nuid, false},               // sqlite row without uid
+		{Identity{Username: "root", Explicit: true}, nuid, false},              // a row's username is not an account
+		{Identity{Username: "root"}, 0, true},                                  // allow/none: the account itself
+		{Identity{Username: "no-such-user-xyz"}, nuid, false},                  // unknown account: nobody
+		{Identity{Username: "x", UID: "nobody", GID: "nogroup"}, nuid, false},  // uid=/gid= options
+		{Identity{Username: "x", UID: "0", GID: "0", Explicit: true}, 0, true}, // a row naming root
+		{Identity{Username: "x", UID: nobody.Uid, GID: "nobody"}, nuid, false}, // Debian's missing group nobody
+	} {
+		a, err := ResolveAccount(&tc.id)
+		if err != nil {
+			t.Errorf("%+v: %v", tc.id, err)
+			continue
+		}
+		if a.UID != tc.uid || a.Root() != tc.root || len(a.Groups) == 0 || a.Groups[0] != a.GID {
+			t.Errorf("%+v: got %+v", tc.id, a)
+		}
+	}
+	if _, err := ResolveAccount(&Identity{UID: "no-such-user-xyz"}); err == nil {
+		t.Error("an unknown uid name resolved")
 	}
 }

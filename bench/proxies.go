@@ -21,6 +21,10 @@ import (
 // Proxy kinds under test.
 const (
 	ProxyXpraproxy = "xpraproxy"
+	// ProxyXpraproxyRoot runs xpraproxy as root: every connection is
+	// relayed by a privilege-separated worker (one per account; the bench
+	// users all map to nobody, so one worker).
+	ProxyXpraproxyRoot = "xpraproxy-root"
 	ProxyXpra      = "xpra"
 	ProxyHAProxy   = "haproxy"
 	ProxyDirect    = "direct"
@@ -128,6 +132,11 @@ func startProxy(kind, dir, simAddr, binary string, sessions int, extra []string)
 	}
 	os.Chmod(p.log, 0o666)
 	switch kind {
+	case ProxyXpraproxyRoot:
+		if os.Geteuid() != 0 {
+			return nil, fmt.Errorf("bench: %s needs root", kind)
+		}
+		fallthrough
 	case ProxyXpraproxy:
 		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, "--bind-tcp=" + p.addr + ",auth=sqlite:filename=" + db,
 			"--socket-dir=" + p.sockDir, "--daemon=no"}, extra...)...)
@@ -157,9 +166,13 @@ backend sim
 		}
 		p.cmd = exec.Command("haproxy", "-f", cfg, "-db")
 	default:
-		return nil, fmt.Errorf("bench: unknown proxy %q (xpraproxy, xpra, haproxy, direct)", kind)
+		return nil, fmt.Errorf("bench: unknown proxy %q (xpraproxy, xpraproxy-root, xpra, haproxy, direct)", kind)
 	}
-	unprivileged(p.cmd, dir)
+	if kind == ProxyXpraproxyRoot {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	} else {
+		unprivileged(p.cmd, dir)
+	}
 	if kind == ProxyHAProxy && p.cmd.SysProcAttr != nil {
 		p.cmd.SysProcAttr.Credential = nil // haproxy needs its fd limit; it has no relay-as-root concern here
 	}
@@ -238,7 +251,7 @@ func procStats(pid int) (rss int64, cpu time.Duration) {
 
 // proxyHeap asks xpraproxy, over its own unix socket, for its Go heap.
 func proxyHeap(p *proxyProc) int64 {
-	if p.kind != ProxyXpraproxy {
+	if p.kind != ProxyXpraproxy && p.kind != ProxyXpraproxyRoot {
 		return 0
 	}
 	host := authn.SocketHostname()

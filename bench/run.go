@@ -146,7 +146,7 @@ func Run(cfg Config) (*Result, error) {
 	}
 	defer stopSim()
 	users := cfg.Sessions
-	if cfg.Proxy == ProxyXpraproxy || cfg.Proxy == ProxyXpra {
+	if cfg.Proxy == ProxyXpraproxy || cfg.Proxy == ProxyXpraproxyRoot || cfg.Proxy == ProxyXpra {
 		if err := writeUsers(dir+"/users.sdb", users, simAddr, benchPassword); err != nil {
 			return nil, err
 		}

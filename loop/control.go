@@ -133,7 +133,7 @@ func (s *Server) SessionsInfo() frame.Dict {
 	s.onLoops(func(ls *loopState) {
 		for sess := range ls.sessions {
 			if sess.Relaying() {
-				ch <- entry{sess.ID, sess.Info()}
+				ch <- entry{sess.ID, sess.Summary()}
 			}
 		}
 	})

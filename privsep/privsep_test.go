@@ -318,3 +318,60 @@ func socketPairFiles(t *testing.T) (*os.File, *os.File) {
 	}
 	return os.NewFile(uintptr(fds[0]), "client"), os.NewFile(uintptr(fds[1]), "server")
 }
+
+// --proxy-workers=connection: every connection gets its own worker, as
+// xpra's proxy instances, and it exits when that connection ends.
+func TestSupervisorPerConnection(t *testing.T) {
+	needRoot(t)
+	logs := &logBuf{}
+	sup := &Supervisor{Exe: os.Args[0], PerConnection: true, IdleTimeout: time.Hour, Output: logs,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{ConnectTimeout: time.Second, Hostname: "test"}}
+	defer sup.Close(5 * time.Second)
+	a, err := sup.workerFor(nobody())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	b, err := sup.workerFor(nobody())
+	if err != nil || a == b || a.pid == b.pid {
+		t.Fatalf("same worker for two connections: %v", err)
+	}
+	sup.mu.Lock()
+	sup.routes[1] = a
+	sup.mu.Unlock()
+	sup.unroute(1) // its only connection ended
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(a.pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pids := sup.PIDs(); len(pids) != 1 || pids[0] != b.pid {
+		t.Errorf("after the first connection ended: workers %v, want only %d", pids, b.pid)
+	}
+}
+
+// A burst of first connections of one account starts one worker, not one
+// each (each is a process of about 16 MB).
+func TestSupervisorBurstStartsOneWorker(t *testing.T) {
+	needRoot(t)
+	logs := &logBuf{}
+	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{ConnectTimeout: time.Second, Hostname: "test"}}
+	defer sup.Close(5 * time.Second)
+	var wg sync.WaitGroup
+	got := make([]*worker0, 16)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], _ = sup.workerFor(nobody())
+		}()
+	}
+	wg.Wait()
+	for _, w := range got {
+		if w == nil || w != got[0] {
+			t.Fatalf("burst got different workers: %v\n%s", sup.PIDs(), logs)
+		}
+	}
+	if n := len(sup.PIDs()); n != 1 {
+		t.Errorf("%d workers for one account", n)
+	}
+}

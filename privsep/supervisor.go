@@ -39,12 +39,13 @@ type Supervisor struct {
 	Output io.Writer
 	Log    *slog.Logger
 
-	mu      sync.Mutex
-	workers map[string]*worker0 // by account key
-	routes  map[uint64]*worker0 // connection id → its worker
-	closed  bool
-	serial  int
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	workers  map[string]*worker0 // by account key
+	starting map[string]chan struct{}
+	routes   map[uint64]*worker0 // connection id → its worker
+	closed   bool
+	serial   int
+	wg       sync.WaitGroup
 
 	Started, Crashed atomic.Int64
 }
@@ -70,6 +71,7 @@ type worker0 struct {
 func (s *Supervisor) init() {
 	if s.workers == nil {
 		s.workers = map[string]*worker0{}
+		s.starting = map[string]chan struct{}{}
 		s.routes = map[uint64]*worker0{}
 	}
 }
@@ -105,43 +107,48 @@ func key(a authn.Account) string {
 }
 
 // workerFor returns a live worker for acct, reserving a session on it so
-// that it is not retired in the meantime.
+// that it is not retired in the meantime. Concurrent first connections of
+// one account wait for the one worker being started.
 func (s *Supervisor) workerFor(acct authn.Account) (*worker0, error) {
 	s.mu.Lock()
 	s.init()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, errors.New("privsep: shutting down")
-	}
 	k := key(acct)
 	if s.PerConnection {
 		s.serial++
 		k += "#" + strconv.Itoa(s.serial)
 	}
-	if w := s.workers[k]; w != nil && !w.retiring {
-		w.sessions++
+	for {
+		if s.closed {
+			s.mu.Unlock()
+			return nil, errors.New("privsep: shutting down")
+		}
+		if w := s.workers[k]; w != nil && !w.retiring {
+			w.sessions++
+			s.mu.Unlock()
+			return w, nil
+		}
+		wait := s.starting[k]
+		if wait == nil {
+			break
+		}
 		s.mu.Unlock()
-		return w, nil
+		<-wait
+		s.mu.Lock()
 	}
-	// Start it outside the lock; a concurrent first connection of the
-	// same account may start a second worker, which is harmless.
+	done := make(chan struct{})
+	s.starting[k] = done
 	s.mu.Unlock()
 	w, err := s.start(k, acct)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.starting, k)
+	close(done)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
 		w.ch.close()
 		return nil, errors.New("privsep: shutting down")
-	}
-	if old := s.workers[k]; old != nil && !old.retiring {
-		// Lost the race: use the other and let this one go idle.
-		w.idleAt = time.Now()
-		s.workers[k+"#"+strconv.Itoa(w.pid)] = w
-		old.sessions++
-		return old, nil
 	}
 	s.workers[k] = w
 	w.sessions++

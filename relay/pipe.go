@@ -384,9 +384,23 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 
 // Info is the proxy's own description of this session, for `xpra info`
 // through the proxy, `xpraproxy info :proxy-ID` and info-response
-// augmentation.
+// augmentation: Summary, plus the process and proxy-wide figures.
 func (s *Session) Info() frame.Dict {
 	d := ProcessInfo()
+	for _, kv := range s.Summary() {
+		k, _ := frame.AsText(kv.Key)
+		d.Set(k, kv.Value)
+	}
+	if s.cfg.ServerInfo != nil {
+		d.Set("proxy-server", s.cfg.ServerInfo())
+	}
+	return d
+}
+
+// Summary describes the session alone, cheaply enough to list thousands:
+// who, where to, traffic, latency and the process that relays it.
+func (s *Session) Summary() frame.Dict {
+	d := frame.NewDict("pid", os.Getpid(), "uid", os.Getuid())
 	d.Set("session", int64(s.ID))
 	d.Set("name", s.Name())
 	d.Set("user", s.user)
@@ -414,9 +428,6 @@ func (s *Session) Info() frame.Dict {
 		d.Set("latency", lat)
 	}
 	d.Set("buffered", int64(s.Buffered()))
-	if s.cfg.ServerInfo != nil {
-		d.Set("proxy-server", s.cfg.ServerInfo())
-	}
 	return d
 }
 
