@@ -25,9 +25,9 @@ const (
 	// relayed by a privilege-separated worker (one per account; the bench
 	// users all map to nobody, so one worker).
 	ProxyXpraproxyRoot = "xpraproxy-root"
-	ProxyXpra      = "xpra"
-	ProxyHAProxy   = "haproxy"
-	ProxyDirect    = "direct"
+	ProxyXpra          = "xpra"
+	ProxyHAProxy       = "haproxy"
+	ProxyDirect        = "direct"
 )
 
 // proxyProc is a running proxy under test.
