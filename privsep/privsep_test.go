@@ -119,13 +119,7 @@ func TestDropRefusesRoot(t *testing.T) {
 
 // Control messages of any size, and a descriptor, cross the socketpair.
 func TestChannelLargeMessageAndDescriptor(t *testing.T) {
-	a, bf, err := socketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	b := channelFromFile(t, bf)
-	defer b.close()
+	a, b := channelPair(t)
 	r, w, _ := os.Pipe()
 	defer r.Close()
 	big := frame.NewDict("blob", strings.Repeat("x", 3*partSize+17))
@@ -154,13 +148,7 @@ func TestChannelLargeMessageAndDescriptor(t *testing.T) {
 }
 
 func TestChannelRejectsGarbage(t *testing.T) {
-	a, bf, err := socketpair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.close()
-	b := channelFromFile(t, bf)
-	defer b.close()
+	a, b := channelPair(t)
 	a.c.Write([]byte{0, '{', 'x'})
 	if _, _, err := b.recv(); err == nil {
 		t.Error("garbage decoded")
@@ -179,13 +167,19 @@ func TestChannelRejectsGarbage(t *testing.T) {
 	}
 }
 
-func channelFromFile(t *testing.T, f *os.File) *channel {
+// channelPair is both ends of a control socketpair, closed at the end.
+func channelPair(t *testing.T) (*channel, *channel) {
 	t.Helper()
-	ch, err := fileChannel(f)
+	a, bf, err := socketpair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ch
+	b, err := fileChannel(bf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.close(); b.close() })
+	return a, b
 }
 
 type logBuf struct {

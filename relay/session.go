@@ -221,27 +221,10 @@ func (s *Session) ServerTraffic(now time.Time) {
 
 func (s *Session) readHandshake(now time.Time) {
 	for s.state == stateHello || s.state == stateChallenge {
-		n := s.client.InboundBuffered()
-		if n == 0 {
+		p, ok := s.nextPacket()
+		if !ok {
 			return
 		}
-		buf, err := s.client.Peek(n)
-		if err != nil {
-			return
-		}
-		if !s.helloSeen && buf[0] != frame.Magic {
-			s.garbage(buf)
-			return
-		}
-		p, used, err := s.reader.Next(buf)
-		if errors.Is(err, frame.ErrShortBuffer) {
-			return
-		}
-		if err != nil {
-			s.protocolError(err)
-			return
-		}
-		s.client.Discard(used)
 		if p == nil {
 			continue
 		}
@@ -251,6 +234,34 @@ func (s *Session) readHandshake(now time.Time) {
 		}
 		s.onHello(p, now)
 	}
+}
+
+// nextPacket parses the client's next packet before the relay starts (a
+// nil packet: a chunk of one). ok is false when more bytes are needed or
+// the session ended on bad input.
+func (s *Session) nextPacket() (frame.Packet, bool) {
+	n := s.client.InboundBuffered()
+	if n == 0 {
+		return nil, false
+	}
+	buf, err := s.client.Peek(n)
+	if err != nil {
+		return nil, false
+	}
+	if !s.helloSeen && buf[0] != frame.Magic {
+		s.garbage(buf)
+		return nil, false
+	}
+	p, used, err := s.reader.Next(buf)
+	if errors.Is(err, frame.ErrShortBuffer) {
+		return nil, false
+	}
+	if err != nil {
+		s.protocolError(err)
+		return nil, false
+	}
+	s.client.Discard(used)
+	return p, true
 }
 
 // garbage answers a non-xpra client the way xpra does before any hello:
@@ -593,22 +604,12 @@ func (s *Session) answer(r string) {
 // readStop waits for the shutdown-server packet of `xpra stop`.
 func (s *Session) readStop() {
 	for s.state == stateStop {
-		n := s.client.InboundBuffered()
-		if n == 0 {
+		p, ok := s.nextPacket()
+		if !ok {
 			return
 		}
-		buf, _ := s.client.Peek(n)
-		p, used, err := s.reader.Next(buf)
-		if errors.Is(err, frame.ErrShortBuffer) {
-			return
-		}
-		if err != nil {
-			s.protocolError(err)
-			return
-		}
-		s.client.Discard(used)
 		switch p.Type() {
-		case "":
+		case "": // a chunk of a packet
 		case "shutdown-server":
 			s.logger().Warn("proxy server shutdown requested")
 			s.disconnect("server shutdown", "proxy server stopped by request")
@@ -919,17 +920,6 @@ func (s *Session) Shed() {
 func (s *Session) Stop(why string) {
 	s.logger().Info("stopping", "user", s.user, "why", why)
 	s.disconnect("server shutdown", why)
-}
-
-// Traffic returns the bytes and packets relayed each way so far.
-func (s *Session) Traffic() (c2s, s2c TrafficTotals) {
-	if s.c2s != nil {
-		c2s = TrafficTotals{Bytes: s.c2s.Bytes, Packets: s.c2s.Packets}
-	}
-	if s.s2c != nil {
-		s2c = TrafficTotals{Bytes: s.s2c.Bytes, Packets: s.s2c.Packets}
-	}
-	return c2s, s2c
 }
 
 // TrafficDelta returns what was relayed each way since its last call:
