@@ -73,13 +73,19 @@ func (s *Server) adopted(c gnet.Conn, h *relay.Handoff, now time.Time) ([]byte, 
 	}
 	ls := s.loopState(c.EventLoop())
 	hst := &host{srv: s, el: c.EventLoop(), ls: ls}
-	sess, err := relay.AdoptSession(cfg, hst, c, h, now)
+	var conn relay.Conn = c
+	var w *wsConn
+	if h.Transport == "ws" {
+		w = newWSConn(c, nil, int64(cfg.MaxPacketSize)+1<<20)
+		conn = w
+	}
+	sess, err := relay.AdoptSession(cfg, hst, conn, h, now)
 	if err != nil {
 		s.log.Error("cannot adopt connection", "session", h.ID, "err", err)
 		return nil, gnet.Close
 	}
 	ls.sessions[sess] = struct{}{}
-	c.SetContext(&clientCtx{s: sess, ls: ls})
+	c.SetContext(&clientCtx{s: sess, ls: ls, ws: w})
 	s.count.Add(1)
 	return nil, gnet.None
 }

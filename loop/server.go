@@ -5,6 +5,7 @@ package loop
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +28,31 @@ import (
 type Listener struct {
 	// Network is "tcp" or "unix"; Address is host:port or a path.
 	Network, Address string
-	Config           *relay.Config
+	// Kind is what the port accepts (xpra's socket types): "tcp" (xpra,
+	// HTTP/WebSocket and, with TLS set, TLS; the default for tcp), "ws"
+	// (HTTP/WebSocket, TLS), "ssl" (TLS only, then xpra or HTTP), "wss"
+	// (TLS only, then HTTP). Unix listeners speak xpra.
+	Kind   string
+	Config *relay.Config
+	// TLS is the server certificate (--ssl-cert); nil: no TLS.
+	TLS *tls.Config
+	// HTML is the HTML5 client's directory served to plain GETs ("":
+	// none).
+	HTML string
+
+	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
+}
+
+func (l *Listener) mode() mode {
+	switch l.Kind {
+	case "ws":
+		return modeHTTP
+	case "ssl":
+		return modeTLSAny
+	case "wss":
+		return modeTLSHTTP
+	}
+	return modeAny
 }
 
 // Options tune the reactor.
@@ -39,6 +64,9 @@ type Options struct {
 	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
 	SocketMode     os.FileMode   // for unix listeners; default 0600
 	Log            *slog.Logger
+	// HTTPTimeout bounds an HTTP request's head and keep-alive idle time
+	// (xpra's proxy: 1 s for the websocket handshake); default 10 s.
+	HTTPTimeout time.Duration
 	// OnClosed, when set, is told (on a loop) that a client session
 	// ended: a worker reports it to the main process.
 	OnClosed func(id uint64)
@@ -68,6 +96,8 @@ type Server struct {
 	total atomic.Int64 // buffered bytes, summed by the sweeps
 	count atomic.Int64 // open client sessions
 
+	tlsConns atomic.Int64 // TLS bridges (two goroutines each)
+
 	// Traffic relayed (added at each full sweep and at each close), and
 	// handshake outcomes.
 	c2s, s2c relay.Traffic
@@ -85,6 +115,7 @@ type loopState struct {
 	el       gnet.EventLoop
 	sessions map[*relay.Session]struct{}
 	urgent   map[*relay.Session]struct{} // swept at every tick
+	pending  map[gnet.Conn]*sniffCtx     // HTTP requests in progress
 	buffered atomic.Int64
 }
 
@@ -92,8 +123,10 @@ type loopState struct {
 type adoptCtx struct{ h *relay.Handoff }
 
 type clientCtx struct {
-	s  *relay.Session
-	ls *loopState
+	s     *relay.Session
+	ls    *loopState
+	sniff *sniffInfo // protocol not confirmed yet
+	ws    *wsConn    // WebSocket framing
 }
 
 type serverCtx struct {
@@ -116,6 +149,9 @@ func New(listeners []Listener, opts Options) *Server {
 	if opts.SocketMode == 0 {
 		opts.SocketMode = 0o600
 	}
+	if opts.HTTPTimeout <= 0 {
+		opts.HTTPTimeout = 10 * time.Second
+	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -131,12 +167,21 @@ func New(listeners []Listener, opts Options) *Server {
 	if opts.FirstID > 0 {
 		srv.nextID.Store(opts.FirstID - 1)
 	}
-	for _, l := range listeners {
+	for i := range listeners {
+		l := &srv.listeners[i]
+		if l.TLS != nil {
+			enc := *l.Config
+			enc.Encrypted = true
+			l.tlsConfig = &enc
+		}
 		if l.Config.ServerInfo == nil {
 			l.Config.ServerInfo = srv.Stats
 		}
 		if l.Config.OnHandshake == nil {
 			l.Config.OnHandshake = srv.CountHandshake
+		}
+		if l.tlsConfig != nil {
+			l.tlsConfig.ServerInfo, l.tlsConfig.OnHandshake = l.Config.ServerInfo, l.Config.OnHandshake
 		}
 	}
 	return srv
@@ -258,40 +303,41 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 	defer s.mu.Unlock()
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{}}
+		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{},
+			pending: map[gnet.Conn]*sniffCtx{}}
 		s.loops[el] = ls
 	}
 	return ls
 }
 
-// configFor finds the listener a connection came in on.
-func (s *Server) configFor(c gnet.Conn) *relay.Config {
+// listenerFor finds the listener a connection came in on.
+func (s *Server) listenerFor(c gnet.Conn) *Listener {
 	local := c.LocalAddr()
 	if local == nil {
 		return nil
 	}
 	switch a := local.(type) {
 	case *net.UnixAddr:
-		for _, l := range s.listeners {
+		for i, l := range s.listeners {
 			if l.Network == "unix" && l.Address == a.Name {
-				return l.Config
+				return &s.listeners[i]
 			}
 		}
 	case *net.TCPAddr:
-		for _, l := range s.listeners {
+		for i, l := range s.listeners {
 			if l.Network != "tcp" {
 				continue
 			}
 			_, port, _ := net.SplitHostPort(l.Address)
 			if port == fmt.Sprint(a.Port) {
-				return l.Config
+				return &s.listeners[i]
 			}
 		}
 	}
 	// A single listener of a kind: use it whatever the address says.
-	for _, l := range s.listeners {
+	for i, l := range s.listeners {
 		if strings.HasPrefix(local.Network(), l.Network) {
-			return l.Config
+			return &s.listeners[i]
 		}
 	}
 	return nil
@@ -311,17 +357,22 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if ac, ok := c.Context().(*adoptCtx); ok {
 		return s.adopted(c, ac.h, now)
 	}
-	cfg := s.configFor(c)
-	if cfg == nil {
+	ls := s.loopState(c.EventLoop())
+	if tc, ok := c.Context().(*tlsCtx); ok {
+		// The decrypted side of a TLS bridge: sniff again.
+		ctx := s.startSession(c, ls, tc.l.configFor(tc.mode), peerConn{c, tc.peer}, now)
+		ctx.sniff = &sniffInfo{l: tc.l, mode: tc.mode, peer: tc.peer}
+		return nil, gnet.None
+	}
+	l := s.listenerFor(c)
+	if l == nil {
 		s.log.Error("connection on an unknown listener", "local", c.LocalAddr())
 		return nil, gnet.Close
 	}
-	ls := s.loopState(c.EventLoop())
-	h := &host{srv: s, el: c.EventLoop(), ls: ls}
-	sess := relay.NewSession(s.nextID.Add(1), cfg, h, c, now)
-	ls.sessions[sess] = struct{}{}
-	c.SetContext(&clientCtx{s: sess, ls: ls})
-	s.count.Add(1)
+	ctx := s.startSession(c, ls, l.Config, c, now)
+	if l.Network == "tcp" {
+		ctx.sniff = &sniffInfo{l: l, mode: l.mode()}
+	}
 	return nil, gnet.None
 }
 
@@ -330,7 +381,17 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	now := time.Now()
 	switch ctx := c.Context().(type) {
 	case *clientCtx:
+		if ctx.sniff != nil {
+			if act, handled := s.sniff(c, ctx, now); handled {
+				return act
+			}
+		}
+		if ctx.ws != nil {
+			return s.wsTraffic(ctx, now)
+		}
 		ctx.s.ClientTraffic(now)
+	case *sniffCtx:
+		return s.serveHTTP(c, ctx, s.loopState(c.EventLoop()), now)
 	case *serverCtx:
 		ctx.s.ServerTraffic(now)
 	default:
@@ -357,6 +418,8 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		}
 	case *serverCtx:
 		ctx.s.OnServerClosed(err)
+	case *sniffCtx:
+		delete(s.loopState(c.EventLoop()).pending, c)
 	}
 	return gnet.None
 }
@@ -422,6 +485,13 @@ func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 		biggest *relay.Session
 		most    int
 	)
+	for c, sc := range ls.pending {
+		if now.After(sc.deadline) {
+			delete(ls.pending, c)
+			c.Write(httpResponse(408, "Request Timeout", "request timeout\n", true))
+			c.Close()
+		}
+	}
 	var c2s, s2c relay.TrafficTotals
 	for sess := range ls.sessions {
 		n := sess.Sweep(now)
@@ -455,8 +525,13 @@ type host struct {
 // Detach closes the loop's connection now, on the loop, so that nothing
 // more is read from it; the socket lives on in a dup.
 func (h *host) Detach(c relay.Conn) {
-	if gc, ok := c.(gnet.Conn); ok {
-		_ = h.el.Close(gc)
+	switch v := c.(type) {
+	case *wsConn:
+		_ = h.el.Close(v.Conn)
+	case peerConn:
+		_ = h.el.Close(v.Conn)
+	case gnet.Conn:
+		_ = h.el.Close(v)
 	}
 }
 

@@ -26,6 +26,17 @@ type Handoff struct {
 	// own encoder, so that every value keeps its type.
 	Hello   []byte    `json:"hello"`
 	Started time.Time `json:"started"`
+	// Transport is "ws" when the client speaks xpra in WebSocket frames
+	// (the worker goes on framing); TLS stays in the process that
+	// terminated it, which passes the decrypted end.
+	Transport string `json:"transport,omitempty"`
+}
+
+// Transported is a client connection that wraps the xpra stream (the
+// WebSocket framing); Transport names it for a handoff, and fails while a
+// frame is half read.
+type Transported interface {
+	Transport() (string, error)
 }
 
 // HandOffFunc passes a client's socket and its handoff to the worker for
@@ -62,6 +73,12 @@ func (s *Session) handOff(display string, target authn.Target, acct authn.Accoun
 	}
 	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Display: display, Target: target,
 		Options: opts, Hello: hello, Started: s.started}
+	if t, ok := s.client.(Transported); ok {
+		if h.Transport, err = t.Transport(); err != nil {
+			s.disconnect("protocol error", err.Error())
+			return
+		}
+	}
 	fd, err := syscall.Dup(s.client.Fd())
 	if err != nil {
 		s.logger().Warn("cannot duplicate the client socket", "err", err)

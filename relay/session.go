@@ -915,6 +915,18 @@ func (s *Session) Shed() {
 	s.disconnect("connection too slow", "proxy buffer budget exceeded")
 }
 
+// Forget drops a session whose connection turned out not to speak xpra
+// (HTTP, TLS): nothing is written, the connection lives on elsewhere.
+func (s *Session) Forget() { s.state = stateClosed }
+
+// Reject ends the session with a disconnect reason the client can show
+// (bad input found by the transport, such as an oversized WebSocket
+// frame).
+func (s *Session) Reject(reason string, extra ...string) {
+	s.logger().Info("connection rejected", "user", s.user, "reason", reason, "detail", strings.Join(extra, " "))
+	s.disconnect(reason, extra...)
+}
+
 // Stop ends the session on request (xpraproxy stop :proxy-ID), telling
 // both peers why.
 func (s *Session) Stop(why string) {

@@ -25,6 +25,11 @@ const usage = `usage:
 proxy options (xpra's names):
   --bind-tcp=HOST:PORT[,auth=MODULE[:k=v...]]  listen on TCP (repeatable)
   --bind-unix=PATH[,auth=...]                  listen on a unix socket (repeatable)
+  --bind-ws=, --bind-ssl=, --bind-wss=HOST:PORT  WebSocket / TLS / WebSocket over TLS listeners
+                                               (--bind-tcp ports accept xpra, ws and, with a certificate, TLS too)
+  --ssl-cert=FILE --ssl-key=FILE               server certificate for ssl:// and wss://
+  --html=on|off|DIR                            serve the HTML5 client (on: /usr/share/xpra/www)
+  --ws-auth=, --wss-auth=, --ssl-auth=MODULE   authentication per socket type
   --tcp-auth=MODULE[,k=v...]                   authentication for TCP listeners
   --unix-auth=MODULE[,k=v...]                  authentication for unix listeners
   --auth=MODULE[,k=v...]                       authentication for every listener without its own

@@ -14,6 +14,7 @@ import (
 // bind is one --bind-tcp / --bind-unix value.
 type bind struct {
 	network, address string
+	kind             string       // tcp, ws, ssl, wss (tcp network), unix
 	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
 }
 
@@ -23,6 +24,10 @@ type proxyOptions struct {
 	binds      []bind
 	tcpAuth    []authn.Spec
 	unixAuth   []authn.Spec
+	kindAuth   map[string][]authn.Spec // --ws-auth, --wss-auth, --ssl-auth
+	sslCert    string
+	sslKey     string
+	html       string // the HTML5 client's directory ("": none)
 	auth       []authn.Spec
 	socketDir  string
 	socketDirs []string
@@ -49,7 +54,7 @@ type proxyOptions struct {
 // display; accepted so that `xpra proxy` command lines work unchanged.
 var xpraIgnored = map[string]bool{
 	"mdns": true, "pulseaudio": true, "notifications": true, "speaker": true, "microphone": true,
-	"webcam": true, "printing": true, "dbus-proxy": true, "systemd-run": true, "html": true,
+	"webcam": true, "printing": true, "dbus-proxy": true, "systemd-run": true,
 	"start-via-proxy": true, "proxy-start-sessions": true, "opengl": true, "mmap": true, "dbus-control": true,
 }
 
@@ -96,8 +101,12 @@ func parseSize(name, v string) (int64, error) {
 // ("auth=sqlite,filename=x" as well as "auth=sqlite:filename=x").
 func parseBind(network, v string) (bind, error) {
 	parts := strings.Split(v, ",")
-	b := bind{network: network, address: parts[0]}
-	if network == "tcp" {
+	b := bind{network: network, address: parts[0], kind: network}
+	switch network {
+	case "ws", "ssl", "wss":
+		b.network = "tcp"
+	}
+	if b.network == "tcp" {
 		host, port, err := splitHostPort(parts[0])
 		if err != nil {
 			return b, fmt.Errorf("--bind-tcp=%s: %w", v, err)
@@ -187,12 +196,45 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		}
 		var err error
 		switch name {
-		case "bind-tcp", "bind-unix":
+		case "bind-tcp", "bind-unix", "bind-ws", "bind-ssl", "bind-wss":
 			var v string
 			if v, err = needVal(); err == nil {
 				var b bind
 				if b, err = parseBind(strings.TrimPrefix(name, "bind-"), v); err == nil {
 					o.binds = append(o.binds, b)
+				}
+			}
+		case "ws-auth", "wss-auth", "ssl-auth":
+			var v string
+			if v, err = needVal(); err == nil {
+				var spec authn.Spec
+				if spec, err = authn.ParseSpec(v); err == nil {
+					if o.kindAuth == nil {
+						o.kindAuth = map[string][]authn.Spec{}
+					}
+					k := strings.TrimSuffix(name, "-auth")
+					o.kindAuth[k] = append(o.kindAuth[k], spec)
+				}
+			}
+		case "ssl-cert":
+			o.sslCert, err = needVal()
+		case "ssl-key":
+			o.sslKey, err = needVal()
+		case "html":
+			var v string
+			if v, err = needVal(); err == nil {
+				switch strings.ToLower(v) {
+				case "no", "off", "false", "0", "":
+					o.html = ""
+				case "yes", "on", "true", "1", "auto":
+					o.html = defaultHTMLDir
+				default:
+					o.html = v
+				}
+				if o.html != "" {
+					if fi, serr := os.Stat(filepath.Join(o.html, "index.html")); serr != nil || fi.IsDir() {
+						err = fmt.Errorf("--html: %s has no index.html (Debian's xpra-html5 files are in %s)", o.html, defaultHTMLDir)
+					}
 				}
 			}
 		case "tcp-auth", "unix-auth", "auth":
@@ -298,6 +340,9 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 	}
 	return o, nil
 }
+
+// defaultHTMLDir is where Debian's xpra ships the HTML5 client.
+const defaultHTMLDir = "/usr/share/xpra/www"
 
 // defaultGCPercent is the Go GC target the proxy runs with unless GOGC or
 // --gc-percent say otherwise. The relay allocates nothing per packet, so a

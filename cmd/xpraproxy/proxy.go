@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -283,15 +284,33 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		base.HandOff = ctl.sup.HandOff
 		base.UserSocketDirs = templates
 	}
+	var tlsCfg *tls.Config
+	if o.sslCert != "" {
+		key := o.sslKey
+		if key == "" {
+			key = o.sslCert // xpra accepts one PEM file with both
+		}
+		cert, err := tls.LoadX509KeyPair(o.sslCert, key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ssl-cert/--ssl-key: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	var listeners []loop.Listener
 	add := func(b bind) error {
 		specs := b.auth
 		if len(specs) == 0 {
-			if b.network == "tcp" {
+			switch {
+			case len(o.kindAuth[b.kind]) > 0:
+				specs = o.kindAuth[b.kind]
+			case b.network == "tcp":
 				specs = o.tcpAuth
-			} else {
+			default:
 				specs = o.unixAuth
 			}
+		}
+		if (b.kind == "ssl" || b.kind == "wss") && tlsCfg == nil {
+			return fmt.Errorf("--bind-%s needs --ssl-cert", b.kind)
 		}
 		if len(specs) == 0 {
 			specs = o.auth
@@ -321,8 +340,13 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		for i, s := range specs {
 			names[i] = s.String()
 		}
-		log.Info("listening", "listener", b.network+"://"+b.address, "auth", strings.Join(names, " "))
-		listeners = append(listeners, loop.Listener{Network: b.network, Address: b.address, Config: &cfg})
+		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
+			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html)
+		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg}
+		if b.network == "tcp" {
+			l.TLS, l.HTML = tlsCfg, o.html
+		}
+		listeners = append(listeners, l)
 		return nil
 	}
 	for _, b := range o.binds {
@@ -333,7 +357,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	// The proxy's own socket, so that `xpra list` shows it. Its mode is
 	// 0600: only this user reaches it, so it needs no password unless
 	// --unix-auth/--auth say otherwise.
-	own := bind{network: "unix", address: filepath.Join(sockDir, hostname+"-"+strings.TrimPrefix(o.display, ":"))}
+	own := bind{network: "unix", kind: "unix", address: filepath.Join(sockDir, hostname+"-"+strings.TrimPrefix(o.display, ":"))}
 	if len(o.unixAuth) == 0 && len(o.auth) == 0 {
 		own.auth = []authn.Spec{{Name: "none", Options: map[string]string{}}}
 	}

@@ -1,0 +1,417 @@
+package loop
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// One port for everything (spec §3.1): a connection's first bytes say
+// what it speaks. 'P' is xpra; an HTTP request line is a WebSocket upgrade
+// (or a file of the HTML5 client); 0x16 is a TLS ClientHello, after which
+// the same sniffing runs on the decrypted stream.
+
+// mode is what a connection may speak at this point.
+type mode uint8
+
+const (
+	modeAny       mode = iota // xpra, HTTP or TLS (tcp listeners)
+	modeHTTP                  // HTTP or TLS (ws listeners)
+	modeTLSAny                // TLS, then xpra or HTTP (ssl listeners)
+	modeTLSHTTP               // TLS, then HTTP (wss listeners)
+	modeInnerAny              // decrypted: xpra or HTTP
+	modeInnerHTTP             // decrypted: HTTP
+)
+
+func (m mode) tlsOnly() bool { return m == modeTLSAny || m == modeTLSHTTP }
+func (m mode) inner() bool   { return m == modeInnerAny || m == modeInnerHTTP }
+func (m mode) xpra() bool    { return m == modeAny || m == modeInnerAny }
+
+// maxRequestHeader bounds an HTTP request's head; longer is refused (431).
+const maxRequestHeader = 8 << 10
+
+// sniffCtx is an HTTP connection (between or inside requests).
+type sniffCtx struct {
+	l        *Listener
+	mode     mode
+	peer     net.Addr // the TCP peer, for decrypted connections
+	deadline time.Time
+}
+
+// sniffInfo rides on a new xpra-looking session until its first bytes
+// confirm it: the session is made at accept so that a silent client gets
+// xpra's login timeout.
+type sniffInfo struct {
+	l    *Listener
+	mode mode
+	peer net.Addr
+}
+
+// tlsCtx marks the decrypted end of a TLS bridge joining a loop.
+type tlsCtx struct {
+	l    *Listener
+	mode mode
+	peer net.Addr
+}
+
+func looksHTTP(b []byte) bool {
+	for _, m := range []string{"GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ", "DELETE "} {
+		n := min(len(b), len(m))
+		if string(b[:n]) == m[:n] {
+			return true
+		}
+	}
+	return false
+}
+
+// sniff looks at a new connection's first bytes. handled says whether it
+// was diverted (HTTP, TLS, refused); otherwise it is xpra and its session
+// goes on.
+func (s *Server) sniff(c gnet.Conn, ctx *clientCtx, now time.Time) (gnet.Action, bool) {
+	n := c.InboundBuffered()
+	if n == 0 {
+		return gnet.None, true
+	}
+	si := ctx.sniff
+	b, _ := c.Peek(min(n, 8))
+	switch {
+	case b[0] == 0x16 && !si.mode.inner() && si.l.TLS != nil:
+		s.forget(ctx)
+		s.startTLS(c, si)
+		return gnet.None, true
+	case si.mode.tlsOnly():
+		// xpra's ssl/wss sockets refuse plaintext.
+		c.Write([]byte("disconnect: this port only accepts TLS (ssl:// or wss://)\n"))
+		return gnet.Close, true
+	case b[0] == 0x16 && !si.mode.inner():
+		// TLS without a certificate: the session's own answer ("SSL
+		// packet?").
+	case looksHTTP(b):
+		if len(b) < 8 && !bytes.Contains(b, []byte(" ")) {
+			return gnet.None, true // "GE": wait for the method
+		}
+		s.forget(ctx)
+		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout)}
+		c.SetContext(sc)
+		return s.serveHTTP(c, sc, ctx.ls, now), true
+	case !si.mode.xpra():
+		c.Write(httpResponse(400, "Bad Request", "this port expects HTTP (a WebSocket upgrade)\n", true))
+		return gnet.Close, true
+	}
+	ctx.sniff = nil
+	return gnet.None, false
+}
+
+// forget drops the session made at accept for a connection that turned
+// out not to speak xpra.
+func (s *Server) forget(ctx *clientCtx) {
+	if _, ok := ctx.ls.sessions[ctx.s]; ok {
+		delete(ctx.ls.sessions, ctx.s)
+		delete(ctx.ls.urgent, ctx.s)
+		s.count.Add(-1)
+	}
+	ctx.s.Forget()
+}
+
+// configFor is the sessions' config: TLS links count as encrypted (xor
+// digests allowed, as xpra).
+func (l *Listener) configFor(m mode) *relay.Config {
+	if m.inner() && l.tlsConfig != nil {
+		return l.tlsConfig
+	}
+	return l.Config
+}
+
+// startSession makes the relay session of a connection that speaks xpra
+// (conn is c, or the WebSocket framing over it).
+func (s *Server) startSession(c gnet.Conn, ls *loopState, cfg *relay.Config, conn relay.Conn, now time.Time) *clientCtx {
+	h := &host{srv: s, el: c.EventLoop(), ls: ls}
+	sess := relay.NewSession(s.nextID.Add(1), cfg, h, conn, now)
+	ls.sessions[sess] = struct{}{}
+	ctx := &clientCtx{s: sess, ls: ls}
+	if w, ok := conn.(*wsConn); ok {
+		ctx.ws = w
+	}
+	c.SetContext(ctx)
+	s.count.Add(1)
+	return ctx
+}
+
+// peerConn reports the real peer of a decrypted connection.
+type peerConn struct {
+	gnet.Conn
+	peer net.Addr
+}
+
+func (p peerConn) RemoteAddr() net.Addr { return p.peer }
+
+// serveHTTP answers one request: a WebSocket upgrade becomes an xpra
+// session, a GET a file of the HTML5 client.
+func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Time) gnet.Action {
+	n := c.InboundBuffered()
+	b, _ := c.Peek(min(n, maxRequestHeader+4))
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		if n > maxRequestHeader {
+			delete(ls.pending, c)
+			c.Write(httpResponse(431, "Request Header Fields Too Large", "request header too large\n", true))
+			return gnet.Close
+		}
+		ls.pending[c] = sc // the sweep ends requests that never finish
+		return gnet.None
+	}
+	head := append([]byte(nil), b[:end+4]...)
+	c.Discard(end + 4)
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	if err != nil {
+		delete(ls.pending, c)
+		c.Write(httpResponse(400, "Bad Request", "malformed HTTP request\n", true))
+		return gnet.Close
+	}
+	if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		delete(ls.pending, c)
+		return s.upgrade(c, sc, ls, req, now)
+	}
+	closeAfter := req.Close || req.ProtoMajor == 1 && req.ProtoMinor == 0
+	if req.ContentLength != 0 || req.TransferEncoding != nil {
+		delete(ls.pending, c)
+		c.Write(httpResponse(413, "Payload Too Large", "request bodies are not accepted\n", true))
+		return gnet.Close
+	}
+	c.Write(s.fileResponse(sc.l, req, closeAfter))
+	if closeAfter {
+		delete(ls.pending, c)
+		return gnet.Close
+	}
+	sc.deadline = now.Add(s.opts.HTTPTimeout)
+	ls.pending[c] = sc
+	if c.InboundBuffered() > 0 {
+		return s.serveHTTP(c, sc, ls, now)
+	}
+	return gnet.None
+}
+
+// upgrade checks and answers a WebSocket handshake as xpra's
+// handle_websocket does, then relays xpra over binary frames.
+func (s *Server) upgrade(c gnet.Conn, sc *sniffCtx, ls *loopState, req *http.Request, now time.Time) gnet.Action {
+	key := req.Header.Get("Sec-Websocket-Key")
+	version := req.Header.Get("Sec-Websocket-Version")
+	binary := false
+	for _, p := range strings.Split(req.Header.Get("Sec-Websocket-Protocol"), ",") {
+		if strings.TrimSpace(p) == "binary" {
+			binary = true
+		}
+	}
+	switch {
+	case req.Method != http.MethodGet, key == "", version != "13" && version != "8" && version != "7", !binary:
+		c.Write(httpResponse(403, "Forbidden", "websocket upgrade refused: GET, Sec-WebSocket-Key, version 13 and the binary protocol are required\n", true))
+		return gnet.Close
+	}
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	// Exactly what xpra 3.1 writes; nothing may follow before the
+	// client's first frame.
+	c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: " + base64.StdEncoding.EncodeToString(sum[:]) + "\r\n" +
+		"Sec-WebSocket-Protocol: binary\r\n\r\n"))
+	cfg := sc.l.configFor(sc.mode)
+	w := newWSConn(c, sc.peer, int64(cfg.MaxPacketSize)+1<<20)
+	return s.wsTraffic(s.startSession(c, ls, cfg, w, now), now)
+}
+
+// wsTraffic decodes frames, then lets the session read the stream; bad
+// framing ends the connection with a reason.
+func (s *Server) wsTraffic(ctx *clientCtx, now time.Time) gnet.Action {
+	if ctx.ws.broken {
+		ctx.ws.Conn.Discard(ctx.ws.Conn.InboundBuffered())
+		return gnet.None
+	}
+	if err := ctx.ws.decode(); err != nil {
+		if errors.Is(err, errWSClosed) {
+			return gnet.Close
+		}
+		ctx.ws.broken = true
+		ctx.ws.Conn.Discard(ctx.ws.Conn.InboundBuffered())
+		ctx.s.Reject("protocol error", strings.TrimPrefix(err.Error(), "loop: "))
+		return gnet.None
+	}
+	ctx.s.ClientTraffic(now)
+	return gnet.None
+}
+
+// fileResponse serves the HTML5 client's files (--html=DIR).
+func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) []byte {
+	if l.HTML == "" {
+		return httpResponse(404, "Not Found", "this proxy does not serve the HTML5 client (--html=DIR)\n", closeAfter)
+	}
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return httpResponse(405, "Method Not Allowed", "method not allowed\n", closeAfter)
+	}
+	p := path.Clean("/" + req.URL.Path)
+	if strings.HasSuffix(p, "/") {
+		p += "index.html"
+	}
+	full := filepath.Join(l.HTML, filepath.FromSlash(p))
+	if fi, err := os.Stat(full); err == nil && fi.IsDir() {
+		full = filepath.Join(full, "index.html")
+	}
+	data, err := os.ReadFile(full)
+	if err != nil {
+		return httpResponse(404, "Not Found", "not found\n", closeAfter)
+	}
+	ctype := mime.TypeByExtension(filepath.Ext(full))
+	if ctype == "" {
+		ctype = http.DetectContentType(data)
+	}
+	var hdr strings.Builder
+	fmt.Fprintf(&hdr, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n", ctype, len(data))
+	if closeAfter {
+		hdr.WriteString("Connection: close\r\n")
+	}
+	hdr.WriteString("\r\n")
+	out := []byte(hdr.String())
+	if req.Method == http.MethodGet {
+		out = append(out, data...)
+	}
+	return out
+}
+
+func httpResponse(code int, status, body string, closeAfter bool) []byte {
+	conn := ""
+	if closeAfter {
+		conn = "Connection: close\r\n"
+	}
+	return []byte(fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n%s",
+		code, status, len(body), conn, body))
+}
+
+// startTLS takes the socket out of gnet and serves TLS with crypto/tls in
+// two goroutines; the decrypted stream comes back to this loop through a
+// socketpair and is sniffed again. Only TLS connections pay goroutines.
+func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
+	n := c.InboundBuffered()
+	buffered, _ := c.Peek(n)
+	prefix := append([]byte(nil), buffered...)
+	fd, err := syscall.Dup(c.Fd())
+	el := c.EventLoop()
+	peer := c.RemoteAddr()
+	c.SetContext(nil)
+	el.Close(c)
+	if err != nil {
+		s.log.Warn("tls: cannot take the socket", "err", err)
+		return
+	}
+	syscall.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "tls")
+	raw, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.log.Warn("tls: cannot take the socket", "err", err)
+		return
+	}
+	inner := modeInnerAny
+	if sc.mode == modeHTTP || sc.mode == modeTLSHTTP {
+		inner = modeInnerHTTP
+	}
+	s.tlsConns.Add(1)
+	go s.bridgeTLS(el, sc.l, inner, peer, &prefixConn{Conn: raw, prefix: prefix})
+}
+
+// prefixConn replays bytes gnet had already read.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.Addr, raw net.Conn) {
+	defer s.tlsConns.Add(-1)
+	tc := tls.Server(raw, l.TLS)
+	ctx, cancel := context.WithTimeout(context.Background(), l.Config.LoginTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.log.Info("tls handshake failed", "peer", peer.String(), "err", err)
+		raw.Close()
+		return
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.log.Warn("tls: socketpair", "err", err)
+		tc.Close()
+		return
+	}
+	ours, err := fileConn(fds[0])
+	if err != nil {
+		syscall.Close(fds[1])
+		tc.Close()
+		return
+	}
+	theirs, err := fileConn(fds[1])
+	if err != nil {
+		ours.Close()
+		tc.Close()
+		return
+	}
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), &tlsCtx{l: l, mode: inner, peer: peer}), theirs)
+	if err == nil {
+		if r := <-ch; r.Err != nil {
+			err = r.Err
+		}
+	}
+	theirs.Close() // gnet holds its own dup
+	if err != nil {
+		s.log.Warn("tls: cannot join the loop", "err", err)
+		ours.Close()
+		tc.Close()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		// decrypted client bytes → the loop
+		io.Copy(ours, tc)
+		ours.(*net.UnixConn).CloseWrite()
+		close(done)
+	}()
+	// the loop's bytes → encrypted to the client
+	io.Copy(tc, ours)
+	tc.CloseWrite()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	tc.Close()
+	ours.Close()
+}
+
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "bridge")
+	defer f.Close()
+	return net.FileConn(f)
+}
