@@ -220,9 +220,10 @@ func multifile(t *testing.T, lines ...string) []authn.Module {
 
 // testClient is a simulated xpra 3.1 client.
 type testClient struct {
-	c net.Conn
-	r *frame.StreamReader
-	w frame.Writer
+	c   net.Conn
+	r   *frame.StreamReader
+	w   frame.Writer
+	raw io.Writer // the stream's writer when not c (WebSocket framing)
 }
 
 func dialProxy(t *testing.T, addr string) *testClient {
@@ -238,7 +239,11 @@ func dialProxy(t *testing.T, addr string) *testClient {
 func (tc *testClient) send(p frame.Packet) error {
 	b, err := tc.w.AppendPacket(nil, p)
 	if err == nil {
-		_, err = tc.c.Write(b)
+		if tc.raw != nil {
+			_, err = tc.raw.Write(b)
+		} else {
+			_, err = tc.c.Write(b)
+		}
 	}
 	return err
 }
