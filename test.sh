@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # xpraproxy's test command (README.md; .ci/run calls exactly this).
 # On a fresh Debian 12 machine it installs what the tests need (the real
-# xpra 3.1.3 peers and their Python modules, Xvfb), downloads the Go
+# xpra 3.1.3 peers and their Python modules, Xvfb, HAProxy, Chromium and
+# chromedriver for the HTML5 client), downloads the Go
 # modules, then runs gofmt, go vet, every test (with the race detector) and
 # every benchmark for a few iterations so that they cannot rot.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")"
 export PATH="$PATH:/usr/local/go/bin"
 export XPRA_NOTTY=1
 
-packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy)
+packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
