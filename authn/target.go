@@ -76,9 +76,7 @@ func ParseTarget(s string) (Target, error) {
 			return bad("socket path must be absolute")
 		}
 		return Target{Network: "unix", Address: path, Display: s, Scheme: "socket"}, nil
-	case "tcp":
-	case "ssl", "ws", "wss":
-		return bad(scheme + " targets are not supported yet")
+	case "tcp", "ssl", "ws", "wss":
 	default:
 		return bad("unsupported scheme " + scheme)
 	}

@@ -298,3 +298,40 @@ func TestOnePortBadInput(t *testing.T) {
 		t.Fatalf("the other session after bad input: %s", p)
 	}
 }
+
+// ws://, ssl:// and wss:// targets: a proxy in front of a one-port proxy
+// (self-signed, verification off by session option) in front of the fake
+// server; draws arrive intact through both.
+func TestTargetTransports(t *testing.T) {
+	fs := startFakeServer(t, "")
+	inner := startOnePort(t, fs, "")
+	for _, scheme := range []string{"ws", "ssl", "wss"} {
+		t.Run(scheme, func(t *testing.T) {
+			line := fmt.Sprintf("foo|bar|||%s://foo:bar@%s/||ssl-server-verify-mode=none", scheme, inner)
+			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, line)}, Options{})
+			tc := dialProxy(t, addr)
+			if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
+				t.Fatalf("login: %s", packetText(p))
+			}
+			const n, size = 10, 150_000
+			tc.send(frame.Packet{"stream", n, size})
+			for i := range n {
+				p := tc.recv(t)
+				if px, _ := p[7].([]byte); p.Type() != "draw" || len(px) != size || px[0] != byte(i) {
+					t.Fatalf("draw %d: %s", i, p)
+				}
+			}
+			tc.send(frame.Packet{"ping", 9, 0, "x"})
+			if p := tc.recv(t); p.Type() != "ping_echo" {
+				t.Fatalf("ping: %s", p)
+			}
+		})
+	}
+	t.Run("verified by default", func(t *testing.T) {
+		line := fmt.Sprintf("foo|bar|||ssl://foo:bar@%s/", inner)
+		addr, _ := startProxy(t, relay.Config{Modules: multifile(t, line)}, Options{})
+		tc := dialProxy(t, addr)
+		p := tc.login(t, "foo", "bar")
+		expectDisconnect(t, p, "TLS handshake with the server failed")
+	})
+}

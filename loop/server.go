@@ -133,6 +133,7 @@ type serverCtx struct {
 	s  *relay.Session
 	b  *relay.Backend
 	ls *loopState
+	ws *wsConn // ws:// and wss:// targets
 }
 
 // New makes a server; Run starts it.
@@ -351,7 +352,13 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		sc.ls = s.loopState(c.EventLoop())
 		b := sc.b
 		sc.b = nil // the server's hello is not kept for the session's life
-		sc.s.ServerOpened(c, b, now)
+		var conn relay.Conn = c
+		if b.WS != nil {
+			sc.ws = newWSConn(c, nil, frame.AbsMaxPacketSize+1<<20)
+			sc.ws.remaining = b.WS.Remaining
+			conn = sc.ws
+		}
+		sc.s.ServerOpened(conn, b, now)
 		return nil, gnet.None
 	}
 	if ac, ok := c.Context().(*adoptCtx); ok {
@@ -393,6 +400,15 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	case *sniffCtx:
 		return s.serveHTTP(c, ctx, s.loopState(c.EventLoop()), now)
 	case *serverCtx:
+		if ctx.ws != nil {
+			if err := ctx.ws.decode(); err != nil {
+				ctx.ws.Conn.Discard(ctx.ws.Conn.InboundBuffered())
+				if !errors.Is(err, errWSClosed) {
+					s.log.Warn("bad websocket framing from the server", "session", ctx.s.ID, "err", err)
+				}
+				return gnet.Close
+			}
+		}
 		ctx.s.ServerTraffic(now)
 	default:
 		c.Discard(c.InboundBuffered())

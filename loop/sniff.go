@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -331,7 +330,6 @@ func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
 	if sc.mode == modeHTTP || sc.mode == modeTLSHTTP {
 		inner = modeInnerHTTP
 	}
-	s.tlsConns.Add(1)
 	go s.bridgeTLS(el, sc.l, inner, peer, &prefixConn{Conn: raw, prefix: prefix})
 }
 
@@ -351,7 +349,6 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 }
 
 func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.Addr, raw net.Conn) {
-	defer s.tlsConns.Add(-1)
 	tc := tls.Server(raw, l.TLS)
 	ctx, cancel := context.WithTimeout(context.Background(), l.Config.LoginTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -361,21 +358,10 @@ func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.
 		raw.Close()
 		return
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	s.tlsConns.Add(1)
+	theirs, err := relay.Bridge(tc, func() { s.tlsConns.Add(-1) })
 	if err != nil {
-		s.log.Warn("tls: socketpair", "err", err)
-		tc.Close()
-		return
-	}
-	ours, err := fileConn(fds[0])
-	if err != nil {
-		syscall.Close(fds[1])
-		tc.Close()
-		return
-	}
-	theirs, err := fileConn(fds[1])
-	if err != nil {
-		ours.Close()
+		s.log.Warn("tls bridge", "err", err)
 		tc.Close()
 		return
 	}
@@ -385,33 +371,8 @@ func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.
 			err = r.Err
 		}
 	}
-	theirs.Close() // gnet holds its own dup
+	theirs.Close() // gnet holds its own dup; on failure the bridge sees EOF and ends
 	if err != nil {
 		s.log.Warn("tls: cannot join the loop", "err", err)
-		ours.Close()
-		tc.Close()
-		return
 	}
-	done := make(chan struct{})
-	go func() {
-		// decrypted client bytes → the loop
-		io.Copy(ours, tc)
-		ours.(*net.UnixConn).CloseWrite()
-		close(done)
-	}()
-	// the loop's bytes → encrypted to the client
-	io.Copy(tc, ours)
-	tc.CloseWrite()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-	}
-	tc.Close()
-	ours.Close()
-}
-
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "bridge")
-	defer f.Close()
-	return net.FileConn(f)
 }

@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -29,7 +32,11 @@ func (e *BackendError) Unwrap() error { return e.Err }
 
 // Backend is a logged-in connection to an xpra server, ready to relay.
 type Backend struct {
+	// Conn is the socket for the event loop: the TCP or unix socket, or
+	// the plaintext end of a TLS bridge (ssl://, wss://).
 	Conn net.Conn
+	// WS is set for ws:// and wss:// targets: the loop frames the stream.
+	WS *WSState
 	// Hello is the server's hello and the header it came with (its
 	// encoder and compressor).
 	Hello  frame.Dict
@@ -52,6 +59,8 @@ type DialConfig struct {
 	Timeout  time.Duration
 	// MaxPacketSize bounds the server's handshake packets.
 	MaxPacketSize int
+	// Link carries the TLS options of ssl:// and wss:// targets.
+	Link *LinkOptions
 }
 
 // Dial connects to the backend and performs the client side of the xpra
@@ -63,7 +72,38 @@ func Dial(cfg DialConfig) (*Backend, error) {
 	if err != nil {
 		return nil, &BackendError{Reason: "session not found error", Message: "failed to connect to display", Err: err}
 	}
-	b, err := handshake(conn, cfg, deadline)
+	if err := conn.SetDeadline(deadline); err != nil {
+		conn.Close()
+		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
+	}
+	var (
+		stream io.ReadWriter = conn
+		tc     *tls.Conn
+		wc     *wsClient
+	)
+	if cfg.Target.Scheme == "ssl" || cfg.Target.Scheme == "wss" {
+		host, _, _ := net.SplitHostPort(cfg.Address)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		tc, err = clientTLS(ctx, conn, host, cfg.Link)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return nil, &BackendError{Reason: "session not found error", Message: "TLS handshake with the server failed", Err: err}
+		}
+		stream = tc
+	}
+	if cfg.Target.Scheme == "ws" || cfg.Target.Scheme == "wss" {
+		under := net.Conn(conn)
+		if tc != nil {
+			under = tc
+		}
+		if wc, err = upgradeWS(under, cfg.Address, cfg.Target.Display); err != nil {
+			conn.Close()
+			return nil, &BackendError{Reason: "session not found error", Message: "websocket upgrade with the server failed", Err: err}
+		}
+		stream = wc
+	}
+	b, err := handshake(stream, cfg)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -72,13 +112,20 @@ func Dial(cfg DialConfig) (*Backend, error) {
 		conn.Close()
 		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
 	}
+	b.Conn = conn
+	if wc != nil {
+		b.WS = &WSState{Remaining: wc.remaining}
+	}
+	if tc != nil {
+		if b.Conn, err = Bridge(tc, nil); err != nil {
+			tc.Close()
+			return nil, &BackendError{Reason: "server error", Message: "cannot relay the TLS connection", Err: err}
+		}
+	}
 	return b, nil
 }
 
-func handshake(conn net.Conn, cfg DialConfig, deadline time.Time) (*Backend, error) {
-	if err := conn.SetDeadline(deadline); err != nil {
-		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
-	}
+func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 	fail := func(msg string, err error) error {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -111,7 +158,7 @@ func handshake(conn net.Conn, cfg DialConfig, deadline time.Time) (*Backend, err
 			if len(p) < 2 || caps == nil {
 				return nil, fail("invalid hello from the server", nil)
 			}
-			return &Backend{Conn: conn, Hello: caps, Header: r.Header()}, nil
+			return &Backend{Hello: caps, Header: r.Header()}, nil
 		case "challenge":
 			if answered {
 				return nil, &BackendError{Reason: "authentication failed", Message: "the server refused the target's password"}

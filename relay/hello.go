@@ -68,6 +68,10 @@ type LinkOptions struct {
 	Level int
 	// Password answers the server's challenge when the target URL has none.
 	Password string
+	// TLS to ssl:// and wss:// targets: skip verification (xpra's
+	// --ssl-server-verify-mode=none), a CA file, the name to verify.
+	VerifyNone          bool
+	CACerts, ServerName string
 }
 
 // Uncompressed reports whether the proxy↔server link must carry no
@@ -102,6 +106,18 @@ func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []st
 			h.Set(o.Key, b)
 		case "password":
 			link.Password = o.Value
+		case "ssl-server-verify-mode":
+			// xpra's client option for ssl:// and wss:// targets.
+			switch o.Value {
+			case "none", "optional", "required":
+				link.VerifyNone = o.Value == "none"
+			default:
+				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not none, optional or required; ignored", o.Key, o.Value))
+			}
+		case "ssl-ca-certs":
+			link.CACerts = o.Value
+		case "ssl-server-hostname":
+			link.ServerName = o.Value
 		default:
 			warnings = append(warnings, fmt.Sprintf("unknown session option %q ignored", o.Key))
 		}

@@ -497,7 +497,8 @@ func (s *Session) connect(display string, target authn.Target, opts []authn.Opti
 			pw = link.Password
 		}
 		b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
-			Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize})
+			Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
+			Link: link})
 	}, func() {
 		for _, w := range warnings {
 			s.logger().Warn(w, "user", s.user)

@@ -42,7 +42,10 @@ func writeCert(t *testing.T) (string, string) {
 func TestOnePortRealClient(t *testing.T) {
 	a := srv(t, "sessionA")
 	cert, key := writeCert(t)
-	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
+		// The proxy reaches the real server over WebSocket too (xpra's tcp
+		// sockets accept the upgrade).
+		[]string{"wsuser", "pw", "nobody", "nogroup", fmt.Sprintf("ws://127.0.0.1:%d/", a.port)})
 	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key)
 	for _, scheme := range []string{"tcp", "ws", "ssl", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
@@ -55,6 +58,14 @@ func TestOnePortRealClient(t *testing.T) {
 			c.stop()
 		})
 	}
+	t.Run("ws target", func(t *testing.T) {
+		c := attach(t, fmt.Sprintf("wss://wsuser:pw@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
+		pixelsMatch(t, a, c, fmt.Sprintf("sessionA on wss://wsuser@127.0.0.1:%d/", p.port))
+		if !strings.Contains(p.logText(), "target=ws://127.0.0.1:") {
+			t.Errorf("the proxy did not relay to the ws target:\n%s", tail([]byte(p.logText()), 1500))
+		}
+		c.stop()
+	})
 	if log := p.logText(); strings.Contains(log, "=bar") {
 		t.Errorf("a password reached the log")
 	}
