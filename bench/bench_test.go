@@ -86,6 +86,24 @@ func TestWorkloads(t *testing.T) {
 	}
 }
 
+// TestTransports: the generator reaches xpraproxy over ws, ssl and wss on
+// its one port, and draws arrive intact.
+func TestTransports(t *testing.T) {
+	bin := buildProxy(t)
+	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS} {
+		t.Run(tr, func(t *testing.T) {
+			res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadStream, Sessions: 3, Duration: 500 * time.Millisecond,
+				Size: 16 << 10, Verify: true, Binary: bin, Transport: tr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Ready != 3 || res.BadData != 0 || res.MBytesPerS <= 0 || res.Transport != tr {
+				t.Fatalf("%+v", res)
+			}
+		})
+	}
+}
+
 // TestSoak: streams stay intact while a slow reader's flood is cut off by
 // the proxy's session limit, with a reason, and RSS stays bounded.
 func TestSoak(t *testing.T) {

@@ -20,8 +20,9 @@ import (
 // simulated client connection.
 type clients struct {
 	gnet.BuiltinEventEngine
-	cli      *gnet.Client
-	password string
+	cli       *gnet.Client
+	password  string
+	transport string
 	onReady  func(*clientConn) // runs on the conn's loop when the hello arrives
 	onClose  func(*clientConn)
 
@@ -50,8 +51,8 @@ type clientConn struct {
 	streamOK bool
 }
 
-func newClients(loops int, password string) (*clients, error) {
-	c := &clients{password: password}
+func newClients(loops int, password, transport string) (*clients, error) {
+	c := &clients{password: password, transport: transport}
 	cli, err := gnet.NewClient(c, gnet.WithNumEventLoop(loops), gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(quietLogger{}), gnet.WithTicker(false))
 	if err != nil {
@@ -86,7 +87,7 @@ func (c *clients) open(id int, user, source, target string) error {
 	if source != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
 	}
-	nc, err := d.Dial("tcp", target)
+	nc, err := dialTransport(&d, c.transport, target)
 	if err != nil {
 		c.fail(fmt.Errorf("dial %s: %w", target, err))
 		return err

@@ -37,6 +37,7 @@ type Config struct {
 	Loops     int           // event loops of the generator and the simulated server each
 	Sources   int           // loopback source addresses (127.0.0.2 ...)
 	Binary    string        // the xpraproxy binary under test
+	Transport string        // tcp (default), ws, ssl, wss: how clients reach xpraproxy
 	Dir       string        // scratch directory (made if empty)
 	Log       func(format string, args ...any)
 }
@@ -45,6 +46,7 @@ type Config struct {
 // BENCHMARKS.md and scripts.
 type Result struct {
 	Proxy                string  `json:"proxy"`
+	Transport            string  `json:"transport,omitempty"`
 	Workload             string  `json:"workload"`
 	Sessions             int     `json:"sessions"`
 	Ready                int64   `json:"ready"`
@@ -119,7 +121,7 @@ func rusage() time.Duration {
 // its own process, the clients, the workload. It stops by itself.
 func Run(cfg Config) (*Result, error) {
 	cfg.defaults()
-	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions}
+	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions, Transport: cfg.Transport}
 	dir := cfg.Dir
 	if dir == "" {
 		var err error
@@ -151,6 +153,16 @@ func Run(cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	if cfg.Transport != "" && cfg.Transport != TransportTCP {
+		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
+			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy only", cfg.Transport)
+		}
+		cert, key, err := writeCert(dir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
+	}
 	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, cfg.ProxyArgs)
 	if err != nil {
 		return nil, err
@@ -160,7 +172,7 @@ func Run(cfg Config) (*Result, error) {
 	res.ProxyRSSBaseline, _ = procStats(p.pid())
 	heap0 := proxyHeap(p)
 
-	cl, err := newClients(cfg.Loops, benchPassword)
+	cl, err := newClients(cfg.Loops, benchPassword, cfg.Transport)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,8 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg bench.Config
-	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpra, haproxy, direct")
+	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpraproxy-root, xpra, haproxy, direct")
+	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss (one port)")
 	fs.StringVar(&cfg.Workload, "workload", "idle", "idle, stream, pingpong, connect, soak")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "simulated sessions (handshakes in flight for connect)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the measured phase")

@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// Client transports: how the simulated clients reach the proxy. The gnet
+// client engine speaks plain xpra; for TLS and WebSocket a pair of
+// goroutines per connection (generator side, not measured as proxy cost)
+// bridges it to the real transport, as the HTML5 client would speak it
+// (masked frames).
+const (
+	TransportTCP = "tcp"
+	TransportWS  = "ws"
+	TransportSSL = "ssl"
+	TransportWSS = "wss"
+)
+
+// dialTransport connects to the proxy and returns a plain xpra stream.
+func dialTransport(d *net.Dialer, transport, target string) (net.Conn, error) {
+	nc, err := d.Dial("tcp", target)
+	if err != nil || transport == TransportTCP || transport == "" {
+		return nc, err
+	}
+	var conn net.Conn = nc
+	if transport == TransportSSL || transport == TransportWSS {
+		tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		tc.SetDeadline(time.Time{})
+		if transport == TransportSSL {
+			return relay.Bridge(tc, nil)
+		}
+		conn = tc
+	}
+	if _, _, err := (ws.Dialer{Protocols: []string{"binary"}}).Upgrade(conn, &url.URL{Scheme: "ws", Host: target, Path: "/"}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return wsBridge(conn)
+}
+
+// wsBridge frames a plain stream into masked binary frames and back.
+func wsBridge(conn net.Conn) (net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	mk := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "ws")
+		defer f.Close()
+		c, _ := net.FileConn(f)
+		return c
+	}
+	ours, theirs := mk(fds[0]), mk(fds[1])
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := ours.Read(buf)
+			if n > 0 {
+				f := ws.MaskFrameInPlace(ws.NewBinaryFrame(append([]byte(nil), buf[:n]...)))
+				if ws.WriteFrame(conn, f) != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		conn.Close()
+	}()
+	go func() {
+		for {
+			data, _, err := wsutil.ReadServerData(conn)
+			if err != nil {
+				break
+			}
+			if _, err := ours.Write(data); err != nil {
+				break
+			}
+		}
+		ours.Close()
+	}()
+	return theirs, nil
+}
+
+// writeCert makes a self-signed certificate for the proxy's TLS ports.
+func writeCert(dir string) (cert, key string, err error) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		return "", "", err
+	}
+	kder, _ := x509.MarshalECPrivateKey(k)
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644); err != nil {
+		return "", "", fmt.Errorf("bench: %w", err)
+	}
+	return cert, key, nil
+}
