@@ -23,8 +23,8 @@ type clients struct {
 	cli       *gnet.Client
 	password  string
 	transport string
-	onReady  func(*clientConn) // runs on the conn's loop when the hello arrives
-	onClose  func(*clientConn)
+	onReady   func(*clientConn) // runs on the conn's loop when the hello arrives
+	onClose   func(*clientConn)
 
 	ready, failed, closed atomic.Int64
 	bytes, packets        atomic.Int64
