@@ -25,6 +25,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/panjf2000/gnet/v2"
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -334,4 +335,51 @@ func TestTargetTransports(t *testing.T) {
 		p := tc.login(t, "foo", "bar")
 		expectDisconnect(t, p, "TLS handshake with the server failed")
 	})
+}
+
+// FuzzWSDecode feeds arbitrary bytes to the WebSocket decoder: it must
+// never panic, and what it decodes must never exceed what it was given.
+func FuzzWSDecode(f *testing.F) {
+	f.Add([]byte{0x82, 0x03, 'a', 'b', 'c'})
+	f.Add([]byte{0x82, 0x83, 1, 2, 3, 4, 'a' ^ 1, 'b' ^ 2, 'c' ^ 3})
+	f.Add([]byte{0x02, 0x01, 'x', 0x80, 0x01, 'y'})
+	f.Add([]byte{0x89, 0x02, 'h', 'i', 0x88, 0x00})
+	f.Add([]byte{0x82, 0x7f, 0, 0, 0, 1, 0, 0, 0, 0})
+	f.Add([]byte{0x82, 0x7e, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fc := &fakeGnet{in: data}
+		w := newWSConn(fc, nil, 1<<16)
+		err := w.decode()
+		if w.InboundBuffered() > len(data) {
+			t.Fatalf("decoded %d bytes from %d", w.InboundBuffered(), len(data))
+		}
+		if err == nil && w.remaining == 0 && len(data)-fc.off > ws.MaxHeaderSize+125 {
+			t.Fatalf("stopped with %d bytes left and no error", len(data)-fc.off)
+		}
+	})
+}
+
+// fakeGnet is the part of gnet.Conn the decoder uses.
+type fakeGnet struct {
+	gnet.Conn
+	in  []byte
+	off int
+	out [][]byte
+}
+
+func (f *fakeGnet) InboundBuffered() int { return len(f.in) - f.off }
+func (f *fakeGnet) Peek(n int) ([]byte, error) {
+	if n > len(f.in)-f.off {
+		return nil, io.ErrShortBuffer
+	}
+	return f.in[f.off : f.off+n], nil
+}
+func (f *fakeGnet) Discard(n int) (int, error) { f.off += n; return n, nil }
+func (f *fakeGnet) Writev(bs [][]byte) (int, error) {
+	n := 0
+	for _, b := range bs {
+		f.out = append(f.out, append([]byte(nil), b...))
+		n += len(b)
+	}
+	return n, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,12 +44,12 @@ func Bridge(tc *tls.Conn, done func()) (net.Conn, error) {
 		finished := make(chan struct{})
 		go func() {
 			// decrypted bytes → the loop; EOF becomes a half-close
-			io.Copy(ours, tc)
+			pump(ours, tc)
 			ours.(*net.UnixConn).CloseWrite()
 			close(finished)
 		}()
 		// the loop's bytes → encrypted to the peer
-		io.Copy(tc, ours)
+		pump(tc, ours)
 		tc.CloseWrite()
 		select {
 		case <-finished:
@@ -58,6 +59,43 @@ func Bridge(tc *tls.Conn, done func()) (net.Conn, error) {
 		ours.Close()
 	}()
 	return theirs, nil
+}
+
+// bigBuffers serve bridges while traffic flows; an idle bridge blocks in
+// Read on a small buffer of its own (io.Copy would hold 32 KiB per
+// direction for the connection's whole life).
+var bigBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+func pump(dst io.Writer, src io.Reader) {
+	small := make([]byte, 2048)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigBuffers.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = bigBuffers.Get().(*[]byte)
+		case big != nil && n < len(small):
+			bigBuffers.Put(big)
+			big = nil
+		}
+	}
 }
 
 func fdConn(fd int) (net.Conn, error) {
