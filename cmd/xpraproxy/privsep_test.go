@@ -106,18 +106,21 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 		[]string{"admin", "pw", "root", "root", target(b)})
 	os.Chmod(db, 0o600)
 	metricsPort := freePort()
+	cert, key := writeCert(t)
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
-		fmt.Sprintf("--metrics=127.0.0.1:%d", metricsPort))
+		fmt.Sprintf("--metrics=127.0.0.1:%d", metricsPort), "--ssl-cert="+cert, "--ssl-key="+key)
 	url := func(user, pw string) string { return fmt.Sprintf("tcp://%s:%s@127.0.0.1:%d/", user, pw, p.port) }
 	title := func(s *xpraServer, user string) string {
 		return fmt.Sprintf("%s on tcp://%s@127.0.0.1:%d/", s.name, user, p.port)
 	}
 
 	foo := attach(t, url("foo", "bar"))
-	moo := attach(t, url("moo", "cow"))
+	// moo comes over wss://: TLS ends in the main process, the WebSocket
+	// framing moves to the worker with the connection.
+	moo := attach(t, fmt.Sprintf("wss://moo:cow@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
 	joe := attach(t, url("joe", "pw"))
 	pixelsMatch(t, a, foo, title(a, "foo"))
-	pixelsMatch(t, b, moo, title(b, "moo"))
+	pixelsMatch(t, b, moo, fmt.Sprintf("%s on wss://moo@127.0.0.1:%d/", b.name, p.port))
 	pixelsMatch(t, c, joe, title(c, "joe"))
 
 	// Two accounts, two workers; the main process holds no backend.
@@ -219,7 +222,7 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 	if !moo.running() {
 		t.Fatal("stopping one proxy instance ended another")
 	}
-	pixelsMatch(t, b, moo, title(b, "moo"))
+	pixelsMatch(t, b, moo, fmt.Sprintf("%s on wss://moo@127.0.0.1:%d/", b.name, p.port))
 
 	// The real xpra stop stops the proxy, its workers and their clients.
 	pids := []int{p.cmd.Process.Pid}
