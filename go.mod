@@ -3,6 +3,7 @@ module github.com/xpraproxy/xpraproxy
 go 1.26.0
 
 require (
+	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/andybalholm/brotli v1.2.8
 	github.com/gobwas/ws v1.5.0
 	github.com/klauspost/compress v1.20.3

@@ -20,6 +20,7 @@ const usage = `usage:
   xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
   xpraproxy list                           list the sessions and proxies in the socket dirs
   xpraproxy bench [flags]                  load benchmark (xpraproxy bench -h)
+  xpraproxy gpu [auto|nvenc|nvjpeg|cpu]    GPUs seen by NVML and the re-encoding back end chosen
   xpraproxy version                        print the version
 
 proxy options (xpra's names):
@@ -64,6 +65,8 @@ func run(args []string) int {
 		return sqliteMain(args[1:], os.Stdout, os.Stderr)
 	case "worker":
 		return workerMain(args[1:])
+	case "gpu":
+		return gpuMain(args[1:], os.Stdout, os.Stderr)
 	case "info", "stop", "list":
 		return controlMain(args[0], args[1:], os.Stdout, os.Stderr)
 	case "bench":

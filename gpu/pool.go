@@ -1,0 +1,267 @@
+package gpu
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// Frame is one screen update to compress: raw pixels of a window.
+type Frame struct {
+	Window  uint64 // the window's key, unique across sessions
+	Width   int
+	Height  int
+	Stride  int    // bytes per row
+	Format  string // BGRX, BGRA, RGBX or RGBA (xpra's rgb_format)
+	Pixels  []byte
+	Quality int   // 1-100; 0: the back end's default
+	Seq     int64 // the draw's packet sequence, for the caller
+}
+
+// Result is a compressed frame, or why it is not.
+type Result struct {
+	Frame    *Frame
+	Encoding string         // what Data is: "jpeg", "h264"
+	Data     []byte         // compressed picture
+	Options  map[string]any // decoder hints for the client's draw packet
+	Err      error
+	// Replaced are the sequences of older frames of the window that this
+	// one replaced before they were encoded: the caller acknowledges them.
+	Replaced []int64
+	Batch    int // frames the back end compressed in the same call
+}
+
+// Job is one frame of a batch, with its window's back-end state.
+type Job struct {
+	Frame *Frame
+	State *any // the back end's per-window context (nil until it makes one)
+	Out   Result
+}
+
+// Backend compresses batches of frames of distinct windows. Encode is
+// called from several pool workers at once, each with its own batch.
+type Backend interface {
+	Name() string
+	Encodings() []string
+	Encode(jobs []Job)
+	// Close frees a window's state.
+	Close(state any)
+}
+
+// PoolConfig sizes the pool.
+type PoolConfig struct {
+	Workers    int           // concurrent Encode calls (default 2)
+	BatchSize  int           // frames per Encode call (default 16)
+	MaxWindows int           // windows with state or frames (default 4096)
+	IdleClose  time.Duration // a window's state is freed after this (default 5 s, xpra's VIDEO_TIMEOUT)
+}
+
+// ErrPoolFull: the frame was not taken (too many windows); the caller
+// passes it through unencoded.
+var ErrPoolFull = errors.New("gpu: encoder pool full")
+
+type window struct {
+	key      uint64
+	state    any
+	busy     bool
+	pending  *Frame
+	done     func(Result)
+	replaced []int64
+	ready    bool // in the ready queue
+	used     time.Time
+}
+
+// Pool batches frames to a back end without ever blocking its callers.
+type Pool struct {
+	cfg     PoolConfig
+	backend Backend
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	windows map[uint64]*window
+	ready   []*window
+	closed  bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewPool starts the workers.
+func NewPool(b Backend, cfg PoolConfig) *Pool {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 16
+	}
+	if cfg.MaxWindows <= 0 {
+		cfg.MaxWindows = 4096
+	}
+	if cfg.IdleClose <= 0 {
+		cfg.IdleClose = 5 * time.Second
+	}
+	p := &Pool{cfg: cfg, backend: b, windows: map[uint64]*window{}, stop: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	for range cfg.Workers {
+		p.wg.Add(1)
+		go p.work()
+	}
+	p.wg.Add(1)
+	go p.janitor()
+	return p
+}
+
+// Backend is the pool's back end.
+func (p *Pool) Backend() Backend { return p.backend }
+
+// Submit queues f; done runs later on a pool goroutine with the result.
+// A newer frame of a window replaces an older one that has not started
+// (done is then called once, for the newer frame, listing the older in
+// Replaced). It never blocks.
+func (p *Pool) Submit(f *Frame, done func(Result)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("gpu: pool closed")
+	}
+	w := p.windows[f.Window]
+	if w == nil {
+		if len(p.windows) >= p.cfg.MaxWindows {
+			return ErrPoolFull
+		}
+		w = &window{key: f.Window}
+		p.windows[f.Window] = w
+	}
+	if w.pending != nil {
+		w.replaced = append(w.replaced, w.pending.Seq)
+	}
+	w.pending, w.done, w.used = f, done, time.Now()
+	if !w.busy && !w.ready {
+		w.ready = true
+		p.ready = append(p.ready, w)
+		p.cond.Signal()
+	}
+	return nil
+}
+
+// CloseWindow frees a window's state (xpra's lost-window); a frame in
+// flight finishes first.
+func (p *Pool) CloseWindow(key uint64) {
+	p.mu.Lock()
+	w := p.windows[key]
+	if w == nil || w.busy || w.pending != nil {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.windows, key)
+	p.mu.Unlock()
+	if w.state != nil {
+		p.backend.Close(w.state)
+	}
+}
+
+func (p *Pool) work() {
+	defer p.wg.Done()
+	jobs := make([]Job, 0, p.cfg.BatchSize)
+	dones := make([]func(Result), 0, p.cfg.BatchSize)
+	repl := make([][]int64, 0, p.cfg.BatchSize)
+	wins := make([]*window, 0, p.cfg.BatchSize)
+	for {
+		p.mu.Lock()
+		for len(p.ready) == 0 && !p.closed {
+			p.cond.Wait()
+		}
+		if p.closed && len(p.ready) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		n := min(len(p.ready), p.cfg.BatchSize)
+		jobs, dones, repl, wins = jobs[:0], dones[:0], repl[:0], wins[:0]
+		for _, w := range p.ready[:n] {
+			w.ready, w.busy = false, true
+			jobs = append(jobs, Job{Frame: w.pending, State: &w.state})
+			dones = append(dones, w.done)
+			repl = append(repl, w.replaced)
+			wins = append(wins, w)
+			w.pending, w.done, w.replaced = nil, nil, nil
+		}
+		p.ready = append(p.ready[:0], p.ready[n:]...)
+		p.mu.Unlock()
+
+		p.backend.Encode(jobs)
+
+		p.mu.Lock()
+		now := time.Now()
+		for _, w := range wins {
+			w.busy, w.used = false, now
+			if w.pending != nil && !w.ready {
+				w.ready = true
+				p.ready = append(p.ready, w)
+				p.cond.Signal()
+			}
+		}
+		p.mu.Unlock()
+		// One frame per window is in flight, so results come back in
+		// order per window.
+		for i := range jobs {
+			jobs[i].Out.Frame, jobs[i].Out.Replaced, jobs[i].Out.Batch = jobs[i].Frame, repl[i], len(jobs)
+			dones[i](jobs[i].Out)
+			jobs[i] = Job{}
+		}
+	}
+}
+
+// janitor frees the state of windows idle for IdleClose.
+func (p *Pool) janitor() {
+	defer p.wg.Done()
+	t := time.NewTicker(max(p.cfg.IdleClose/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		var idle []any
+		p.mu.Lock()
+		now := time.Now()
+		for k, w := range p.windows {
+			if !w.busy && w.pending == nil && now.Sub(w.used) >= p.cfg.IdleClose {
+				delete(p.windows, k)
+				if w.state != nil {
+					idle = append(idle, w.state)
+				}
+			}
+		}
+		p.mu.Unlock()
+		for _, s := range idle {
+			p.backend.Close(s)
+		}
+	}
+}
+
+// Windows is how many windows hold state or frames.
+func (p *Pool) Windows() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.windows)
+}
+
+// Close finishes queued frames, stops the workers and frees every state.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	p.wg.Wait()
+	for _, w := range p.windows {
+		if w.state != nil {
+			p.backend.Close(w.state)
+		}
+	}
+	p.windows = nil
+}
