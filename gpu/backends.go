@@ -9,7 +9,22 @@ func Available() []Backend {
 	if nj, err := NewNVJPEG(); err == nil {
 		out = append(out, nj)
 	}
-	return append(out, NewCPUJPEG())
+	return append(out, NewCPUH264(), NewCPUJPEG())
+}
+
+// VideoEncodings are what xpra servers hand to a proxy encoder: only
+// video encodings go through their video pipeline (jpeg never does).
+var VideoEncodings = []string{"h264", "h265"}
+
+func isVideo(b Backend) bool {
+	for _, e := range b.Encodings() {
+		for _, v := range VideoEncodings {
+			if e == v {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Choose picks the back end: name "" or "auto" takes the best available
@@ -22,10 +37,15 @@ func Choose(name string, d Discovery) (Backend, string, error) {
 	}
 	switch name {
 	case "", "auto":
-		for _, b := range Available() {
-			return b, why + "\nchosen: " + b.Name(), nil
+		if len(d.NVENC()) > 0 {
+			return nil, why, fmt.Errorf("gpu: a GPU has NVENC, but the NVENC encoding back end is not built (no NVENC hardware was available to test it); use cpu")
 		}
-	case "cpu", "cpu-jpeg":
+		// nvJPEG makes jpeg, which xpra servers never hand to a proxy
+		// encoder: without NVENC there is no GPU back end for proxy video.
+		return NewCPUH264(), why + "\nchosen: cpu-h264 (no GPU video encoder)", nil
+	case "cpu", "cpu-h264":
+		return NewCPUH264(), why + "\nchosen: cpu-h264 (forced)", nil
+	case "cpu-jpeg":
 		return NewCPUJPEG(), why + "\nchosen: cpu-jpeg (forced)", nil
 	case "nvjpeg":
 		nj, err := NewNVJPEG()
@@ -39,5 +59,27 @@ func Choose(name string, d Discovery) (Backend, string, error) {
 		}
 		return nil, why, fmt.Errorf("gpu: an NVENC session opens, but the NVENC encoding back end is not built (no NVENC hardware was available to test it)")
 	}
-	return nil, why, fmt.Errorf("gpu: unknown back end %q (auto, nvenc, nvjpeg, cpu)", name)
+	return nil, why, fmt.Errorf("gpu: unknown back end %q (auto, nvenc, nvjpeg, cpu, cpu-jpeg)", name)
+}
+
+// StartPool starts the proxy-video pool for --proxy-video-encoders: none
+// gives no pool; auto uses a GPU back end when there is one and otherwise
+// none (the proxy's CPU is for relaying; servers compress as usual); cpu,
+// nvjpeg and nvenc force one. why says what discovery found.
+func StartPool(name string) (*Pool, string, error) {
+	if name == "" || name == "none" {
+		return nil, "--proxy-video-encoders=none", nil
+	}
+	b, why, err := Choose(name, Discover())
+	if err != nil {
+		return nil, why, err
+	}
+	if !isVideo(b) {
+		return nil, why, fmt.Errorf("gpu: %s makes %v; xpra servers hand only video encodings (%v) to a proxy encoder",
+			b.Name(), b.Encodings(), VideoEncodings)
+	}
+	if _, cpu := b.(*CPUH264); cpu && name == "auto" {
+		return nil, why + "\nno GPU video encoder: servers compress their own updates (--proxy-video-encoders=cpu forces openh264 here)", nil
+	}
+	return NewPool(b, PoolConfig{}), why, nil
 }

@@ -181,3 +181,32 @@ func TestNVJPEG(t *testing.T) {
 		}
 	}
 }
+
+// One H.264 stream per window: an IDR first, frames numbered, the stream
+// restarted on resize, state freed by Close.
+func TestCPUH264(t *testing.T) {
+	b := NewCPUH264()
+	state := new(any)
+	enc := func(w, h int) Result {
+		jobs := []Job{{Frame: &Frame{Width: w, Height: h, Stride: 4 * w, Format: "BGRX", Pixels: gradient(w, h), Quality: 60}, State: state}}
+		b.Encode(jobs)
+		if jobs[0].Out.Err != nil {
+			t.Fatal(jobs[0].Out.Err)
+		}
+		return jobs[0].Out
+	}
+	first := enc(321, 201) // odd sizes are padded
+	if first.Encoding != "h264" || !bytes.HasPrefix(first.Data, []byte{0, 0, 0, 1}) || first.Options["type"] != "IDR" ||
+		first.Options["frame"] != int64(0) || first.Options["csc"] != "YUV420P" {
+		t.Fatalf("first frame: %v %x", first.Options, first.Data[:min(8, len(first.Data))])
+	}
+	second := enc(321, 201)
+	if second.Options["frame"] != int64(1) || second.Options["type"] == "IDR" || len(second.Data) >= len(first.Data) {
+		t.Errorf("second frame of an unchanged picture: %v, %d bytes after %d", second.Options, len(second.Data), len(first.Data))
+	}
+	resized := enc(200, 100)
+	if resized.Options["frame"] != int64(0) || resized.Options["type"] != "IDR" {
+		t.Errorf("after a resize: %v", resized.Options)
+	}
+	b.Close(*state)
+}

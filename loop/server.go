@@ -551,6 +551,14 @@ func (h *host) Detach(c relay.Conn) {
 	}
 }
 
+// Post runs fn on the session's loop.
+func (h *host) Post(fn func()) {
+	_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		fn()
+		return nil
+	}))
+}
+
 // Watch puts the session on the loop's short sweep list (loop only).
 func (h *host) Watch(s *relay.Session) { h.ls.urgent[s] = struct{}{} }
 

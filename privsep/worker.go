@@ -20,6 +20,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/gpu"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -37,6 +38,8 @@ type WorkerConfig struct {
 	// the first it can write to gets its instance socket.
 	SocketDirs []string `json:"socket_dirs"`
 	Hostname   string   `json:"hostname"`
+	// Video is --proxy-video-encoders; the worker runs its own pool.
+	Video string `json:"video,omitempty"`
 }
 
 // ControlFD is the descriptor on which a worker finds its control socket.
@@ -170,6 +173,13 @@ func (w *worker) run() error {
 		Hostname:         w.cfg.Hostname,
 		UID:              os.Getuid(),
 		Log:              w.log,
+	}
+	if pool, why, err := gpu.StartPool(w.cfg.Video); err != nil {
+		w.log.Warn("proxy video off", "err", err)
+	} else if pool != nil {
+		defer pool.Close()
+		rcfg.Video = pool
+		w.log.Info("proxy video on", "backend", pool.Backend().Name(), "discovery", why)
 	}
 	var listeners []loop.Listener
 	if path := w.instanceSocket(); path != "" {

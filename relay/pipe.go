@@ -49,6 +49,11 @@ type pipe struct {
 	link     *LinkOptions
 	compress frame.Compression
 
+	// video: a server→client pipe of a proxy-video session, which holds
+	// raw chunks until their packet shows whether it is a draw to encode.
+	video bool
+	held  []heldChunk
+
 	Bytes, Packets int64
 	reported       TrafficTotals // as of the last TrafficDelta
 
@@ -137,7 +142,7 @@ func (p *pipe) scan(buf []byte) (int, error) {
 		if err != nil {
 			return off, errors.Join(err, p.flush())
 		}
-		if !p.transforms() && (h.Index > 0 || size > inspectLimit) {
+		if !p.transforms() && !p.video && (h.Index > 0 || size > inspectLimit) {
 			p.remaining = size // cut through: forward as bytes arrive
 			p.curIndex = h.Index
 			if h.Index == 0 {
@@ -152,6 +157,31 @@ func (p *pipe) scan(buf []byte) (int, error) {
 			break
 		}
 		whole := buf[off : off+size]
+		if p.video {
+			if h.Index > 0 {
+				p.holdChunk(h, whole)
+				off += size
+				continue
+			}
+			t, err := frame.PeekType(h, whole[frame.HeaderSize:])
+			if err != nil {
+				return off, errors.Join(err, p.flush())
+			}
+			if t.Is("draw") || t.Is("lost-window") || len(p.held) > 0 {
+				if err := p.flush(); err != nil {
+					return off, err
+				}
+				handled, err := p.videoDraw(&t, whole)
+				if err != nil {
+					return off, err
+				}
+				if handled {
+					p.Packets++
+					off += size
+					continue
+				}
+			}
+		}
 		p.midPacket = h.Index > 0
 		if !p.transforms() {
 			t, err := frame.PeekType(h, whole[frame.HeaderSize:])
@@ -428,6 +458,10 @@ func (s *Session) Summary() frame.Dict {
 		d.Set("latency", lat)
 	}
 	d.Set("buffered", int64(s.Buffered()))
+	if s.cfg.Video != nil {
+		d.Set("video", frame.NewDict("backend", s.cfg.Video.Backend().Name(), "encoded", s.videoEncoded,
+			"passed-through", s.videoPassed, "pending", s.videoPending))
+	}
 	return d
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/gpu"
 )
 
 // Conn is what a session needs of a connection: the loop-only methods of
@@ -44,6 +45,9 @@ type Host interface {
 	// Urgent(): a paused pipe or a closing connection. Other sessions are
 	// swept at the long interval, which bounds idle CPU.
 	Watch(s *Session)
+	// Post runs fn on the session's loop, from any goroutine (encoder
+	// results).
+	Post(fn func())
 	// Detach closes the loop's client connection at once, without
 	// writing or shutting anything down: the socket lives on in another
 	// process. The session then counts as closed.
@@ -99,6 +103,9 @@ type Config struct {
 	UserSocketDirs []string
 	// OnHandshake, when set, counts handshake outcomes (metrics).
 	OnHandshake func(result string)
+	// Video, when set, is the encoder pool of proxy video: servers are
+	// offered it and their raw-RGB draws are compressed here (docs/gpu.md).
+	Video *gpu.Pool
 }
 
 type state uint8
@@ -151,6 +158,11 @@ type Session struct {
 	started  time.Time
 
 	c2s, s2c *pipe
+
+	// Proxy video: frames at the encoder, how they ended, and packets of
+	// the proxy's own for the server (acknowledgements of replaced frames).
+	videoPending, videoEncoded, videoPassed int
+	serverQueue                             []frame.Packet
 }
 
 // logger is made when there is something to log: a logger with the
@@ -492,6 +504,12 @@ func (s *Session) connect(display string, target authn.Target, opts []authn.Opti
 	s.host.Go(func() {
 		var hello frame.Dict
 		hello, link, warnings = ServerHello(caps, target, opts)
+		if s.cfg.Video != nil && !link.Uncompressed() {
+			for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
+				k, _ := frame.AsText(kv.Key)
+				hello.Set(k, kv.Value)
+			}
+		}
 		pw := target.Password
 		if pw == "" {
 			pw = link.Password
@@ -706,6 +724,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	s.s2c.src, s.s2c.dst = server, s.client
 	s.c2s.max = s.cfg.MaxPacketSize
 	s.s2c.max = frame.AbsMaxPacketSize
+	s.s2c.video = s.cfg.Video != nil && !s.s2c.link.Uncompressed()
 	s.c2s.reader.MaxPacketSize = s.cfg.MaxPacketSize
 	s.s2c.reader.MaxPacketSize = frame.AbsMaxPacketSize
 	s.state = stateRelay
@@ -751,6 +770,9 @@ func (s *Session) pump(p *pipe) {
 	if err := p.pump(); err != nil {
 		s.relayError(p, err)
 		return
+	}
+	if p.toServer && len(s.serverQueue) > 0 {
+		s.flushServerQueue()
 	}
 	if p.paused {
 		s.host.Watch(s)

@@ -3,9 +3,24 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/xpraproxy/xpraproxy/gpu"
 )
+
+// videoPool starts the pool --proxy-video-encoders asks for.
+func videoPool(name string, log *slog.Logger) (*gpu.Pool, error) {
+	pool, why, err := gpu.StartPool(name)
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-video-encoders=%s: %w", name, err)
+	}
+	if pool == nil {
+		log.Info("proxy video off", "why", why)
+	} else {
+		log.Info("proxy video on", "backend", pool.Backend().Name(), "discovery", why)
+	}
+	return pool, nil
+}
 
 // gpuMain is `xpraproxy gpu [BACKEND]`: what NVML sees and which
 // re-encoding back end the proxy would use.

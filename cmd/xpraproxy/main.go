@@ -20,7 +20,7 @@ const usage = `usage:
   xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
   xpraproxy list                           list the sessions and proxies in the socket dirs
   xpraproxy bench [flags]                  load benchmark (xpraproxy bench -h)
-  xpraproxy gpu [auto|nvenc|nvjpeg|cpu]    GPUs seen by NVML and the re-encoding back end chosen
+  xpraproxy gpu [auto|nvenc|nvjpeg|cpu|cpu-jpeg]  GPUs seen by NVML and the re-encoding back end chosen
   xpraproxy version                        print the version
 
 proxy options (xpra's names):
@@ -40,6 +40,7 @@ proxy options (xpra's names):
   --max-packet-size=SIZE (16M)  --max-session-buffer=SIZE (32M)  --max-buffer-total=SIZE (1G)
   --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
   --metrics=HOST:PORT                          Prometheus metrics endpoint (/metrics)
+  --proxy-video-encoders=auto|none|nvenc|cpu   re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)
   --proxy-workers=uid|connection               as root: one relay worker per account (default), or per connection
   --worker-idle-timeout=SECONDS (60)           as root: how long a worker without connections stays
 authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec

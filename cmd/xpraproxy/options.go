@@ -44,10 +44,10 @@ type proxyOptions struct {
 	gcPercent  int
 	ignored    []string
 	// Privilege separation (root only) and metrics.
-	workers     string // "uid" or "connection"
-	workerIdle  time.Duration
-	metrics     string // HOST:PORT of the Prometheus endpoint
-	workersOnly bool   // hidden: act as root would (tests, benchmarks)
+	workers    string // "uid" or "connection"
+	workerIdle time.Duration
+	metrics    string // HOST:PORT of the Prometheus endpoint
+	video      string // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
 }
 
 // xpraIgnored are xpra options that mean nothing to a proxy without a
@@ -169,6 +169,7 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		maxTotal:   1 << 30,
 		gcPercent:  defaultGCPercent,
 		workers:    "uid",
+		video:      "auto",
 		workerIdle: 60 * time.Second,
 	}
 	for i := 0; i < len(args); i++ {
@@ -314,6 +315,14 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			var v string
 			if v, err = needVal(); err == nil {
 				o.workerIdle, err = parseSeconds(name, v)
+			}
+		case "proxy-video-encoders":
+			if o.video, err = needVal(); err == nil {
+				switch o.video {
+				case "none", "auto", "cpu", "nvenc":
+				default:
+					err = fmt.Errorf("--proxy-video-encoders: %q is not none, auto, nvenc or cpu", o.video)
+				}
 			}
 		case "metrics":
 			if o.metrics, err = needVal(); err == nil {

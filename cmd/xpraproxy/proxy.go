@@ -259,6 +259,13 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		Log:              log,
 	}
 	ctl := &control{display: o.display}
+	if os.Geteuid() != 0 {
+		pool, err := videoPool(o.video, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		base.Video = pool
+	}
 	if os.Geteuid() == 0 {
 		exe, err := os.Executable()
 		if err != nil {
@@ -279,6 +286,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 				Loops:            o.loops,
 				SocketDirs:       templates,
 				Hostname:         hostname,
+				Video:            o.video,
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
