@@ -19,6 +19,8 @@ typedef struct {
 static int h264_open(h264_t *s, int w, int h, int qp) {
 	memset(s, 0, sizeof(*s));
 	if (WelsCreateSVCEncoder(&s->enc) || !s->enc) return -1;
+	int quiet = WELS_LOG_QUIET;
+	(*s->enc)->SetOption(s->enc, ENCODER_OPTION_TRACE_LEVEL, &quiet);
 	SEncParamExt p;
 	(*s->enc)->GetDefaultParams(s->enc, &p);
 	p.iUsageType = SCREEN_CONTENT_REAL_TIME;
@@ -31,6 +33,7 @@ static int h264_open(h264_t *s, int w, int h, int qp) {
 	p.iMinQp = qp > 8 ? qp - 8 : 0;
 	p.iMaxQp = qp;
 	p.bEnableFrameSkip = false;
+	p.bEnableAdaptiveQuant = false; // not supported for screen content
 	p.uiIntraPeriod = 0;
 	p.iMultipleThreadIdc = 1;
 	p.iSpatialLayerNum = 1;
