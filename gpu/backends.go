@@ -6,6 +6,9 @@ import "fmt"
 // GPU ones only when their libraries load and a device answers.
 func Available() []Backend {
 	var out []Backend
+	if nv, err := NewNVENC(); err == nil {
+		out = append(out, nv)
+	}
 	if nj, err := NewNVJPEG(); err == nil {
 		out = append(out, nj)
 	}
@@ -38,7 +41,11 @@ func Choose(name string, d Discovery) (Backend, string, error) {
 	switch name {
 	case "", "auto":
 		if len(d.NVENC()) > 0 {
-			return nil, why, fmt.Errorf("gpu: a GPU has NVENC, but the NVENC encoding back end is not built (no NVENC hardware was available to test it); use cpu")
+			if nv, err := NewNVENC(); err == nil {
+				return nv, why + "\nchosen: nvenc", nil
+			} else {
+				why += "\nnvenc unusable: " + err.Error()
+			}
 		}
 		// nvJPEG makes jpeg, which xpra servers never hand to a proxy
 		// encoder: without NVENC there is no GPU back end for proxy video.
@@ -57,7 +64,11 @@ func Choose(name string, d Discovery) (Backend, string, error) {
 		if len(d.NVENC()) == 0 {
 			return nil, why, fmt.Errorf("gpu: nvenc requested but no GPU has an encoder")
 		}
-		return nil, why, fmt.Errorf("gpu: an NVENC session opens, but the NVENC encoding back end is not built (no NVENC hardware was available to test it)")
+		nv, err := NewNVENC()
+		if err != nil {
+			return nil, why, err
+		}
+		return nv, why + "\nchosen: nvenc (forced)", nil
 	}
 	return nil, why, fmt.Errorf("gpu: unknown back end %q (auto, nvenc, nvjpeg, cpu, cpu-jpeg)", name)
 }

@@ -81,6 +81,8 @@ func shortName(b Backend) string {
 		return "cpu-h264"
 	case *NVJPEG:
 		return "nvjpeg"
+	case *NVENC:
+		return "nvenc"
 	}
 	return b.Name()
 }

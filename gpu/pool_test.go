@@ -210,3 +210,28 @@ func TestCPUH264(t *testing.T) {
 	}
 	b.Close(*state)
 }
+
+// TestNVENC runs where a GPU has NVENC; on the H100 (no NVENC) it shows
+// the reason NewNVENC gives, which Choose then falls back from.
+func TestNVENC(t *testing.T) {
+	nv, err := NewNVENC()
+	if err != nil {
+		if d := Discover(); d.Err == "" {
+			if b, _, cerr := Choose("auto", d); cerr != nil || b.Name() == "nvenc (NVIDIA Video Codec API)" {
+				t.Errorf("auto chose %v (%v) although NVENC is unusable: %v", b, cerr, err)
+			}
+		}
+		t.Skipf("NVENC not available here: %v", err)
+	}
+	b := nv
+	state := new(any)
+	const w, h = 640, 480
+	for i := 0; i < 3; i++ {
+		jobs := []Job{{Frame: &Frame{Width: w, Height: h, Stride: 4 * w, Format: "BGRX", Pixels: gradient(w, h)}, State: state}}
+		b.Encode(jobs)
+		if jobs[0].Out.Err != nil || !bytes.HasPrefix(jobs[0].Out.Data, []byte{0, 0, 0, 1}) || jobs[0].Out.Options["frame"] != int64(i) {
+			t.Fatalf("frame %d: %v %v", i, jobs[0].Out.Err, jobs[0].Out.Options)
+		}
+	}
+	b.Close(*state)
+}

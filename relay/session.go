@@ -504,7 +504,7 @@ func (s *Session) connect(display string, target authn.Target, opts []authn.Opti
 	s.host.Go(func() {
 		var hello frame.Dict
 		hello, link, warnings = ServerHello(caps, target, opts)
-		if s.cfg.Video != nil && !link.Uncompressed() {
+		if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
 			for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
 				k, _ := frame.AsText(kv.Key)
 				hello.Set(k, kv.Value)

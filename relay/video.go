@@ -46,6 +46,20 @@ func VideoCaps(b gpu.Backend) frame.Dict {
 	return frame.NewDict("encoding.proxy.video", true, "encoding.proxy.video.encodings", encs)
 }
 
+// clientDecodes reports whether the client's hello lists one of the
+// encodings: a client that cannot decode them gets no proxy video (the
+// server then compresses for it as usual, and RGB is never re-encoded).
+func clientDecodes(caps frame.Dict, encs []string) bool {
+	for _, have := range append(caps.Texts("encodings"), caps.Texts("encodings.core")...) {
+		for _, e := range encs {
+			if have == e {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // heldChunk is a raw chunk frame of a packet not yet seen, copied out of
 // the socket buffer.
 type heldChunk struct {
