@@ -164,17 +164,11 @@ func (c *CPUH264) Encode(jobs []Job) {
 }
 
 func (c *CPUH264) one(f *Frame, state *any) Result {
-	rgb := 0
-	switch f.Format {
-	case "BGRX", "BGRA":
-	case "RGBX", "RGBA":
-		rgb = 1
-	default:
-		return Result{Err: fmt.Errorf("gpu: unsupported pixel format %q", f.Format)}
+	isRGB, err := f.check()
+	if err != nil {
+		return Result{Err: err}
 	}
-	if f.Width <= 0 || f.Height <= 0 || f.Stride < 4*f.Width || len(f.Pixels) < f.Stride*(f.Height-1)+4*f.Width {
-		return Result{Err: fmt.Errorf("gpu: frame %dx%d stride %d with %d bytes", f.Width, f.Height, f.Stride, len(f.Pixels))}
-	}
+	rgb := b2i(isRGB)
 	q := f.Quality
 	if q <= 0 || q > 100 {
 		q = c.DefaultQuality

@@ -83,12 +83,12 @@ func (c *CPUJPEG) Encode(jobs []Job) {
 }
 
 func (c *CPUJPEG) one(h C.tjhandle, f *Frame) Result {
+	if _, err := f.check(); err != nil {
+		return Result{Err: err}
+	}
 	code, err := formatCode(f.Format)
 	if err != nil {
 		return Result{Err: err}
-	}
-	if f.Width <= 0 || f.Height <= 0 || f.Stride < 4*f.Width || len(f.Pixels) < f.Stride*(f.Height-1)+4*f.Width {
-		return Result{Err: fmt.Errorf("gpu: frame %dx%d stride %d with %d bytes", f.Width, f.Height, f.Stride, len(f.Pixels))}
 	}
 	q := f.Quality
 	if q <= 0 || q > 100 {

@@ -18,34 +18,50 @@ typedef NVENCSTATUS (NVENCAPI *tMaxVersion)(uint32_t *);
 
 static int same_guid(GUID a, GUID b) { return memcmp(&a, &b, sizeof(GUID)) == 0; }
 
+// The libraries and the NVENC function table, loaded once.
+static NV_ENCODE_API_FUNCTION_LIST nv_fl;
+static tcuInit *p_cuInit;
+static tcuDeviceGet *p_cuDeviceGet;
+static tcuCtxCreate_v2 *p_cuCtxCreate;
+static tcuCtxDestroy_v2 *p_cuCtxDestroy;
+static tMaxVersion p_maxv;
+
+static const char *nv_load(void) {
+	static int done;
+	static const char *err;
+	if (done) return err;
+	done = 1;
+	void *cu = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!cu) return err = "libcuda.so.1 not found";
+	void *enc = dlopen("libnvidia-encode.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!enc) return err = "libnvidia-encode.so.1 not found";
+	p_cuInit = (tcuInit *)dlsym(cu, "cuInit");
+	p_cuDeviceGet = (tcuDeviceGet *)dlsym(cu, "cuDeviceGet");
+	p_cuCtxCreate = (tcuCtxCreate_v2 *)dlsym(cu, "cuCtxCreate_v2");
+	p_cuCtxDestroy = (tcuCtxDestroy_v2 *)dlsym(cu, "cuCtxDestroy_v2");
+	tCreateInstance create = (tCreateInstance)dlsym(enc, "NvEncodeAPICreateInstance");
+	p_maxv = (tMaxVersion)dlsym(enc, "NvEncodeAPIGetMaxSupportedVersion");
+	if (!p_cuInit || !p_cuDeviceGet || !p_cuCtxCreate || !p_cuCtxDestroy || !create || !p_maxv)
+		return err = "missing CUDA or NVENC symbols";
+	if (p_cuInit(0) != 0) return err = "cuInit failed";
+	memset(&nv_fl, 0, sizeof(nv_fl));
+	nv_fl.version = NV_ENCODE_API_FUNCTION_LIST_VER;
+	if (create(&nv_fl) != NV_ENC_SUCCESS || !nv_fl.nvEncOpenEncodeSessionEx) return err = "NvEncodeAPICreateInstance failed";
+	return NULL;
+}
+
 // nvenc_probe fills h264/hevc for device ord; returns NULL, or why not
 // (written into why).
 static const char *nvenc_probe(int ord, int *h264, int *hevc, unsigned *maxver, char *why, int whylen) {
 	*h264 = *hevc = 0;
-	void *cu = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-	if (!cu) return "libcuda.so.1 not found";
-	void *enc = dlopen("libnvidia-encode.so.1", RTLD_NOW | RTLD_LOCAL);
-	if (!enc) return "libnvidia-encode.so.1 not found";
-	tcuInit *cuInit = (tcuInit *)dlsym(cu, "cuInit");
-	tcuDeviceGet *cuDeviceGet = (tcuDeviceGet *)dlsym(cu, "cuDeviceGet");
-	tcuCtxCreate_v2 *cuCtxCreate = (tcuCtxCreate_v2 *)dlsym(cu, "cuCtxCreate_v2");
-	tcuCtxDestroy_v2 *cuCtxDestroy = (tcuCtxDestroy_v2 *)dlsym(cu, "cuCtxDestroy_v2");
-	tCreateInstance create = (tCreateInstance)dlsym(enc, "NvEncodeAPICreateInstance");
-	tMaxVersion maxv = (tMaxVersion)dlsym(enc, "NvEncodeAPIGetMaxSupportedVersion");
-	if (!cuInit || !cuDeviceGet || !cuCtxCreate || !cuCtxDestroy || !create || !maxv) return "missing CUDA or NVENC symbols";
-	if (maxv(maxver) != NV_ENC_SUCCESS) return "NvEncodeAPIGetMaxSupportedVersion failed";
+	const char *err = nv_load();
+	if (err) return err;
+	if (p_maxv(maxver) != NV_ENC_SUCCESS) return "NvEncodeAPIGetMaxSupportedVersion failed";
 	CUdevice dev;
 	CUcontext ctx;
-	if (cuInit(0) != 0 || cuDeviceGet(&dev, ord) != 0) return "no CUDA device";
-	if (cuCtxCreate(&ctx, 0, dev) != 0) return "cannot create a CUDA context";
-	NV_ENCODE_API_FUNCTION_LIST fl;
-	memset(&fl, 0, sizeof(fl));
-	fl.version = NV_ENCODE_API_FUNCTION_LIST_VER;
+	if (p_cuDeviceGet(&dev, ord) != 0) return "no CUDA device";
+	if (p_cuCtxCreate(&ctx, 0, dev) != 0) return "cannot create a CUDA context";
 	const char *res = NULL;
-	if (create(&fl) != NV_ENC_SUCCESS || !fl.nvEncOpenEncodeSessionEx) {
-		res = "NvEncodeAPICreateInstance failed";
-		goto out;
-	}
 	NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS p;
 	memset(&p, 0, sizeof(p));
 	p.version = NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS_VER;
@@ -53,7 +69,7 @@ static const char *nvenc_probe(int ord, int *h264, int *hevc, unsigned *maxver, 
 	p.device = ctx;
 	p.apiVersion = NVENCAPI_VERSION;
 	void *session = NULL;
-	NVENCSTATUS st = fl.nvEncOpenEncodeSessionEx(&p, &session);
+	NVENCSTATUS st = nv_fl.nvEncOpenEncodeSessionEx(&p, &session);
 	if (st != NV_ENC_SUCCESS) {
 		snprintf(why, whylen, "nvEncOpenEncodeSessionEx: NVENCSTATUS %d (%s)", (int)st,
 			st == NV_ENC_ERR_NO_ENCODE_DEVICE ? "no encode device" :
@@ -63,19 +79,19 @@ static const char *nvenc_probe(int ord, int *h264, int *hevc, unsigned *maxver, 
 		goto out;
 	}
 	uint32_t n = 0;
-	if (fl.nvEncGetEncodeGUIDCount(session, &n) == NV_ENC_SUCCESS && n > 0 && n < 32) {
+	if (nv_fl.nvEncGetEncodeGUIDCount(session, &n) == NV_ENC_SUCCESS && n > 0 && n < 32) {
 		GUID guids[32];
 		uint32_t got = 0;
-		if (fl.nvEncGetEncodeGUIDs(session, guids, n, &got) == NV_ENC_SUCCESS) {
+		if (nv_fl.nvEncGetEncodeGUIDs(session, guids, n, &got) == NV_ENC_SUCCESS) {
 			for (uint32_t i = 0; i < got; i++) {
 				if (same_guid(guids[i], NV_ENC_CODEC_H264_GUID)) *h264 = 1;
 				if (same_guid(guids[i], NV_ENC_CODEC_HEVC_GUID)) *hevc = 1;
 			}
 		}
 	}
-	fl.nvEncDestroyEncoder(session);
+	nv_fl.nvEncDestroyEncoder(session);
 out:
-	cuCtxDestroy(ctx);
+	p_cuCtxDestroy(ctx);
 	return res;
 }
 
@@ -83,29 +99,17 @@ out:
 // One session per window (an H.264 stream is stateful), all in one CUDA
 // context. A batch submits every frame's picture before it waits for any
 // bitstream, so the encoder works on several sessions at once.
-static NV_ENCODE_API_FUNCTION_LIST nv_fl;
 static CUcontext nv_ctx;
-static tcuCtxDestroy_v2 *nv_ctx_destroy;
 
+// nv_init makes the encoders' CUDA context on GPU 0.
 static const char *nv_init(void) {
 	static int done;
 	static const char *err;
 	if (done) return err;
 	done = 1;
-	void *cu = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-	void *enc = dlopen("libnvidia-encode.so.1", RTLD_NOW | RTLD_LOCAL);
-	if (!cu || !enc) return err = "libcuda or libnvidia-encode not found";
-	tcuInit *cuInit = (tcuInit *)dlsym(cu, "cuInit");
-	tcuDeviceGet *cuDeviceGet = (tcuDeviceGet *)dlsym(cu, "cuDeviceGet");
-	tcuCtxCreate_v2 *cuCtxCreate = (tcuCtxCreate_v2 *)dlsym(cu, "cuCtxCreate_v2");
-	nv_ctx_destroy = (tcuCtxDestroy_v2 *)dlsym(cu, "cuCtxDestroy_v2");
-	tCreateInstance create = (tCreateInstance)dlsym(enc, "NvEncodeAPICreateInstance");
-	if (!cuInit || !cuDeviceGet || !cuCtxCreate || !create) return err = "missing CUDA or NVENC symbols";
+	if ((err = nv_load())) return err;
 	CUdevice dev;
-	if (cuInit(0) || cuDeviceGet(&dev, 0) || cuCtxCreate(&nv_ctx, 0, dev)) return err = "no CUDA device";
-	memset(&nv_fl, 0, sizeof(nv_fl));
-	nv_fl.version = NV_ENCODE_API_FUNCTION_LIST_VER;
-	if (create(&nv_fl) != NV_ENC_SUCCESS) return err = "NvEncodeAPICreateInstance failed";
+	if (p_cuDeviceGet(&dev, 0) || p_cuCtxCreate(&nv_ctx, 0, dev)) return err = "no CUDA device";
 	return NULL;
 }
 
@@ -314,19 +318,12 @@ func (n *NVENC) Encode(jobs []Job) {
 	submitted := make([]*nvencState, len(jobs))
 	for i := range jobs {
 		f := jobs[i].Frame
-		rgb := 0
-		switch f.Format {
-		case "BGRX", "BGRA":
-		case "RGBX", "RGBA":
-			rgb = 1
-		default:
-			jobs[i].Out.Err = fmt.Errorf("gpu: unsupported pixel format %q", f.Format)
+		isRGB, err := f.check()
+		if err != nil {
+			jobs[i].Out.Err = err
 			continue
 		}
-		if f.Width <= 0 || f.Height <= 0 || f.Stride < 4*f.Width || len(f.Pixels) < f.Stride*(f.Height-1)+4*f.Width {
-			jobs[i].Out.Err = fmt.Errorf("gpu: frame %dx%d stride %d with %d bytes", f.Width, f.Height, f.Stride, len(f.Pixels))
-			continue
-		}
+		rgb := b2i(isRGB)
 		st, _ := (*jobs[i].State).(*nvencState)
 		if st != nil && (st.w != f.Width || st.h != f.Height) {
 			n.Close(st)

@@ -231,7 +231,8 @@ func (n *NVJPEG) Encode(jobs []Job) {
 	ok := make([]bool, len(jobs))
 	for i := range jobs {
 		f := jobs[i].Frame
-		rgb, err := n.check(f)
+		isRGB, err := f.check()
+		rgb := b2i(isRGB)
 		if err != nil {
 			jobs[i].Out.Err = err
 			continue
@@ -263,19 +264,4 @@ func (n *NVJPEG) Encode(jobs []Job) {
 		}
 		jobs[i].Out = Result{Encoding: "jpeg", Data: out[:int(size)], Options: map[string]any{"quality": int(slots[i].quality)}}
 	}
-}
-
-func (n *NVJPEG) check(f *Frame) (int, error) {
-	rgb := 0
-	switch f.Format {
-	case "BGRX", "BGRA":
-	case "RGBX", "RGBA":
-		rgb = 1
-	default:
-		return 0, fmt.Errorf("gpu: unsupported pixel format %q", f.Format)
-	}
-	if f.Width <= 0 || f.Height <= 0 || f.Stride < 4*f.Width || len(f.Pixels) < f.Stride*(f.Height-1)+4*f.Width {
-		return 0, fmt.Errorf("gpu: frame %dx%d stride %d with %d bytes", f.Width, f.Height, f.Stride, len(f.Pixels))
-	}
-	return rgb, nil
 }

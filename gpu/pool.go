@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -16,6 +17,29 @@ type Frame struct {
 	Pixels  []byte
 	Quality int   // 1-100; 0: the back end's default
 	Seq     int64 // the draw's packet sequence, for the caller
+}
+
+// check validates a frame for the back ends and says whether its bytes are
+// in RGB (not BGR) order.
+func (f *Frame) check() (rgb bool, err error) {
+	switch f.Format {
+	case "BGRX", "BGRA":
+	case "RGBX", "RGBA":
+		rgb = true
+	default:
+		return false, fmt.Errorf("gpu: unsupported pixel format %q", f.Format)
+	}
+	if f.Width <= 0 || f.Height <= 0 || f.Stride < 4*f.Width || len(f.Pixels) < f.Stride*(f.Height-1)+4*f.Width {
+		return false, fmt.Errorf("gpu: frame %dx%d stride %d with %d bytes", f.Width, f.Height, f.Stride, len(f.Pixels))
+	}
+	return rgb, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Result is a compressed frame, or why it is not.
