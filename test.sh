@@ -12,7 +12,7 @@ export XPRA_NOTTY=1
 # go-nvml's cgo wrappers call deprecated NVML functions: keep the build quiet.
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -Wno-deprecated-declarations"
 
-packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver libturbojpeg0-dev libffmpeg-nvenc-dev libopenh264-dev)
+packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver libturbojpeg0-dev libffmpeg-nvenc-dev libopenh264-dev libpam0g-dev slapd ldap-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -163,3 +163,39 @@ func Response(password, serverSalt []byte, digest, saltDigest Digest) (response,
 	response, err = Gen(digest, password, combined)
 	return response, clientSalt, err
 }
+
+// Cleartext recovers the password from an xor response (xpra's sys
+// authenticators need it to ask PAM or LDAP); ok is false for any other
+// digest or an unusable response.
+func (c *Challenge) Cleartext(response, clientSalt []byte) ([]byte, bool) {
+	if c == nil || c.Digest != DigestXOR || len(clientSalt) < 16 || len(response) == 0 {
+		return nil, false
+	}
+	combined, err := Gen(c.SaltDigest, clientSalt, c.ServerSalt)
+	if err != nil {
+		return nil, false
+	}
+	out := make([]byte, len(response))
+	for i := range out {
+		var b byte
+		if i < len(combined) {
+			b = combined[i]
+		}
+		out[i] = response[i] ^ b
+	}
+	return out, true
+}
+
+// NewCleartextChallenge is the challenge of modules that need the password
+// itself (pam, ldap): the xor digest, as xpra's sys authenticators send it
+// whatever the link; xpra's client only answers it over TLS or locally.
+func NewCleartextChallenge(clientDigests, clientSaltDigests []string) (*Challenge, error) {
+	if !slices.Contains(clientDigests, string(DigestXOR)) {
+		return nil, fmt.Errorf("authn: this authentication module needs the xor digest, which the client does not offer")
+	}
+	sd, err := ChooseDigest(clientSaltDigests, false)
+	if err != nil {
+		return nil, fmt.Errorf("authn: insecure or missing salt digest: %w", err)
+	}
+	return &Challenge{ServerSalt: Salt(64), Digest: DigestXOR, SaltDigest: sd}, nil
+}

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"errors"
+	"net"
 	"fmt"
 	"slices"
 	"sort"
@@ -22,7 +23,35 @@ type Request struct {
 	// the client's challenge response. It is nil for modules that send no
 	// challenge, and for clients that sent no usable response.
 	Verify func(password []byte) bool
+	// Password is the client's password itself, for modules that need it
+	// (CleartextModule); nil otherwise.
+	Password []byte
+	// Conn is the client's connection (hosts: its address; peercred: its
+	// unix socket's credentials).
+	Conn PeerConn
 }
+
+// PeerConn is what modules may ask of the client's connection.
+type PeerConn interface {
+	RemoteAddr() net.Addr
+	Fd() int
+}
+
+// CleartextModule is a module that checks the password with another
+// system (PAM, LDAP) and so needs it in clear: the client is challenged
+// with the xor digest.
+type CleartextModule interface {
+	Module
+	NeedsCleartext() bool
+}
+
+func needsCleartext(m Module) bool {
+	c, ok := m.(CleartextModule)
+	return ok && c.NeedsCleartext()
+}
+
+// NeedsCleartext reports whether m checks passwords elsewhere (pam, ldap).
+func NeedsCleartext(m Module) bool { return needsCleartext(m) }
 
 // Identity is what a successful authentication yields: who the user is
 // and, for modules that list them, the sessions the user may reach.
@@ -141,6 +170,11 @@ var modules = map[string]constructor{
 	"multifile": newMultifile,
 	"sqlite":    newSQLite,
 	"exec":      newExec,
+	"pam":       newPAM,
+	"ldap":      newLDAP,
+	"ldap3":     newLDAP,
+	"hosts":     newHosts,
+	"peercred":  newPeercred,
 }
 
 // New builds the module a spec names, checking its options.

@@ -373,11 +373,17 @@ func (s *Session) nextRound() {
 		s.sendChallenge()
 		return
 	}
-	s.authenticate(m, nil)
+	s.authenticate(m, nil, nil)
 }
 
 func (s *Session) sendChallenge() {
-	ch, err := authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
+	var ch *authn.Challenge
+	var err error
+	if authn.NeedsCleartext(s.cfg.Modules[s.module]) {
+		ch, err = authn.NewCleartextChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"))
+	} else {
+		ch, err = authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
+	}
 	if err != nil {
 		s.logger().Info("cannot challenge the client", "err", err)
 		s.disconnect("authentication failed", "no supported digest")
@@ -395,19 +401,20 @@ func (s *Session) verifyRound() {
 	r, _ := frame.AsText(resp)
 	cs, _ := frame.AsText(salt)
 	verify := s.challenge.Verifier([]byte(r), []byte(cs))
+	password, _ := s.challenge.Cleartext([]byte(r), []byte(cs))
 	s.challenge = nil // a salt is good for one answer only
 	if verify == nil {
 		s.logger().Info("authentication failed", "user", s.user, "why", "no usable challenge response")
 		s.disconnect("authentication failed")
 		return
 	}
-	s.authenticate(s.cfg.Modules[s.module], verify)
+	s.authenticate(s.cfg.Modules[s.module], verify, password)
 }
 
 // authenticate runs module m off the loop.
-func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
+func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, password []byte) {
 	s.state = stateBusy
-	req := authn.Request{Username: s.user, Peer: s.peer, Verify: verify}
+	req := authn.Request{Username: s.user, Peer: s.peer, Verify: verify, Password: password, Conn: s.client}
 	var (
 		id  *authn.Identity
 		err error
@@ -419,8 +426,12 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool) {
 		if err != nil {
 			if errors.Is(err, authn.ErrAuthFailed) {
 				s.outcome("auth-failed")
-				s.logger().Info("authentication failed", "user", s.user, "module", m.Name())
-				s.disconnect("authentication failed")
+				s.logger().Info("authentication failed", "user", s.user, "module", m.Name(), "why", authn.Why(err))
+				if why := authn.Why(err); why != "" {
+					s.disconnect("authentication failed", why)
+				} else {
+					s.disconnect("authentication failed")
+				}
 			} else {
 				s.outcome("auth-error")
 				s.logger().Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)

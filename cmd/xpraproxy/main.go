@@ -43,7 +43,9 @@ proxy options (xpra's names):
   --proxy-video-encoders=auto|none|nvenc|cpu   re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)
   --proxy-workers=uid|connection               as root: one relay worker per account (default), or per connection
   --worker-idle-timeout=SECONDS (60)           as root: how long a worker without connections stays
-authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec
+authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec,
+  pam (service=), ldap/ldap3 (host=, port=, tls=, cacert=, username_format=, uid=, gid=),
+  hosts (allow=, deny=: tcp wrappers files), peercred (allow-uids=, allow-gids=: unix sockets)
 
 sqlite commands (same as xpra's sqlite_auth.py):
   create | add USER PASSWORD [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] |
