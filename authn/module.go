@@ -2,8 +2,8 @@ package authn
 
 import (
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"strings"

@@ -370,7 +370,9 @@ func newPeercred(spec Spec, _ Env) (Module, error) {
 		return nil, err
 	}
 	var m peercredModule
-	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == ',' }) }
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == ',' })
+	}
 	for _, u := range split(spec.Options["allow-uids"]) {
 		n, err := strconv.Atoi(u)
 		if err != nil {
@@ -425,4 +427,3 @@ func (m peercredModule) Authenticate(req Request) (*Identity, error) {
 	}
 	return &Identity{Username: name, UID: strconv.Itoa(int(cred.Uid)), GID: strconv.Itoa(int(cred.Gid))}, nil
 }
-
