@@ -115,7 +115,7 @@ func TestAdopt(t *testing.T) {
 	w := frame.Writer{Encoding: frame.Rencode}
 	hb, _ := w.AppendPacket(nil, frame.Packet{"hello", hello("foo")})
 	target, _ := authn.ParseTarget("tcp://" + fs.addr() + "/")
-	h := &relay.Handoff{ID: 77, User: "foo", Peer: "tcp test", Display: target.String(), Target: target, Hello: hb, Started: time.Now()}
+	h := &relay.Handoff{ID: 77, User: "foo", Peer: "tcp test", Candidates: []relay.Candidate{{Display: target.String(), Target: target}}, Hello: hb, Started: time.Now()}
 	if err := srv.Adopt(h, accepted); err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,23 @@ type fakeServer struct {
 	hellos   []frame.Dict
 	frames   []frame.Header // headers of frames received after the hello
 	closed   chan struct{}
+	conns    []net.Conn
+}
+
+// kill stops the server as a crash would: listener and connections gone.
+func (s *fakeServer) kill() {
+	s.ln.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+}
+
+func (s *fakeServer) helloCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hellos)
 }
 
 func startFakeServer(t *testing.T, password string) *fakeServer {
@@ -50,6 +67,9 @@ func startFakeServer(t *testing.T, password string) *fakeServer {
 			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
 			go s.serve(c)
 		}
 	}()

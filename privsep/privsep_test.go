@@ -234,7 +234,7 @@ func TestSupervisorWorkers(t *testing.T) {
 	sup.mu.Lock()
 	w.sessions-- // HandOff reserves again
 	sup.mu.Unlock()
-	if err := sup.HandOff(&relay.Handoff{ID: 5, User: "u", Target: target, Hello: hb}, acct, server); err != nil {
+	if err := sup.HandOff(&relay.Handoff{ID: 5, User: "u", Candidates: []relay.Candidate{{Display: "tcp:127.0.0.1:1", Target: target}}, Hello: hb}, acct, server); err != nil {
 		t.Fatal(err)
 	}
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))

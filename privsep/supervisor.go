@@ -38,6 +38,9 @@ type Supervisor struct {
 	// Output receives the workers' logs (the proxy's own log).
 	Output io.Writer
 	Log    *slog.Logger
+	// OnEnded, when set, is told that a handed-off connection ended (or
+	// was lost with its worker): the target pools release it.
+	OnEnded func(id uint64)
 
 	mu       sync.Mutex
 	workers  map[string]*worker0 // by account key
@@ -257,6 +260,9 @@ func (s *Supervisor) watch(w *worker0) {
 		if rw == w {
 			delete(s.routes, id)
 			lost++
+			if s.OnEnded != nil {
+				s.OnEnded(id)
+			}
 		}
 	}
 	for k, rw := range s.workers {
@@ -295,6 +301,9 @@ func (s *Supervisor) unroute(id uint64) {
 		return
 	}
 	delete(s.routes, id)
+	if s.OnEnded != nil {
+		s.OnEnded(id)
+	}
 	w.sessions--
 	if w.sessions > 0 {
 		return

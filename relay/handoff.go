@@ -16,12 +16,11 @@ import (
 // to its target and carry on. It travels as JSON beside the client's
 // socket.
 type Handoff struct {
-	ID      uint64         `json:"id"`
-	User    string         `json:"user"`
-	Peer    string         `json:"peer"`
-	Display string         `json:"display"`
-	Target  authn.Target   `json:"target"`
-	Options []authn.Option `json:"options,omitempty"`
+	ID         uint64         `json:"id"`
+	User       string         `json:"user"`
+	Peer       string         `json:"peer"`
+	Candidates []Candidate    `json:"candidates"` // tried in order (one, or a pool's)
+	Options    []authn.Option `json:"options,omitempty"`
 	// Hello is the client's hello packet as an xpra frame in the client's
 	// own encoder, so that every value keeps its type.
 	Hello   []byte    `json:"hello"`
@@ -57,7 +56,7 @@ func (e *HandOffError) Unwrap() error { return e.Err }
 // handOff moves the client to a worker: its socket is dup'ed and the
 // loop's connection closed at once, so that this process reads nothing
 // more from it.
-func (s *Session) handOff(display string, target authn.Target, acct authn.Account, opts []authn.Option) {
+func (s *Session) handOff(cands []Candidate, acct authn.Account, opts []authn.Option) {
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the
@@ -71,7 +70,7 @@ func (s *Session) handOff(display string, target authn.Target, acct authn.Accoun
 		s.disconnect("server error", "cannot encode the client's hello")
 		return
 	}
-	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Display: display, Target: target,
+	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Candidates: cands,
 		Options: opts, Hello: hello, Started: s.started}
 	if t, ok := s.client.(Transported); ok {
 		if h.Transport, err = t.Transport(); err != nil {
@@ -140,6 +139,6 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	}
 	s.caps, s.enc, s.helloSeen = caps, r.Header().Flags.Encoding(), true
 	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
-	s.connect(h.Display, h.Target, h.Options)
+	s.connect(h.Candidates, nil, h.Options)
 	return s, nil
 }

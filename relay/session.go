@@ -106,6 +106,15 @@ type Config struct {
 	// Video, when set, is the encoder pool of proxy video: servers are
 	// offered it and their raw-RGB draws are compressed here (docs/gpu.md).
 	Video *gpu.Pool
+	// Pools are the target pools that `pool:NAME` displays name.
+	Pools Pools
+}
+
+// Candidate is a display and its address; a pool gives several, tried in
+// order until one connects.
+type Candidate struct {
+	Display string       `json:"display"`
+	Target  authn.Target `json:"target"`
 }
 
 type state uint8
@@ -465,10 +474,10 @@ func (s *Session) authenticated() {
 	s.state = stateBusy
 	requested, _ := s.caps.Text("display")
 	var (
-		err     error
-		acct    authn.Account
-		display string
-		target  authn.Target
+		err   error
+		acct  authn.Account
+		cands []Candidate
+		pool  *Pool
 	)
 	id := s.identity
 	root := s.cfg.HandOff != nil
@@ -483,7 +492,7 @@ func (s *Session) authenticated() {
 			err = &authn.SessionError{Reason: "authentication error", Message: "cannot run proxy instances as root"}
 			return
 		}
-		display, target, err = s.chooseTarget(id, requested, acct, root)
+		cands, pool, err = s.chooseTarget(id, requested, acct, root)
 	}, func() {
 		if s.state != stateBusy {
 			return
@@ -493,41 +502,56 @@ func (s *Session) authenticated() {
 			return
 		}
 		if root {
-			s.handOff(display, target, acct, id.SessionOptions)
+			s.handOff(cands, acct, id.SessionOptions)
 			return
 		}
 		// As in xpra, a proxy that is not root relays as itself.
-		s.connect(display, target, id.SessionOptions)
+		s.connect(cands, pool, id.SessionOptions)
 	})
 }
 
 // connect dials the target off the loop, then moves the logged-in
 // backend onto the session's loop.
-func (s *Session) connect(display string, target authn.Target, opts []authn.Option) {
+func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 	s.state = stateBusy
 	var (
 		b        *Backend
 		err      error
 		link     *LinkOptions
 		warnings []string
+		display  string
+		target   authn.Target
 	)
 	caps, enc := s.caps, s.enc
 	s.host.Go(func() {
-		var hello frame.Dict
-		hello, link, warnings = ServerHello(caps, target, opts)
-		if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
-			for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
-				k, _ := frame.AsText(kv.Key)
-				hello.Set(k, kv.Value)
+		for i, c := range cands {
+			display, target = c.Display, c.Target
+			var hello frame.Dict
+			hello, link, warnings = ServerHello(caps, target, opts)
+			if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
+				for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
+					k, _ := frame.AsText(kv.Key)
+					hello.Set(k, kv.Value)
+				}
 			}
+			pw := target.Password
+			if pw == "" {
+				pw = link.Password
+			}
+			b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
+				Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
+				Link: link})
+			var be *BackendError
+			if err == nil || i == len(cands)-1 || !errors.As(err, &be) || be.Message != "failed to connect to display" {
+				break
+			}
+			// A pool member that does not answer: the next one.
+			next := cands[i+1].Display
+			if pool != nil {
+				pool.Failed(s.ID, c.Display, next)
+			}
+			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", next)
 		}
-		pw := target.Password
-		if pw == "" {
-			pw = link.Password
-		}
-		b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
-			Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
-			Link: link})
 	}, func() {
 		for _, w := range warnings {
 			s.logger().Warn(w, "user", s.user)
@@ -662,8 +686,9 @@ func (s *Session) outcome(result string) {
 // chooseTarget runs off the loop: the display, then its address.
 // As root, local sessions are those of the account the relay runs as, in
 // the socket directories expanded for it (xpra's get_sessions with
-// check_uid).
-func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) (string, authn.Target, error) {
+// check_uid). A `pool:NAME` display gives the pool's live targets in
+// policy order.
+func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) ([]Candidate, *Pool, error) {
 	candidates := id.Displays
 	dirs, uid := s.cfg.SocketDirs, s.cfg.UID
 	if root {
@@ -682,18 +707,33 @@ func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.
 	}
 	display, err := authn.ChooseDisplay(candidates, requested, s.cfg.OwnDisplay)
 	if err != nil {
-		return "", authn.Target{}, err
+		return nil, nil, err
+	}
+	if name, ok := strings.CutPrefix(display, PoolPrefix); ok {
+		pool := s.cfg.Pools[name]
+		if pool == nil {
+			return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "no target pool " + name}
+		}
+		displays, targets, err := pool.Pick(s.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]Candidate, len(displays))
+		for i := range displays {
+			out[i] = Candidate{Display: displays[i], Target: targets[i]}
+		}
+		return out, pool, nil
 	}
 	t, err := authn.ParseTarget(display)
 	if err != nil {
-		return display, t, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
+		return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
 	}
 	if t.Network == "unix" && t.Address == "" {
 		if t.Address, err = authn.FindSocket(dirs, s.cfg.Hostname, t.Display); err != nil {
-			return display, t, err
+			return nil, nil, err
 		}
 	}
-	return display, t, nil
+	return []Candidate{{Display: display, Target: t}}, nil, nil
 }
 
 func (s *Session) connectFailed(err error) {
@@ -881,6 +921,9 @@ func (s *Session) beginClose() {
 func (s *Session) OnClientClosed(err error) {
 	if s.state == stateRelay {
 		s.logger().Info("client connection lost", "user", s.user, "err", err)
+	}
+	if s.cfg.Pools != nil && s.state != stateHandedOff {
+		s.cfg.Pools.Release(s.ID)
 	}
 	s.closeServer("client connection lost")
 	s.state = stateClosed

@@ -41,6 +41,8 @@ proxy options (xpra's names):
   --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
   --metrics=HOST:PORT                          Prometheus metrics endpoint (/metrics)
   --proxy-video-encoders=auto|none|nvenc|cpu   re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)
+  --pool=NAME:POLICY:TARGET[,TARGET...]        a target pool (random, least-sessions, first-live) that a
+                                               displays entry "pool:NAME" names; --pool-probe-interval=SECONDS (5)
   --proxy-workers=uid|connection               as root: one relay worker per account (default), or per connection
   --worker-idle-timeout=SECONDS (60)           as root: how long a worker without connections stays
 authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec,

@@ -46,8 +46,10 @@ type proxyOptions struct {
 	// Privilege separation (root only) and metrics.
 	workers    string // "uid" or "connection"
 	workerIdle time.Duration
-	metrics    string // HOST:PORT of the Prometheus endpoint
-	video      string // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
+	metrics    string        // HOST:PORT of the Prometheus endpoint
+	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
+	pools      []string      // --pool=NAME:POLICY:TARGET,...
+	poolProbe  time.Duration // --pool-probe-interval
 }
 
 // xpraIgnored are xpra options that mean nothing to a proxy without a
@@ -170,6 +172,7 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		gcPercent:  defaultGCPercent,
 		workers:    "uid",
 		video:      "auto",
+		poolProbe:  5 * time.Second,
 		workerIdle: 60 * time.Second,
 	}
 	for i := 0; i < len(args); i++ {
@@ -315,6 +318,16 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			var v string
 			if v, err = needVal(); err == nil {
 				o.workerIdle, err = parseSeconds(name, v)
+			}
+		case "pool":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.pools = append(o.pools, v)
+			}
+		case "pool-probe-interval":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.poolProbe, err = parseSeconds(name, v)
 			}
 		case "proxy-video-encoders":
 			if o.video, err = needVal(); err == nil {

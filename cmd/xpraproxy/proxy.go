@@ -258,6 +258,19 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		MaxSessionBuffer: o.maxSession,
 		Log:              log,
 	}
+	pools := relay.Pools{}
+	for _, spec := range o.pools {
+		p, err := relay.ParsePool(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		pools[p.Name] = p
+		log.Info("target pool", "pool", p.Name, "policy", p.Policy, "targets", spec[strings.LastIndex(spec, ":"+p.Policy+":")+len(p.Policy)+2:])
+	}
+	if len(pools) > 0 {
+		base.Pools = pools
+		go pools.ProbeEvery(o.poolProbe, make(chan struct{}))
+	}
 	ctl := &control{display: o.display}
 	if os.Geteuid() != 0 {
 		pool, err := videoPool(o.video, log)
@@ -290,6 +303,9 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
+		if len(pools) > 0 {
+			ctl.sup.OnEnded = pools.Release
+		}
 		base.UserSocketDirs = templates
 	}
 	var tlsCfg *tls.Config

@@ -1,0 +1,98 @@
+package loop
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// Target pools with three servers: 30 sessions spread by each policy; one
+// server killed ends its sessions with a reason and new sessions go to the
+// others (the failed connect marks it dead and moves on).
+func TestPools(t *testing.T) {
+	for _, policy := range []string{relay.PolicyLeastSessions, relay.PolicyRandom, relay.PolicyFirstLive} {
+		t.Run(policy, func(t *testing.T) {
+			fs := []*fakeServer{startFakeServer(t, ""), startFakeServer(t, ""), startFakeServer(t, "")}
+			var targets []string
+			for _, s := range fs {
+				targets = append(targets, "tcp://"+s.addr()+"/")
+			}
+			pool, err := relay.ParsePool("farm:" + policy + ":" + strings.Join(targets, ","))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||pool:farm"), Pools: relay.Pools{"farm": pool}}, Options{})
+			var clients []*testClient
+			for i := 0; i < 30; i++ {
+				tc := dialProxy(t, addr)
+				if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
+					t.Fatalf("session %d: %s", i, packetText(p))
+				}
+				clients = append(clients, tc)
+			}
+			counts := []int{fs[0].helloCount(), fs[1].helloCount(), fs[2].helloCount()}
+			switch policy {
+			case relay.PolicyLeastSessions:
+				if counts[0] != 10 || counts[1] != 10 || counts[2] != 10 {
+					t.Errorf("least-sessions spread %v, want 10 each", counts)
+				}
+			case relay.PolicyRandom:
+				if counts[0] == 0 || counts[1] == 0 || counts[2] == 0 || counts[0]+counts[1]+counts[2] != 30 {
+					t.Errorf("random spread %v", counts)
+				}
+			case relay.PolicyFirstLive:
+				if counts[0] != 30 {
+					t.Errorf("first-live spread %v, want all on the first", counts)
+				}
+			}
+			// Kill the server with the most sessions.
+			victim := 0
+			for i := range counts {
+				if counts[i] > counts[victim] {
+					victim = i
+				}
+			}
+			fs[victim].kill()
+			lost := 0
+			for _, tc := range clients {
+				tc.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if p, err := tc.r.ReadPacket(); err == nil && p.Type() == "disconnect" {
+					if !strings.Contains(packetText(p), "server connection lost") {
+						t.Errorf("disconnect reason: %s", packetText(p))
+					}
+					lost++
+				}
+			}
+			if lost != counts[victim] {
+				t.Errorf("%d sessions ended with a reason, want the killed server's %d", lost, counts[victim])
+			}
+			before := []int{fs[0].helloCount(), fs[1].helloCount(), fs[2].helloCount()}
+			for i := 0; i < 6; i++ {
+				tc := dialProxy(t, addr)
+				if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
+					t.Fatalf("after the kill, session %d: %s", i, packetText(p))
+				}
+				tc.send(frame.Packet{"ping", 1, 0, "x"})
+				if p := tc.recv(t); p.Type() != "ping_echo" {
+					t.Fatalf("ping: %s", p)
+				}
+			}
+			added := 0
+			for i := range fs {
+				if i != victim {
+					added += fs[i].helloCount() - before[i]
+				}
+			}
+			if added != 6 {
+				t.Errorf("new sessions on the live servers: %d of 6", added)
+			}
+			st := pool.Status()
+			if st[targets[victim]][0] != 0 {
+				t.Errorf("killed target still live: %v", st)
+			}
+		})
+	}
+}
