@@ -114,7 +114,7 @@ func (s *fakeServer) serve(c net.Conn) {
 					return
 				}
 			}
-			send(frame.Packet{"hello", frame.NewDict("version", "3.1.3", "aliases", frame.NewDict("draw", 35),
+			send(frame.Packet{"hello", frame.NewDict("version", "3.1.3", "ping-echo-sourceid", true, "aliases", frame.NewDict("draw", 35),
 				"padding", strings.Repeat("x", 2000))})
 			break
 		}
@@ -134,7 +134,11 @@ func (s *fakeServer) serve(c net.Conn) {
 		}
 		switch p.Type() {
 		case "ping":
-			send(frame.Packet{"ping_echo", p[1], 0, 0, 0, 0})
+			echo := frame.Packet{"ping_echo", p[1], 0, 0, 0, 0}
+			if len(p) >= 4 {
+				echo = append(echo, p[3]) // ping-echo-sourceid
+			}
+			send(echo)
 		case "info-request":
 			send(frame.Packet{"info-response", frame.NewDict("server", frame.NewDict("type", "fake"))})
 		case "stream":

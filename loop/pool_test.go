@@ -96,3 +96,55 @@ func TestPools(t *testing.T) {
 		})
 	}
 }
+
+// The proxy pings both peers itself; echoes with its uuid come back to it
+// (latency in the session's info) and are never forwarded, while the
+// peers' own pings and echoes pass through untouched.
+func TestProxyPings(t *testing.T) {
+	fs := startFakeServer(t, "")
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"),
+		PingInterval: 150 * time.Millisecond}, Options{})
+	tc := dialProxy(t, addr)
+	if p := tc.login(t, "foo", "bar", "ping-echo-sourceid", true); p.Type() != "hello" {
+		t.Fatalf("login: %s", packetText(p))
+	}
+	var proxyUUID string
+	pings, ownEchoes := 0, 0
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && pings < 4 {
+		tc.send(frame.Packet{"ping", time.Now().UnixMilli(), 0, "client-uuid"})
+		for {
+			p := tc.recv(t)
+			if p.Type() == "ping" && len(p) >= 4 {
+				// The proxy's ping: answer as xpra's client does.
+				proxyUUID, _ = frame.AsText(p[3])
+				pings++
+				tc.send(frame.Packet{"ping_echo", p[1], 0, 0, 0, 0, p[3]})
+				continue
+			}
+			if p.Type() == "ping_echo" {
+				if sid, _ := frame.AsText(p[len(p)-1]); len(p) >= 7 && sid != "client-uuid" {
+					ownEchoes++
+				}
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pings < 2 || !strings.HasPrefix(proxyUUID, "xpraproxy-") {
+		t.Fatalf("the proxy sent %d pings (uuid %q)", pings, proxyUUID)
+	}
+	if ownEchoes != 0 {
+		t.Errorf("%d echoes of the proxy's own pings reached the client", ownEchoes)
+	}
+	all := srv.SessionsInfo()
+	info := all[0].Value.(frame.Dict)
+	lat, _ := info.Get("latency")
+	ld := lat.(frame.Dict)
+	hidden, _ := ld.Int("own-echoes")
+	_, cp := ld.Get("client-ping")
+	_, sp := ld.Get("server-ping")
+	if hidden < 2 || !cp || !sp {
+		t.Errorf("latency info: %v", ld)
+	}
+}

@@ -40,6 +40,8 @@ type WorkerConfig struct {
 	Hostname   string   `json:"hostname"`
 	// Video is --proxy-video-encoders; the worker runs its own pool.
 	Video string `json:"video,omitempty"`
+	// PingInterval is --proxy-ping.
+	PingInterval time.Duration `json:"ping_interval"`
 }
 
 // ControlFD is the descriptor on which a worker finds its control socket.
@@ -173,6 +175,7 @@ func (w *worker) run() error {
 		Hostname:         w.cfg.Hostname,
 		UID:              os.Getuid(),
 		Log:              w.log,
+		PingInterval:     w.cfg.PingInterval,
 	}
 	if pool, why, err := gpu.StartPool(w.cfg.Video); err != nil {
 		w.log.Warn("proxy video off", "err", err)

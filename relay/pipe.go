@@ -312,12 +312,21 @@ func (p *pipe) frame(h frame.Header, buf []byte) error {
 	if err != nil {
 		return err
 	}
+	if t.Is("ping_echo") {
+		if p.ownEcho(pkt) {
+			return nil // the proxy's own: measured, not forwarded
+		}
+		return p.rewrite(h, payload, buf) // a peer's: untouched
+	}
 	return p.handle(h, pkt)
 }
 
 func (p *pipe) inspects(t *frame.Type) bool {
 	if t.Is("disconnect") || t.Is("hello") {
 		return true
+	}
+	if p.s.ping != nil && t.Is("ping_echo") {
+		return true // maybe the answer to one of the proxy's own pings
 	}
 	return !p.toServer && (t.Is("info-response") || t.Is("challenge"))
 }
@@ -447,6 +456,17 @@ func (s *Session) Summary() frame.Dict {
 		lat := frame.NewDict()
 		// xpra's proxy reports its latencies in ms under latency; µs
 		// too, as loopback round trips are well under a millisecond.
+		// The proxy's own pings measure them when the peers echo source
+		// ids; otherwise pings passing through do.
+		if pg := s.ping; pg != nil {
+			if pg.clientRTT > 0 {
+				lat.Set("client-ping", pg.clientRTT.Milliseconds())
+			}
+			if pg.serverRTT > 0 {
+				lat.Set("server-ping", pg.serverRTT.Milliseconds())
+			}
+			lat.Set("own-echoes", pg.echoesHidden)
+		}
 		if s.s2c.rtt > 0 {
 			lat.Set("client", s.s2c.rtt.Milliseconds())
 			lat.Set("client-us", s.s2c.rtt.Microseconds())

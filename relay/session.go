@@ -108,6 +108,9 @@ type Config struct {
 	Video *gpu.Pool
 	// Pools are the target pools that `pool:NAME` displays name.
 	Pools Pools
+	// PingInterval is how often the proxy pings both peers itself (xpra's
+	// proxy: 5 s); 0: never.
+	PingInterval time.Duration
 }
 
 // Candidate is a display and its address; a pool gives several, tried in
@@ -172,6 +175,8 @@ type Session struct {
 	// the proxy's own for the server (acknowledgements of replaced frames).
 	videoPending, videoEncoded, videoPassed int
 	serverQueue                             []frame.Packet
+
+	ping *pinger // the proxy's own pings, when on
 }
 
 // logger is made when there is something to log: a logger with the
@@ -780,6 +785,12 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	s.s2c.reader.MaxPacketSize = frame.AbsMaxPacketSize
 	s.state = stateRelay
 	s.active = now
+	if s.cfg.PingInterval > 0 {
+		s.ping = newPinger(s.caps, b.Hello)
+		if s.ping != nil {
+			s.ping.last = now
+		}
+	}
 	w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
 	if s.s2c.link.Uncompressed() {
 		s.s2c.compress = s.clientCompression()
@@ -949,6 +960,7 @@ func (s *Session) Sweep(now time.Time) int {
 			s.disconnect("login timeout")
 		}
 	case stateRelay:
+		s.maybePing(now)
 		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
 			s.logger().Info("idle timeout", "user", s.user)
 			s.disconnect("idle timeout")

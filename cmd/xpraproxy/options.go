@@ -48,6 +48,7 @@ type proxyOptions struct {
 	workerIdle time.Duration
 	metrics    string        // HOST:PORT of the Prometheus endpoint
 	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
+	ping       time.Duration // --proxy-ping: the proxy's own pings to both peers
 	pools      []string      // --pool=NAME:POLICY:TARGET,...
 	poolProbe  time.Duration // --pool-probe-interval
 }
@@ -173,6 +174,7 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		workers:    "uid",
 		video:      "auto",
 		poolProbe:  5 * time.Second,
+		ping:       5 * time.Second,
 		workerIdle: 60 * time.Second,
 	}
 	for i := 0; i < len(args); i++ {
@@ -323,6 +325,11 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			var v string
 			if v, err = needVal(); err == nil {
 				o.pools = append(o.pools, v)
+			}
+		case "proxy-ping":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.ping, err = parseSeconds(name, v)
 			}
 		case "pool-probe-interval":
 			var v string

@@ -256,6 +256,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		IdleTimeout:      o.idle,
 		MaxPacketSize:    o.maxPacket,
 		MaxSessionBuffer: o.maxSession,
+		PingInterval:     o.ping,
 		Log:              log,
 	}
 	pools := relay.Pools{}
@@ -300,6 +301,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 				SocketDirs:       templates,
 				Hostname:         hostname,
 				Video:            o.video,
+				PingInterval:     o.ping,
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
