@@ -177,6 +177,10 @@ func (w *worker) run() error {
 		Log:              w.log,
 		PingInterval:     w.cfg.PingInterval,
 	}
+	me := currentUser()
+	for _, d := range w.cfg.SocketDirs {
+		rcfg.SocketDirs = append(rcfg.SocketDirs, authn.ExpandDir(d, me))
+	}
 	if pool, why, err := gpu.StartPool(w.cfg.Video); err != nil {
 		w.log.Warn("proxy video off", "err", err)
 	} else if pool != nil {

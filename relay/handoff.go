@@ -19,7 +19,8 @@ type Handoff struct {
 	ID         uint64         `json:"id"`
 	User       string         `json:"user"`
 	Peer       string         `json:"peer"`
-	Candidates []Candidate    `json:"candidates"` // tried in order (one, or a pool's)
+	Candidates []Candidate    `json:"candidates"`      // tried in order (one, or a pool's)
+	Start      *StartRequest  `json:"start,omitempty"` // start a new session as the worker's user first
 	Options    []authn.Option `json:"options,omitempty"`
 	// Hello is the client's hello packet as an xpra frame in the client's
 	// own encoder, so that every value keeps its type.
@@ -56,7 +57,7 @@ func (e *HandOffError) Unwrap() error { return e.Err }
 // handOff moves the client to a worker: its socket is dup'ed and the
 // loop's connection closed at once, so that this process reads nothing
 // more from it.
-func (s *Session) handOff(cands []Candidate, acct authn.Account, opts []authn.Option) {
+func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Account, opts []authn.Option) {
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the
@@ -70,7 +71,7 @@ func (s *Session) handOff(cands []Candidate, acct authn.Account, opts []authn.Op
 		s.disconnect("server error", "cannot encode the client's hello")
 		return
 	}
-	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Candidates: cands,
+	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Candidates: cands, Start: start,
 		Options: opts, Hello: hello, Started: s.started}
 	if t, ok := s.client.(Transported); ok {
 		if h.Transport, err = t.Transport(); err != nil {
@@ -139,6 +140,10 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	}
 	s.caps, s.enc, s.helloSeen = caps, r.Header().Flags.Encoding(), true
 	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
-	s.connect(h.Candidates, nil, h.Options)
+	if h.Start != nil {
+		s.startAndConnect(h.Start, h.Options)
+	} else {
+		s.connect(h.Candidates, nil, h.Options)
+	}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/user"
 	"slices"
 	"strconv"
@@ -111,6 +112,11 @@ type Config struct {
 	// PingInterval is how often the proxy pings both peers itself (xpra's
 	// proxy: 5 s); 0: never.
 	PingInterval time.Duration
+	// StartSessions lets clients start new sessions through the proxy
+	// (xpra's --proxy-start-sessions), at most MaxStartedSessions live
+	// sessions per user.
+	StartSessions      bool
+	MaxStartedSessions int
 }
 
 // Candidate is a display and its address; a pool gives several, tried in
@@ -483,9 +489,11 @@ func (s *Session) authenticated() {
 		acct  authn.Account
 		cands []Candidate
 		pool  *Pool
+		start *StartRequest
 	)
 	id := s.identity
 	root := s.cfg.HandOff != nil
+	sns, wantsNew := s.caps.Dict("start-new-session")
 	s.host.Go(func() {
 		var aerr error
 		acct, aerr = authn.ResolveAccount(id)
@@ -497,7 +505,16 @@ func (s *Session) authenticated() {
 			err = &authn.SessionError{Reason: "authentication error", Message: "cannot run proxy instances as root"}
 			return
 		}
+		if wantsNew {
+			start, err = s.startRequest(sns, acct, root)
+			return
+		}
 		cands, pool, err = s.chooseTarget(id, requested, acct, root)
+		var se *authn.SessionError
+		if errors.As(err, &se) && se.Message == "no displays found" && s.cfg.StartSessions {
+			// xpra's proxy starts a session for a user who has none.
+			start, err = s.startRequest(nil, acct, root)
+		}
 	}, func() {
 		if s.state != stateBusy {
 			return
@@ -507,11 +524,71 @@ func (s *Session) authenticated() {
 			return
 		}
 		if root {
-			s.handOff(cands, acct, id.SessionOptions)
+			s.handOff(cands, start, acct, id.SessionOptions)
 			return
 		}
-		// As in xpra, a proxy that is not root relays as itself.
+		// As in xpra, a proxy that is not root relays (and starts
+		// sessions) as itself.
+		if start != nil {
+			s.startAndConnect(start, id.SessionOptions)
+			return
+		}
 		s.connect(cands, pool, id.SessionOptions)
+	})
+}
+
+// startRequest validates a start-new-session (nil: a plain new session)
+// against the configuration and the user's limit; off the loop.
+func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool) (*StartRequest, error) {
+	if !s.cfg.StartSessions {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
+	}
+	r, ignored, err := ParseStartRequest(sns)
+	if err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	if len(ignored) > 0 {
+		s.logger().Warn("start-new-session options ignored", "user", s.user, "options", strings.Join(ignored, ","))
+	}
+	if max := s.cfg.MaxStartedSessions; max > 0 {
+		dirs, uid := s.userDirs(acct, root)
+		if n := len(authn.LocalSessions(dirs, s.cfg.Hostname, uid, time.Second)); n >= max {
+			return nil, &authn.SessionError{Reason: "session not found error",
+				Message: fmt.Sprintf("too many sessions: %d running, the limit is %d", n, max)}
+		}
+	}
+	return r, nil
+}
+
+// startAndConnect starts the new session as this process's user, then
+// connects to it.
+func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
+	s.state = stateBusy
+	// `xpra start` takes seconds: the login deadline moves.
+	s.deadline = time.Now().Add(3*s.cfg.ConnectTimeout + time.Second)
+	var (
+		c   Candidate
+		err error
+	)
+	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
+	s.logger().Info("starting a new session", "user", s.user, "mode", r.Mode, "args", strings.Join(r.Args, " "))
+	s.host.Go(func() {
+		if len(dirs) == 0 {
+			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}
+			return
+		}
+		os.MkdirAll(dirs[0], 0o700)
+		c, err = StartSession(r, dirs[0], s.cfg.Hostname, 2*s.cfg.ConnectTimeout)
+	}, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		s.logger().Info("new session started", "user", s.user, "display", c.Display)
+		s.connect([]Candidate{c}, nil, opts)
 	})
 }
 
@@ -695,16 +772,7 @@ func (s *Session) outcome(result string) {
 // policy order.
 func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) ([]Candidate, *Pool, error) {
 	candidates := id.Displays
-	dirs, uid := s.cfg.SocketDirs, s.cfg.UID
-	if root {
-		dirs, uid = s.cfg.UserSocketDirs, acct.UID
-		if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
-			dirs = make([]string, len(s.cfg.UserSocketDirs))
-			for i, d := range s.cfg.UserSocketDirs {
-				dirs[i] = authn.ExpandDir(d, u)
-			}
-		}
-	}
+	dirs, uid := s.userDirs(acct, root)
 	if !id.Explicit {
 		for _, ls := range authn.LocalSessions(dirs, s.cfg.Hostname, uid, 2*time.Second) {
 			candidates = append(candidates, ls.Display)
@@ -739,6 +807,22 @@ func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.
 		}
 	}
 	return []Candidate{{Display: display, Target: t}}, nil, nil
+}
+
+// userDirs are the socket directories of the account (expanded for it
+// when the proxy is root) and the uid whose sockets count.
+func (s *Session) userDirs(acct authn.Account, root bool) ([]string, int) {
+	if !root {
+		return s.cfg.SocketDirs, s.cfg.UID
+	}
+	dirs := s.cfg.UserSocketDirs
+	if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
+		dirs = make([]string, len(s.cfg.UserSocketDirs))
+		for i, d := range s.cfg.UserSocketDirs {
+			dirs[i] = authn.ExpandDir(d, u)
+		}
+	}
+	return dirs, acct.UID
 }
 
 func (s *Session) connectFailed(err error) {

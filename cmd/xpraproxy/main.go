@@ -41,6 +41,8 @@ proxy options (xpra's names):
   --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
   --metrics=HOST:PORT                          Prometheus metrics endpoint (/metrics)
   --proxy-video-encoders=auto|none|nvenc|cpu   re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)
+  --proxy-start-sessions=yes|no (yes)          clients may start new sessions (xpra start tcp://proxy/...), run as their user;
+  --max-started-sessions=N (4)                 at most N live sessions per user
   --proxy-ping=SECONDS (5)                     the proxy pings both peers (latency in info); their echoes are not forwarded
   --pool=NAME:POLICY:TARGET[,TARGET...]        a target pool (random, least-sessions, first-live) that a
                                                displays entry "pool:NAME" names; --pool-probe-interval=SECONDS (5)

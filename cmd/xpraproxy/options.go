@@ -49,6 +49,8 @@ type proxyOptions struct {
 	metrics    string        // HOST:PORT of the Prometheus endpoint
 	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
 	ping       time.Duration // --proxy-ping: the proxy's own pings to both peers
+	startNew   bool          // --proxy-start-sessions (xpra's)
+	maxStart   int           // --max-started-sessions per user
 	pools      []string      // --pool=NAME:POLICY:TARGET,...
 	poolProbe  time.Duration // --pool-probe-interval
 }
@@ -58,7 +60,7 @@ type proxyOptions struct {
 var xpraIgnored = map[string]bool{
 	"mdns": true, "pulseaudio": true, "notifications": true, "speaker": true, "microphone": true,
 	"webcam": true, "printing": true, "dbus-proxy": true, "systemd-run": true,
-	"start-via-proxy": true, "proxy-start-sessions": true, "opengl": true, "mmap": true, "dbus-control": true,
+	"start-via-proxy": true, "opengl": true, "mmap": true, "dbus-control": true,
 }
 
 func parseBool(name, v string) (bool, error) {
@@ -175,6 +177,8 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		video:      "auto",
 		poolProbe:  5 * time.Second,
 		ping:       5 * time.Second,
+		startNew:   true,
+		maxStart:   4,
 		workerIdle: 60 * time.Second,
 	}
 	for i := 0; i < len(args); i++ {
@@ -325,6 +329,17 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			var v string
 			if v, err = needVal(); err == nil {
 				o.pools = append(o.pools, v)
+			}
+		case "proxy-start-sessions":
+			var v string
+			if hasVal {
+				v = val
+			}
+			o.startNew, err = parseBool(name, v)
+		case "max-started-sessions":
+			var v string
+			if v, err = needVal(); err == nil {
+				o.maxStart, err = strconv.Atoi(v)
 			}
 		case "proxy-ping":
 			var v string

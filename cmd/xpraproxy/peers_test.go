@@ -302,7 +302,7 @@ func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
 	full := []string{"proxy", p.display, "--socket-dir=" + p.sockDir, "--log-file=" + p.log}
 	for _, a := range args {
-		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(p.port)))
+		full = append(full, strings.ReplaceAll(strings.ReplaceAll(a, "PORT", strconv.Itoa(p.port)), "PSOCK", p.sockDir))
 	}
 	os.MkdirAll(p.sockDir, 0o777)
 	os.Chmod(p.sockDir, 0o1777) // like /tmp: workers of any user make their sockets there
@@ -366,6 +366,13 @@ func (s syncBuf) Write(p []byte) (int, error) {
 // window can cover its windows when they are captured.
 func attach(t *testing.T, url string, extra ...string) *client {
 	t.Helper()
+	return runClient(t, "attach", url, extra...)
+}
+
+// runClient runs `xpra SUB URL` (attach, or start through a proxy) on an
+// Xvfb display of its own.
+func runClient(t *testing.T, sub, url string, extra ...string) *client {
+	t.Helper()
 	display := freeDisplay()
 	xvfb := exec.Command("Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp")
 	if err := xvfb.Start(); err != nil {
@@ -381,7 +388,7 @@ func attach(t *testing.T, url string, extra ...string) *client {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	args := append([]string{"attach", url, "--opengl=no", "--mmap=no"}, quiet...)
+	args := append([]string{sub, url, "--opengl=no", "--mmap=no"}, quiet...)
 	args = append(args, extra...)
 	cmd := exec.Command("xpra", args...)
 	cmd.Env = append(os.Environ(), "DISPLAY="+display, "XPRA_NOTTY=1")

@@ -246,18 +246,20 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	}
 	hostname := authn.SocketHostname()
 	base := relay.Config{
-		SocketDirs:       dirs,
-		Hostname:         hostname,
-		OwnDisplay:       o.display,
-		UID:              os.Getuid(),
-		LoginTimeout:     o.login,
-		ChallengeTimeout: 120 * time.Second,
-		ConnectTimeout:   o.connect,
-		IdleTimeout:      o.idle,
-		MaxPacketSize:    o.maxPacket,
-		MaxSessionBuffer: o.maxSession,
-		PingInterval:     o.ping,
-		Log:              log,
+		SocketDirs:         dirs,
+		Hostname:           hostname,
+		OwnDisplay:         o.display,
+		UID:                os.Getuid(),
+		LoginTimeout:       o.login,
+		ChallengeTimeout:   120 * time.Second,
+		ConnectTimeout:     o.connect,
+		IdleTimeout:        o.idle,
+		MaxPacketSize:      o.maxPacket,
+		MaxSessionBuffer:   o.maxSession,
+		PingInterval:       o.ping,
+		StartSessions:      o.startNew,
+		MaxStartedSessions: o.maxStart,
+		Log:                log,
 	}
 	pools := relay.Pools{}
 	for _, spec := range o.pools {

@@ -1,0 +1,185 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// New sessions through the proxy (xpra's proxy_server start_new_session):
+// a client hello with `start-new-session` (from `xpra start tcp://...`), or
+// a user without any session, makes the proxy run `xpra start` as that
+// user — in the privilege-separated worker when the proxy is root — wait
+// for the display, and connect the client to it.
+
+// StartRequest is a validated start-new-session: the mode and the xpra
+// arguments the client may set.
+type StartRequest struct {
+	Mode    string   `json:"mode"`
+	Display string   `json:"display,omitempty"`
+	Args    []string `json:"args,omitempty"`
+}
+
+// startOverridable are the options a client may set for the new session
+// (xpra's PROXY_START_OVERRIDABLE_OPTIONS, without auth and bind options,
+// which would let a user open listeners or change authentication).
+var startOverridable = []string{
+	"env", "start-env", "chdir", "dpi", "encoding", "encodings", "quality", "min-quality", "speed", "min-speed",
+	"compression_level", "video-scaling", "title", "session-name", "clipboard", "clipboard-direction",
+	"input-method", "microphone", "speaker", "sound-source", "pulseaudio", "idle-timeout", "server-idle-timeout",
+	"resize-display", "pixel-depth", "readonly", "keyboard-sync", "cursors", "bell", "notifications", "xsettings",
+	"system-tray", "sharing", "lock", "windows", "webcam", "html", "terminate-children", "exit-with-children",
+	"exit-with-client", "av-sync", "global-menus", "forward-xdg-open", "modal-windows", "bandwidth-detection",
+	"printing", "file-transfer", "open-command", "open-files", "open-url", "start-new-commands", "mmap", "mdns",
+	"bandwidth-limit", "start", "start-child", "start-after-connect", "start-child-after-connect",
+	"start-on-connect", "start-child-on-connect", "start-on-last-client-exit", "start-child-on-last-client-exit",
+}
+
+// ParseStartRequest checks a hello's start-new-session dict.
+func ParseStartRequest(sns frame.Dict) (*StartRequest, []string, error) {
+	r := &StartRequest{Mode: "start"}
+	var ignored []string
+	for _, kv := range sns {
+		k, _ := frame.AsText(kv.Key)
+		switch k {
+		case "mode":
+			r.Mode, _ = frame.AsText(kv.Value)
+			continue
+		case "display":
+			r.Display, _ = frame.AsText(kv.Value)
+			continue
+		}
+		if !slices.Contains(startOverridable, k) {
+			ignored = append(ignored, k)
+			continue
+		}
+		values := []any{kv.Value}
+		if l, ok := kv.Value.([]any); ok {
+			values = l
+		}
+		for _, v := range values {
+			var text string
+			switch x := v.(type) {
+			case bool:
+				text = "no"
+				if x {
+					text = "yes"
+				}
+			default:
+				var ok bool
+				if text, ok = frame.AsText(v); !ok {
+					text = fmt.Sprint(v)
+				}
+			}
+			if v == nil || text == "" {
+				continue
+			}
+			r.Args = append(r.Args, "--"+k+"="+text)
+		}
+	}
+	switch r.Mode {
+	case "start", "start-desktop", "shadow":
+	default:
+		return nil, ignored, fmt.Errorf("invalid start-new-session mode %q", r.Mode)
+	}
+	if r.Display != "" && !strings.HasPrefix(r.Display, ":") {
+		return nil, ignored, fmt.Errorf("invalid display %q for a new session", r.Display)
+	}
+	return r, ignored, nil
+}
+
+// StartSession runs `xpra MODE` as the current user with its sockets in
+// socketDir, waits (up to timeout) for the display it gets, and returns
+// the display and its socket.
+func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Duration) (Candidate, error) {
+	xpra, err := exec.LookPath("xpra")
+	if err != nil {
+		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session: xpra is not installed", Err: err}
+	}
+	args := []string{r.Mode}
+	if r.Display != "" {
+		args = append(args, r.Display)
+	}
+	args = append(args, r.Args...)
+	args = append(args, "--daemon=yes", "--systemd-run=no", "--attach=no", "--socket-dir="+socketDir, "--socket-dirs="+socketDir)
+	var rp, wp *os.File
+	if r.Display == "" {
+		if rp, wp, err = os.Pipe(); err != nil {
+			return Candidate{}, err
+		}
+		defer rp.Close()
+		args = append(args, "--displayfd=3")
+	}
+	cmd := exec.Command(xpra, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if wp != nil {
+		cmd.ExtraFiles = []*os.File{wp}
+	}
+	home, _ := os.UserHomeDir()
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(), "XPRA_NOTTY=1")
+	if err := cmd.Start(); err != nil {
+		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session", Err: err}
+	}
+	if wp != nil {
+		wp.Close()
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	display := r.Display
+	if rp != nil {
+		got := make(chan string, 1)
+		go func() {
+			line, _ := bufio.NewReader(rp).ReadString('\n')
+			got <- strings.TrimSpace(line)
+		}()
+		select {
+		case d := <-got:
+			if d != "" {
+				display = ":" + strings.TrimPrefix(d, ":")
+			}
+		case <-time.After(timeout):
+		}
+	}
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		err = errors.New("xpra start did not return")
+	}
+	if err != nil || display == "" {
+		msg := strings.TrimSpace(out.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 && len(msg) > 300 {
+			msg = msg[i+1:]
+		}
+		return Candidate{}, &BackendError{Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
+	}
+	// The daemon returns before its server listens: wait until the
+	// socket accepts a connection.
+	deadline := time.Now().Add(timeout)
+	for {
+		path, ferr := authn.FindSocket([]string{socketDir}, hostname, display)
+		if ferr == nil {
+			if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+				c.Close()
+				return Candidate{Display: display, Target: authn.Target{Network: "unix", Address: path, Display: display, Scheme: "socket"}}, nil
+			} else {
+				ferr = derr
+			}
+		}
+		if time.Now().After(deadline) {
+			return Candidate{}, &BackendError{Reason: "server error", Message: "the new session did not start listening", Err: ferr}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
