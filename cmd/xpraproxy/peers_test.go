@@ -172,7 +172,7 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startXpra(name string) (*xpraServer, error) {
+func startXpra(name string, extra ...string) (*xpraServer, error) {
 	s := &xpraServer{name: name, display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, "sock-"+name)}
 	if err := os.MkdirAll(s.sockDir, 0o777); err != nil {
 		return nil, err
@@ -182,6 +182,7 @@ func startXpra(name string) (*xpraServer, error) {
 		"--start=xterm -title " + name + " -xrm XTerm*allowTitleOps:false -geometry 60x12+0+100 -e bash -c 'echo this is " + name + "; exec bash'",
 		"--bind-tcp=127.0.0.1:" + strconv.Itoa(s.port), "--daemon=yes", "--systemd-run=no",
 		"--socket-dir=" + s.sockDir, "--socket-dirs=" + s.sockDir, "--log-dir=" + env.dir, "--mmap=no"}, quiet...)
+	args = append(args, extra...)
 	if out, err := asUser("xpra", args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("xpra start %s: %v: %s", name, err, out)
 	}
