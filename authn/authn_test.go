@@ -393,3 +393,26 @@ func TestResolveAccount(t *testing.T) {
 		t.Error("an unknown uid name resolved")
 	}
 }
+
+// An xor challenge gives the password back to modules that need it; other
+// digests never do.
+func TestCleartext(t *testing.T) {
+	ch, err := NewCleartextChallenge([]string{"hmac+sha256", "xor"}, []string{"hmac+sha256"})
+	if err != nil || ch.Digest != DigestXOR {
+		t.Fatalf("%v %+v", err, ch)
+	}
+	cs := Salt(32)
+	combined, _ := Gen(ch.SaltDigest, cs, ch.ServerSalt)
+	resp, _ := Gen(DigestXOR, []byte("s3cret"), combined)
+	pw, ok := ch.Cleartext(resp, cs)
+	if !ok || string(pw) != "s3cret" {
+		t.Errorf("cleartext %q %v", pw, ok)
+	}
+	hm, _ := NewChallenge([]string{"hmac+sha256"}, []string{"hmac+sha256"}, false)
+	if _, ok := hm.Cleartext(resp, cs); ok {
+		t.Error("an hmac challenge gave a cleartext")
+	}
+	if _, err := NewCleartextChallenge([]string{"hmac+sha256"}, []string{"hmac+sha256"}); err == nil {
+		t.Error("a client without xor was challenged with it")
+	}
+}

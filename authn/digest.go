@@ -175,15 +175,9 @@ func (c *Challenge) Cleartext(response, clientSalt []byte) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
-	out := make([]byte, len(response))
-	for i := range out {
-		var b byte
-		if i < len(combined) {
-			b = combined[i]
-		}
-		out[i] = response[i] ^ b
-	}
-	return out, true
+	// xor is its own inverse: response xor salt is the password.
+	out, err := Gen(DigestXOR, response, combined)
+	return out, err == nil
 }
 
 // NewCleartextChallenge is the challenge of modules that need the password

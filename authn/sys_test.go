@@ -85,6 +85,24 @@ func TestLDAP(t *testing.T) {
 			}
 		}
 	}
+	// ldaps:// with the server's certificate as the CA, and refused
+	// without it (verification on).
+	tport, ca := authntest.SlapdTLS(t, Domain())
+	secure, err := New(Spec{Name: "ldap3", Options: map[string]string{"host": "127.0.0.1", "port": fmt.Sprint(tport),
+		"tls": "1", "cacert": ca}}, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := secure.Authenticate(Request{Username: "alice", Password: []byte("wonderland")}); err != nil || id.Username != "alice" {
+		t.Errorf("ldaps: %v %+v", err, id)
+	}
+	if _, err := secure.Authenticate(Request{Username: "alice", Password: []byte("nope")}); !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("ldaps wrong password: %v", err)
+	}
+	untrusted, _ := New(Spec{Name: "ldap3", Options: map[string]string{"host": "127.0.0.1", "port": fmt.Sprint(tport), "tls": "1"}}, Env{})
+	if _, err := untrusted.Authenticate(Request{Username: "alice", Password: []byte("wonderland")}); err == nil || errors.Is(err, ErrAuthFailed) {
+		t.Errorf("ldaps with an unknown CA should be an error: %v", err)
+	}
 	m, _ := New(Spec{Name: "ldap", Options: map[string]string{"host": "127.0.0.1", "port": "1"}}, Env{})
 	if _, err := m.Authenticate(Request{Username: "alice", Password: []byte("x")}); err == nil || errors.Is(err, ErrAuthFailed) {
 		t.Errorf("unreachable server should be an error, not a refusal: %v", err)

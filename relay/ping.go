@@ -26,8 +26,8 @@ type pinger struct {
 	last         time.Time
 	clientRTT    time.Duration
 	serverRTT    time.Duration
-	clientSent   int64 // ms of the last ping sent, 0: none pending
-	serverSent   int64
+	clientSent   time.Time // when the last ping went out (the echo carries its ms)
+	serverSent   time.Time
 	echoesHidden int64
 }
 
@@ -60,11 +60,11 @@ func (s *Session) maybePing(now time.Time) {
 		w := frame.Writer{Encoding: s.enc}
 		if b, err := w.AppendPacket(nil, pkt); err == nil {
 			s.s2c.write(b)
-			pg.clientSent = ms
+			pg.clientSent = now
 		}
 	}
 	if pg.serverEcho {
-		pg.serverSent = ms
+		pg.serverSent = now
 		s.ackToServer(pkt)
 	}
 }
@@ -86,12 +86,12 @@ func (p *pipe) ownEcho(pkt frame.Packet) bool {
 	if !bytes.Equal([]byte(sid), pg.uuid) {
 		return false
 	}
-	sent, _ := frame.AsInt(pkt[1])
-	rtt := time.Duration(monoMS()-sent) * time.Millisecond
-	if p.toServer {
-		pg.clientRTT, pg.clientSent = rtt, 0
-	} else {
-		pg.serverRTT, pg.serverSent = rtt, 0
+	// Measured from the send time kept here (the echoed ms has only
+	// millisecond precision; loopback round trips are shorter).
+	if p.toServer && !pg.clientSent.IsZero() {
+		pg.clientRTT, pg.clientSent = max(time.Since(pg.clientSent), time.Microsecond), time.Time{}
+	} else if !p.toServer && !pg.serverSent.IsZero() {
+		pg.serverRTT, pg.serverSent = max(time.Since(pg.serverSent), time.Microsecond), time.Time{}
 	}
 	pg.echoesHidden++
 	return true

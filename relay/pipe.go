@@ -461,9 +461,11 @@ func (s *Session) Summary() frame.Dict {
 		if pg := s.ping; pg != nil {
 			if pg.clientRTT > 0 {
 				lat.Set("client-ping", pg.clientRTT.Milliseconds())
+				lat.Set("client-ping-us", pg.clientRTT.Microseconds())
 			}
 			if pg.serverRTT > 0 {
 				lat.Set("server-ping", pg.serverRTT.Milliseconds())
+				lat.Set("server-ping-us", pg.serverRTT.Microseconds())
 			}
 			lat.Set("own-echoes", pg.echoesHidden)
 		}

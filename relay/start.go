@@ -111,7 +111,20 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		args = append(args, r.Display)
 	}
 	args = append(args, r.Args...)
-	args = append(args, "--daemon=yes", "--systemd-run=no", "--attach=no", "--socket-dir="+socketDir, "--socket-dirs="+socketDir)
+	logFile := fmt.Sprintf("xpraproxy-start-%d-%d.log", os.Getpid(), time.Now().UnixNano())
+	args = append(args, "--daemon=yes", "--systemd-run=no", "--attach=no", "--socket-dir="+socketDir, "--socket-dirs="+socketDir,
+		"--log-dir="+socketDir, "--log-file="+logFile)
+	// The daemon reports its own failures only in its log.
+	logTail := func() string {
+		b, _ := os.ReadFile(socketDir + "/" + logFile)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if l := strings.TrimSpace(lines[i]); l != "" && !strings.Contains(l, "Traceback") {
+				return l
+			}
+		}
+		return ""
+	}
 	var rp, wp *os.File
 	if r.Display == "" {
 		if rp, wp, err = os.Pipe(); err != nil {
@@ -162,6 +175,9 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 && len(msg) > 300 {
 			msg = msg[i+1:]
 		}
+		if l := logTail(); l != "" {
+			msg = l
+		}
 		return Candidate{}, &BackendError{Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
 	}
 	// The daemon returns before its server listens: wait until the
@@ -178,7 +194,11 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 			}
 		}
 		if time.Now().After(deadline) {
-			return Candidate{}, &BackendError{Reason: "server error", Message: "the new session did not start listening", Err: ferr}
+			msg := "it did not start listening"
+			if l := logTail(); l != "" {
+				msg = l
+			}
+			return Candidate{}, &BackendError{Reason: "server error", Message: "failed to start a new session: " + msg, Err: ferr}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,4 +36,18 @@ func TestStartSessionWithoutXpra(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "xpra is not installed") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// A start that fails (shadowing a display that does not exist) reaches the
+// client as a reason with xpra's own words.
+func TestStartSessionFailure(t *testing.T) {
+	if _, err := exec.LookPath("xpra"); err != nil {
+		t.Fatalf("xpra is missing: the README's test command installs it")
+	}
+	_, err := StartSession(&StartRequest{Mode: "shadow", Display: ":59999"}, t.TempDir(), "host", 5*time.Second)
+	var be *BackendError
+	if !errors.As(err, &be) || !strings.HasPrefix(be.Message, "failed to start a new session: ") || len(be.Message) < 40 {
+		t.Errorf("got %v", err)
+	}
+	t.Logf("reason given: %s", be.Message)
 }

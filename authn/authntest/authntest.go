@@ -4,7 +4,14 @@
 package authntest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -38,6 +45,20 @@ func LocalUser(t testing.TB, name, password string) {
 // authn.Domain(). It returns the port.
 func Slapd(t testing.TB, domain string) int {
 	t.Helper()
+	port, _ := startSlapd(t, domain, false)
+	return port
+}
+
+// SlapdTLS is Slapd serving ldaps:// with a self-signed certificate for
+// 127.0.0.1; it returns the port and the certificate's PEM file (the CA to
+// trust).
+func SlapdTLS(t testing.TB, domain string) (int, string) {
+	t.Helper()
+	return startSlapd(t, domain, true)
+}
+
+func startSlapd(t testing.TB, domain string, withTLS bool) (int, string) {
+	t.Helper()
 	for _, bin := range []string{"/usr/sbin/slapd", "/usr/sbin/slapadd"} {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatalf("%s is missing: the README's test command installs slapd", bin)
@@ -58,6 +79,12 @@ rootdn "cn=admin,o=%[2]s"
 rootpw admin-secret
 directory %[1]s/db
 `, dir, domain)
+	certFile := ""
+	if withTLS {
+		var keyFile string
+		certFile, keyFile = writeCert(t, dir)
+		conf = fmt.Sprintf("TLSCertificateFile %s\nTLSCertificateKeyFile %s\n", certFile, keyFile) + conf
+	}
 	os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600)
 	ldif := fmt.Sprintf(`dn: o=%[1]s
 objectClass: organization
@@ -80,7 +107,11 @@ userPassword: wonderland
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command("/usr/sbin/slapd", "-f", filepath.Join(dir, "slapd.conf"), "-h", fmt.Sprintf("ldap://127.0.0.1:%d/", port), "-d", "0")
+	scheme := "ldap"
+	if withTLS {
+		scheme = "ldaps"
+	}
+	cmd := exec.Command("/usr/sbin/slapd", "-f", filepath.Join(dir, "slapd.conf"), "-h", fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port), "-d", "0")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +119,29 @@ userPassword: wonderland
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
-			return port
+			return port, certFile
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("slapd did not start")
-	return 0
+	return 0, ""
+}
+
+// writeCert makes a self-signed certificate for 127.0.0.1 in dir.
+func writeCert(t testing.TB, dir string) (string, string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	cert, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return cert, keyFile
 }

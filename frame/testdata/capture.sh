@@ -34,7 +34,7 @@ for _ in $(seq 100); do grep -q listening "$work/record.log" 2>/dev/null && brea
 DISPLAY=$cdisp xpra attach "tcp://foo@127.0.0.1:$rport/" --password-file="$work/pw" --opengl=no --mmap=no $quiet \
   >"$work/client.log" 2>&1 & client=$!
 sleep 8
-kill $client; wait $client 2>/dev/null || true
+kill $client 2>/dev/null || true; wait $client 2>/dev/null || true
 wait $rec 2>/dev/null || true
 rm -rf "$out"; mkdir -p "$out"
 cp "$work/cap/c2s.bin" "$work/cap/s2c.bin" "$out/"
