@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 )
 
 // Workloads.
@@ -157,10 +159,11 @@ func Run(cfg Config) (*Result, error) {
 		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
 			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy only", cfg.Transport)
 		}
-		cert, key, err := writeCert(dir)
+		cert, key, err := selfsigned.Write(dir)
 		if err != nil {
 			return nil, err
 		}
+		os.Chmod(key, 0o644) // the proxy under test runs as nobody
 		cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
 	}
 	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, cfg.ProxyArgs)

@@ -3,17 +3,11 @@ package loop
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,32 +22,23 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
-
-// selfSigned makes a certificate for 127.0.0.1.
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xpraproxy test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
 
 // startOnePort runs one tcp listener that sniffs xpra, HTTP/WebSocket and
 // TLS, serving html as the HTML5 client's directory.
 func startOnePort(t *testing.T, fs *fakeServer, html string) string {
 	t.Helper()
+	tlsCfg, err := selfsigned.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), LoginTimeout: 2 * time.Second,
 		ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: selfSigned(t), HTML: html}},
+	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: tlsCfg, HTML: html}},
 		Options{HTTPTimeout: time.Second})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Run() }()

@@ -4,14 +4,7 @@
 package authntest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 )
 
 // LocalUser creates (or resets: unlocked, not expired) a local account
@@ -82,7 +77,10 @@ directory %[1]s/db
 	certFile := ""
 	if withTLS {
 		var keyFile string
-		certFile, keyFile = writeCert(t, dir)
+		var err error
+		if certFile, keyFile, err = selfsigned.Write(dir); err != nil {
+			t.Fatal(err)
+		}
 		conf = fmt.Sprintf("TLSCertificateFile %s\nTLSCertificateKeyFile %s\n", certFile, keyFile) + conf
 	}
 	os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600)
@@ -125,23 +123,4 @@ userPassword: wonderland
 	}
 	t.Fatal("slapd did not start")
 	return 0, ""
-}
-
-// writeCert makes a self-signed certificate for 127.0.0.1 in dir.
-func writeCert(t testing.TB, dir string) (string, string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	cert, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return cert, keyFile
 }

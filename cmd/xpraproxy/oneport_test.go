@@ -1,40 +1,31 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 )
 
 // writeCert makes a self-signed certificate and key for 127.0.0.1 in the
 // test directory, readable by the proxy's user.
 func writeCert(t *testing.T) (string, string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	dir, err := os.MkdirTemp(env.dir, "cert-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	cert := filepath.Join(env.dir, fmt.Sprintf("cert-%d.pem", time.Now().UnixNano()))
-	keyf := strings.TrimSuffix(cert, ".pem") + ".key"
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyf, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644)
-	return cert, keyf
+	cert, key, err := selfsigned.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(key, 0o644) // the proxy may run as the test user
+	return cert, key
 }
 
 // The real xpra 3.1.3 GTK client attaches through one port with tcp://,
