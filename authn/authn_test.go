@@ -416,3 +416,24 @@ func TestCleartext(t *testing.T) {
 		t.Error("a client without xor was challenged with it")
 	}
 }
+
+func TestRedactDisplay(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"tcp://backuser:SECRETPW@host:10000/", "tcp://backuser:***@host:10000/"},
+		{"ssl://:SECRETPW@host/", "ssl://:***@host/"},
+		{"wss://u:p@ss:w0rd@host:443/x", "wss://u:***@host:443/x"},
+		{"tcp://host:10000/", "tcp://host:10000/"},
+		{"tcp://user@host:10000/", "tcp://user@host:10000/"},
+		{"tcp://h:1/?password=SECRETPW&a=b", "tcp://h:1/?password=***&a=b"},
+		{":100", ":100"},
+		{"socket:///run/xpra/x", "socket:///run/xpra/x"},
+	} {
+		got := RedactDisplay(tc.in)
+		if got != tc.want {
+			t.Errorf("RedactDisplay(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if strings.Contains(got, "SECRETPW") || strings.Contains(got, "ss:w0rd") {
+			t.Errorf("secret left in %q", got)
+		}
+	}
+}

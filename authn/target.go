@@ -51,7 +51,7 @@ const defaultPort = 14500
 func ParseTarget(s string) (Target, error) {
 	s = strings.TrimSpace(s)
 	bad := func(why string) (Target, error) {
-		return Target{}, fmt.Errorf("authn: invalid display string %q: %s", s, why)
+		return Target{}, fmt.Errorf("authn: invalid display string %q: %s", RedactDisplay(s), why)
 	}
 	if s == "" {
 		return bad("empty")
@@ -141,4 +141,38 @@ func cutScheme(s string) (scheme, rest string, ok bool) {
 		return scheme, "//" + rest, true
 	}
 	return scheme, rest, true
+}
+
+// RedactDisplay returns a displays entry fit for a log line, an info
+// reply or an error: the password of "scheme://user:password@host/" and
+// any password-like query option are replaced by "***". Backend
+// credentials never leave the proxy.
+func RedactDisplay(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	head, rest := s[:i+3], s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		if c := strings.IndexByte(authority[:at], ':'); c >= 0 {
+			authority = authority[:c] + ":***" + authority[at:]
+		}
+	}
+	if q := strings.IndexByte(tail, '?'); q >= 0 {
+		opts := strings.Split(tail[q+1:], "&")
+		for j, kv := range opts {
+			k, _, ok := strings.Cut(kv, "=")
+			if ok && (strings.Contains(strings.ToLower(k), "password") || strings.Contains(strings.ToLower(k), "passwd") ||
+				strings.Contains(strings.ToLower(k), "secret") || strings.Contains(strings.ToLower(k), "key")) {
+				opts[j] = k + "=***"
+			}
+		}
+		tail = tail[:q+1] + strings.Join(opts, "&")
+	}
+	return head + authority + tail
 }

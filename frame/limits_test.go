@@ -222,6 +222,23 @@ func TestChunkRules(t *testing.T) {
 	if r.Pending() != 0 {
 		t.Error("chunks kept after their main packet")
 	}
+	// Before login no chunk is held, compressed or not: a zlib bomb in a
+	// chunk is refused before it is inflated.
+	var bomb bytes.Buffer
+	zw := zlib.NewWriter(&bomb)
+	zw.Write(make([]byte, 16<<20))
+	zw.Close()
+	nc := Reader{NoChunks: true}
+	var err error
+	n := allocated(func() {
+		_, _, err = nc.Next(appendFrame(nil, Header{Index: 1, Compression: AlgoZlib | 9}, bomb.Bytes()))
+	})
+	if err == nil || nc.Pending() != 0 {
+		t.Errorf("NoChunks reader took a chunk: %v", err)
+	}
+	if n > 64<<10 {
+		t.Errorf("refusing a chunk allocated %d bytes", n)
+	}
 	// A main packet that is not a list.
 	notList, _ := Rencode.Append(nil, "x")
 	if _, _, err := (&Reader{}).Next(appendFrame(nil, Header{Flags: FlagRencode}, notList)); err == nil {

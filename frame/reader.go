@@ -39,6 +39,10 @@ type Reader struct {
 	// MaxPacketSize bounds each frame's payload and each decompressed
 	// payload; ≤ 0 means DefaultMaxPacketSize.
 	MaxPacketSize int
+	// NoChunks refuses raw chunks: before login nothing needs them (a
+	// hello is one frame), and each one would be held, decompressed,
+	// until its main packet comes.
+	NoChunks bool
 
 	chunks []rawChunk
 	last   Header
@@ -90,6 +94,9 @@ func (r *Reader) Next(buf []byte) (p Packet, n int, err error) {
 
 func (r *Reader) addChunk(h Header, payload []byte) error {
 	idx := int(h.Index)
+	if r.NoChunks {
+		return fmt.Errorf("frame: raw packet at index %d where none is allowed", idx)
+	}
 	for _, c := range r.chunks {
 		if c.index == idx {
 			return fmt.Errorf("frame: duplicate raw packet at index %d", idx)

@@ -11,9 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +41,7 @@ type Listener struct {
 	HTML string
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
+	ln        net.Listener  // accepted by acceptLoop
 }
 
 func (l *Listener) mode() mode {
@@ -60,10 +61,20 @@ type Options struct {
 	Loops          int           // event loops; 0: one per CPU
 	SweepInterval  time.Duration // backpressure and closing sessions; default 100 ms
 	FullSweepEvery int           // every Nth sweep visits every session (timeouts); default 10
-	MaxInFlight    int           // concurrent off-loop handshakes; default 256
+	MaxInFlight    int           // workers of each off-loop pool (password checks, dials); default 256
+	WorkQueue      int           // jobs waiting for each pool before sessions are refused; default 4096
 	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
-	SocketMode     os.FileMode   // for unix listeners; default 0600
-	Log            *slog.Logger
+	// MaxConnections caps open client connections, MaxLoginConnections
+	// those still logging in (waiting on a challenge included), and
+	// MaxLoginsPerSource those of one address: new connections beyond
+	// them are refused with a reason before anything is read. 0: no cap.
+	MaxConnections, MaxLoginConnections, MaxLoginsPerSource int
+	// WSRequireMask closes client WebSocket connections that send
+	// unmasked frames (RFC 6455 5.1; browsers always mask). Off by
+	// default: xpra's own python clients send unmasked frames.
+	WSRequireMask bool
+	SocketMode    os.FileMode // for unix listeners; default 0600
+	Log           *slog.Logger
 	// HTTPTimeout bounds an HTTP request's head and keep-alive idle time
 	// (xpra's proxy: 1 s for the websocket handshake); default 10 s.
 	HTTPTimeout time.Duration
@@ -84,12 +95,20 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 
-	eng      gnet.Engine
-	booted   chan struct{} // OnBoot ran: eng is set
-	up       chan struct{} // the loops run (first tick)
-	upOnce   sync.Once
-	nextID   atomic.Uint64
-	inflight chan struct{}
+	eng    gnet.Engine
+	booted chan struct{} // OnBoot ran: eng is set
+	up     chan struct{} // the loops run (first tick)
+	upOnce sync.Once
+	nextID atomic.Uint64
+	auth   *workPool // password checks and requests
+	dial   *workPool // routing, session starts, dials, handoffs
+
+	// The connection caps (accept.go).
+	conns, logins atomic.Int64
+	sources       sourceCounts
+	refusals      atomic.Int64
+	stopping      atomic.Bool
+	files         fileCache
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loopState
@@ -116,6 +135,7 @@ type loopState struct {
 	sessions map[*relay.Session]struct{}
 	urgent   map[*relay.Session]struct{} // swept at every tick
 	pending  map[gnet.Conn]*sniffCtx     // HTTP requests in progress
+	sending  map[gnet.Conn]*sniffCtx     // HTTP responses being written
 	buffered atomic.Int64
 }
 
@@ -125,6 +145,7 @@ type adoptCtx struct{ h *relay.Handoff }
 type clientCtx struct {
 	s     *relay.Session
 	ls    *loopState
+	t     *ticket    // nil for adopted connections
 	sniff *sniffInfo // protocol not confirmed yet
 	ws    *wsConn    // WebSocket framing
 }
@@ -147,6 +168,9 @@ func New(listeners []Listener, opts Options) *Server {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 256
 	}
+	if opts.WorkQueue <= 0 {
+		opts.WorkQueue = 4096
+	}
 	if opts.SocketMode == 0 {
 		opts.SocketMode = 0o600
 	}
@@ -162,9 +186,10 @@ func New(listeners []Listener, opts Options) *Server {
 		log:       opts.Log,
 		booted:    make(chan struct{}),
 		up:        make(chan struct{}),
-		inflight:  make(chan struct{}, opts.MaxInFlight),
 		loops:     map[gnet.EventLoop]*loopState{},
 	}
+	srv.auth = newWorkPool(srv, opts.MaxInFlight, opts.WorkQueue)
+	srv.dial = newWorkPool(srv, opts.MaxInFlight, opts.WorkQueue)
 	if opts.FirstID > 0 {
 		srv.nextID.Store(opts.FirstID - 1)
 	}
@@ -188,12 +213,10 @@ func New(listeners []Listener, opts Options) *Server {
 	return srv
 }
 
-// Stats describes the whole proxy for info requests: sessions, buffered
-// bytes and the Go runtime's memory, which the load benchmarks read.
+// Stats describes the whole proxy for the local control socket: sessions,
+// connections, buffered bytes and the Go runtime's memory. It never runs
+// on a loop; a caller that wants live heap figures collects first.
 func (s *Server) Stats() frame.Dict {
-	// Collect first, so that heap figures are live memory, not garbage
-	// from past handshakes (the load benchmarks read them).
-	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return frame.NewDict(
@@ -204,6 +227,9 @@ func (s *Server) Stats() frame.Dict {
 		"heap-alloc", int64(m.HeapAlloc),
 		"sys", int64(m.Sys),
 		"goroutines", int64(runtime.NumGoroutine()),
+		"connections", s.conns.Load(),
+		"logging-in", s.logins.Load(),
+		"refused", s.refusals.Load(),
 	)
 }
 
@@ -212,14 +238,8 @@ func (l Listener) url() string { return l.Network + "://" + l.Address }
 // Run serves until Stop is called or the engine fails. Stale unix sockets
 // are removed before binding; live ones are an error (another server).
 func (s *Server) Run() error {
-	var addrs []string
-	for _, l := range s.listeners {
-		if l.Network == "unix" {
-			if err := clearStaleSocket(l.Address); err != nil {
-				return err
-			}
-		}
-		addrs = append(addrs, l.url())
+	if err := s.listen(); err != nil {
+		return err
 	}
 	loops := s.opts.Loops
 	opts := []gnet.Option{
@@ -240,11 +260,21 @@ func (s *Server) Run() error {
 	} else {
 		opts = append(opts, gnet.WithMulticore(true))
 	}
-	err := gnet.Rotate(s, addrs, opts...)
-	for _, l := range s.listeners {
-		if l.Network == "unix" {
-			os.Remove(l.Address)
-		}
+	// acceptLoop accepts (accept.go). gnet still needs one listener of
+	// its own (its engine refuses Register and Stop without one): a unix
+	// socket in a private directory that nobody else can reach.
+	private, err := os.MkdirTemp("", "xpraproxy-loop-")
+	if err != nil {
+		s.closeListeners()
+		return fmt.Errorf("loop: %w", err)
+	}
+	defer os.RemoveAll(private)
+	err = gnet.Rotate(s, []string{"unix://" + filepath.Join(private, "gnet")}, opts...)
+	s.closeListeners()
+	if err == nil && !s.stopping.Load() {
+		// gnet logs why and returns nil; a supervisor must see a
+		// failure to restart the proxy.
+		err = errors.New("loop: the event loops ended unexpectedly")
 	}
 	return err
 }
@@ -260,6 +290,8 @@ func (s *Server) Stop(ctx context.Context) error {
 	default:
 		return errors.New("loop: server not running")
 	}
+	s.stopping.Store(true)
+	s.closeListeners()
 	return s.eng.Stop(ctx)
 }
 
@@ -290,6 +322,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	for _, l := range s.listeners {
 		if l.Network == "unix" {
 			if err := os.Chmod(l.Address, s.opts.SocketMode); err != nil {
+				s.stopping.Store(true)
 				s.log.Error("cannot set socket permissions", "path", l.Address, "err", err)
 				return gnet.Shutdown
 			}
@@ -305,43 +338,10 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
 		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{},
-			pending: map[gnet.Conn]*sniffCtx{}}
+			pending: map[gnet.Conn]*sniffCtx{}, sending: map[gnet.Conn]*sniffCtx{}}
 		s.loops[el] = ls
 	}
 	return ls
-}
-
-// listenerFor finds the listener a connection came in on.
-func (s *Server) listenerFor(c gnet.Conn) *Listener {
-	local := c.LocalAddr()
-	if local == nil {
-		return nil
-	}
-	switch a := local.(type) {
-	case *net.UnixAddr:
-		for i, l := range s.listeners {
-			if l.Network == "unix" && l.Address == a.Name {
-				return &s.listeners[i]
-			}
-		}
-	case *net.TCPAddr:
-		for i, l := range s.listeners {
-			if l.Network != "tcp" {
-				continue
-			}
-			_, port, _ := net.SplitHostPort(l.Address)
-			if port == fmt.Sprint(a.Port) {
-				return &s.listeners[i]
-			}
-		}
-	}
-	// A single listener of a kind: use it whatever the address says.
-	for i, l := range s.listeners {
-		if strings.HasPrefix(local.Network(), l.Network) {
-			return &s.listeners[i]
-		}
-	}
-	return nil
 }
 
 // OnOpen starts a session for a client, or hands an enrolled backend to
@@ -367,16 +367,17 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	ls := s.loopState(c.EventLoop())
 	if tc, ok := c.Context().(*tlsCtx); ok {
 		// The decrypted side of a TLS bridge: sniff again.
-		ctx := s.startSession(c, ls, tc.l.configFor(tc.mode), peerConn{c, tc.peer}, now)
+		ctx := s.startSession(c, ls, tc.l.configFor(tc.mode), peerConn{c, tc.peer}, tc.t, now)
 		ctx.sniff = &sniffInfo{l: tc.l, mode: tc.mode, peer: tc.peer}
 		return nil, gnet.None
 	}
-	l := s.listenerFor(c)
-	if l == nil {
-		s.log.Error("connection on an unknown listener", "local", c.LocalAddr())
+	ac, ok := c.Context().(*acceptCtx)
+	if !ok {
+		s.log.Error("connection without a listener", "local", c.LocalAddr())
 		return nil, gnet.Close
 	}
-	ctx := s.startSession(c, ls, l.Config, c, now)
+	l := ac.l
+	ctx := s.startSession(c, ls, l.Config, c, ac.t, now)
 	if l.Network == "tcp" {
 		ctx.sniff = &sniffInfo{l: l, mode: l.mode()}
 	}
@@ -420,6 +421,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch ctx := c.Context().(type) {
 	case *clientCtx:
+		ctx.t.closed()
 		ctx.s.OnClientClosed(err)
 		if _, ok := ctx.ls.sessions[ctx.s]; ok {
 			delete(ctx.ls.sessions, ctx.s)
@@ -435,7 +437,10 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *serverCtx:
 		ctx.s.OnServerClosed(err)
 	case *sniffCtx:
-		delete(s.loopState(c.EventLoop()).pending, c)
+		ctx.t.closed()
+		ls := s.loopState(c.EventLoop())
+		delete(ls.pending, c)
+		delete(ls.sending, c)
 	}
 	return gnet.None
 }
@@ -443,7 +448,12 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 // OnTick posts a sweep to every loop. It runs on gnet's ticker goroutine,
 // which must not touch connections itself.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	s.upOnce.Do(func() { close(s.up) })
+	s.upOnce.Do(func() {
+		for i := range s.listeners {
+			go s.acceptLoop(&s.listeners[i])
+		}
+		close(s.up)
+	})
 	s.mu.Lock()
 	states := make([]*loopState, 0, len(s.loops))
 	for _, ls := range s.loops {
@@ -475,7 +485,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 // proxy. Runs on the ticker goroutine.
 func (s *Server) releaseMemory() {
 	done := s.handshakes.Load()
-	if done == s.released || len(s.inflight) > 0 || time.Since(s.releasedAt) < 10*time.Second {
+	if done == s.released || s.auth.busy() || s.dial.busy() || time.Since(s.releasedAt) < 10*time.Second {
 		return
 	}
 	s.released, s.releasedAt = done, time.Now()
@@ -487,6 +497,9 @@ func (s *Server) releaseMemory() {
 // full sweep, which keeps the idle CPU of thousands of sessions low.
 func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 	now := time.Now()
+	for c, sc := range ls.sending {
+		s.sendMore(c, sc, ls, now)
+	}
 	if !full {
 		for sess := range ls.urgent {
 			sess.Sweep(now)
@@ -500,13 +513,21 @@ func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 		held    int64
 		biggest *relay.Session
 		most    int
+		// Strangers are shed before users: the largest session still
+		// logging in goes first.
+		stranger     *relay.Session
+		strangerHeld int
 	)
 	for c, sc := range ls.pending {
+		held += int64(c.InboundBuffered() + c.OutboundBuffered())
 		if now.After(sc.deadline) {
 			delete(ls.pending, c)
 			c.Write(httpResponse(408, "Request Timeout", "request timeout\n", true))
 			c.Close()
 		}
+	}
+	for c := range ls.sending {
+		held += int64(c.InboundBuffered() + c.OutboundBuffered())
 	}
 	var c2s, s2c relay.TrafficTotals
 	for sess := range ls.sessions {
@@ -517,13 +538,20 @@ func (s *Server) sweep(ls *loopState, full, overBudget bool) {
 		if sess.Relaying() && n > most {
 			biggest, most = sess, n
 		}
+		if !sess.LoggedIn() && !sess.Closed() && n > strangerHeld {
+			stranger, strangerHeld = sess, n
+		}
 		if !sess.Urgent() {
 			delete(ls.urgent, sess)
 		}
 	}
 	// Over the global budget, each loop sheds its largest relaying
 	// session per sweep until the total falls.
-	if overBudget && biggest != nil && most > 0 {
+	switch {
+	case !overBudget:
+	case stranger != nil:
+		stranger.Shed()
+	case biggest != nil && most > 0:
 		biggest.Shed()
 	}
 	ls.buffered.Store(held)
@@ -536,7 +564,11 @@ type host struct {
 	srv *Server
 	el  gnet.EventLoop
 	ls  *loopState
+	t   *ticket
 }
+
+// Admitted: the client logged in and leaves the pre-login caps.
+func (h *host) Admitted(*relay.Session) { h.t.admitted() }
 
 // Detach closes the loop's connection now, on the loop, so that nothing
 // more is read from it; the socket lives on in a dup.
@@ -562,19 +594,14 @@ func (h *host) Post(fn func()) {
 // Watch puts the session on the loop's short sweep list (loop only).
 func (h *host) Watch(s *relay.Session) { h.ls.urgent[s] = struct{}{} }
 
-// Go runs work on a goroutine bounded by MaxInFlight, then done on the
-// session's loop.
-func (h *host) Go(work, done func()) {
-	go func() {
-		h.srv.inflight <- struct{}{}
-		work()
-		<-h.srv.inflight
-		h.srv.handshakes.Add(1)
-		_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			done()
-			return nil
-		}))
-	}()
+// Go queues work in the pool of its kind, then runs done on the
+// session's loop; false when the pool's queue is full.
+func (h *host) Go(kind relay.WorkKind, work, done func()) bool {
+	p := h.srv.auth
+	if kind == relay.WorkDial {
+		p = h.srv.dial
+	}
+	return p.submit(job{el: h.el, work: work, done: done})
 }
 
 // Enroll moves a logged-in backend onto the session's loop; OnOpen then

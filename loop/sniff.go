@@ -49,11 +49,20 @@ func (m mode) xpra() bool    { return m == modeAny || m == modeInnerAny }
 const maxRequestHeader = 8 << 10
 
 // sniffCtx is an HTTP connection (between or inside requests).
+//
+// At most one response is in flight: while body is unsent no request is
+// read, and a client that pipelines more than maxRequestHeader bytes of
+// requests meanwhile is closed. body points into the server's file cache,
+// shared by every connection, so a connection holds no copy of a file;
+// what it holds is at most one sendChunk in gnet's outbound buffer.
 type sniffCtx struct {
-	l        *Listener
-	mode     mode
-	peer     net.Addr // the TCP peer, for decrypted connections
-	deadline time.Time
+	l          *Listener
+	mode       mode
+	peer       net.Addr // the TCP peer, for decrypted connections
+	deadline   time.Time
+	t          *ticket
+	body       []byte // the response's rest, not yet written
+	closeAfter bool   // close once body is sent
 }
 
 // sniffInfo rides on a new xpra-looking session until its first bytes
@@ -70,6 +79,7 @@ type tlsCtx struct {
 	l    *Listener
 	mode mode
 	peer net.Addr
+	t    *ticket
 }
 
 func looksHTTP(b []byte) bool {
@@ -95,7 +105,7 @@ func (s *Server) sniff(c gnet.Conn, ctx *clientCtx, now time.Time) (gnet.Action,
 	switch {
 	case b[0] == 0x16 && !si.mode.inner() && si.l.TLS != nil:
 		s.forget(ctx)
-		s.startTLS(c, si)
+		s.startTLS(c, si, ctx.t)
 		return gnet.None, true
 	case si.mode.tlsOnly():
 		// xpra's ssl/wss sockets refuse plaintext.
@@ -109,7 +119,7 @@ func (s *Server) sniff(c gnet.Conn, ctx *clientCtx, now time.Time) (gnet.Action,
 			return gnet.None, true // "GE": wait for the method
 		}
 		s.forget(ctx)
-		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout)}
+		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout), t: ctx.t}
 		c.SetContext(sc)
 		return s.serveHTTP(c, sc, ctx.ls, now), true
 	case !si.mode.xpra():
@@ -142,11 +152,11 @@ func (l *Listener) configFor(m mode) *relay.Config {
 
 // startSession makes the relay session of a connection that speaks xpra
 // (conn is c, or the WebSocket framing over it).
-func (s *Server) startSession(c gnet.Conn, ls *loopState, cfg *relay.Config, conn relay.Conn, now time.Time) *clientCtx {
-	h := &host{srv: s, el: c.EventLoop(), ls: ls}
+func (s *Server) startSession(c gnet.Conn, ls *loopState, cfg *relay.Config, conn relay.Conn, t *ticket, now time.Time) *clientCtx {
+	h := &host{srv: s, el: c.EventLoop(), ls: ls, t: t}
 	sess := relay.NewSession(s.nextID.Add(1), cfg, h, conn, now)
 	ls.sessions[sess] = struct{}{}
-	ctx := &clientCtx{s: sess, ls: ls}
+	ctx := &clientCtx{s: sess, ls: ls, t: t}
 	if w, ok := conn.(*wsConn); ok {
 		ctx.ws = w
 	}
@@ -167,6 +177,16 @@ func (p peerConn) RemoteAddr() net.Addr { return p.peer }
 // session, a GET a file of the HTML5 client.
 func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Time) gnet.Action {
 	n := c.InboundBuffered()
+	if len(sc.body) > 0 {
+		// A response is still being written: the next request waits,
+		// and a client that keeps sending without reading is cut off.
+		if n > maxRequestHeader {
+			c.Discard(n)
+			delete(ls.sending, c)
+			return gnet.Close
+		}
+		return gnet.None
+	}
 	b, _ := c.Peek(min(n, maxRequestHeader+4))
 	end := bytes.Index(b, []byte("\r\n\r\n"))
 	if end < 0 {
@@ -196,9 +216,50 @@ func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Ti
 		c.Write(httpResponse(413, "Payload Too Large", "request bodies are not accepted\n", true))
 		return gnet.Close
 	}
-	c.Write(s.fileResponse(sc.l, req, closeAfter))
-	if closeAfter {
-		delete(ls.pending, c)
+	head, body := s.fileResponse(sc.l, req, closeAfter)
+	c.Write(head)
+	sc.body, sc.closeAfter = body, closeAfter
+	sc.deadline = now.Add(s.opts.HTTPTimeout)
+	delete(ls.pending, c)
+	return s.sendMore(c, sc, ls, now)
+}
+
+// sendChunk is how much of a response is written at a time, and
+// sendBurst how much at most per loop visit while the socket takes it.
+const (
+	sendChunk = 64 << 10
+	sendBurst = 1 << 20
+)
+
+// sendMore writes the response's rest while the socket takes it (gnet's
+// outbound buffer empty), then goes on with the next request; called at
+// each request and at every tick while a response is unsent.
+func (s *Server) sendMore(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Time) gnet.Action {
+	for sent := 0; len(sc.body) > 0 && c.OutboundBuffered() == 0 && sent < sendBurst; {
+		n := min(len(sc.body), sendChunk)
+		if _, err := c.Write(sc.body[:n]); err != nil {
+			sc.body = nil
+			delete(ls.sending, c)
+			c.Close()
+			return gnet.Close
+		}
+		sc.body = sc.body[n:]
+		sent += n
+	}
+	if len(sc.body) > 0 {
+		if now.After(sc.deadline.Add(time.Minute)) {
+			// A client that reads nothing for a minute.
+			sc.body = nil
+			delete(ls.sending, c)
+			c.Close()
+			return gnet.Close
+		}
+		ls.sending[c] = sc
+		return gnet.None
+	}
+	delete(ls.sending, c)
+	if sc.closeAfter {
+		c.Close()
 		return gnet.Close
 	}
 	sc.deadline = now.Add(s.opts.HTTPTimeout)
@@ -233,7 +294,8 @@ func (s *Server) upgrade(c gnet.Conn, sc *sniffCtx, ls *loopState, req *http.Req
 		"Sec-WebSocket-Protocol: binary\r\n\r\n"))
 	cfg := sc.l.configFor(sc.mode)
 	w := newWSConn(c, sc.peer, int64(cfg.MaxPacketSize)+1<<20)
-	return s.wsTraffic(s.startSession(c, ls, cfg, w, now), now)
+	w.requireMask = s.opts.WSRequireMask
+	return s.wsTraffic(s.startSession(c, ls, cfg, w, sc.t, now), now)
 }
 
 // wsTraffic decodes frames, then lets the session read the stream; bad
@@ -256,13 +318,14 @@ func (s *Server) wsTraffic(ctx *clientCtx, now time.Time) gnet.Action {
 	return gnet.None
 }
 
-// fileResponse serves the HTML5 client's files (--html=DIR).
-func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) []byte {
+// fileResponse serves the HTML5 client's files (--html=DIR): the head of
+// the response, and its body from the file cache (shared, read-only).
+func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) (head, body []byte) {
 	if l.HTML == "" {
-		return httpResponse(404, "Not Found", "this proxy does not serve the HTML5 client (--html=DIR)\n", closeAfter)
+		return httpResponse(404, "Not Found", "this proxy does not serve the HTML5 client (--html=DIR)\n", closeAfter), nil
 	}
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		return httpResponse(405, "Method Not Allowed", "method not allowed\n", closeAfter)
+		return httpResponse(405, "Method Not Allowed", "method not allowed\n", closeAfter), nil
 	}
 	p := path.Clean("/" + req.URL.Path)
 	if strings.HasSuffix(p, "/") {
@@ -272,9 +335,9 @@ func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) [
 	if fi, err := os.Stat(full); err == nil && fi.IsDir() {
 		full = filepath.Join(full, "index.html")
 	}
-	data, err := os.ReadFile(full)
+	data, err := s.files.get(full)
 	if err != nil {
-		return httpResponse(404, "Not Found", "not found\n", closeAfter)
+		return httpResponse(404, "Not Found", "not found\n", closeAfter), nil
 	}
 	ctype := mime.TypeByExtension(filepath.Ext(full))
 	if ctype == "" {
@@ -286,11 +349,10 @@ func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) [
 		hdr.WriteString("Connection: close\r\n")
 	}
 	hdr.WriteString("\r\n")
-	out := []byte(hdr.String())
 	if req.Method == http.MethodGet {
-		out = append(out, data...)
+		body = data
 	}
-	return out
+	return []byte(hdr.String()), body
 }
 
 func httpResponse(code int, status, body string, closeAfter bool) []byte {
@@ -305,7 +367,7 @@ func httpResponse(code int, status, body string, closeAfter bool) []byte {
 // startTLS takes the socket out of gnet and serves TLS with crypto/tls in
 // two goroutines; the decrypted stream comes back to this loop through a
 // socketpair and is sniffed again. Only TLS connections pay goroutines.
-func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
+func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo, t *ticket) {
 	n := c.InboundBuffered()
 	buffered, _ := c.Peek(n)
 	prefix := append([]byte(nil), buffered...)
@@ -315,6 +377,7 @@ func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
 	c.SetContext(nil)
 	el.Close(c)
 	if err != nil {
+		t.closed()
 		s.log.Warn("tls: cannot take the socket", "err", err)
 		return
 	}
@@ -323,6 +386,7 @@ func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
 	raw, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
+		t.closed()
 		s.log.Warn("tls: cannot take the socket", "err", err)
 		return
 	}
@@ -330,7 +394,7 @@ func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo) {
 	if sc.mode == modeHTTP || sc.mode == modeTLSHTTP {
 		inner = modeInnerHTTP
 	}
-	go s.bridgeTLS(el, sc.l, inner, peer, &prefixConn{Conn: raw, prefix: prefix})
+	go s.bridgeTLS(el, sc.l, inner, peer, &prefixConn{Conn: raw, prefix: prefix}, t)
 }
 
 // prefixConn replays bytes gnet had already read.
@@ -348,24 +412,28 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	return p.Conn.Read(b)
 }
 
-func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.Addr, raw net.Conn) {
+func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.Addr, raw net.Conn, t *ticket) {
 	tc := tls.Server(raw, l.TLS)
-	ctx, cancel := context.WithTimeout(context.Background(), l.Config.LoginTimeout)
+	// A TLS handshake needs seconds, not the login timeout: a half-open
+	// handshake holds a goroutine and a socket.
+	ctx, cancel := context.WithTimeout(context.Background(), min(l.Config.LoginTimeout, s.opts.HTTPTimeout))
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		s.log.Info("tls handshake failed", "peer", peer.String(), "err", err)
+		t.closed()
+		s.log.Debug("tls handshake failed", "peer", peer.String(), "err", err)
 		raw.Close()
 		return
 	}
 	s.tlsConns.Add(1)
 	theirs, err := relay.Bridge(tc, func() { s.tlsConns.Add(-1) })
 	if err != nil {
+		t.closed()
 		s.log.Warn("tls bridge", "err", err)
 		tc.Close()
 		return
 	}
-	ch, err := el.Enroll(gnet.NewContext(context.Background(), &tlsCtx{l: l, mode: inner, peer: peer}), theirs)
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), &tlsCtx{l: l, mode: inner, peer: peer, t: t}), theirs)
 	if err == nil {
 		if r := <-ch; r.Err != nil {
 			err = r.Err
@@ -373,6 +441,7 @@ func (s *Server) bridgeTLS(el gnet.EventLoop, l *Listener, inner mode, peer net.
 	}
 	theirs.Close() // gnet holds its own dup; on failure the bridge sees EOF and ends
 	if err != nil {
+		t.closed()
 		s.log.Warn("tls: cannot join the loop", "err", err)
 	}
 }

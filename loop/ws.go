@@ -30,12 +30,14 @@ type wsConn struct {
 	masked    bool
 	maskPos   int
 
-	max    int64 // largest frame accepted
-	closed bool  // a close frame was sent
-	broken bool  // bad framing: the rest is discarded
-	hdr    [ws.MaxHeaderSize]byte
-	rd     bytes.Reader
-	iov    [][]byte
+	max int64 // largest frame accepted
+	// requireMask refuses unmasked frames (a client's, RFC 6455 5.1).
+	requireMask bool
+	closed      bool // a close frame was sent
+	broken      bool // bad framing: the rest is discarded
+	hdr         [ws.MaxHeaderSize]byte
+	rd          bytes.Reader
+	iov         [][]byte
 }
 
 // errWSClosed: the peer sent a close frame (answered).
@@ -99,6 +101,9 @@ func (w *wsConn) decode() error {
 			return fmt.Errorf("loop: websocket header: %w", err)
 		}
 		hsize := len(b) - w.rd.Len()
+		if w.requireMask && !h.Masked {
+			return errors.New("loop: unmasked websocket frame from a client (RFC 6455 section 5.1)")
+		}
 		if h.Rsv != 0 {
 			return errors.New("loop: websocket frame with reserved bits (no extension was negotiated)")
 		}

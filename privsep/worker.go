@@ -42,6 +42,9 @@ type WorkerConfig struct {
 	Video string `json:"video,omitempty"`
 	// PingInterval is --proxy-ping.
 	PingInterval time.Duration `json:"ping_interval"`
+	// MaxTargetConnects is --max-target-connects: dials in progress to
+	// one target.
+	MaxTargetConnects int `json:"max_target_connects"`
 }
 
 // ControlFD is the descriptor on which a worker finds its control socket.
@@ -176,6 +179,7 @@ func (w *worker) run() error {
 		UID:              os.Getuid(),
 		Log:              w.log,
 		PingInterval:     w.cfg.PingInterval,
+		Connects:         &relay.ConnectLimiter{PerTarget: w.cfg.MaxTargetConnects},
 	}
 	me := currentUser()
 	for _, d := range w.cfg.SocketDirs {

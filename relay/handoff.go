@@ -9,6 +9,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // Handoff is a logged-in client on its way to another process (a
@@ -87,28 +88,37 @@ func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Acc
 	}
 	syscall.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "client")
+	s.admit()
 	s.state = stateHandedOff
 	s.host.Detach(s.client)
 	enc, log := s.enc, s.logger()
 	s.caps, s.identity = nil, nil
-	s.host.Go(func() {
-		err := s.cfg.HandOff(h, acct, f)
-		if err == nil {
-			return
-		}
+	handOff := func() error { return s.cfg.HandOff(h, acct, f) }
+	fail := func(err error) {
 		reason, msg := "server error", "cannot relay the connection"
 		var he *HandOffError
 		if errors.As(err, &he) {
 			reason, msg = he.Reason, he.Message
 		}
-		log.Warn("handoff failed", "user", h.User, "uid", acct.UID, "err", err)
+		log.Warn("handoff failed", "user", logsafe.String(h.User), "uid", acct.UID, "err", err)
 		w := frame.Writer{Encoding: enc}
 		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", reason, msg}); err == nil {
 			f.SetWriteDeadline(time.Now().Add(time.Second))
 			f.Write(b)
 		}
 		f.Close()
+	}
+	var err2 error
+	queued := s.host.Go(WorkDial, func() {
+		if err2 = handOff(); err2 != nil {
+			fail(err2)
+		}
 	}, func() {})
+	if !queued {
+		// The socket is ours alone now: answer from a goroutine of its
+		// own, bounded by the write deadline.
+		go fail(&HandOffError{Reason: "server error", Message: "the proxy is too busy, try again later", Err: errors.New("work queue full")})
+	}
 }
 
 // AdoptSession resumes a handed-off client in this process: the hello is

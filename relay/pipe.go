@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // Backpressure marks: a pipe stops consuming its source while its
@@ -384,11 +385,11 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 		}
 		s := p.s
 		if p.toServer {
-			s.logger().Info("client disconnected", "user", s.user, "reason", disconnectText(pkt))
+			s.logger().Info("client disconnected", "user", s.logUser(), "reason", logsafe.String(disconnectText(pkt)))
 			s.closeServer("client request")
 			s.beginClose()
 		} else {
-			s.logger().Info("server disconnected the client", "user", s.user, "reason", disconnectText(pkt))
+			s.logger().Info("server disconnected the client", "user", s.logUser(), "reason", logsafe.String(disconnectText(pkt)))
 			s.server.Close()
 			s.server = nil
 			s.beginClose()
@@ -397,7 +398,7 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	case "hello":
 		if p.toServer {
 			// xpra's proxy drops a client hello once relaying.
-			p.s.logger().Warn("client sent another hello while relaying; dropped", "user", p.s.user)
+			p.s.logger().Warn("client sent another hello while relaying; dropped", "user", p.s.logUser())
 			return nil
 		}
 		caps, _ := pkt[1].(frame.Dict)
@@ -432,6 +433,26 @@ func (s *Session) Info() frame.Dict {
 	}
 	if s.cfg.ServerInfo != nil {
 		d.Set("proxy-server", s.cfg.ServerInfo())
+	}
+	return d
+}
+
+// clientInfo is what the session's own client may see (its info
+// requests, and the proxy's part of a server's info-response). A client
+// of a network listener sees its own connection only: nothing of the
+// proxy's process or its other users (pid, uid, session counts, memory),
+// which are for local sockets.
+func (s *Session) clientInfo() frame.Dict {
+	if s.cfg.Local {
+		return s.Info()
+	}
+	d := frame.NewDict("version", XpraVersion, "xpraproxy.version", Version, "mode", "proxy")
+	for _, kv := range s.Summary() {
+		switch k, _ := frame.AsText(kv.Key); k {
+		case "pid", "uid":
+		default:
+			d.Set(k, kv.Value)
+		}
 	}
 	return d
 }
@@ -516,10 +537,10 @@ func (s *Session) addInfo(info frame.Dict) frame.Dict {
 		}
 	}
 	if !flat {
-		info.Set("proxy", s.Info())
+		info.Set("proxy", s.clientInfo())
 		return info
 	}
-	for _, kv := range s.Info() {
+	for _, kv := range s.clientInfo() {
 		k, _ := frame.AsText(kv.Key)
 		if sub, ok := kv.Value.(frame.Dict); ok {
 			for _, kv2 := range sub {

@@ -17,6 +17,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/gpu"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // Conn is what a session needs of a connection: the loop-only methods of
@@ -37,8 +38,13 @@ type Conn interface {
 // Host is what the reactor provides to a session. Every method is called
 // on the session's loop.
 type Host interface {
-	// Go runs work off the loop (it may block), then done on the loop.
-	Go(work, done func())
+	// Go queues work to run off the loop (it may block) in the bounded
+	// pool of its kind, then done on the loop. It returns false, running
+	// neither, when that pool's queue is full.
+	Go(kind WorkKind, work, done func()) bool
+	// Admitted tells the reactor, once, that the client has logged in:
+	// it no longer counts against the pre-login limits.
+	Admitted(s *Session)
 	// Enroll moves the backend's socket onto the session's loop; the
 	// reactor then calls ServerOpened.
 	Enroll(s *Session, b *Backend) error
@@ -54,6 +60,16 @@ type Host interface {
 	// process. The session then counts as closed.
 	Detach(c Conn)
 }
+
+// WorkKind names the pool that runs a piece of off-loop work: password
+// checks and backend dials have separate pools, so that logins to a target
+// that never answers cannot delay other users' logins.
+type WorkKind uint8
+
+const (
+	WorkAuth WorkKind = iota // authentication modules, info and stop requests
+	WorkDial                 // finding the target, starting sessions, dialing, handoffs
+)
 
 // Control is the proxy's view of all its connections, for the info and
 // stop requests of its own socket.
@@ -117,6 +133,55 @@ type Config struct {
 	// sessions per user.
 	StartSessions      bool
 	MaxStartedSessions int
+	// StartAsProxyUser lets a proxy that is not root start sessions as
+	// its own account (which can read its user database and keys): off
+	// unless the operator says so.
+	StartAsProxyUser bool
+	// StartCommands are the commands a client may ask a new session to
+	// run (start, start-child, ... compared whole; "*": any); StartEnv
+	// the environment variables it may set. Empty: none.
+	StartCommands, StartEnv []string
+
+	// LoginPacketSize bounds each packet before login (a real hello is
+	// under 100 KiB); 0: DefaultLoginPacketSize. Raw chunks are refused
+	// before login.
+	LoginPacketSize int
+	// ConnectBuffer bounds the bytes a logged-in client may send while
+	// its backend is being connected; 0: DefaultConnectBuffer.
+	ConnectBuffer int
+	// Throttle, when set, refuses logins from sources and usernames with
+	// recent failures.
+	Throttle *Throttle
+	// Connects, when set, bounds the dials in progress to each target.
+	Connects *ConnectLimiter
+}
+
+// nobodyUID is Debian's nobody, never given sessions of its own.
+const nobodyUID = 65534
+
+// Defaults of the pre-login bounds.
+const (
+	DefaultLoginPacketSize = 256 << 10
+	DefaultConnectBuffer   = 1 << 20
+	// MaxUsernameLength bounds a hello's username (xpra's are short).
+	MaxUsernameLength = 256
+)
+
+func (c *Config) loginPacketSize() int {
+	if c.LoginPacketSize > 0 {
+		return min(c.LoginPacketSize, max(c.MaxPacketSize, 1))
+	}
+	if c.MaxPacketSize > 0 {
+		return min(DefaultLoginPacketSize, c.MaxPacketSize)
+	}
+	return DefaultLoginPacketSize
+}
+
+func (c *Config) connectBuffer() int {
+	if c.ConnectBuffer > 0 {
+		return c.ConnectBuffer
+	}
+	return DefaultConnectBuffer
 }
 
 // Candidate is a display and its address; a pool gives several, tried in
@@ -157,11 +222,14 @@ type Session struct {
 	client Conn
 	server Conn
 	peer   string
+	src    string // the peer's address without port ("unix" for local sockets)
 
 	state     state
 	reader    frame.Reader
 	enc       frame.Encoding // the client's encoder, once its hello came
 	helloSeen bool
+	authed    bool       // every module passed
+	admitted  bool       // Host.Admitted was called
 	caps      frame.Dict // the client's (latest) hello
 	module    int        // next authentication module
 	challenge *authn.Challenge
@@ -194,13 +262,30 @@ func (s *Session) logger() *slog.Logger {
 // NewSession starts the handshake for a new client connection.
 func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *Session {
 	s := &Session{ID: id, cfg: cfg, host: host, client: client, started: now, active: now}
-	s.peer = "unknown"
+	s.peer, s.src = "unknown", "unknown"
 	if a := client.RemoteAddr(); a != nil {
 		s.peer = a.Network() + " " + a.String()
+		s.src = SourceOf(a)
 	}
 	s.deadline = now.Add(cfg.LoginTimeout)
-	s.reader.MaxPacketSize = cfg.MaxPacketSize
+	s.reader.MaxPacketSize = cfg.loginPacketSize()
+	s.reader.NoChunks = true
 	return s
+}
+
+// SourceOf is an address without its port: a client's identity for the
+// per-address limits ("unix" for local sockets).
+func SourceOf(a net.Addr) string {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		return v.IP.String()
+	case *net.UnixAddr:
+		return "unix"
+	}
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
 }
 
 // Urgent reports whether the session needs the short sweep interval:
@@ -221,9 +306,41 @@ func (s *Session) Relaying() bool { return s.state == stateRelay }
 // Closed reports whether the session is over.
 func (s *Session) Closed() bool { return s.state == stateClosed }
 
+// LoggedIn reports whether the client passed authentication.
+func (s *Session) LoggedIn() bool { return s.authed }
+
+// admit tells the host, once, that the client logged in.
+func (s *Session) admit() {
+	if !s.admitted {
+		s.admitted = true
+		s.host.Admitted(s)
+	}
+}
+
+// heldLimit is how many bytes the client may have waiting before the
+// relay starts: one login packet before authentication, ConnectBuffer
+// while its backend is being connected.
+func (s *Session) heldLimit() int {
+	if s.authed {
+		return s.cfg.connectBuffer()
+	}
+	return s.cfg.loginPacketSize() + frame.HeaderSize
+}
+
 // ClientTraffic handles bytes from the client.
 func (s *Session) ClientTraffic(now time.Time) {
 	s.active = now
+	switch s.state {
+	case stateHello, stateChallenge, stateBusy, stateStop:
+		// gnet reads whatever comes; before the relay nothing the
+		// client says is needed beyond one packet at a time.
+		if n := s.client.InboundBuffered(); n > s.heldLimit() {
+			s.logger().Info("too much data before the session started", "user", s.logUser(), "bytes", n)
+			s.client.Discard(n)
+			s.disconnect("protocol error", fmt.Sprintf("more than %d bytes sent before the session started", s.heldLimit()))
+			return
+		}
+	}
 	switch s.state {
 	case stateHello, stateChallenge:
 		s.readHandshake(now)
@@ -355,6 +472,15 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	s.caps = caps
 	if s.user == "" {
 		s.user, _ = caps.Text("username")
+		if len(s.user) > MaxUsernameLength {
+			s.disconnect("authentication failed", "invalid username")
+			return
+		}
+	}
+	if ok, wait := s.cfg.Throttle.Allow(s.source(), s.user); !ok {
+		s.outcome("throttled")
+		s.disconnect("authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
+		return
 	}
 	if s.state == stateChallenge {
 		s.verifyRound()
@@ -362,6 +488,23 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	}
 	s.nextRound()
 }
+
+// goWork runs work in the host's pool of its kind; a full queue ends the
+// session with a reason instead of piling up goroutines.
+func (s *Session) goWork(kind WorkKind, work, done func()) {
+	if !s.host.Go(kind, work, done) {
+		s.outcome("busy")
+		s.logger().Warn("off-loop work queue full", "user", s.logUser(), "kind", int(kind))
+		s.disconnect("server error", "the proxy is too busy, try again later")
+	}
+}
+
+// logUser is the username as a log line may show it.
+func (s *Session) logUser() string { return logsafe.String(s.user) }
+
+// source is the client's address without its port: what login
+// throttling and the per-address limits count.
+func (s *Session) source() string { return s.src }
 
 // request returns the hello's one-shot request: "info", "version", ...
 func request(caps frame.Dict) string {
@@ -424,7 +567,8 @@ func (s *Session) verifyRound() {
 	password, _ := s.challenge.Cleartext([]byte(r), []byte(cs))
 	s.challenge = nil // a salt is good for one answer only
 	if verify == nil {
-		s.logger().Info("authentication failed", "user", s.user, "why", "no usable challenge response")
+		s.cfg.Throttle.Failed(s.source(), s.user)
+		s.logger().Info("authentication failed", "user", s.logUser(), "why", "no usable challenge response")
 		s.disconnect("authentication failed")
 		return
 	}
@@ -439,14 +583,15 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 		id  *authn.Identity
 		err error
 	)
-	s.host.Go(func() { id, err = m.Authenticate(req) }, func() {
+	s.goWork(WorkAuth, func() { id, err = m.Authenticate(req) }, func() {
 		if s.state != stateBusy {
 			return
 		}
 		if err != nil {
 			if errors.Is(err, authn.ErrAuthFailed) {
+				s.cfg.Throttle.Failed(s.source(), s.user)
 				s.outcome("auth-failed")
-				s.logger().Info("authentication failed", "user", s.user, "module", m.Name(), "why", authn.Why(err))
+				s.logger().Info("authentication failed", "user", s.logUser(), "module", m.Name(), "why", authn.Why(err))
 				if why := authn.Why(err); why != "" {
 					s.disconnect("authentication failed", why)
 				} else {
@@ -454,7 +599,7 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 				}
 			} else {
 				s.outcome("auth-error")
-				s.logger().Warn("authentication error", "user", s.user, "module", m.Name(), "err", err)
+				s.logger().Warn("authentication error", "user", s.logUser(), "module", m.Name(), "err", err)
 				s.disconnect("authentication error", "cannot access sessions")
 			}
 			return
@@ -472,7 +617,10 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 
 // authenticated: answer requests, else find the session and connect.
 func (s *Session) authenticated() {
-	s.logger().Info("authenticated", "user", s.user)
+	s.authed = true
+	s.cfg.Throttle.Succeeded(s.source())
+	s.reader.MaxPacketSize = s.cfg.MaxPacketSize
+	s.logger().Info("authenticated", "user", s.logUser())
 	switch r := request(s.caps); r {
 	case "", "connect_test":
 	case "info", "stop", "id":
@@ -494,7 +642,7 @@ func (s *Session) authenticated() {
 	id := s.identity
 	root := s.cfg.HandOff != nil
 	sns, wantsNew := s.caps.Dict("start-new-session")
-	s.host.Go(func() {
+	s.goWork(WorkDial, func() {
 		var aerr error
 		acct, aerr = authn.ResolveAccount(id)
 		switch {
@@ -543,12 +691,23 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool) (*
 	if !s.cfg.StartSessions {
 		return nil, &authn.SessionError{Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
 	}
-	r, ignored, err := ParseStartRequest(sns)
+	switch {
+	case !root && !s.cfg.StartAsProxyUser:
+		// The proxy's own account can read its user database and keys:
+		// a user's commands never run as it unless the operator says so.
+		return nil, &authn.SessionError{Reason: "session not found error",
+			Message: "this proxy does not start sessions: it does not run as root (see --proxy-start-as-proxy-user)"}
+	case root && (acct.Name == "" || acct.UID == nobodyUID):
+		// nobody is shared by every unmapped user.
+		return nil, &authn.SessionError{Reason: "session not found error",
+			Message: "this user has no local account to start a session as"}
+	}
+	r, ignored, err := ParseStartRequest(sns, StartPolicy{Commands: s.cfg.StartCommands, Env: s.cfg.StartEnv})
 	if err != nil {
 		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
 	}
 	if len(ignored) > 0 {
-		s.logger().Warn("start-new-session options ignored", "user", s.user, "options", strings.Join(ignored, ","))
+		s.logger().Warn("start-new-session options ignored", "user", s.logUser(), "options", strings.Join(ignored, ","))
 	}
 	if max := s.cfg.MaxStartedSessions; max > 0 {
 		dirs, uid := s.userDirs(acct, root)
@@ -571,8 +730,8 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 		err error
 	)
 	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
-	s.logger().Info("starting a new session", "user", s.user, "mode", r.Mode, "args", strings.Join(r.Args, " "))
-	s.host.Go(func() {
+	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", strings.Join(r.Args, " "))
+	s.goWork(WorkDial, func() {
 		if len(dirs) == 0 {
 			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}
 			return
@@ -587,7 +746,7 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 			s.connectFailed(err)
 			return
 		}
-		s.logger().Info("new session started", "user", s.user, "display", c.Display)
+		s.logger().Info("new session started", "user", s.logUser(), "display", c.Display)
 		s.connect([]Candidate{c}, nil, opts)
 	})
 }
@@ -605,7 +764,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 		target   authn.Target
 	)
 	caps, enc := s.caps, s.enc
-	s.host.Go(func() {
+	s.goWork(WorkDial, func() {
 		for i, c := range cands {
 			display, target = c.Display, c.Target
 			var hello frame.Dict
@@ -620,9 +779,15 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			if pw == "" {
 				pw = link.Password
 			}
+			key := target.Network + ":" + target.Address
+			if !s.cfg.Connects.Acquire(key) {
+				err = &BackendError{Reason: "server error", Message: "too many connections in progress to this server, try again"}
+				break
+			}
 			b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
 				Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
 				Link: link})
+			s.cfg.Connects.Release(key)
 			var be *BackendError
 			if err == nil || i == len(cands)-1 || !errors.As(err, &be) || be.Message != "failed to connect to display" {
 				break
@@ -632,11 +797,11 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			if pool != nil {
 				pool.Failed(s.ID, c.Display, next)
 			}
-			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", next)
+			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", authn.RedactDisplay(next))
 		}
 	}, func() {
 		for _, w := range warnings {
-			s.logger().Warn(w, "user", s.user)
+			s.logger().Warn(w, "user", s.logUser())
 		}
 		if s.state != stateBusy {
 			if b != nil {
@@ -648,7 +813,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			s.connectFailed(err)
 			return
 		}
-		s.display, s.target = display, target.String()
+		s.display, s.target = authn.RedactDisplay(display), target.String()
 		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
 		s.s2c = &pipe{s: s, name: "server→client", link: link}
 		if err := s.host.Enroll(s, b); err != nil {
@@ -689,7 +854,7 @@ func (s *Session) answer(r string) {
 		s.beginClose()
 		return
 	case r == "info" && ctl == nil:
-		s.send(frame.Packet{"hello", s.Info()})
+		s.send(frame.Packet{"hello", s.clientInfo()})
 		s.beginClose()
 		return
 	case r == "stop" && (!s.cfg.Local || ctl == nil):
@@ -710,7 +875,7 @@ func (s *Session) answer(r string) {
 		info frame.Dict
 		ok   bool
 	)
-	s.host.Go(func() {
+	s.goWork(WorkAuth, func() {
 		switch {
 		case r == "info" && id != 0:
 			info, ok = ctl.SessionInfo(id)
@@ -831,15 +996,15 @@ func (s *Session) connectFailed(err error) {
 	switch {
 	case errors.As(err, &se):
 		s.outcome("no-session")
-		s.logger().Info("no session", "user", s.user, "reason", se.Message)
+		s.logger().Info("no session", "user", s.logUser(), "reason", se.Message)
 		s.disconnect(se.Reason, se.Message)
 	case errors.As(err, &be):
 		s.outcome("unreachable")
-		s.logger().Info("target unreachable", "user", s.user, "err", err)
+		s.logger().Info("target unreachable", "user", s.logUser(), "err", err)
 		s.disconnect(be.Reason, be.Message)
 	default:
 		s.outcome("error")
-		s.logger().Warn("connect failed", "user", s.user, "err", err)
+		s.logger().Warn("connect failed", "user", s.logUser(), "err", err)
 		s.disconnect("server error", "target unreachable")
 	}
 }
@@ -860,6 +1025,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		return
 	}
 	s.server = server
+	s.admit()
 	s.c2s.src, s.c2s.dst = s.client, server
 	s.s2c.src, s.s2c.dst = server, s.client
 	s.c2s.max = s.cfg.MaxPacketSize
@@ -887,7 +1053,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	}
 	s.client.Write(out)
 	s.outcome("relayed")
-	s.logger().Info("relaying", "user", s.user, "display", s.display, "target", s.target)
+	s.logger().Info("relaying", "user", s.logUser(), "display", s.display, "target", s.target)
 	// The handshake's state is not needed any more; an idle session
 	// should hold as little as possible.
 	s.caps, s.identity, s.challenge = nil, nil, nil
@@ -926,7 +1092,7 @@ func (s *Session) pump(p *pipe) {
 	// gnet keeps reading a paused source: enforce the limit on every
 	// read, not only at the next sweep.
 	if p.paused && s.state == stateRelay && s.cfg.MaxSessionBuffer > 0 && s.Buffered() > s.cfg.MaxSessionBuffer {
-		s.logger().Warn("session buffer limit exceeded", "user", s.user, "bytes", s.Buffered())
+		s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", s.Buffered())
 		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 	}
 }
@@ -1015,7 +1181,7 @@ func (s *Session) beginClose() {
 // OnClientClosed: the client's socket is gone.
 func (s *Session) OnClientClosed(err error) {
 	if s.state == stateRelay {
-		s.logger().Info("client connection lost", "user", s.user, "err", err)
+		s.logger().Info("client connection lost", "user", s.logUser(), "err", err)
 	}
 	if s.cfg.Pools != nil && s.state != stateHandedOff {
 		s.cfg.Pools.Release(s.ID)
@@ -1030,7 +1196,7 @@ func (s *Session) OnServerClosed(err error) {
 		return
 	}
 	s.server = nil
-	s.logger().Info("server connection lost", "user", s.user, "err", err)
+	s.logger().Info("server connection lost", "user", s.logUser(), "err", err)
 	s.disconnect("server shutdown", "server connection lost")
 }
 
@@ -1040,13 +1206,13 @@ func (s *Session) Sweep(now time.Time) int {
 	switch s.state {
 	case stateHello, stateChallenge, stateBusy, stateStop:
 		if now.After(s.deadline) {
-			s.logger().Info("login timeout", "user", s.user)
+			s.logger().Info("login timeout", "user", s.logUser())
 			s.disconnect("login timeout")
 		}
 	case stateRelay:
 		s.maybePing(now)
 		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
-			s.logger().Info("idle timeout", "user", s.user)
+			s.logger().Info("idle timeout", "user", s.logUser())
 			s.disconnect("idle timeout")
 			break
 		}
@@ -1057,7 +1223,7 @@ func (s *Session) Sweep(now time.Time) int {
 			}
 		}
 		if held := s.Buffered(); s.cfg.MaxSessionBuffer > 0 && held > s.cfg.MaxSessionBuffer {
-			s.logger().Warn("session buffer limit exceeded", "user", s.user, "bytes", held)
+			s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", held)
 			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
 		}
 	case stateClosing:
@@ -1084,7 +1250,7 @@ func (s *Session) Buffered() int {
 
 // Shed ends the session because the proxy is over its global budget.
 func (s *Session) Shed() {
-	s.logger().Warn("global buffer budget exceeded", "user", s.user, "bytes", s.Buffered())
+	s.logger().Warn("global buffer budget exceeded", "user", s.logUser(), "bytes", s.Buffered())
 	s.disconnect("connection too slow", "proxy buffer budget exceeded")
 }
 
@@ -1096,14 +1262,14 @@ func (s *Session) Forget() { s.state = stateClosed }
 // (bad input found by the transport, such as an oversized WebSocket
 // frame).
 func (s *Session) Reject(reason string, extra ...string) {
-	s.logger().Info("connection rejected", "user", s.user, "reason", reason, "detail", strings.Join(extra, " "))
+	s.logger().Info("connection rejected", "user", s.logUser(), "reason", reason, "detail", strings.Join(extra, " "))
 	s.disconnect(reason, extra...)
 }
 
 // Stop ends the session on request (xpraproxy stop :proxy-ID), telling
 // both peers why.
 func (s *Session) Stop(why string) {
-	s.logger().Info("stopping", "user", s.user, "why", why)
+	s.logger().Info("stopping", "user", s.logUser(), "why", why)
 	s.disconnect("server shutdown", why)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // New sessions through the proxy (xpra's proxy_server start_new_session):
@@ -45,8 +46,52 @@ var startOverridable = []string{
 	"start-on-connect", "start-child-on-connect", "start-on-last-client-exit", "start-child-on-last-client-exit",
 }
 
-// ParseStartRequest checks a hello's start-new-session dict.
-func ParseStartRequest(sns frame.Dict) (*StartRequest, []string, error) {
+// commandOptions run a command of the client's choice in the new session;
+// each value must be on the proxy's allow-list (StartPolicy.Commands).
+var commandOptions = []string{
+	"start", "start-child", "start-after-connect", "start-child-after-connect", "start-on-connect",
+	"start-child-on-connect", "start-on-last-client-exit", "start-child-on-last-client-exit", "open-command",
+}
+
+// StartPolicy is what a client may ask of a new session beyond xpra's
+// harmless options: the commands it may run (compared whole; "*" allows
+// any) and the environment variables it may set. The zero policy allows
+// neither.
+type StartPolicy struct {
+	Commands, Env []string
+}
+
+func (p StartPolicy) command(c string) bool {
+	return slices.Contains(p.Commands, "*") || slices.Contains(p.Commands, c)
+}
+
+// check refuses a value of an option that runs commands or sets the
+// environment unless the policy allows it.
+func (p StartPolicy) check(option, value string) error {
+	switch {
+	case slices.Contains(commandOptions, option):
+		if !p.command(value) {
+			return fmt.Errorf("command %q is not allowed for new sessions on this proxy (--proxy-start-commands)", logsafe.String(value))
+		}
+	case option == "env" || option == "start-env":
+		name, _, _ := strings.Cut(value, "=")
+		if !slices.Contains(p.Env, name) && !slices.Contains(p.Env, "*") {
+			return fmt.Errorf("environment variable %q is not allowed for new sessions on this proxy (--proxy-start-env)", logsafe.String(name))
+		}
+	case option == "start-new-commands" || option == "chdir":
+		// A client that may start commands later, or choose the
+		// directory, needs the operator's "*".
+		if value != "no" && !p.command("*") {
+			return fmt.Errorf("%s is not allowed for new sessions on this proxy", option)
+		}
+	}
+	return nil
+}
+
+// ParseStartRequest checks a hello's start-new-session dict against xpra's
+// list of options a client may set and the proxy's policy for commands and
+// environment variables.
+func ParseStartRequest(sns frame.Dict, policy StartPolicy) (*StartRequest, []string, error) {
 	r := &StartRequest{Mode: "start"}
 	var ignored []string
 	for _, kv := range sns {
@@ -84,11 +129,16 @@ func ParseStartRequest(sns frame.Dict) (*StartRequest, []string, error) {
 			if v == nil || text == "" {
 				continue
 			}
+			if err := policy.check(k, text); err != nil {
+				return nil, ignored, err
+			}
 			r.Args = append(r.Args, "--"+k+"="+text)
 		}
 	}
 	switch r.Mode {
 	case "start", "start-desktop", "shadow":
+	case "seamless":
+		r.Mode = "start" // xpra 6.x's name for start
 	default:
 		return nil, ignored, fmt.Errorf("invalid start-new-session mode %q", r.Mode)
 	}

@@ -41,8 +41,18 @@ proxy options (xpra's names):
   --gc-percent=N (Go GC target, default 25; GOGC also works)  --loops=N (event loops; default one per CPU)
   --metrics=HOST:PORT                          Prometheus metrics endpoint (/metrics)
   --proxy-video-encoders=auto|none|nvenc|cpu   re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)
-  --proxy-start-sessions=yes|no (yes)          clients may start new sessions (xpra start tcp://proxy/...), run as their user;
+  --proxy-start-sessions=yes|no (no)           clients may start new sessions (xpra start tcp://proxy/...), as root: run as
+                                               their own local account (never root, never nobody)
+  --proxy-start-as-proxy-user=yes|no (no)      a proxy that is not root may start sessions as its own account
+  --proxy-start-commands=CMD[,CMD] (none)      commands a client may run in a new session (--start=...); * for any
+  --proxy-start-env=VAR[,VAR] (none)           environment variables a client may set in a new session
   --max-started-sessions=N (4)                 at most N live sessions per user
+  --max-connections=N, --max-login-connections=N  caps on open and not-yet-logged-in connections (from RLIMIT_NOFILE)
+  --max-logins-per-source=N (32)               connections still logging in from one address (0: no cap)
+  --max-login-packet-size=SIZE (256K)          largest packet before login (raw chunks are refused before login)
+  --login-throttle=yes|no (yes)                lock out addresses (and usernames for failing addresses) after failed logins
+  --max-target-connects=N (32)                 dials in progress to one server
+  --websocket-require-mask=yes|no (no)         close ws clients that send unmasked frames (browsers mask; xpra's python clients do not)
   --proxy-ping=SECONDS (5)                     the proxy pings both peers (latency in info); their echoes are not forwarded
   --pool=NAME:POLICY:TARGET[,TARGET...]        a target pool (random, least-sessions, first-live) that a
                                                displays entry "pool:NAME" names; --pool-probe-interval=SECONDS (5)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
@@ -53,6 +54,17 @@ type proxyOptions struct {
 	maxStart   int           // --max-started-sessions per user
 	pools      []string      // --pool=NAME:POLICY:TARGET,...
 	poolProbe  time.Duration // --pool-probe-interval
+	// The front door (docs/frontdoor.md).
+	startAsSelf    bool     // --proxy-start-as-proxy-user
+	startCommands  []string // --proxy-start-commands
+	startEnv       []string // --proxy-start-env
+	maxConns       int      // --max-connections (-1: from RLIMIT_NOFILE)
+	maxLogins      int      // --max-login-connections (-1: from RLIMIT_NOFILE)
+	maxPerSource   int      // --max-logins-per-source
+	loginPacket    int      // --max-login-packet-size
+	throttle       bool     // --login-throttle
+	maxTargetDials int      // --max-target-connects
+	wsRequireMask  bool     // --websocket-require-mask
 }
 
 // xpraIgnored are xpra options that mean nothing to a proxy without a
@@ -166,20 +178,26 @@ func splitHostPort(s string) (string, string, error) {
 // and --name=value / --name value options.
 func parseProxyArgs(args []string) (*proxyOptions, error) {
 	o := &proxyOptions{
-		idle:       0,
-		login:      31 * time.Second,
-		connect:    20 * time.Second,
-		maxPacket:  16 << 20,
-		maxSession: 32 << 20,
-		maxTotal:   1 << 30,
-		gcPercent:  defaultGCPercent,
-		workers:    "uid",
-		video:      "auto",
-		poolProbe:  5 * time.Second,
-		ping:       5 * time.Second,
-		startNew:   true,
-		maxStart:   4,
-		workerIdle: 60 * time.Second,
+		idle:           0,
+		login:          31 * time.Second,
+		connect:        20 * time.Second,
+		maxPacket:      16 << 20,
+		maxSession:     32 << 20,
+		maxTotal:       1 << 30,
+		gcPercent:      defaultGCPercent,
+		workers:        "uid",
+		video:          "auto",
+		poolProbe:      5 * time.Second,
+		ping:           5 * time.Second,
+		startNew:       false,
+		maxStart:       4,
+		workerIdle:     60 * time.Second,
+		maxConns:       -1,
+		maxLogins:      -1,
+		maxPerSource:   32,
+		loginPacket:    256 << 10,
+		throttle:       true,
+		maxTargetDials: 32,
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -336,6 +354,63 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 				v = val
 			}
 			o.startNew, err = parseBool(name, v)
+		case "proxy-start-as-proxy-user", "login-throttle", "websocket-require-mask":
+			var v string
+			if hasVal {
+				v = val
+			}
+			var b bool
+			if b, err = parseBool(name, v); err == nil {
+				switch name {
+				case "proxy-start-as-proxy-user":
+					o.startAsSelf = b
+				case "login-throttle":
+					o.throttle = b
+				default:
+					o.wsRequireMask = b
+				}
+			}
+		case "proxy-start-commands", "proxy-start-env":
+			var v string
+			if v, err = needVal(); err == nil {
+				var list []string
+				for _, c := range strings.Split(v, ",") {
+					if c = strings.TrimSpace(c); c != "" {
+						list = append(list, c)
+					}
+				}
+				if name == "proxy-start-commands" {
+					o.startCommands = list
+				} else {
+					o.startEnv = list
+				}
+			}
+		case "max-connections", "max-login-connections", "max-logins-per-source", "max-target-connects":
+			var v string
+			var n int
+			if v, err = needVal(); err == nil {
+				if n, err = strconv.Atoi(v); err == nil && n < 0 {
+					err = fmt.Errorf("--%s: %d is negative", name, n)
+				}
+				switch name {
+				case "max-connections":
+					o.maxConns = n
+				case "max-login-connections":
+					o.maxLogins = n
+				case "max-logins-per-source":
+					o.maxPerSource = n
+				default:
+					o.maxTargetDials = n
+				}
+			}
+		case "max-login-packet-size":
+			var v string
+			var n int64
+			if v, err = needVal(); err == nil {
+				if n, err = parseSize(name, v); err == nil {
+					o.loginPacket = int(n)
+				}
+			}
 		case "max-started-sessions":
 			var v string
 			if v, err = needVal(); err == nil {
@@ -383,6 +458,27 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		}
 	}
 	return o, nil
+}
+
+// connectionCaps are --max-connections and --max-login-connections, with
+// the defaults derived from the open-file limit: a relayed tcp session
+// holds two descriptors (client and server), so half the limit less a
+// reserve for listeners, logs and databases; pre-login connections a
+// quarter of that, at most 1,024 (xpra's proxy allows 200).
+func (o *proxyOptions) connectionCaps() (conns, logins int) {
+	var rl syscall.Rlimit
+	nofile := 1024
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur > 0 && rl.Cur < 1<<24 {
+		nofile = int(rl.Cur)
+	}
+	conns, logins = o.maxConns, o.maxLogins
+	if conns < 0 {
+		conns = max((nofile-64)/2, 16)
+	}
+	if logins < 0 {
+		logins = min(max(conns/4, 16), 1024)
+	}
+	return conns, logins
 }
 
 // defaultHTMLDir is where Debian's xpra ships the HTML5 client.

@@ -259,7 +259,15 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		PingInterval:       o.ping,
 		StartSessions:      o.startNew,
 		MaxStartedSessions: o.maxStart,
+		StartAsProxyUser:   o.startAsSelf,
+		StartCommands:      o.startCommands,
+		StartEnv:           o.startEnv,
+		LoginPacketSize:    o.loginPacket,
+		Connects:           &relay.ConnectLimiter{PerTarget: o.maxTargetDials},
 		Log:                log,
+	}
+	if o.throttle {
+		base.Throttle = relay.NewThrottle(log)
 	}
 	pools := relay.Pools{}
 	for _, spec := range o.pools {
@@ -294,16 +302,17 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			Output:        logOut,
 			Log:           log,
 			Config: privsep.WorkerConfig{
-				ConnectTimeout:   o.connect,
-				IdleTimeout:      o.idle,
-				MaxPacketSize:    o.maxPacket,
-				MaxSessionBuffer: o.maxSession,
-				MaxBufferTotal:   o.maxTotal,
-				Loops:            o.loops,
-				SocketDirs:       templates,
-				Hostname:         hostname,
-				Video:            o.video,
-				PingInterval:     o.ping,
+				ConnectTimeout:    o.connect,
+				IdleTimeout:       o.idle,
+				MaxPacketSize:     o.maxPacket,
+				MaxSessionBuffer:  o.maxSession,
+				MaxBufferTotal:    o.maxTotal,
+				Loops:             o.loops,
+				SocketDirs:        templates,
+				Hostname:          hostname,
+				Video:             o.video,
+				PingInterval:      o.ping,
+				MaxTargetConnects: o.maxTargetDials,
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
@@ -392,7 +401,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	if err := add(own); err != nil {
 		return nil, nil, err
 	}
-	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log})
+	conns, logins := o.connectionCaps()
+	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
+		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
+		WSRequireMask: o.wsRequireMask})
+	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
 	ctl.srv, ctl.log = srv, log
 	return srv, ctl, nil
 }

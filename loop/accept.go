@@ -1,0 +1,205 @@
+package loop
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// The proxy accepts its own connections instead of letting gnet do it:
+// gnet v2 ends the whole engine, and every session with it, on the first
+// accept error other than EAGAIN, and a proxy on a public port runs out of
+// file descriptors sooner or later. One goroutine per listener accepts,
+// applies the connection caps before anything is read, and hands each
+// socket to the least busy loop.
+
+// acceptCtx carries a new connection's listener and its ticket to OnOpen.
+type acceptCtx struct {
+	l *Listener
+	t *ticket
+}
+
+// ticket is one accepted client connection's place in the caps: it counts
+// against MaxConnections until closed, and against MaxLoginConnections
+// and its source's MaxLoginsPerSource until the client has logged in.
+// Releasing is idempotent and safe from any goroutine.
+type ticket struct {
+	srv   *Server
+	src   string
+	login atomic.Bool
+	open  atomic.Bool
+}
+
+// admitted: the client logged in.
+func (t *ticket) admitted() {
+	if t != nil && t.login.CompareAndSwap(true, false) {
+		t.srv.logins.Add(-1)
+		t.srv.sources.release(t.src)
+	}
+}
+
+// closed: the connection is gone (or no longer this process's).
+func (t *ticket) closed() {
+	if t == nil {
+		return
+	}
+	t.admitted()
+	if t.open.CompareAndSwap(true, false) {
+		t.srv.conns.Add(-1)
+	}
+}
+
+// sourceCounts counts pre-login connections per source address.
+type sourceCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *sourceCounts) take(src string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if limit > 0 && c.n[src] >= limit {
+		return false
+	}
+	c.n[src]++
+	return true
+}
+
+func (c *sourceCounts) release(src string) {
+	c.mu.Lock()
+	if c.n[src] <= 1 {
+		delete(c.n, src)
+	} else {
+		c.n[src]--
+	}
+	c.mu.Unlock()
+}
+
+// admit applies the caps to a new connection from src: a ticket, or the
+// reason it is refused.
+func (s *Server) admit(src string) (*ticket, string) {
+	if max := s.opts.MaxConnections; max > 0 && s.conns.Load() >= int64(max) {
+		return nil, "too many connections"
+	}
+	if max := s.opts.MaxLoginConnections; max > 0 && s.logins.Load() >= int64(max) {
+		return nil, "too many connections waiting to log in, try again later"
+	}
+	if !s.sources.take(src, s.opts.MaxLoginsPerSource) {
+		return nil, "too many connections waiting to log in from your address"
+	}
+	t := &ticket{srv: s, src: src}
+	t.login.Store(true)
+	t.open.Store(true)
+	s.logins.Add(1)
+	s.conns.Add(1)
+	return t, ""
+}
+
+// listen opens the listeners (stale unix sockets removed first).
+func (s *Server) listen() error {
+	for i := range s.listeners {
+		l := &s.listeners[i]
+		if l.Network == "unix" {
+			if err := clearStaleSocket(l.Address); err != nil {
+				return err
+			}
+		}
+		ln, err := net.Listen(l.Network, l.Address)
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		if l.Network == "unix" {
+			ln.(*net.UnixListener).SetUnlinkOnClose(true)
+		}
+		l.ln = ln
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for i := range s.listeners {
+		if ln := s.listeners[i].ln; ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// acceptErrors are the accept failures that exhausted resources cause:
+// they pass when connections close, so the listener waits and retries.
+func resourceExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// acceptLoop serves one listener until it is closed.
+func (s *Server) acceptLoop(l *Listener) {
+	var (
+		backoff  time.Duration
+		lastLog  time.Time
+		failures int
+	)
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			failures++
+			if time.Since(lastLog) > 10*time.Second {
+				// Once per interval, however many: a flood of these
+				// lines would be a second exhaustion.
+				s.log.Warn("cannot accept connections; existing sessions go on, retrying",
+					"listener", l.url(), "err", err, "failures", failures, "open", s.conns.Load())
+				lastLog, failures = time.Now(), 0
+			}
+			if !resourceExhausted(err) {
+				backoff = max(backoff, 5*time.Millisecond)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.accepted(l, c)
+	}
+}
+
+// accepted applies the caps and hands the connection to a loop.
+func (s *Server) accepted(l *Listener, c net.Conn) {
+	t, refusal := s.admit(relay.SourceOf(c.RemoteAddr()))
+	if t == nil {
+		s.refusals.Add(1)
+		// xpra's plain-text line before a hello: the client shows it.
+		// The socket's send buffer is empty, so this never blocks long.
+		c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		c.Write([]byte("disconnect: " + refusal + "\n"))
+		c.Close()
+		return
+	}
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), &acceptCtx{l: l, t: t}), c)
+	ch, err := s.eng.Register(ctx)
+	if err != nil {
+		t.closed()
+		c.Close()
+		return
+	}
+	// gnet dups the socket and closes c itself; the result comes later.
+	go func() {
+		if r := <-ch; r.Err != nil {
+			t.closed()
+			s.log.Debug("cannot register a connection", "err", r.Err)
+		}
+	}()
+}
