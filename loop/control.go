@@ -188,6 +188,9 @@ func (s *Server) Shutdown(ctx context.Context, why string) error {
 	default:
 		return errors.New("loop: server not running")
 	}
+	// No new connections while the sessions end.
+	s.stopping.Store(true)
+	s.closeListeners()
 	s.onLoops(func(ls *loopState) {
 		for sess := range ls.sessions {
 			if !sess.Closed() {

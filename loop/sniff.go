@@ -92,6 +92,43 @@ func looksHTTP(b []byte) bool {
 	return false
 }
 
+// verdict is what a connection's first bytes make of it.
+type verdict uint8
+
+const (
+	needMore      verdict = iota // too few bytes to tell
+	toTLS                        // a ClientHello on a port with a certificate
+	refusePlain                  // plaintext on a TLS-only port
+	toHTTP                       // an HTTP request (WebSocket upgrade or a file)
+	refuseNotHTTP                // not HTTP on an HTTP-only port
+	toXpra                       // xpra, or garbage for the xpra parser to refuse
+)
+
+// classify decides from a connection's first bytes (at least one, at most
+// 8 are looked at) what it speaks; m is what its port allows.
+func classify(b []byte, m mode, haveTLS bool) verdict {
+	switch {
+	case len(b) == 0:
+		return needMore
+	case b[0] == 0x16 && !m.inner() && haveTLS:
+		return toTLS
+	case m.tlsOnly():
+		return refusePlain
+	case b[0] == 0x16 && !m.inner():
+		// TLS without a certificate: the session's own answer ("SSL
+		// packet?").
+		return toXpra
+	case looksHTTP(b):
+		if len(b) < 8 && !bytes.Contains(b, []byte(" ")) {
+			return needMore // "GE": wait for the method
+		}
+		return toHTTP
+	case !m.xpra():
+		return refuseNotHTTP
+	}
+	return toXpra
+}
+
 // sniff looks at a new connection's first bytes. handled says whether it
 // was diverted (HTTP, TLS, refused); otherwise it is xpra and its session
 // goes on.
@@ -102,27 +139,23 @@ func (s *Server) sniff(c gnet.Conn, ctx *clientCtx, now time.Time) (gnet.Action,
 	}
 	si := ctx.sniff
 	b, _ := c.Peek(min(n, 8))
-	switch {
-	case b[0] == 0x16 && !si.mode.inner() && si.l.TLS != nil:
+	switch classify(b, si.mode, si.l.TLS != nil) {
+	case needMore:
+		return gnet.None, true
+	case toTLS:
 		s.forget(ctx)
 		s.startTLS(c, si, ctx.t)
 		return gnet.None, true
-	case si.mode.tlsOnly():
+	case refusePlain:
 		// xpra's ssl/wss sockets refuse plaintext.
 		c.Write([]byte("disconnect: this port only accepts TLS (ssl:// or wss://)\n"))
 		return gnet.Close, true
-	case b[0] == 0x16 && !si.mode.inner():
-		// TLS without a certificate: the session's own answer ("SSL
-		// packet?").
-	case looksHTTP(b):
-		if len(b) < 8 && !bytes.Contains(b, []byte(" ")) {
-			return gnet.None, true // "GE": wait for the method
-		}
+	case toHTTP:
 		s.forget(ctx)
 		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout), t: ctx.t}
 		c.SetContext(sc)
 		return s.serveHTTP(c, sc, ctx.ls, now), true
-	case !si.mode.xpra():
+	case refuseNotHTTP:
 		c.Write(httpResponse(400, "Bad Request", "this port expects HTTP (a WebSocket upgrade)\n", true))
 		return gnet.Close, true
 	}
@@ -177,7 +210,7 @@ func (p peerConn) RemoteAddr() net.Addr { return p.peer }
 // session, a GET a file of the HTML5 client.
 func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Time) gnet.Action {
 	n := c.InboundBuffered()
-	if len(sc.body) > 0 {
+	if len(sc.body) > 0 || c.OutboundBuffered() > 0 {
 		// A response is still being written: the next request waits,
 		// and a client that keeps sending without reading is cut off.
 		if n > maxRequestHeader {
@@ -185,25 +218,19 @@ func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Ti
 			delete(ls.sending, c)
 			return gnet.Close
 		}
+		ls.sending[c] = sc
 		return gnet.None
 	}
 	b, _ := c.Peek(min(n, maxRequestHeader+4))
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		if n > maxRequestHeader {
-			delete(ls.pending, c)
-			c.Write(httpResponse(431, "Request Header Fields Too Large", "request header too large\n", true))
-			return gnet.Close
-		}
+	req, used, refusal := readRequest(b, n)
+	if req == nil && refusal == nil {
 		ls.pending[c] = sc // the sweep ends requests that never finish
 		return gnet.None
 	}
-	head := append([]byte(nil), b[:end+4]...)
-	c.Discard(end + 4)
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
-	if err != nil {
+	c.Discard(used)
+	if refusal != nil {
 		delete(ls.pending, c)
-		c.Write(httpResponse(400, "Bad Request", "malformed HTTP request\n", true))
+		c.Write(refusal)
 		return gnet.Close
 	}
 	if strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
@@ -211,17 +238,35 @@ func (s *Server) serveHTTP(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Ti
 		return s.upgrade(c, sc, ls, req, now)
 	}
 	closeAfter := req.Close || req.ProtoMajor == 1 && req.ProtoMinor == 0
-	if req.ContentLength != 0 || req.TransferEncoding != nil {
-		delete(ls.pending, c)
-		c.Write(httpResponse(413, "Payload Too Large", "request bodies are not accepted\n", true))
-		return gnet.Close
-	}
 	head, body := s.fileResponse(sc.l, req, closeAfter)
 	c.Write(head)
 	sc.body, sc.closeAfter = body, closeAfter
 	sc.deadline = now.Add(s.opts.HTTPTimeout)
 	delete(ls.pending, c)
 	return s.sendMore(c, sc, ls, now)
+}
+
+// readRequest parses the request head at the start of b, of n buffered
+// bytes. It returns the request and the bytes it used; or, for a request
+// that is refused, the response to send before closing; or neither while
+// the head is incomplete. Bodies are never accepted (the HTML5 client
+// sends none).
+func readRequest(b []byte, n int) (req *http.Request, used int, refusal []byte) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 || end+4 > maxRequestHeader {
+		if n > maxRequestHeader || end >= 0 {
+			return nil, len(b), httpResponse(431, "Request Header Fields Too Large", "request header too large\n", true)
+		}
+		return nil, 0, nil
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b[:end+4])))
+	if err != nil {
+		return nil, end + 4, httpResponse(400, "Bad Request", "malformed HTTP request\n", true)
+	}
+	if req.ContentLength != 0 || req.TransferEncoding != nil {
+		return nil, end + 4, httpResponse(413, "Payload Too Large", "request bodies are not accepted\n", true)
+	}
+	return req, end + 4, nil
 }
 
 // sendChunk is how much of a response is written at a time, and
@@ -246,7 +291,7 @@ func (s *Server) sendMore(c gnet.Conn, sc *sniffCtx, ls *loopState, now time.Tim
 		sc.body = sc.body[n:]
 		sent += n
 	}
-	if len(sc.body) > 0 {
+	if len(sc.body) > 0 || c.OutboundBuffered() > 0 {
 		if now.After(sc.deadline.Add(time.Minute)) {
 			// A client that reads nothing for a minute.
 			sc.body = nil

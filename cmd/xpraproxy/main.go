@@ -48,7 +48,7 @@ proxy options (xpra's names):
   --proxy-start-env=VAR[,VAR] (none)           environment variables a client may set in a new session
   --max-started-sessions=N (4)                 at most N live sessions per user
   --max-connections=N, --max-login-connections=N  caps on open and not-yet-logged-in connections (from RLIMIT_NOFILE)
-  --max-logins-per-source=N (32)               connections still logging in from one address (0: no cap)
+  --max-logins-per-source=N (16)               connections still logging in from one address (0: no cap)
   --max-login-packet-size=SIZE (256K)          largest packet before login (raw chunks are refused before login)
   --login-throttle=yes|no (yes)                lock out addresses (and usernames for failing addresses) after failed logins
   --max-target-connects=N (32)                 dials in progress to one server

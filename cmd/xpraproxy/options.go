@@ -194,7 +194,7 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 		workerIdle:     60 * time.Second,
 		maxConns:       -1,
 		maxLogins:      -1,
-		maxPerSource:   32,
+		maxPerSource:   16,
 		loginPacket:    256 << 10,
 		throttle:       true,
 		maxTargetDials: 32,

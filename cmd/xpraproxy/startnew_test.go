@@ -20,7 +20,8 @@ func TestStartNewSessionThroughProxy(t *testing.T) {
 		t.Skip("starting sessions as another user needs root; CI runs the tests as root")
 	}
 	db := sqliteDB(t, []string{"newbie", "pw", testUser, testUser, ""})
-	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--max-started-sessions=1", "--socket-dirs=PSOCK")
+	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--max-started-sessions=1", "--socket-dirs=PSOCK",
+		"--proxy-start-sessions=yes", "--proxy-start-commands=xterm")
 	url := fmt.Sprintf("tcp://newbie:pw@127.0.0.1:%d/", p.port)
 	c := runClient(t, "start", url, "--start=xterm", "--exit-with-children=no")
 	var display string
