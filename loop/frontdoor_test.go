@@ -3,6 +3,7 @@ package loop
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -231,3 +232,33 @@ func TestConnectionCaps(t *testing.T) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+// If the event loops end without Stop (gnet gave up), Run reports an
+// error, so that the process exits non-zero and a supervisor restarts it.
+func TestEngineEndIsAnError(t *testing.T) {
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://127.0.0.1:1/"), LoginTimeout: time.Second}
+	srv := New([]Listener{{Network: "tcp", Address: "127.0.0.1:0", Config: &cfg}}, Options{})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run() }()
+	select {
+	case <-srv.Ready():
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	srv.eng.Stop(context.Background()) // not through srv.Stop
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "ended unexpectedly") {
+			t.Errorf("Run after the engine ended: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	srv2 := New([]Listener{{Network: "tcp", Address: "127.0.0.1:0", Config: &cfg}}, Options{})
+	go func() { errc <- srv2.Run() }()
+	<-srv2.Ready()
+	srv2.Stop(context.Background())
+	if err := <-errc; err != nil {
+		t.Errorf("Run after Stop: %v", err)
+	}
+}

@@ -59,7 +59,7 @@ func (s *siege) expectAll(name string, answers []string, want string) string {
 		if !strings.Contains(a, want) {
 			bad++
 			if bad == 1 {
-				s.t.Errorf("%s: answer %q lacks %q", name, truncate(a, 200), want)
+				s.failf("%s: answer %q lacks %q", name, truncate(a, 200), want)
 			}
 		}
 	}
@@ -153,7 +153,7 @@ var attackCases = []attackCase{
 			return out
 		})
 		if d := time.Since(start); d > 12*time.Second {
-			s.t.Errorf("slowloris: connections held for %v (login timeout 5 s)", d)
+			s.failf("slowloris: connections held for %v (login timeout 5 s)", d)
 		}
 		return s.expectAll("slowloris", answers, "login timeout") + fmt.Sprintf(" within %v", time.Since(start).Round(time.Second))
 	}},
@@ -175,7 +175,7 @@ var attackCases = []attackCase{
 		}
 		s.correctLogin("during silent clients")
 		if refused != 100-16 {
-			s.t.Errorf("silent clients: %d of 100 refused, want 84 (16 per address)", refused)
+			s.failf("silent clients: %d of 100 refused, want 84 (16 per address)", refused)
 		}
 		return fmt.Sprintf("100 from one address: %d refused at once, 16 held until the login timeout", refused)
 	}},
@@ -195,7 +195,7 @@ var attackCases = []attackCase{
 			}
 		}
 		if refused < 160-120 {
-			s.t.Errorf("pre-login cap: only %d of 160 refused", refused)
+			s.failf("pre-login cap: only %d of 160 refused", refused)
 		}
 		return fmt.Sprintf("160 silent from 10 addresses: %d refused (cap 120)", refused)
 	}},
@@ -220,14 +220,14 @@ var attackCases = []attackCase{
 		})
 		d := time.Since(start)
 		if d > 12*time.Second {
-			s.t.Errorf("half-open TLS handshakes held for %v", d)
+			s.failf("half-open TLS handshakes held for %v", d)
 		}
 		return fmt.Sprintf("40 half-open handshakes closed after %v", d.Round(time.Second))
 	}},
 	{"TLS client works", 16, func(s *siege) string {
 		c, err := tls.Dial("tcp", s.addr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
-			s.t.Errorf("TLS: %v", err)
+			s.failf("TLS: %v", err)
 			return "TLS dial failed"
 		}
 		c.Close()
@@ -262,7 +262,7 @@ var attackCases = []attackCase{
 		out, _ := readAll(c, 10*time.Second)
 		want, _ := os.ReadFile(filepath.Join(defaultHTMLDir, "js/lib/forge.js"))
 		if !strings.Contains(out, string(want[len(want)-200:])) || strings.Count(out, "HTTP/1.1 200 OK") != 2 {
-			s.t.Errorf("pipelined GETs read properly were not both answered whole (%d bytes)", len(out))
+			s.failf("pipelined GETs read properly were not both answered whole (%d bytes)", len(out))
 		}
 		return "two pipelined GETs answered in order, whole"
 	}},
@@ -293,7 +293,7 @@ var attackCases = []attackCase{
 		// (gnet cannot stop reading), so the sender is not throttled;
 		// what matters is that nothing is kept (the RSS bound).
 		if p.Type() != "disconnect" || !strings.Contains(words(p), "sent before the session started") {
-			s.t.Errorf("stream while connecting: %v", truncate(words(p), 200))
+			s.failf("stream while connecting: %v", truncate(words(p), 200))
 		}
 		return fmt.Sprintf("%d MiB sent; disconnected after 1 MiB with %q, nothing kept", sent>>20, truncate(words(p[1:]), 80))
 	}},
@@ -320,7 +320,7 @@ var attackCases = []attackCase{
 	{"backend killed mid-stream", 16, func(s *siege) string {
 		c, p, err := s.login("victim", "vpw")
 		if err != nil || p.Type() != "hello" {
-			s.t.Errorf("victim login: %v %v", err, p)
+			s.failf("victim login: %v %v", err, p)
 			return "login failed"
 		}
 		defer c.Close()
@@ -328,7 +328,7 @@ var attackCases = []attackCase{
 		s.victim.Close()
 		p, _ = c.Recv(5 * time.Second)
 		if p.Type() != "disconnect" || !strings.Contains(words(p), "server connection lost") {
-			s.t.Errorf("backend killed: client got %v", p)
+			s.failf("backend killed: client got %v", p)
 		}
 		return fmt.Sprintf("client told %v", truncate(words(p), 80))
 	}},
@@ -364,10 +364,10 @@ var attackCases = []attackCase{
 		p, _ := c.Login("good", "goodpw", nil)
 		c.Close()
 		if !strings.Contains(words(p), "too many failed logins") {
-			s.t.Errorf("brute force: the attacking address is not locked out: %v", p)
+			s.failf("brute force: the attacking address is not locked out: %v", p)
 		}
 		if throttled < 50 {
-			s.t.Errorf("brute force: %d of 60 attempts throttled", throttled)
+			s.failf("brute force: %d of 60 attempts throttled", throttled)
 		}
 		return fmt.Sprintf("60 wrong passwords in %v: %d refused unchecked; other addresses unaffected",
 			time.Since(start).Round(time.Millisecond), throttled)
@@ -380,14 +380,14 @@ var attackCases = []attackCase{
 		defer c.Close()
 		p, _ := c.Login(strings.Repeat("u", 200<<10), "x", nil)
 		if !strings.Contains(words(p), "invalid username") {
-			s.t.Errorf("200 KB username: %v", truncate(words(p), 200))
+			s.failf("200 KB username: %v", truncate(words(p), 200))
 		}
 		return "200 KB username refused; no log line over 2 KB"
 	}},
 	{"backend credentials", 16, func(s *siege) string {
 		c, p, err := s.login("cred", "cpw")
 		if err != nil || p.Type() != "hello" {
-			s.t.Errorf("cred login: %v %v", err, p)
+			s.failf("cred login: %v %v", err, p)
 			return "login failed"
 		}
 		defer c.Close()
@@ -395,13 +395,13 @@ var attackCases = []attackCase{
 		for {
 			p, err := c.Recv(5 * time.Second)
 			if err != nil {
-				s.t.Errorf("no info-response: %v", err)
+				s.failf("no info-response: %v", err)
 				return "no info-response"
 			}
 			if p.Type() == "info-response" {
 				text := words(p)
 				if strings.Contains(text, "SECRETPW") || !strings.Contains(text, "backuser:***@") {
-					s.t.Errorf("info-response: %s", truncate(text, 400))
+					s.failf("info-response: %s", truncate(text, 400))
 				}
 				break
 			}
@@ -414,7 +414,7 @@ var attackCases = []attackCase{
 		h.Set("request", "info")
 		p, _ = ic.Login("good", "goodpw", h)
 		if d, ok := p[1].(frame.Dict); !ok || d.Has("pid") || d.Has("proxy-server") {
-			s.t.Errorf("remote info shows the proxy's figures: %v", p)
+			s.failf("remote info shows the proxy's figures: %v", p)
 		}
 		return "password replaced by *** in info-response; remote info without pid or proxy figures"
 	}},
@@ -430,7 +430,7 @@ var attackCases = []attackCase{
 			s.t.Error("a client's command ran as the proxy's account")
 		}
 		if !strings.Contains(words(p), "disabled") {
-			s.t.Errorf("start-new-session: %v", p)
+			s.failf("start-new-session: %v", p)
 		}
 		return fmt.Sprintf("refused: %s", truncate(words(p), 90))
 	}},

@@ -24,6 +24,7 @@ type proxyCollector struct {
 	sessions, buffered, workers *prometheus.Desc
 	handshakes, bytes, packets  *prometheus.Desc
 	workerStarts, workerCrashes *prometheus.Desc
+	conns, loggingIn, refused   *prometheus.Desc
 }
 
 func newProxyCollector(ctl *control) *proxyCollector {
@@ -40,18 +41,24 @@ func newProxyCollector(ctl *control) *proxyCollector {
 		packets:       d("relayed_packets_total", "xpra packets relayed, by direction.", "direction"),
 		workerStarts:  d("worker_starts_total", "Worker processes started."),
 		workerCrashes: d("worker_crashes_total", "Worker processes that died unexpectedly."),
+		conns:         d("connections", "Client connections open in the main process (--max-connections)."),
+		loggingIn:     d("login_connections", "Client connections not yet logged in (--max-login-connections)."),
+		refused:       d("refused_connections_total", "Connections refused by the connection caps."),
 	}
 }
 
 func (p *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{p.sessions, p.buffered, p.workers, p.handshakes, p.bytes, p.packets,
-		p.workerStarts, p.workerCrashes} {
+		p.workerStarts, p.workerCrashes, p.conns, p.loggingIn, p.refused} {
 		ch <- d
 	}
 }
 
 func (p *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	c := p.ctl.srv.Counters()
+	ch <- prometheus.MustNewConstMetric(p.conns, prometheus.GaugeValue, float64(c.Connections))
+	ch <- prometheus.MustNewConstMetric(p.loggingIn, prometheus.GaugeValue, float64(c.LoggingIn))
+	ch <- prometheus.MustNewConstMetric(p.refused, prometheus.CounterValue, float64(c.Refused))
 	nworkers := 0
 	if sup := p.ctl.sup; sup != nil {
 		var wc loop.Counters
