@@ -18,6 +18,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -99,7 +100,7 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		s.unroute(h.ID)
 		return &relay.HandOffError{Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
 	}
-	s.Log.Info("connection handed to worker", "session", h.ID, "user", h.User, "uid", acct.UID, "worker", w.pid)
+	s.Log.Info("connection handed to worker", "session", h.ID, "user", logsafe.String(h.User), "uid", acct.UID, "worker", w.pid)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -52,7 +53,7 @@ func ParsePool(s string) (*Pool, error) {
 	name, rest, ok := strings.Cut(s, ":")
 	policy, list, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || name == "" {
-		return nil, fmt.Errorf("relay: pool %q: want NAME:POLICY:TARGET[,TARGET...]", s)
+		return nil, errors.New("relay: --pool: want NAME:POLICY:TARGET[,TARGET...]")
 	}
 	switch policy {
 	case PolicyRandom, PolicyLeastSessions, PolicyFirstLive:
@@ -70,7 +71,7 @@ func ParsePool(s string) (*Pool, error) {
 			return nil, fmt.Errorf("relay: pool %s: %w", name, err)
 		}
 		if t.Network == "unix" && t.Address == "" {
-			return nil, fmt.Errorf("relay: pool %s: %s: pools take addresses (tcp://, ssl://, ws://, socket:/path)", name, d)
+			return nil, fmt.Errorf("relay: pool %s: %s: pools take addresses (tcp://, ssl://, ws://, socket:/path)", name, authn.RedactDisplay(d))
 		}
 		p.targets = append(p.targets, poolTarget{display: d, target: t, live: true})
 	}

@@ -89,48 +89,7 @@ func (s *siege) source() string {
 // startLimitedProxy runs xpraproxy as the test user under prlimit.
 func startLimitedProxy(t *testing.T, nofile int, args ...string) *proxy {
 	t.Helper()
-	p := &proxy{port: freePort(), log: filepath.Join(env.dir, fmt.Sprintf("siege-%d.log", freePort()))}
-	p.display = freeDisplay()
-	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
-	os.MkdirAll(p.sockDir, 0o777)
-	os.Chmod(p.sockDir, 0o1777)
-	full := []string{"--nofile=" + strconv.Itoa(nofile) + ":" + strconv.Itoa(nofile), env.bin, "proxy", p.display,
-		"--socket-dir=" + p.sockDir, "--log-file=" + p.log}
-	for _, a := range args {
-		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(p.port)))
-	}
-	p.cmd = asUser("prlimit", full...)
-	p.cmd.Dir = env.dir
-	stderr, err := os.Create(p.log + ".stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stderr.Close() })
-	p.cmd.Stderr = stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	env.mu.Lock()
-	env.procs = append(env.procs, p.cmd)
-	env.mu.Unlock()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			t.Logf("proxy log:\n%s", tail(b, 6000))
-		}
-	})
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port)); err == nil {
-			c.Close()
-			return p
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	errText, _ := os.ReadFile(p.log + ".stderr")
-	t.Fatalf("proxy did not start: %s\n%s", p.logText(), errText)
-	return nil
+	return launchProxy(t, false, nofile, args...)
 }
 
 func procStatus(pid int, field string) int64 {
@@ -384,7 +343,12 @@ func runSiege(t *testing.T, kind string) {
 	s.baseFDs, s.baseRSS = openFDs(s.pid), procStatus(s.pid, "VmRSS")
 	t.Logf("baseline: %d fds, RSS %d KB", s.baseFDs, s.baseRSS)
 
+	from := os.Getenv("XPRAPROXY_SIEGE_FROM") // resume a report run at this case
 	for _, c := range attackCases {
+		if from != "" && c.name != from {
+			continue
+		}
+		from = ""
 		s.attack(c.name, c.boundMB, c.run)
 		s.writeReport()
 		if !s.alive() || s.unreachable || t.Failed() && os.Getenv("XPRAPROXY_SIEGE_KEEP_GOING") == "" {

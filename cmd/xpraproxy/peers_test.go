@@ -298,6 +298,14 @@ func startProxy(t *testing.T, args ...string) *proxy {
 // root is set, else as the test user.
 func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 	t.Helper()
+	return launchProxy(t, root, 0, args...)
+}
+
+// launchProxy starts xpraproxy (as root or the test user; under prlimit
+// with RLIMIT_NOFILE nofile when it is not 0) with args, in which PORT and
+// PSOCK name its port and socket directory, and waits for its port.
+func launchProxy(t *testing.T, root bool, nofile int, args ...string) *proxy {
+	t.Helper()
 	p := &proxy{port: freePort(), log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
 	p.display = freeDisplay()
 	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
@@ -307,12 +315,23 @@ func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 	}
 	os.MkdirAll(p.sockDir, 0o777)
 	os.Chmod(p.sockDir, 0o1777) // like /tmp: workers of any user make their sockets there
+	name := env.bin
+	if nofile > 0 {
+		lim := strconv.Itoa(nofile)
+		name, full = "prlimit", append([]string{"--nofile=" + lim + ":" + lim, env.bin}, full...)
+	}
 	if root {
-		p.cmd = exec.Command(env.bin, full...)
+		p.cmd = exec.Command(name, full...)
 	} else {
-		p.cmd = asUser(env.bin, full...)
+		p.cmd = asUser(name, full...)
 	}
 	p.cmd.Dir = env.dir
+	stderr, err := os.Create(p.log + ".stderr") // what comes before the log file opens
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stderr.Close() })
+	p.cmd.Stderr = stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -334,8 +353,8 @@ func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	b, _ := os.ReadFile(p.log)
-	t.Fatalf("proxy did not start: %s", b)
+	errText, _ := os.ReadFile(p.log + ".stderr")
+	t.Fatalf("proxy did not start: %s\n%s", p.logText(), errText)
 	return nil
 }
 

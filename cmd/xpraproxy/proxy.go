@@ -276,7 +276,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			return nil, nil, err
 		}
 		pools[p.Name] = p
-		log.Info("target pool", "pool", p.Name, "policy", p.Policy, "targets", spec[strings.LastIndex(spec, ":"+p.Policy+":")+len(p.Policy)+2:])
+		targets := strings.Split(spec[strings.LastIndex(spec, ":"+p.Policy+":")+len(p.Policy)+2:], ",")
+		for i := range targets {
+			targets[i] = authn.RedactDisplay(targets[i])
+		}
+		log.Info("target pool", "pool", p.Name, "policy", p.Policy, "targets", strings.Join(targets, ","))
 	}
 	if len(pools) > 0 {
 		base.Pools = pools
