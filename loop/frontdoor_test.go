@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -260,5 +262,43 @@ func TestEngineEndIsAnError(t *testing.T) {
 	srv2.Stop(context.Background())
 	if err := <-errc; err != nil {
 		t.Errorf("Run after Stop: %v", err)
+	}
+}
+
+// A browser's upgrade (with Origin) must mask its frames; xpra's python
+// clients (no Origin) may not.
+func TestWebSocketBrowserMustMask(t *testing.T) {
+	fs := startFakeServer(t, "")
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/")}, Options{})
+	for _, tc := range []struct {
+		origin, masked, ok bool
+	}{{true, true, true}, {true, false, false}, {false, false, true}} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := ws.Dialer{Protocols: []string{"binary"}, NetDial: func(context.Context, string, string) (net.Conn, error) { return c, nil }}
+		if tc.origin {
+			d.Header = ws.HandshakeHeaderHTTP(http.Header{"Origin": []string{"http://127.0.0.1"}})
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := d.Upgrade(c, mustURL("ws://127.0.0.1/")); err != nil {
+			t.Fatalf("upgrade: %v", err)
+		}
+		s := &wsStream{c: c, masked: tc.masked, r: &wsutil.Reader{Source: c, State: ws.StateClientSide}}
+		tc2 := &testClient{c: c, r: frame.NewStreamReader(s, 0), w: frame.Writer{Encoding: frame.Rencode, Compression: frame.AlgoLZ4 | 1}, raw: s}
+		tc2.send(frame.Packet{"hello", hello("foo")})
+		if tc.ok {
+			if p, err := tc2.r.ReadPacket(); err != nil || p.Type() != "challenge" {
+				t.Errorf("origin=%v masked=%v: %v %v", tc.origin, tc.masked, p, err)
+			}
+		} else {
+			// Before a hello, xpra's plain-text line (in a frame).
+			b, _ := io.ReadAll(s)
+			if !strings.Contains(string(b), "disconnect: protocol error") || !strings.Contains(string(b), "unmasked") {
+				t.Errorf("origin=%v masked=%v: %q", tc.origin, tc.masked, b)
+			}
+		}
+		c.Close()
 	}
 }

@@ -69,9 +69,10 @@ type Options struct {
 	// MaxLoginsPerSource those of one address: new connections beyond
 	// them are refused with a reason before anything is read. 0: no cap.
 	MaxConnections, MaxLoginConnections, MaxLoginsPerSource int
-	// WSRequireMask closes client WebSocket connections that send
-	// unmasked frames (RFC 6455 5.1; browsers always mask). Off by
-	// default: xpra's own python clients send unmasked frames.
+	// WSRequireMask closes every client WebSocket connection that sends
+	// unmasked frames (RFC 6455 5.1). Without it, only connections whose
+	// upgrade came from a browser (an Origin header) must mask: xpra's
+	// own python clients send unmasked frames and no Origin.
 	WSRequireMask bool
 	SocketMode    os.FileMode // for unix listeners; default 0600
 	Log           *slog.Logger

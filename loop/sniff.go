@@ -339,7 +339,9 @@ func (s *Server) upgrade(c gnet.Conn, sc *sniffCtx, ls *loopState, req *http.Req
 		"Sec-WebSocket-Protocol: binary\r\n\r\n"))
 	cfg := sc.l.configFor(sc.mode)
 	w := newWSConn(c, sc.peer, int64(cfg.MaxPacketSize)+1<<20)
-	w.requireMask = s.opts.WSRequireMask
+	// Browsers always mask (and always send Origin); xpra's python
+	// clients never mask and send no Origin (spec §3.3).
+	w.requireMask = s.opts.WSRequireMask || req.Header.Get("Origin") != ""
 	return s.wsTraffic(s.startSession(c, ls, cfg, w, sc.t, now), now)
 }
 

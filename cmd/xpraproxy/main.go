@@ -52,7 +52,8 @@ proxy options (xpra's names):
   --max-login-packet-size=SIZE (256K)          largest packet before login (raw chunks are refused before login)
   --login-throttle=yes|no (yes)                lock out addresses (and usernames for failing addresses) after failed logins
   --max-target-connects=N (32)                 dials in progress to one server
-  --websocket-require-mask=yes|no (no)         close ws clients that send unmasked frames (browsers mask; xpra's python clients do not)
+  --websocket-require-mask=yes|no (no)         close every ws client that sends unmasked frames (without it: browsers only;
+                                               xpra's python clients do not mask)
   --proxy-ping=SECONDS (5)                     the proxy pings both peers (latency in info); their echoes are not forwarded
   --pool=NAME:POLICY:TARGET[,TARGET...]        a target pool (random, least-sessions, first-live) that a
                                                displays entry "pool:NAME" names; --pool-probe-interval=SECONDS (5)
