@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -300,5 +302,51 @@ func TestWebSocketBrowserMustMask(t *testing.T) {
 			}
 		}
 		c.Close()
+	}
+}
+
+// A burst of logins to one server beyond its dial limit queues instead of
+// failing; the limit only bounds the dials in progress.
+func TestConnectLimitQueuesBursts(t *testing.T) {
+	fs := startFakeServer(t, "")
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"),
+		Connects: &relay.ConnectLimiter{PerTarget: 2}}, Options{MaxLoginsPerSource: 0})
+	errs := make(chan string, 60)
+	for i := 0; i < 60; i++ {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			tc := &testClient{c: c, r: frame.NewStreamReader(c, 0), w: frame.Writer{Encoding: frame.Rencode, Compression: frame.AlgoLZ4 | 1}}
+			if err := tc.send(frame.Packet{"hello", hello("foo")}); err != nil {
+				errs <- err.Error()
+				return
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			p, err := tc.r.ReadPacket()
+			if err != nil || p.Type() != "challenge" {
+				errs <- fmt.Sprint("challenge: ", err, p)
+				return
+			}
+			salt := p[1].([]byte)
+			d, _ := frame.AsText(p[3])
+			sd, _ := frame.AsText(p[4])
+			resp, cs, _ := authn.Response([]byte("bar"), salt, authn.Digest(d), authn.Digest(sd))
+			h := hello("foo", "challenge_response", string(resp), "challenge_client_salt", cs)
+			tc.send(frame.Packet{"hello", h})
+			if p, err := tc.r.ReadPacket(); err != nil || p.Type() != "hello" {
+				errs <- fmt.Sprint("after login: ", err, packetText(p))
+				return
+			}
+			errs <- ""
+		}()
+	}
+	for i := 0; i < 60; i++ {
+		if e := <-errs; e != "" {
+			t.Errorf("login %d: %s", i, e)
+		}
 	}
 }

@@ -781,7 +781,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			}
 			key := target.Network + ":" + target.Address
 			if !s.cfg.Connects.Acquire(key) {
-				err = &BackendError{Reason: "server error", Message: "too many connections in progress to this server, try again"}
+				err = errTargetBusy
 				break
 			}
 			b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
@@ -809,6 +809,10 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			}
 			return
 		}
+		if errors.Is(err, errTargetBusy) {
+			s.retryConnect(cands, pool, opts)
+			return
+		}
 		if err != nil {
 			s.connectFailed(err)
 			return
@@ -820,6 +824,32 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			b.Conn.Close()
 			s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
 		}
+	})
+}
+
+// errTargetBusy: the target has as many dials in progress as the
+// ConnectLimiter allows.
+var errTargetBusy = &BackendError{Reason: "server error", Message: "too many connections in progress to this server, try again later"}
+
+// connectRetry is how long a login waits before trying a busy target
+// again.
+const connectRetry = 25 * time.Millisecond
+
+// retryConnect tries the dial again shortly, holding no worker while it
+// waits: a burst of logins to one server queues, and a server that never
+// answers delays only the logins to it. Past the login deadline the
+// client is told why.
+func (s *Session) retryConnect(cands []Candidate, pool *Pool, opts []authn.Option) {
+	if time.Now().Add(connectRetry).After(s.deadline) {
+		s.connectFailed(errTargetBusy)
+		return
+	}
+	time.AfterFunc(connectRetry, func() {
+		s.host.Post(func() {
+			if s.state == stateBusy {
+				s.connect(cands, pool, opts)
+			}
+		})
 	})
 }
 
