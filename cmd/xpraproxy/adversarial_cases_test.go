@@ -292,8 +292,9 @@ var attackCases = []attackCase{
 		// The proxy reads and drops what comes after the disconnect
 		// (gnet cannot stop reading), so the sender is not throttled;
 		// what matters is that nothing is kept (the RSS bound).
-		if p.Type() != "disconnect" || !strings.Contains(words(p), "sent before the session started") {
+		if len(p) == 0 || p.Type() != "disconnect" || !strings.Contains(words(p), "sent before the session started") {
 			s.failf("stream while connecting: %v", truncate(words(p), 200))
+			return fmt.Sprintf("%d MiB sent", sent>>20)
 		}
 		return fmt.Sprintf("%d MiB sent; disconnected after 1 MiB with %q, nothing kept", sent>>20, truncate(words(p[1:]), 80))
 	}},
@@ -413,7 +414,9 @@ var attackCases = []attackCase{
 		h := xpratest.Hello("good")
 		h.Set("request", "info")
 		p, _ = ic.Login("good", "goodpw", h)
-		if d, ok := p[1].(frame.Dict); !ok || d.Has("pid") || d.Has("proxy-server") {
+		if len(p) < 2 {
+			s.failf("remote info: %v", words(p))
+		} else if d, ok := p[1].(frame.Dict); !ok || d.Has("pid") || d.Has("proxy-server") {
 			s.failf("remote info shows the proxy's figures: %v", p)
 		}
 		return "password replaced by *** in info-response; remote info without pid or proxy figures"
