@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds xpra 6.x from PyPI's source distribution into a cache outside the
+# repository, once per version, and writes a wrapper that keeps it apart
+# from Debian's xpra 3.1.3 (its config, sockets, X cookies and dbus):
+#
+#   interop/xpra6.sh            # prints the wrapper's path when it is ready
+#   "$(interop/xpra6.sh)" version
+#
+# XPRA6_VERSION picks the version (default below), XPRA6_CACHE the cache
+# (default /var/cache/xpraproxy). What the build needs and why each
+# setting is there: ../shared/INTEROP.md ("xpra 6.x beside 3.1.3"). Never
+# install with --root=/: 6.x's files would replace Debian's 3.1.3 ones.
+set -euo pipefail
+version="${XPRA6_VERSION:-6.5.5}"
+cache="${XPRA6_CACHE:-/var/cache/xpraproxy}"
+prefix="$cache/xpra-$version"
+wrapper="$prefix/xpra6"
+if [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; then
+  echo "$wrapper"
+  exit 0
+fi
+log() { echo "xpra6.sh: $*" >&2; }
+
+deps=(build-essential pkg-config python3-dev python3-gi python3-pip gir1.2-gtk-3.0 libgtk-3-dev libxdamage-dev
+  libxtst-dev libxkbfile-dev libxres-dev libxrandr-dev libsystemd-dev liblz4-dev libxxhash-dev python3-cairo-dev
+  python-gi-dev libvpx-dev libx264-dev libwebp-dev libxpresent-dev libproc2-dev libqrencode-dev libdrm-dev
+  python3-psutil python3-netifaces libturbojpeg0-dev libopenh264-dev)
+missing=()
+for p in "${deps[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing build dependencies: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+py=/usr/bin/python3 # Debian's: it has the GTK bindings
+log "building xpra $version in $work (1.5 to 6 minutes on 2 cores)"
+# Cython >= 3 (bookworm's is 0.29), for the build only.
+"$py" -m pip install --quiet --disable-pip-version-check --target="$work/tools" "cython>=3,<4" >&2
+export PATH="$work/tools/bin:$PATH" PYTHONPATH="$work/tools"
+"$py" -m pip download --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-binary :all: \
+  "xpra==$version" -d "$work" >&2
+tar -xzf "$work/xpra-$version.tar.gz" -C "$work"
+cd "$work/xpra-$version"
+flags=(--without-docs --without-nvidia --without-evdi --without-cuda_kernels --without-printing --without-webcam
+  --without-v4l2 --without-example)
+"$py" setup.py build_ext -j "$(nproc)" "${flags[@]}" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
+rm -rf "$prefix.tmp"
+mkdir -p "$prefix.tmp"
+"$py" setup.py install --prefix="$prefix.tmp" --single-version-externally-managed --record="$work/files.txt" \
+  "${flags[@]}" >>"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
+# Debian's install scheme puts them under local/.
+site="$(cd "$prefix.tmp" && find . -type d -name dist-packages -path '*python3*' | head -1)"
+script="$(cd "$prefix.tmp" && find . -type f -path '*/bin/xpra' | head -1)"
+[ -n "$site" ] && [ -n "$script" ] || { log "no dist-packages or bin/xpra under $prefix.tmp"; exit 1; }
+rm -rf "$prefix" && mv "$prefix.tmp" "$prefix"
+
+# The wrapper: 6.x's modules, config and runtime files, never Debian's.
+mkdir -p "$prefix/userconf"
+cat >"$prefix/userconf/xpra.conf" <<CONF
+dbus-launch = no
+dbus-control = no
+dbus = no
+mdns = no
+printing = no
+audio = no
+webcam = no
+notifications = no
+systemd-run = no
+pulseaudio = no
+CONF
+cat >"$wrapper" <<WRAP
+#!/bin/sh
+# xpra $version from PyPI, built by interop/xpra6.sh; kept apart from Debian's xpra.
+export PYTHONPATH="$prefix/${site#./}\${PYTHONPATH:+:\$PYTHONPATH}"
+export XPRA_SYSTEM_CONF_DIRS="$prefix/etc/xpra" XPRA_USER_CONF_DIRS="$prefix/userconf"
+export XPRA_SYSTEM_DBUS=0 XPRA_PRIVATE_XAUTH=1
+exec /usr/bin/python3 "$prefix/${script#./}" "\$@"
+WRAP
+chmod 755 "$wrapper"
+"$wrapper" --version >&2
+echo "$wrapper"
