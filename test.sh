@@ -13,16 +13,7 @@ export XPRA_NOTTY=1
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -Wno-deprecated-declarations"
 
 packages=(xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver libturbojpeg0-dev libffmpeg-nvenc-dev libopenh264-dev libpam0g-dev slapd ldap-utils)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "test.sh: installing ${missing[*]}"
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+interop/ensure-packages.sh "${packages[@]}"
 
 go mod download
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

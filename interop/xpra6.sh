@@ -25,16 +25,7 @@ deps=(build-essential pkg-config python3-dev python3-gi python3-pip gir1.2-gtk-3
   libxtst-dev libxkbfile-dev libxres-dev libxrandr-dev libsystemd-dev liblz4-dev libxxhash-dev python3-cairo-dev
   python-gi-dev libvpx-dev libx264-dev libwebp-dev libxpresent-dev libproc2-dev libqrencode-dev libdrm-dev
   python3-psutil python3-netifaces libturbojpeg0-dev libopenh264-dev)
-missing=()
-for p in "${deps[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  log "installing build dependencies: ${missing[*]}"
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/ensure-packages.sh" "${deps[@]}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
