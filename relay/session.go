@@ -730,7 +730,7 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 		err error
 	)
 	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
-	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", strings.Join(r.Args, " "))
+	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", logsafe.String(strings.Join(r.Args, " ")))
 	s.goWork(WorkDial, func() {
 		if len(dirs) == 0 {
 			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}

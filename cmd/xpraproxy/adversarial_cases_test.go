@@ -319,15 +319,14 @@ var attackCases = []attackCase{
 		return "60 logins to a silent backend; a correct login to another server stayed fast"
 	}},
 	{"backend killed mid-stream", 16, func(s *siege) string {
-		c, p, err := s.login("victim", "vpw")
-		if err != nil || p.Type() != "hello" {
-			s.failf("victim login: %v %v", err, p)
+		c := s.relaying("victim", "vpw")
+		if c == nil {
 			return "login failed"
 		}
 		defer c.Close()
 		c.Ping(5 * time.Second)
 		s.victim.Close()
-		p, _ = c.Recv(5 * time.Second)
+		p, _ := c.Recv(5 * time.Second)
 		if p.Type() != "disconnect" || !strings.Contains(words(p), "server connection lost") {
 			s.failf("backend killed: client got %v", p)
 		}
@@ -386,9 +385,8 @@ var attackCases = []attackCase{
 		return "200 KB username refused; no log line over 2 KB"
 	}},
 	{"backend credentials", 16, func(s *siege) string {
-		c, p, err := s.login("cred", "cpw")
-		if err != nil || p.Type() != "hello" {
-			s.failf("cred login: %v %v", err, p)
+		c := s.relaying("cred", "cpw")
+		if c == nil {
 			return "login failed"
 		}
 		defer c.Close()
@@ -413,7 +411,7 @@ var attackCases = []attackCase{
 		defer ic.Close()
 		h := xpratest.Hello("good")
 		h.Set("request", "info")
-		p, _ = ic.Login("good", "goodpw", h)
+		p, _ := ic.Login("good", "goodpw", h)
 		if len(p) < 2 {
 			s.failf("remote info: %v", words(p))
 		} else if d, ok := p[1].(frame.Dict); !ok || d.Has("pid") || d.Has("proxy-server") {
@@ -460,4 +458,18 @@ func words(v any) string {
 		return string(x)
 	}
 	return fmt.Sprint(v)
+}
+
+// relaying logs user in and returns the client once the server's hello
+// came, or records the failure and returns nil.
+func (s *siege) relaying(user, password string) *xpratest.Client {
+	c, p, err := s.login(user, password)
+	if err != nil || p.Type() != "hello" {
+		s.failf("%s login: %v %v", user, err, words(p))
+		if c != nil {
+			c.Close()
+		}
+		return nil
+	}
+	return c
 }
