@@ -52,3 +52,17 @@ func (e *DecodeError) Error() string {
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }
+
+// TextError is a plain-text line where a frame header was expected: what
+// xpra peers send (3.1 and 6.x alike) to refuse a connection before they
+// have accepted a hello, e.g. "disconnect: invalid packet format, ..." or
+// "disconnect invalid compression: zlib is not available" (xpra-spec §1.8).
+// Line is the text without its newline, at most MaxTextLine bytes.
+type TextError struct {
+	Line string
+}
+
+func (e *TextError) Error() string { return "frame: plain-text reply instead of a packet: " + e.Line }
+
+// MaxTextLine bounds how much of a plain-text reply StreamReader keeps.
+const MaxTextLine = 1024

@@ -1,10 +1,13 @@
 package frame
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // DefaultMaxPacketSize is xpra's initial limit on a frame payload (16 MiB);
@@ -144,7 +147,9 @@ func (r *Reader) decodeMain(h Header, payload []byte) (Packet, error) {
 }
 
 // StreamReader reads packets from a blocking io.Reader. It buffers at most
-// one frame at a time.
+// one frame at a time. A peer that answers with a line of text instead of
+// a frame (xpra's refusals before a hello is accepted) yields a
+// *TextError with that line.
 type StreamReader struct {
 	Reader
 	r   io.Reader
@@ -166,7 +171,14 @@ func (s *StreamReader) ReadPacket() (Packet, error) {
 			s.buf = make([]byte, HeaderSize, 4096)
 		}
 		s.buf = s.buf[:HeaderSize]
-		if _, err := io.ReadFull(s.r, s.buf); err != nil {
+		if n, err := io.ReadFull(s.r, s.buf); err != nil {
+			if n > 0 && s.buf[0] != Magic && s.Pending() == 0 {
+				// A refusal shorter than a header.
+				s.buf = s.buf[:n]
+				if line, ok := s.textLine(); ok {
+					return nil, &TextError{Line: line}
+				}
+			}
 			if errors.Is(err, io.EOF) && s.Pending() > 0 {
 				err = io.ErrUnexpectedEOF
 			}
@@ -174,6 +186,11 @@ func (s *StreamReader) ReadPacket() (Packet, error) {
 		}
 		size, _, err := FrameLen(s.buf, s.max())
 		if err != nil {
+			if s.buf[0] != Magic && s.Pending() == 0 {
+				if line, ok := s.textLine(); ok {
+					return nil, &TextError{Line: line}
+				}
+			}
 			return nil, err
 		}
 		if cap(s.buf) < size {
@@ -191,4 +208,31 @@ func (s *StreamReader) ReadPacket() (Packet, error) {
 			return p, err
 		}
 	}
+}
+
+// textLine reads the rest of a plain-text line whose first bytes are in
+// s.buf: up to a newline, EOF or MaxTextLine bytes. It
+// reports false when the bytes are not printable text.
+func (s *StreamReader) textLine() (string, bool) {
+	line := append([]byte(nil), s.buf...)
+	one := make([]byte, 1)
+	for len(line) < MaxTextLine && bytes.IndexByte(line, '\n') < 0 {
+		n, err := s.r.Read(one)
+		if n == 1 {
+			line = append(line, one[0])
+		}
+		if err != nil {
+			break
+		}
+	}
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	text := strings.TrimRight(string(line), "\r")
+	for _, r := range text {
+		if r == utf8.RuneError || (r < 0x20 && r != '\t') {
+			return "", false
+		}
+	}
+	return text, true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -176,5 +177,34 @@ func TestPeekType(t *testing.T) {
 		_, _, _ = FrameLen([]byte{'P', 1, 0, 0, 0, 0, 1, 0}, 0)
 	}); n != 0 {
 		t.Errorf("FrameLen allocates %v times", n)
+	}
+}
+
+// xpra servers refuse an unusable hello with a line of text, no header:
+// the reader returns it whole (3.1.3's and 6.5's words).
+func TestStreamReaderTextRefusal(t *testing.T) {
+	for _, line := range []string{
+		"disconnect invalid compression: zlib is not available",
+		"disconnect: invalid packet format, failed to parse bencode packet",
+		"short",
+	} {
+		r := NewStreamReader(strings.NewReader(line+"\n"), 0)
+		_, err := r.ReadPacket()
+		var te *TextError
+		if !errors.As(err, &te) || te.Line != line {
+			t.Errorf("%q: got %v", line, err)
+		}
+	}
+	// Binary garbage stays a header error.
+	_, err := NewStreamReader(strings.NewReader("\x01\x02\x03\x04\x05\x06\x07\x08\x09"), 0).ReadPacket()
+	var he *HeaderError
+	if !errors.As(err, &he) {
+		t.Errorf("binary garbage: %v", err)
+	}
+	// An endless line is cut at MaxTextLine.
+	_, err = NewStreamReader(strings.NewReader(strings.Repeat("x", 10*MaxTextLine)), 0).ReadPacket()
+	var te *TextError
+	if !errors.As(err, &te) || len(te.Line) != MaxTextLine {
+		t.Errorf("long line: %v", err)
 	}
 }

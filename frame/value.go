@@ -148,6 +148,28 @@ func AsText(v any) (string, bool) {
 	return "", false
 }
 
+// AsBytes returns v as bytes the way xpra's strtobytes does
+// (xpra/util/str_fn.py): bytes as they are; text as latin-1 when every
+// character is below 256, else as UTF-8. The HTML5 client sends binary
+// values (its challenge_client_salt, built with String.fromCharCode) as
+// text, so a character 0x80-0xFF stands for one byte, not two.
+func AsBytes(v any) ([]byte, bool) {
+	switch v := v.(type) {
+	case []byte:
+		return v, true
+	case string:
+		out := make([]byte, 0, len(v))
+		for _, r := range v {
+			if r > 0xff {
+				return []byte(v), true
+			}
+			out = append(out, byte(r))
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 // AsInt returns v as an int64 if it is an integer (or bool) that fits.
 func AsInt(v any) (int64, bool) {
 	switch v := v.(type) {

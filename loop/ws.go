@@ -225,11 +225,17 @@ func (w *wsConn) Writev(bs [][]byte) (int, error) {
 	return w.writeFrame(ws.OpBinary, bs...)
 }
 
-// Close sends a close frame (1000) before the socket closes.
-func (w *wsConn) Close() error {
+// SendClose queues a close frame (1000, normal closure) once; nothing
+// is written after it.
+func (w *wsConn) SendClose() {
 	if !w.closed {
 		w.writeFrame(ws.OpClose, []byte{0x03, 0xe8})
 		w.closed = true
 	}
+}
+
+// Close sends a close frame (1000) before the socket closes.
+func (w *wsConn) Close() error {
+	w.SendClose()
 	return w.Conn.Close()
 }

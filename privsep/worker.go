@@ -180,6 +180,7 @@ func (w *worker) run() error {
 		Log:              w.log,
 		PingInterval:     w.cfg.PingInterval,
 		Connects:         &relay.ConnectLimiter{PerTarget: w.cfg.MaxTargetConnects},
+		Generations:      &relay.Generations{},
 	}
 	me := currentUser()
 	for _, d := range w.cfg.SocketDirs {

@@ -7,17 +7,21 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // BackendError is a failure to reach or log in to the target. Reason and
 // Message go into the client's disconnect packet.
 type BackendError struct {
 	Reason, Message string
-	Err             error
+	// Refused is the server's own words when it refused the hello.
+	Refused string
+	Err     error
 }
 
 func (e *BackendError) Error() string {
@@ -149,6 +153,12 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 	answered := false
 	for {
 		p, err := r.ReadPacket()
+		var te *frame.TextError
+		if errors.As(err, &te) {
+			// xpra refuses a hello it cannot use with a line of text.
+			words := refusalWords(te.Line)
+			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
+		}
 		if err != nil {
 			return nil, fail("server connection lost during the handshake", err)
 		}
@@ -175,7 +185,8 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 			}
 			answered = true
 		case "disconnect":
-			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + disconnectText(p)}
+			words := disconnectText(p)
+			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
 		default:
 			// Nothing else is expected before the hello; ignore it as
 			// xpra's client does.
@@ -195,7 +206,7 @@ func challengeReply(hello frame.Dict, ch frame.Packet, password string) (frame.D
 		if !isText {
 			return nil, fmt.Errorf("challenge salt is %T", ch[1])
 		}
-		salt = []byte(s)
+		salt, _ = frame.AsBytes(s)
 	}
 	digest, _ := frame.AsText(ch[3])
 	saltDigest := "xor"
@@ -226,4 +237,14 @@ func disconnectText(p frame.Packet) string {
 		s += t
 	}
 	return s
+}
+
+// refusalWords is the reason in a server's plain-text refusal, without
+// the "disconnect" word xpra puts before it.
+func refusalWords(line string) string {
+	w := strings.TrimSpace(line)
+	if rest, ok := strings.CutPrefix(w, "disconnect"); ok {
+		w = strings.TrimSpace(strings.TrimPrefix(rest, ":"))
+	}
+	return logsafe.String(w)
 }

@@ -50,13 +50,7 @@ func ServerHello(client frame.Dict, target authn.Target, opts []authn.Option) (f
 	if target.Username != "" {
 		h.Set("username", target.Username)
 	}
-	host, _ := os.Hostname()
-	h.Set("proxy", true)
-	h.Set("proxy.version", XpraVersion)
-	h.Set("proxy.xpraproxy.version", Version)
-	h.Set("proxy.hostname", host)
-	h.Set("proxy.platform", runtime.GOOS)
-	h.Set("proxy.pid", os.Getpid())
+	setProxyCaps(&h, client)
 	link, warnings := ApplySessionOptions(&h, opts)
 	return h, link, warnings
 }
@@ -131,11 +125,31 @@ func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []st
 func ClientHello(server frame.Dict) frame.Dict {
 	h := append(frame.Dict(nil), server...)
 	h.DeleteFunc(func(k string) bool { return strings.HasPrefix(k, "aliases") })
-	// xpra's client shows "via: <platform> proxy version <version>".
-	host, _ := os.Hostname()
-	h.Set("proxy", true)
-	h.Set("proxy.hostname", host)
-	h.Set("proxy.platform", "xpraproxy on "+runtime.GOOS)
-	h.Set("proxy.version", Version)
+	setProxyCaps(&h, server)
 	return h
+}
+
+// setProxyCaps marks a hello as coming through the proxy, in the dialect
+// of the peer whose hello peer is: xpra 6.x reads `proxy` as a dict of
+// the proxy's info (6.x's own proxy, instance_base.py filter_caps), 3.1
+// reads `proxy: True` and flat `proxy.*` keys. Both show "via <platform>
+// proxy version <version>" and warn about a version older than their
+// own generation, so the version is the peer's generation and the
+// platform names xpraproxy and its own version.
+func setProxyCaps(h *frame.Dict, peer frame.Dict) {
+	host, _ := os.Hostname()
+	version := ClaimedVersion(peer)
+	platform := "xpraproxy " + Version + " on " + runtime.GOOS
+	h.DeleteFunc(func(k string) bool { return k == "proxy" || strings.HasPrefix(k, "proxy.") })
+	if Nested(peer) {
+		h.Set("proxy", frame.NewDict("version", version, "build", frame.NewDict("version", version),
+			"platform", platform, "hostname", host, "pid", os.Getpid(), "xpraproxy", frame.NewDict("version", Version)))
+		return
+	}
+	h.Set("proxy", true)
+	h.Set("proxy.version", version)
+	h.Set("proxy.xpraproxy.version", Version)
+	h.Set("proxy.hostname", host)
+	h.Set("proxy.platform", platform)
+	h.Set("proxy.pid", os.Getpid())
 }

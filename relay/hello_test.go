@@ -65,3 +65,66 @@ func TestClientHelloFilters(t *testing.T) {
 		t.Errorf("client hello: %v", h)
 	}
 }
+
+// Each peer gets the proxy marker in its own dialect, with its own
+// generation as the version and xpraproxy's version beside it.
+func TestProxyCapsDialect(t *testing.T) {
+	target, _ := authn.ParseTarget("tcp://127.0.0.1:10100/")
+	six := frame.NewDict("version", "6.5", "encoders", []any{"rencodeplus"}, "proxy", true, "proxy.version", "3.1.3")
+	h, _, _ := ServerHello(six, target, nil)
+	p, ok := h.Dict("proxy")
+	if !ok || h.Has("proxy.version") {
+		t.Fatalf("a 6.x server should get proxy as a dict: %v", h)
+	}
+	if v, _ := p.Text("version"); v != "6.5" {
+		t.Errorf("proxy version to a 6.5 peer: %q", v)
+	}
+	if pl, _ := p.Text("platform"); !strings.Contains(pl, "xpraproxy "+Version) {
+		t.Errorf("platform %q does not name xpraproxy and its version", pl)
+	}
+	three := frame.NewDict("version", "3.1.3", "encoders", []any{"rencode", "bencode"})
+	h, _, _ = ServerHello(three, target, nil)
+	if v, _ := h.Text("proxy.version"); v != "3.1.3" {
+		t.Errorf("flat proxy.version to a 3.1 peer: %q", v)
+	}
+	if b, _ := h.Bool("proxy"); !b {
+		t.Error("3.1 peer: proxy is not True")
+	}
+	c := ClientHello(frame.NewDict("version", "6.5", "proxy", frame.NewDict("version", "1.0")))
+	if p, ok := c.Dict("proxy"); !ok || func() string { v, _ := p.Text("version"); return v }() != "6.5" {
+		t.Errorf("6.x client hello: %v", c)
+	}
+}
+
+func TestEncodersAndMismatch(t *testing.T) {
+	three := PeerEncoders(frame.NewDict("version", "3.1.3", "encoders", []any{"rencode", "bencode", "yaml"}))
+	six := PeerEncoders(frame.NewDict("version", "6.5", "encoders", []any{"rencodeplus", "yaml", "none"}))
+	old := PeerEncoders(frame.NewDict("version", "3.1.3", "rencode", true))
+	sixBools := PeerEncoders(frame.NewDict("rencodeplus", frame.NewDict("", true)))
+	if three != EncRencode|EncBencode || six != EncRencodePlus || old != EncRencode|EncBencode || sixBools != EncRencodePlus {
+		t.Fatalf("encoders: %v / %v / %v / %v", three, six, old, sixBools)
+	}
+	if three.Compatible(six) || !three.Compatible(0) || !(EncRencodePlus | EncRencode).Compatible(three) {
+		t.Error("compatibility")
+	}
+	if m := Mismatch(three, six); !strings.Contains(m, "needs an xpra ≥ 4.3 client: rencodeplus; yours offers rencode, bencode") {
+		t.Errorf("3.1 client, 6.x server: %s", m)
+	}
+	if m := Mismatch(six, three); !strings.Contains(m, "rencode or bencode") || !strings.Contains(m, "only rencodeplus") {
+		t.Errorf("6.x client, 3.1 server: %s", m)
+	}
+	if e := RefusalEncoders("disconnect invalid compression: zlib is not available", three); e != EncRencodePlus {
+		t.Errorf("6.x refusal read as %v", e)
+	}
+	if e := RefusalEncoders("disconnect: invalid packet format, failed to parse bencode packet", six); e&EncRencodePlus != 0 || e == 0 {
+		t.Errorf("3.1 refusal read as %v", e)
+	}
+	if e := RefusalEncoders("disconnect: server is shutting down", three); e != 0 {
+		t.Errorf("an unrelated refusal read as %v", e)
+	}
+	for caps, want := range map[string]string{"6.5": "6.5", "6.5.5": "6.5", "3.1.3": "3.1.3", "": "3.1.3", "5.0.1": "5.0"} {
+		if got := ClaimedVersion(frame.NewDict("version", caps)); got != want {
+			t.Errorf("ClaimedVersion(%q) = %q, want %q", caps, got, want)
+		}
+	}
+}

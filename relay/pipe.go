@@ -446,7 +446,7 @@ func (s *Session) clientInfo() frame.Dict {
 	if s.cfg.Local {
 		return s.Info()
 	}
-	d := frame.NewDict("version", XpraVersion, "xpraproxy.version", Version, "mode", "proxy")
+	d := frame.NewDict("version", s.claimed, "xpraproxy.version", Version, "mode", "proxy")
 	for _, kv := range s.Summary() {
 		switch k, _ := frame.AsText(kv.Key); k {
 		case "pid", "uid":

@@ -35,6 +35,10 @@ type Conn interface {
 	Fd() int
 }
 
+// closeFramer is a client connection whose transport has a close message
+// of its own to send before the socket is shut: WebSocket's close frame.
+type closeFramer interface{ SendClose() }
+
 // Host is what the reactor provides to a session. Every method is called
 // on the session's loop.
 type Host interface {
@@ -154,6 +158,10 @@ type Config struct {
 	Throttle *Throttle
 	// Connects, when set, bounds the dials in progress to each target.
 	Connects *ConnectLimiter
+	// Generations, when set, remembers which xpra generation each target
+	// is, so that a client that cannot use one is told why without a
+	// dial and pools prefer the members it can use.
+	Generations *Generations
 }
 
 // nobodyUID is Debian's nobody, never given sessions of its own.
@@ -227,6 +235,7 @@ type Session struct {
 	state     state
 	reader    frame.Reader
 	enc       frame.Encoding // the client's encoder, once its hello came
+	claimed   string         // the xpra version the proxy claims to this client (ClaimedVersion)
 	helloSeen bool
 	authed    bool       // every module passed
 	admitted  bool       // Host.Admitted was called
@@ -460,12 +469,13 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	}
 	s.enc = s.reader.Header().Flags.Encoding()
 	s.helloSeen = true
+	s.claimed = ClaimedVersion(caps)
 	if _, ok := caps.Text("version"); !ok {
 		s.disconnect("version error", "remote version not available!")
 		return
 	}
 	if request(caps) == "version" {
-		s.send(frame.Packet{"hello", frame.NewDict("version", XpraVersion)})
+		s.send(frame.Packet{"hello", frame.NewDict("version", s.claimed, "xpraproxy.version", Version)})
 		s.beginClose()
 		return
 	}
@@ -561,10 +571,12 @@ func (s *Session) sendChallenge() {
 func (s *Session) verifyRound() {
 	resp, _ := s.caps.Get("challenge_response")
 	salt, _ := s.caps.Get("challenge_client_salt")
-	r, _ := frame.AsText(resp)
-	cs, _ := frame.AsText(salt)
-	verify := s.challenge.Verifier([]byte(r), []byte(cs))
-	password, _ := s.challenge.Cleartext([]byte(r), []byte(cs))
+	// Text values become bytes as xpra's strtobytes makes them (latin-1):
+	// the HTML5 client sends its salt as text.
+	r, _ := frame.AsBytes(resp)
+	cs, _ := frame.AsBytes(salt)
+	verify := s.challenge.Verifier(r, cs)
+	password, _ := s.challenge.Cleartext(r, cs)
 	s.challenge = nil // a salt is good for one answer only
 	if verify == nil {
 		s.cfg.Throttle.Failed(s.source(), s.user)
@@ -764,9 +776,20 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 		target   authn.Target
 	)
 	caps, enc := s.caps, s.enc
+	clientEnc := PeerEncoders(caps)
+	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
 	s.goWork(WorkDial, func() {
 		for i, c := range cands {
 			display, target = c.Display, c.Target
+			key := target.Network + ":" + target.Address
+			if known := s.cfg.Generations.Of(key); !clientEnc.Compatible(known) {
+				// Known from an earlier hello or refusal: no dial.
+				err = mismatchError(clientEnc, known, "")
+				if i < len(cands)-1 {
+					continue
+				}
+				break
+			}
 			var hello frame.Dict
 			hello, link, warnings = ServerHello(caps, target, opts)
 			if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
@@ -779,7 +802,6 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			if pw == "" {
 				pw = link.Password
 			}
-			key := target.Network + ":" + target.Address
 			if !s.cfg.Connects.Acquire(key) {
 				err = errTargetBusy
 				break
@@ -789,6 +811,19 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 				Link: link})
 			s.cfg.Connects.Release(key)
 			var be *BackendError
+			if err == nil {
+				s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
+			} else if errors.As(err, &be) && be.Refused != "" {
+				if server := RefusalEncoders(be.Refused, clientEnc); server != 0 && !clientEnc.Compatible(server) {
+					s.cfg.Generations.Learn(key, server)
+					err = mismatchError(clientEnc, server, be.Refused)
+					if i < len(cands)-1 {
+						s.logger().Info("target of another xpra generation, trying the next in its pool", "target", target.String())
+						continue
+					}
+					break
+				}
+			}
 			if err == nil || i == len(cands)-1 || !errors.As(err, &be) || be.Message != "failed to connect to display" {
 				break
 			}
@@ -894,7 +929,7 @@ func (s *Session) answer(r string) {
 	case r == "stop" && id == 0:
 		// xpra's protocol: a hello back, then the client's
 		// shutdown-server packet.
-		s.send(frame.Packet{"hello", frame.NewDict("version", XpraVersion, "client-shutdown", true,
+		s.send(frame.Packet{"hello", frame.NewDict("version", s.claimed, "client-shutdown", true,
 			"session-type", "xpraproxy", "display", s.cfg.OwnDisplay)})
 		s.state = stateStop
 		s.deadline = time.Now().Add(s.cfg.LoginTimeout)
@@ -913,7 +948,7 @@ func (s *Session) answer(r string) {
 			info, ok = ctl.Info(), true
 		case r == "stop":
 			if ok = ctl.StopSession(id); ok {
-				info = frame.NewDict("version", XpraVersion, "stopped", "proxy-"+strconv.FormatUint(id, 10))
+				info = frame.NewDict("version", s.claimed, "stopped", "proxy-"+strconv.FormatUint(id, 10))
 			}
 		}
 	}, func() {
@@ -1203,6 +1238,12 @@ func (s *Session) beginClose() {
 	s.state = stateClosing
 	s.deadline = now.Add(closeGrace)
 	s.drainBy = now.Add(closeDrain)
+	if cf, ok := s.client.(closeFramer); ok {
+		// A browser that sees the socket end without a close frame
+		// reports an abnormal closure (1006), reconnects and loses the
+		// reason it was just sent; xpra's server sends the frame too.
+		cf.SendClose()
+	}
 	if s.client.OutboundBuffered() == 0 {
 		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
 	}

@@ -264,6 +264,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		StartEnv:           o.startEnv,
 		LoginPacketSize:    o.loginPacket,
 		Connects:           &relay.ConnectLimiter{PerTarget: o.maxTargetDials},
+		Generations:        &relay.Generations{},
 		Log:                log,
 	}
 	if o.throttle {
