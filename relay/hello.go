@@ -108,6 +108,8 @@ func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []st
 			default:
 				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not none, optional or required; ignored", o.Key, o.Value))
 			}
+		case "start-xpra":
+			// The proxy's own: which xpra starts this user's sessions.
 		case "ssl-ca-certs":
 			link.CACerts = o.Value
 		case "ssl-server-hostname":

@@ -145,6 +145,9 @@ type Config struct {
 	// run (start, start-child, ... compared whole; "*": any); StartEnv
 	// the environment variables it may set. Empty: none.
 	StartCommands, StartEnv []string
+	// StartXpra are the xpra programs that may start sessions, one per
+	// generation (--proxy-start-xpra); nil: "xpra" on PATH.
+	StartXpra *XpraPrograms
 
 	// LoginPacketSize bounds each packet before login (a real hello is
 	// under 100 KiB); 0: DefaultLoginPacketSize. Raw chunks are refused
@@ -654,6 +657,7 @@ func (s *Session) authenticated() {
 	id := s.identity
 	root := s.cfg.HandOff != nil
 	sns, wantsNew := s.caps.Dict("start-new-session")
+	clientEnc := PeerEncoders(s.caps)
 	s.goWork(WorkDial, func() {
 		var aerr error
 		acct, aerr = authn.ResolveAccount(id)
@@ -666,14 +670,14 @@ func (s *Session) authenticated() {
 			return
 		}
 		if wantsNew {
-			start, err = s.startRequest(sns, acct, root)
+			start, err = s.startRequest(sns, acct, root, id.SessionOptions, clientEnc)
 			return
 		}
 		cands, pool, err = s.chooseTarget(id, requested, acct, root)
 		var se *authn.SessionError
 		if errors.As(err, &se) && se.Message == "no displays found" && s.cfg.StartSessions {
 			// xpra's proxy starts a session for a user who has none.
-			start, err = s.startRequest(nil, acct, root)
+			start, err = s.startRequest(nil, acct, root, id.SessionOptions, clientEnc)
 		}
 	}, func() {
 		if s.state != stateBusy {
@@ -699,7 +703,7 @@ func (s *Session) authenticated() {
 
 // startRequest validates a start-new-session (nil: a plain new session)
 // against the configuration and the user's limit; off the loop.
-func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool) (*StartRequest, error) {
+func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, opts []authn.Option, client Encoders) (*StartRequest, error) {
 	if !s.cfg.StartSessions {
 		return nil, &authn.SessionError{Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
 	}
@@ -718,6 +722,22 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool) (*
 	if err != nil {
 		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
 	}
+	// The xpra that starts it: of the client's generation, from the
+	// user's row (start-xpra=PATH[:PATH]) or the proxy's list.
+	var rowPaths []string
+	for _, o := range opts {
+		if o.Key == "start-xpra" {
+			rowPaths = strings.FieldsFunc(o.Value, func(r rune) bool { return r == ':' || r == ';' })
+		}
+	}
+	prog, enc, err := s.cfg.StartXpra.Choose(rowPaths, client)
+	if err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	if r.Mode, err = Subcommand(r.Mode, enc); err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	r.Xpra = prog
 	if len(ignored) > 0 {
 		s.logger().Warn("start-new-session options ignored", "user", s.logUser(), "options", strings.Join(ignored, ","))
 	}

@@ -8,8 +8,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
@@ -29,6 +32,41 @@ type StartRequest struct {
 	Mode    string   `json:"mode"`
 	Display string   `json:"display,omitempty"`
 	Args    []string `json:"args,omitempty"`
+	// Xpra is the program that starts it, of the client's generation
+	// (XpraPrograms.Choose); empty: "xpra" on PATH.
+	Xpra string `json:"xpra,omitempty"`
+}
+
+// startModes maps each mode a client may ask for (3.1's and 6.x's names,
+// MODE_ALIAS in 6.x) to the subcommand of a 3.1 xpra and of a 6.x one;
+// "" where that generation has no such mode.
+var startModes = map[string][2]string{
+	"start":         {"start", "seamless"},
+	"seamless":      {"start", "seamless"},
+	"start-desktop": {"start-desktop", "desktop"},
+	"desktop":       {"start-desktop", "desktop"},
+	"shadow":        {"shadow", "shadow"},
+	"monitor":       {"", "monitor"},
+	"expand":        {"", "expand"},
+	"shadow-screen": {"", "shadow-screen"},
+}
+
+// Subcommand is the xpra subcommand for mode on a program with encoders
+// prog (≥ 6 when it speaks only rencodeplus), or an error naming the
+// generation the mode needs.
+func Subcommand(mode string, prog Encoders) (string, error) {
+	m, ok := startModes[mode]
+	if !ok {
+		return "", fmt.Errorf("invalid start-new-session mode %q", logsafe.String(mode))
+	}
+	sub := m[0]
+	if prog == EncRencodePlus {
+		sub = m[1]
+	}
+	if sub == "" {
+		return "", fmt.Errorf("mode %q needs an xpra ≥ 6 server, and this proxy starts %s sessions for your client", mode, prog.Generation())
+	}
+	return sub, nil
 }
 
 // startOverridable are the options a client may set for the new session
@@ -135,12 +173,8 @@ func ParseStartRequest(sns frame.Dict, policy StartPolicy) (*StartRequest, []str
 			r.Args = append(r.Args, "--"+k+"="+text)
 		}
 	}
-	switch r.Mode {
-	case "start", "start-desktop", "shadow":
-	case "seamless":
-		r.Mode = "start" // xpra 6.x's name for start
-	default:
-		return nil, ignored, fmt.Errorf("invalid start-new-session mode %q", r.Mode)
+	if _, ok := startModes[r.Mode]; !ok {
+		return nil, ignored, fmt.Errorf("invalid start-new-session mode %q", logsafe.String(r.Mode))
 	}
 	if r.Display != "" && !strings.HasPrefix(r.Display, ":") {
 		return nil, ignored, fmt.Errorf("invalid display %q for a new session", r.Display)
@@ -152,9 +186,13 @@ func ParseStartRequest(sns frame.Dict, policy StartPolicy) (*StartRequest, []str
 // socketDir, waits (up to timeout) for the display it gets, and returns
 // the display and its socket.
 func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Duration) (Candidate, error) {
-	xpra, err := exec.LookPath("xpra")
+	prog := r.Xpra
+	if prog == "" {
+		prog = "xpra"
+	}
+	xpra, err := exec.LookPath(prog)
 	if err != nil {
-		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session: xpra is not installed", Err: err}
+		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session: " + prog + " is not installed", Err: err}
 	}
 	args := []string{r.Mode}
 	if r.Display != "" {
@@ -192,6 +230,13 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 	home, _ := os.UserHomeDir()
 	cmd.Dir = home
 	cmd.Env = append(os.Environ(), "XPRA_NOTTY=1")
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d == "" || !writable(d) {
+		// xpra ≥ 5 keeps its runtime files there; a worker or a daemon
+		// may have none: give it one beside the sockets.
+		rt := filepath.Join(socketDir, "runtime")
+		os.MkdirAll(rt, 0o700)
+		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+rt)
+	}
 	if err := cmd.Start(); err != nil {
 		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session", Err: err}
 	}
@@ -252,4 +297,88 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func writable(dir string) bool { return syscall.Access(dir, 2 /* W_OK */) == nil }
+
+// XpraPrograms are the xpra programs the proxy may run to start new
+// sessions (--proxy-start-xpra, or a user row's start-xpra option), each
+// of the generation its `--version` says, learnt once per program.
+type XpraPrograms struct {
+	// Paths in order of preference; empty: "xpra" on PATH.
+	Paths []string
+	mu    sync.Mutex
+	known map[string]Encoders
+}
+
+// Choose picks the first of paths (p.Paths when empty) whose generation a
+// client with encoders client can use, and returns it with its encoders.
+// It runs each program's --version once (off the loop).
+func (p *XpraPrograms) Choose(paths []string, client Encoders) (string, Encoders, error) {
+	if len(paths) == 0 && p != nil {
+		paths = p.Paths
+	}
+	if len(paths) == 0 {
+		paths = []string{"xpra"}
+	}
+	var tried []string
+	for _, path := range paths {
+		enc, err := p.encoders(path)
+		if err != nil {
+			tried = append(tried, path+": "+err.Error())
+			continue
+		}
+		if client.Compatible(enc) {
+			return path, enc, nil
+		}
+		tried = append(tried, path+" is "+enc.Generation())
+	}
+	return "", 0, fmt.Errorf("no xpra on this proxy can start a session for your client (%s): %s", client.Generation(), strings.Join(tried, "; "))
+}
+
+func (p *XpraPrograms) encoders(path string) (Encoders, error) {
+	if p != nil {
+		p.mu.Lock()
+		enc, ok := p.known[path]
+		p.mu.Unlock()
+		if ok {
+			return enc, nil
+		}
+	}
+	out, err := exec.Command(path, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("cannot run it: %w", err)
+	}
+	enc, err := versionEncoders(string(out))
+	if err != nil {
+		return 0, err
+	}
+	if p != nil {
+		p.mu.Lock()
+		if p.known == nil {
+			p.known = map[string]Encoders{}
+		}
+		p.known[path] = enc
+		p.mu.Unlock()
+	}
+	return enc, nil
+}
+
+// versionEncoders reads `xpra --version` ("xpra v6.5.5-r0") as the
+// encoders that version speaks.
+func versionEncoders(out string) (Encoders, error) {
+	f := strings.Fields(out)
+	if len(f) < 2 || f[0] != "xpra" {
+		return 0, fmt.Errorf("unexpected --version output %q", logsafe.String(out))
+	}
+	major, minor, ok := versionOf(frame.NewDict("version", strings.TrimPrefix(f[1], "v")))
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("unexpected --version output %q", logsafe.String(out))
+	case major >= 6:
+		return EncRencodePlus, nil
+	case major > 4 || (major == 4 && minor >= 3):
+		return EncRencodePlus | EncRencode | EncBencode, nil
+	}
+	return EncRencode | EncBencode, nil
 }

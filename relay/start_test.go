@@ -2,7 +2,9 @@ package relay
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +31,59 @@ func TestParseStartRequest(t *testing.T) {
 			t.Errorf("accepted %v", bad)
 		}
 	}
-	if r, _, err := ParseStartRequest(frame.NewDict("mode", "seamless"), StartPolicy{}); err != nil || r.Mode != "start" {
+	if r, _, err := ParseStartRequest(frame.NewDict("mode", "seamless"), StartPolicy{}); err != nil || r.Mode != "seamless" {
 		t.Errorf("6.x seamless: %+v %v", r, err)
+	}
+}
+
+// Each mode becomes the subcommand of the generation that starts it;
+// 6.x-only modes are refused with the reason for a 3.1 xpra.
+func TestSubcommand(t *testing.T) {
+	three, six := EncRencode|EncBencode, EncRencodePlus
+	for _, c := range []struct {
+		mode      string
+		enc       Encoders
+		want, err string
+	}{
+		{"start", three, "start", ""}, {"seamless", three, "start", ""}, {"desktop", three, "start-desktop", ""},
+		{"start", six, "seamless", ""}, {"start-desktop", six, "desktop", ""}, {"monitor", six, "monitor", ""},
+		{"shadow-screen", six, "shadow-screen", ""}, {"expand", three, "", "needs an xpra ≥ 6 server"},
+		{"upgrade", six, "", "invalid"},
+	} {
+		got, err := Subcommand(c.mode, c.enc)
+		if got != c.want || (c.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%s on %v: %q %v", c.mode, c.enc, got, err)
+		}
+	}
+	for out, want := range map[string]Encoders{"xpra v6.5.5-r0\n": six, "xpra v3.1.3-r0\n": three, "xpra v5.0.9": six | three} {
+		if got, err := versionEncoders(out); err != nil || got != want {
+			t.Errorf("versionEncoders(%q) = %v %v", out, got, err)
+		}
+	}
+	if _, err := versionEncoders("Python 3.11"); err == nil {
+		t.Error("accepted a version line that is not xpra's")
+	}
+}
+
+// Choose picks the program of the client's generation and says why when
+// there is none.
+func TestXpraProgramsChoose(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, version string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("#!/bin/sh\necho 'xpra v"+version+"'\n"), 0o755)
+		return p
+	}
+	old, six := write("xpra3", "3.1.3-r0"), write("xpra6", "6.5.5-r0")
+	progs := &XpraPrograms{Paths: []string{old, six}}
+	if p, _, err := progs.Choose(nil, EncRencodePlus); p != six || err != nil {
+		t.Errorf("6.x client got %q %v", p, err)
+	}
+	if p, _, err := progs.Choose(nil, EncRencode|EncBencode); p != old || err != nil {
+		t.Errorf("3.1 client got %q %v", p, err)
+	}
+	if _, _, err := progs.Choose([]string{old}, EncRencodePlus); err == nil || !strings.Contains(err.Error(), "xpra < 4.3") {
+		t.Errorf("a row with only a 3.1 xpra for a 6.x client: %v", err)
 	}
 }
 

@@ -45,6 +45,8 @@ proxy options (xpra's names):
                                                their own local account (never root, never nobody)
   --proxy-start-as-proxy-user=yes|no (no)      a proxy that is not root may start sessions as its own account
   --proxy-start-commands=CMD[,CMD] (none)      commands a client may run in a new session (--start=...); * for any
+  --proxy-start-xpra=PROG[,PROG] (xpra)        the xpra programs that start sessions, one per generation: each client
+                                               gets the first its own generation can use (a row's start-xpra=P[:P] overrides)
   --proxy-start-env=VAR[,VAR] (none)           environment variables a client may set in a new session
   --max-started-sessions=N (4)                 at most N live sessions per user
   --max-connections=N, --max-login-connections=N  caps on open and not-yet-logged-in connections (from RLIMIT_NOFILE)

@@ -57,6 +57,7 @@ type proxyOptions struct {
 	// The front door (docs/frontdoor.md).
 	startAsSelf    bool     // --proxy-start-as-proxy-user
 	startCommands  []string // --proxy-start-commands
+	startXpra      []string // --proxy-start-xpra
 	startEnv       []string // --proxy-start-env
 	maxConns       int      // --max-connections (-1: from RLIMIT_NOFILE)
 	maxLogins      int      // --max-login-connections (-1: from RLIMIT_NOFILE)
@@ -370,7 +371,7 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 					o.wsRequireMask = b
 				}
 			}
-		case "proxy-start-commands", "proxy-start-env":
+		case "proxy-start-commands", "proxy-start-env", "proxy-start-xpra":
 			var v string
 			if v, err = needVal(); err == nil {
 				var list []string
@@ -379,9 +380,12 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 						list = append(list, c)
 					}
 				}
-				if name == "proxy-start-commands" {
+				switch name {
+				case "proxy-start-commands":
 					o.startCommands = list
-				} else {
+				case "proxy-start-xpra":
+					o.startXpra = list
+				default:
 					o.startEnv = list
 				}
 			}

@@ -262,6 +262,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		StartAsProxyUser:   o.startAsSelf,
 		StartCommands:      o.startCommands,
 		StartEnv:           o.startEnv,
+		StartXpra:          &relay.XpraPrograms{Paths: o.startXpra},
 		LoginPacketSize:    o.loginPacket,
 		Connects:           &relay.ConnectLimiter{PerTarget: o.maxTargetDials},
 		Generations:        &relay.Generations{},
