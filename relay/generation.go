@@ -220,3 +220,17 @@ func orderByGeneration(cands []Candidate, c Encoders, g *Generations) []Candidat
 	}
 	return append(out, later...)
 }
+
+// requestedDisplay is the display a client asks for (the /N of its URL):
+// 3.1 sends it as `display`; 6.x sends `display` as a dict of its display
+// caps (#4865) and the request under `session`.
+func requestedDisplay(caps frame.Dict) string {
+	if d, ok := caps.Text("display"); ok {
+		return d
+	}
+	if sess, ok := caps.Dict("session"); ok {
+		d, _ := sess.Text("display")
+		return d
+	}
+	return ""
+}

@@ -646,7 +646,7 @@ func (s *Session) authenticated() {
 		return
 	}
 	s.state = stateBusy
-	requested, _ := s.caps.Text("display")
+	requested := requestedDisplay(s.caps)
 	var (
 		err   error
 		acct  authn.Account

@@ -1,8 +1,9 @@
 package main
 
-// The interop harness: Debian's real xpra 3.1.3 servers and clients, under
-// Xvfb, started once for the package (TestMain), with xpraproxy built from
-// this tree between them. As root (CI), the servers run as an unprivileged
+// The interop harness: real xpra servers and clients of both generations
+// — Debian's 3.1.3 and 6.x built from PyPI by interop/xpra6.sh — under
+// Xvfb, each generation's servers started once for the package (TestMain),
+// with xpraproxy built from this tree between them. As root (CI), the servers run as an unprivileged
 // user (xpratest, created if missing); the proxy runs as that user too,
 // except in the privilege-separation tests, where it runs as root and
 // relays in workers.
@@ -18,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,12 +35,89 @@ var quiet = []string{"--mdns=no", "--pulseaudio=no", "--notifications=no", "--sp
 
 // env is the package's shared state, set up by TestMain.
 var env struct {
-	dir     string // world-readable temp dir for sockets, databases, logs
-	bin     string // the xpraproxy binary
-	asUser  *user.User
+	dir    string // world-readable temp dir for sockets, databases, logs
+	bin    string // the xpraproxy binary
+	asUser *user.User
+	mu     sync.Mutex
+	procs  []*exec.Cmd
+}
+
+// generation is one xpra release line the tests run against.
+type generation struct {
+	name    string // subtest name: "3.1" or "6.x"
+	xpra    string // its xpra program
+	six     bool   // xpra ≥ 6: nested caps, rencodeplus only, its own runtime dir
 	servers map[string]*xpraServer
-	mu      sync.Mutex
-	procs   []*exec.Cmd
+}
+
+var (
+	gen31 = &generation{name: "3.1", xpra: "/usr/bin/xpra"}
+	gen6  = &generation{name: "6.x", six: true}
+)
+
+// generations are both, oldest first.
+func generations() []*generation { return []*generation{gen31, gen6} }
+
+// forEachGen runs f as one subtest per generation ("3.1", "6.x"), side by
+// side: each generation has servers of its own.
+func forEachGen(t *testing.T, f func(t *testing.T, g *generation)) {
+	t.Helper()
+	for _, g := range generations() {
+		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, g)
+		})
+	}
+}
+
+// quietFor is the quiet options for the generation (6.x has no
+// --dbus-proxy; its wrapper's config turns dbus off).
+func (g *generation) quiet() []string {
+	if g.six {
+		return quiet[:len(quiet)-1]
+	}
+	return quiet
+}
+
+// runtimeDir is XDG_RUNTIME_DIR for 6.x processes of the test user (as
+// true) or of this process: 6.x keeps sockets and X cookies there.
+func runtimeDir(asTestUser bool) string {
+	if asTestUser {
+		return filepath.Join(env.dir, "run6-user")
+	}
+	return filepath.Join(env.dir, "run6-self")
+}
+
+// command runs the generation's xpra as the test user (asUser) or as
+// this process, with the generation's environment.
+func (g *generation) command(asTestUser bool, args ...string) *exec.Cmd {
+	return g.commandIn(runtimeDir(asTestUser), asTestUser, args...)
+}
+
+// commandIn is command with XDG_RUNTIME_DIR rt for 6.x (each 6.x server
+// has its own, so that its <rt>/xpra/N/socket is alone there).
+func (g *generation) commandIn(rt string, asTestUser bool, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if asTestUser {
+		cmd = asUser(g.xpra, args...)
+	} else {
+		cmd = exec.Command(g.xpra, args...)
+		cmd.Env = append(os.Environ(), "XPRA_NOTTY=1")
+	}
+	if g.six {
+		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+rt)
+	}
+	return cmd
+}
+
+// srv returns the generation's server named name (sessionA...).
+func (g *generation) srv(t *testing.T, name string) *xpraServer {
+	t.Helper()
+	s := g.servers[name]
+	if s == nil {
+		t.Fatalf("xpra %s server %s did not start", g.name, name)
+	}
+	return s
 }
 
 type xpraServer struct {
@@ -46,6 +125,13 @@ type xpraServer struct {
 	display string // ":N"
 	port    int
 	sockDir string
+	runtime string // XDG_RUNTIME_DIR of a 6.x server
+	gen     *generation
+}
+
+// stop stops the server with its own generation's xpra.
+func (s *xpraServer) stop() ([]byte, error) {
+	return s.gen.commandIn(s.runtime, true, "stop", s.display, "--socket-dir="+s.sockDir, "--socket-dirs="+s.sockDir).CombinedOutput()
 }
 
 func TestMain(m *testing.M) {
@@ -88,23 +174,45 @@ func setup() error {
 		return fmt.Errorf("go build: %v: %s", err, out)
 	}
 	os.Chmod(env.bin, 0o755)
-	env.servers = map[string]*xpraServer{}
+	for _, asTestUser := range []bool{true, false} {
+		rt := runtimeDir(asTestUser)
+		if err := os.MkdirAll(rt, 0o700); err != nil {
+			return err
+		}
+		if asTestUser && env.asUser != nil {
+			uid, _ := strconv.Atoi(env.asUser.Uid)
+			gid, _ := strconv.Atoi(env.asUser.Gid)
+			os.Chown(rt, uid, gid)
+		}
+	}
+	if gen6.xpra = os.Getenv("XPRAPROXY_XPRA6"); gen6.xpra == "" {
+		// README's test command builds it first; a plain `go test` builds
+		// it here (once: it is cached outside the repository).
+		out, err := exec.Command("../../interop/xpra6.sh").Output()
+		if err != nil {
+			return fmt.Errorf("interop/xpra6.sh (the xpra 6.x peer): %v", err)
+		}
+		gen6.xpra = strings.TrimSpace(string(out))
+	}
 	var wg sync.WaitGroup
 	var errs []error
 	var emu sync.Mutex
-	for _, name := range []string{"sessionA", "sessionB", "sessionC", "sessionD"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := startXpra(name)
-			emu.Lock()
-			defer emu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			env.servers[name] = s
-		}()
+	for _, g := range generations() {
+		g.servers = map[string]*xpraServer{}
+		for _, name := range []string{"sessionA", "sessionB", "sessionC", "sessionD"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := g.startXpra(name)
+				emu.Lock()
+				defer emu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				g.servers[name] = s
+			}()
+		}
 	}
 	wg.Wait()
 	if len(errs) > 0 {
@@ -114,8 +222,10 @@ func setup() error {
 }
 
 func teardown() {
-	for _, s := range env.servers {
-		asUser("xpra", "stop", s.display, "--socket-dir="+s.sockDir, "--socket-dirs="+s.sockDir).Run()
+	for _, g := range generations() {
+		for _, s := range g.servers {
+			s.stop()
+		}
 	}
 	env.mu.Lock()
 	for _, p := range env.procs {
@@ -156,6 +266,9 @@ func freeDisplay() string {
 		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
 			continue
 		}
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
+			continue // a stale lock: Xvfb would refuse it
+		}
 		if _, loaded := usedDisplays.LoadOrStore(n, true); loaded {
 			continue
 		}
@@ -172,19 +285,42 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startXpra(name string, extra ...string) (*xpraServer, error) {
-	s := &xpraServer{name: name, display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, "sock-"+name)}
+// startXpra starts a 3.1.3 server (the tests that are not per generation).
+func startXpra(name string, extra ...string) (*xpraServer, error) { return gen31.startXpra(name, extra...) }
+
+// startXpra starts a server of the generation, as the test user, running
+// an xterm titled name.
+func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error) {
+	s := &xpraServer{name: name, display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, "sock-"+g.name+"-"+name), gen: g}
 	if err := os.MkdirAll(s.sockDir, 0o777); err != nil {
 		return nil, err
 	}
 	os.Chmod(s.sockDir, 0o777)
+	s.runtime = filepath.Join(env.dir, "run6-"+name+"-"+s.display[1:])
+	if g.six {
+		if err := os.MkdirAll(s.runtime, 0o700); err != nil {
+			return nil, err
+		}
+		if env.asUser != nil {
+			uid, _ := strconv.Atoi(env.asUser.Uid)
+			gid, _ := strconv.Atoi(env.asUser.Gid)
+			os.Chown(s.runtime, uid, gid)
+		}
+	}
+	logFile := fmt.Sprintf("server-%s-%s.log", g.name, name)
 	args := append([]string{"start", s.display,
 		"--start=xterm -title " + name + " -xrm XTerm*allowTitleOps:false -geometry 60x12+0+100 -e bash -c 'echo this is " + name + "; exec bash'",
 		"--bind-tcp=127.0.0.1:" + strconv.Itoa(s.port), "--daemon=yes", "--systemd-run=no",
-		"--socket-dir=" + s.sockDir, "--socket-dirs=" + s.sockDir, "--log-dir=" + env.dir, "--mmap=no"}, quiet...)
+		"--socket-dir=" + s.sockDir, "--socket-dirs=" + s.sockDir, "--log-dir=" + env.dir, "--log-file=" + logFile}, g.quiet()...)
+	if !g.six {
+		// xpra 6.5.5's server fails every connection with --mmap=no (its
+		// window compressor imports the module the option blocks); its
+		// clients turn mmap off instead.
+		args = append(args, "--mmap=no")
+	}
 	args = append(args, extra...)
-	if out, err := asUser("xpra", args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("xpra start %s: %v: %s", name, err, out)
+	if out, err := g.commandIn(s.runtime, true, args...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("xpra %s start %s: %v: %s", g.name, name, err, out)
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -196,8 +332,31 @@ func startXpra(name string, extra ...string) (*xpraServer, error) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	log, _ := os.ReadFile(filepath.Join(env.dir, s.display+".log"))
-	return nil, fmt.Errorf("xpra server %s (%s) did not come up:\n%s", name, s.display, tail(log, 2000))
+	log, _ := os.ReadFile(filepath.Join(env.dir, logFile))
+	return nil, fmt.Errorf("xpra %s server %s (%s) did not come up:\n%s", g.name, name, s.display, tail(log, 2000))
+}
+
+// serverXAuth is the X cookie of a 6.x server's display (6.x keeps it in
+// its runtime dir, XPRA_PRIVATE_XAUTH); "" for 3.1.3's (~/.Xauthority).
+func serverXAuth(display string) string {
+	n := strings.TrimPrefix(display, ":")
+	patterns := []string{filepath.Join(env.dir, "run6-*", "xpra", "Xauthority-"+n),
+		filepath.Join(env.dir, "*", "runtime", "xpra", "Xauthority-"+n)}
+	for _, p := range patterns {
+		if m, _ := filepath.Glob(p); len(m) > 0 {
+			return m[0]
+		}
+	}
+	return ""
+}
+
+// asUserX runs an X tool against a server's display as the test user.
+func asUserX(display string, name string, args ...string) *exec.Cmd {
+	cmd := asUser(name, args...)
+	if xa := serverXAuth(display); xa != "" {
+		cmd.Env = append(cmd.Env, "XAUTHORITY="+xa)
+	}
+	return cmd
 }
 
 func tail(b []byte, n int) string {
@@ -213,7 +372,7 @@ var windowLine = regexp.MustCompile(`^\s*(0x[0-9a-f]+) "([^"]*)"`)
 func windowID(display string, server bool, title string) (string, error) {
 	var cmd *exec.Cmd
 	if server {
-		cmd = asUser("xwininfo", "-root", "-tree", "-display", display)
+		cmd = asUserX(display, "xwininfo", "-root", "-tree", "-display", display)
 	} else {
 		cmd = exec.Command("xwininfo", "-root", "-tree", "-display", display)
 	}
@@ -234,7 +393,7 @@ func snapshot(display string, server bool, id, path string) error {
 	args := []string{"-display", display, "-window", id, path}
 	var cmd *exec.Cmd
 	if server {
-		cmd = asUser("import", args...)
+		cmd = asUserX(display, "import", args...)
 	} else {
 		cmd = exec.Command("import", args...)
 	}
@@ -250,6 +409,11 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 	t.Helper()
 	var last string
 	deadline := time.Now().Add(30 * time.Second)
+	if c.gen.six {
+		// 6.x titles its windows "TITLE on :N"; the client's display
+		// shows no other window.
+		clientTitle = s.name
+	}
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		cid, _ := windowID(c.display, false, clientTitle)
 		sid, _ := windowID(s.display, true, s.name)
@@ -258,8 +422,8 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}
-		a := filepath.Join(env.dir, fmt.Sprintf("%s-server-%d.png", s.name, attempt))
-		b := filepath.Join(env.dir, fmt.Sprintf("%s-client-%d.png", s.name, attempt))
+		a := filepath.Join(env.dir, fmt.Sprintf("%s-%s-server-%d-%d.png", s.gen.name, s.name, attempt, rand.IntN(1e9)))
+		b := filepath.Join(env.dir, fmt.Sprintf("%s-%s-client-%d-%d.png", s.gen.name, s.name, attempt, rand.IntN(1e9)))
 		if err := snapshot(s.display, true, sid, a); err != nil {
 			last = err.Error()
 			time.Sleep(500 * time.Millisecond)
@@ -365,6 +529,7 @@ func (p *proxy) logText() string {
 
 // client is a real `xpra attach` under the clients' Xvfb.
 type client struct {
+	gen     *generation
 	cmd     *exec.Cmd
 	out     *bytes.Buffer
 	mu      *sync.Mutex
@@ -386,12 +551,23 @@ func (s syncBuf) Write(p []byte) (int, error) {
 // window can cover its windows when they are captured.
 func attach(t *testing.T, url string, extra ...string) *client {
 	t.Helper()
-	return runClient(t, "attach", url, extra...)
+	return gen31.runClient(t, "attach", url, extra...)
 }
 
-// runClient runs `xpra SUB URL` (attach, or start through a proxy) on an
-// Xvfb display of its own.
+// attach is a client of the generation.
+func (g *generation) attach(t *testing.T, url string, extra ...string) *client {
+	t.Helper()
+	return g.runClient(t, "attach", url, extra...)
+}
+
 func runClient(t *testing.T, sub, url string, extra ...string) *client {
+	t.Helper()
+	return gen31.runClient(t, sub, url, extra...)
+}
+
+// runClient runs `xpra SUB URL` (attach, or start through a proxy) of
+// the generation on an Xvfb display of its own.
+func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *client {
 	t.Helper()
 	display := freeDisplay()
 	xvfb := exec.Command("Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp")
@@ -408,11 +584,17 @@ func runClient(t *testing.T, sub, url string, extra ...string) *client {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	args := append([]string{sub, url, "--opengl=no", "--mmap=no"}, quiet...)
+	args := append([]string{sub, url, "--opengl=no"}, g.quiet()...)
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--mmap=") }) {
+		args = append(args, "--mmap=no")
+	}
+	if g.six && slices.Contains(extra, "--ssl-server-verify-mode=none") {
+		args = append(args, "--ssl-check-hostname=no")
+	}
 	args = append(args, extra...)
-	cmd := exec.Command("xpra", args...)
-	cmd.Env = append(os.Environ(), "DISPLAY="+display, "XPRA_NOTTY=1")
-	c := &client{cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}, display: display}
+	cmd := g.command(false, args...)
+	cmd.Env = append(cmd.Env, "DISPLAY="+display)
+	c := &client{gen: g, cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}, display: display}
 	logf, err := os.Create(filepath.Join(env.dir, fmt.Sprintf("client-%d.log", rand.IntN(1e9))))
 	if err != nil {
 		t.Fatal(err)
