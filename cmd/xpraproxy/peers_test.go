@@ -286,7 +286,9 @@ func freePort() int {
 }
 
 // startXpra starts a 3.1.3 server (the tests that are not per generation).
-func startXpra(name string, extra ...string) (*xpraServer, error) { return gen31.startXpra(name, extra...) }
+func startXpra(name string, extra ...string) (*xpraServer, error) {
+	return gen31.startXpra(name, extra...)
+}
 
 // startXpra starts a server of the generation, as the test user, running
 // an xterm titled name.
