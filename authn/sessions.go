@@ -106,7 +106,9 @@ func LocalSessions(dirs []string, hostname string, uid int, timeout time.Duratio
 		for _, e := range entries {
 			name := e.Name()
 			switch {
-			case strings.HasPrefix(name, prefix):
+			case strings.HasPrefix(name, prefix) && isNumber(strings.TrimPrefix(name, prefix)):
+				// Displays are numbers; the proxy's own worker sockets
+				// (<host>-proxy-worker-PID) live beside them.
 				add(":"+strings.TrimPrefix(name, prefix), filepath.Join(dir, name))
 			case e.IsDir() && isNumber(name):
 				add(":"+name, filepath.Join(dir, name, "socket"))

@@ -28,10 +28,12 @@ func writeCert(t *testing.T) (string, string) {
 	return cert, key
 }
 
-// The real xpra 3.1.3 GTK client attaches through one port with tcp://,
+// The real GTK client of each generation attaches through one port with tcp://,
 // ws://, ssl:// and wss://, and sees the server's window pixel for pixel.
-func TestOnePortRealClient(t *testing.T) {
-	a := srv(t, "sessionA")
+func TestOnePortRealClient(t *testing.T) { forEachGen(t, testOnePortRealClient) }
+
+func testOnePortRealClient(t *testing.T, g *generation) {
+	a := g.srv(t, "sessionA")
 	cert, key := writeCert(t)
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		// The proxy reaches the real server over WebSocket too (xpra's tcp
@@ -41,7 +43,7 @@ func TestOnePortRealClient(t *testing.T) {
 	for _, scheme := range []string{"tcp", "ws", "ssl", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			url := fmt.Sprintf("%s://foo:bar@127.0.0.1:%d/", scheme, p.port)
-			c := attach(t, url, "--ssl-server-verify-mode=none")
+			c := g.attach(t, url, "--ssl-server-verify-mode=none")
 			pixelsMatch(t, a, c, fmt.Sprintf("sessionA on %s://foo@127.0.0.1:%d/", scheme, p.port))
 			if !c.running() {
 				t.Fatalf("client exited:\n%s", tail([]byte(c.text()), 2000))
@@ -50,7 +52,7 @@ func TestOnePortRealClient(t *testing.T) {
 		})
 	}
 	t.Run("ws target", func(t *testing.T) {
-		c := attach(t, fmt.Sprintf("wss://wsuser:pw@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
+		c := g.attach(t, fmt.Sprintf("wss://wsuser:pw@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
 		pixelsMatch(t, a, c, fmt.Sprintf("sessionA on wss://wsuser@127.0.0.1:%d/", p.port))
 		if !strings.Contains(p.logText(), "target=ws://127.0.0.1:") {
 			t.Errorf("the proxy did not relay to the ws target:\n%s", tail([]byte(p.logText()), 1500))

@@ -349,7 +349,16 @@ func serverXAuth(display string) string {
 			return m[0]
 		}
 	}
-	return ""
+	// A session started with --displayfd names its cookie file after its
+	// pid (Xauthority-S<pid>): the newest one.
+	newest, when := "", time.Time{}
+	m, _ := filepath.Glob(filepath.Join(env.dir, "*", "runtime", "xpra", "Xauthority-S*"))
+	for _, f := range m {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(when) {
+			newest, when = f, fi.ModTime()
+		}
+	}
+	return newest
 }
 
 // asUserX runs an X tool against a server's display as the test user.
@@ -378,9 +387,9 @@ func windowID(display string, server bool, title string) (string, error) {
 	} else {
 		cmd = exec.Command("xwininfo", "-root", "-tree", "-display", display)
 	}
-	out, err := cmd.Output()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%v: %s", err, tail(out, 300))
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if m := windowLine.FindStringSubmatch(line); m != nil && strings.Contains(m[2], title) {
@@ -417,10 +426,10 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 		clientTitle = s.name
 	}
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		cid, _ := windowID(c.display, false, clientTitle)
-		sid, _ := windowID(s.display, true, s.name)
+		cid, cerr := windowID(c.display, false, clientTitle)
+		sid, serr := windowID(s.display, true, s.name)
 		if cid == "" || sid == "" {
-			last = fmt.Sprintf("windows not found (client %q, server %q)", cid, sid)
+			last = fmt.Sprintf("windows not found (client %q %v, server %q %v)", cid, cerr, sid, serr)
 			time.Sleep(500 * time.Millisecond)
 			continue
 		}

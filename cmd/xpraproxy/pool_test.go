@@ -15,7 +15,8 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 )
 
-// poolClient is a minimal xpra 3.1 client speaking to the proxy: it logs
+// poolClient is a minimal xpra client (3.1's or 6.x's dialect) speaking
+// to the proxy: it logs
 // in, then reads everything the server sends, answers the proxy's pings
 // and counts any echo of them that reaches it.
 type poolClient struct {
@@ -24,7 +25,7 @@ type poolClient struct {
 	disconnect chan string
 }
 
-func dialPoolClient(t *testing.T, addr, user, password string, leaked *atomic.Int64) *poolClient {
+func dialPoolClient(t *testing.T, g *generation, addr, user, password string, leaked *atomic.Int64) *poolClient {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -32,15 +33,23 @@ func dialPoolClient(t *testing.T, addr, user, password string, leaked *atomic.In
 	}
 	t.Cleanup(func() { c.Close() })
 	w := frame.Writer{Encoding: frame.Rencode}
-	send := func(p frame.Packet) {
-		b, _ := w.AppendPacket(nil, p)
-		c.Write(b)
-	}
 	hello := frame.NewDict("version", "3.1.3", "username", user, "uuid", fmt.Sprintf("pool-%p", c),
 		"rencode", true, "encoders", []any{"rencode"}, "compressors", []any{"lz4"}, "lz4", true,
 		"digest", []any{"hmac", "hmac+sha256"}, "salt-digest", []any{"hmac+sha256"},
 		"share", true, "windows", true, "client_type", "test", "ping-echo-sourceid", true,
 		"desktop_size", []any{1024, 768}, "screen_sizes", []any{}, "encodings", []any{"rgb24", "png"})
+	if g.six {
+		w.Encoding = frame.RencodePlus
+		hello.Set("version", "6.5")
+		hello.Set("encoders", []any{"rencodeplus"})
+		hello.Set("rencodeplus", frame.NewDict("", true))
+		hello.Set("lz4", frame.NewDict("", true))
+		hello.Delete("rencode")
+	}
+	send := func(p frame.Packet) {
+		b, _ := w.AppendPacket(nil, p)
+		c.Write(b)
+	}
 	send(frame.Packet{"hello", hello})
 	r := frame.NewStreamReader(c, 64<<20)
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -105,7 +114,9 @@ func dialPoolClient(t *testing.T, addr, user, password string, leaked *atomic.In
 // least-sessions, one server killed — its sessions end with a reason and
 // new sessions go to the others — and the proxy's own pings answered by
 // clients and servers without any echo of them reaching a client.
-func TestPoolRealServers(t *testing.T) {
+func TestPoolRealServers(t *testing.T) { forEachGen(t, testPoolRealServers) }
+
+func testPoolRealServers(t *testing.T, g *generation) {
 	var servers []*xpraServer
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -113,7 +124,7 @@ func TestPoolRealServers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := startXpra(fmt.Sprintf("pool%d", i), "--sharing=yes")
+			s, err := g.startXpra(fmt.Sprintf("pool%d", i), "--sharing=yes")
 			if err != nil {
 				t.Error(err)
 				return
@@ -129,7 +140,7 @@ func TestPoolRealServers(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, s := range servers {
-			asUser("xpra", "stop", s.display, "--socket-dir="+s.sockDir, "--socket-dirs="+s.sockDir).Run()
+			s.stop()
 		}
 	})
 	var targets []string
@@ -143,7 +154,7 @@ func TestPoolRealServers(t *testing.T) {
 	var leaked atomic.Int64
 	var clients []*poolClient
 	for i := 0; i < 30; i++ {
-		clients = append(clients, dialPoolClient(t, addr, "pooluser", "pw", &leaked))
+		clients = append(clients, dialPoolClient(t, g, addr, "pooluser", "pw", &leaked))
 	}
 	perTarget := func() map[string]int {
 		out, _ := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
@@ -163,7 +174,7 @@ func TestPoolRealServers(t *testing.T) {
 
 	// Kill the first server outright.
 	victim := servers[0]
-	exec.Command("pkill", "-9", "-f", "xpra start "+victim.display+" ").Run()
+	exec.Command("pkill", "-9", "-f", "xpra.* start "+victim.display+" ").Run()
 	exec.Command("pkill", "-9", "-f", "Xvfb-for-Xpra-"+victim.display+"( |$)").Run()
 	ended := 0
 	deadline := time.After(20 * time.Second)
@@ -186,7 +197,7 @@ func TestPoolRealServers(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for i := 0; i < 6; i++ {
-		dialPoolClient(t, addr, "pooluser", "pw", &leaked)
+		dialPoolClient(t, g, addr, "pooluser", "pw", &leaked)
 	}
 	after := perTarget()
 	if after[target(victim)] != 0 || after[targets[1]]+after[targets[2]] != 26 {

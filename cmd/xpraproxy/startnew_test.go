@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -12,29 +13,40 @@ import (
 )
 
 // `xpra start tcp://user:pass@proxy:port/ --start=xterm` through the
-// proxy: the proxy (root) starts the session in the worker of the row's
-// account, as that account, and attaches the client to it; the per-user
-// limit refuses one more.
+// proxy, from a client of each generation: the proxy (root) starts a
+// session of the client's generation (--proxy-start-xpra has both) in the
+// worker of the row's account, as that account, and attaches the client
+// to it, pixel-exact; the per-user limit refuses one more. A 6.x
+// `xpra start-desktop` gets a desktop session.
 func TestStartNewSessionThroughProxy(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("starting sessions as another user needs root; CI runs the tests as root")
+		t.Fatal("starting sessions as another user needs root; CI runs the tests as root")
 	}
+	forEachGen(t, testStartNewSession)
+}
+
+func testStartNewSession(t *testing.T, g *generation) {
 	db := sqliteDB(t, []string{"newbie", "pw", testUser, testUser, ""})
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--max-started-sessions=1", "--socket-dirs=PSOCK",
-		"--proxy-start-sessions=yes", "--proxy-start-commands=xterm")
+		"--proxy-start-sessions=yes", "--proxy-start-commands=xterm", "--proxy-start-xpra="+gen31.xpra+","+gen6.xpra)
 	url := fmt.Sprintf("tcp://newbie:pw@127.0.0.1:%d/", p.port)
-	c := runClient(t, "start", url, "--start=xterm", "--exit-with-children=no")
-	var display string
-	eventually(t, "the new session", 60*time.Second, func() bool {
-		m := regexp.MustCompile(`new session started.*display=(:\d+)`).FindStringSubmatch(p.logText())
-		if m != nil {
-			display = m[1]
-		}
-		return m != nil
-	})
-	t.Cleanup(func() {
-		asUser("xpra", "stop", display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).Run()
-	})
+	c := g.runClient(t, "start", url, "--start=xterm", "--exit-with-children=no")
+	started := func(n int) string {
+		var display string
+		eventually(t, "the new session", 60*time.Second, func() bool {
+			m := regexp.MustCompile(`new session started.*display=(:\d+)`).FindAllStringSubmatch(p.logText(), -1)
+			if len(m) >= n {
+				display = m[n-1][1]
+			}
+			return len(m) >= n
+		})
+		t.Cleanup(func() {
+			s := &xpraServer{display: display, sockDir: p.sockDir, runtime: filepath.Join(p.sockDir, "runtime"), gen: g}
+			s.stop()
+		})
+		return display
+	}
+	display := started(1)
 	// The session belongs to the row's account.
 	sock := fmt.Sprintf("%s/%s-%s", p.sockDir, mustHostname(t), strings.TrimPrefix(display, ":"))
 	fi, err := os.Stat(sock)
@@ -44,23 +56,46 @@ func TestStartNewSessionThroughProxy(t *testing.T) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || fmt.Sprint(st.Uid) != env.asUser.Uid {
 		t.Errorf("the new session's socket is not owned by %s: %+v", testUser, fi.Sys())
 	}
-	out, _ := exec.Command("ps", "-o", "user=,args=", "-u", testUser).Output()
-	if !regexp.MustCompile(`(?m)^` + testUser + ` .*xpra start --start=xterm .*--socket-dir=` + regexp.QuoteMeta(p.sockDir)).Match(out) {
-		t.Errorf("no xpra server started by the proxy owned by %s:\n%s", testUser, out)
+	// Of the client's generation: 3.1.3's xpra start, 6.x's seamless.
+	mode, prog := "start", regexp.QuoteMeta(gen31.xpra)
+	if g.six {
+		mode, prog = "seamless", `\S+/bin/xpra`
 	}
-	// The client attached and shows the session's xterm.
-	eventually(t, "the xterm in the client", 30*time.Second, func() bool {
-		out, _ := exec.Command("xwininfo", "-root", "-tree", "-display", c.display).Output()
-		return strings.Contains(string(out), " on tcp://newbie@127.0.0.1:")
-	})
+	out, _ := exec.Command("ps", "-o", "user=,args=", "-u", testUser).Output()
+	if !regexp.MustCompile(`(?m)^` + testUser + ` .*` + prog + ` ` + mode + ` --start=xterm .*--socket-dir=` + regexp.QuoteMeta(p.sockDir)).Match(out) {
+		t.Errorf("no xpra %s %s started by the proxy owned by %s:\n%s", g.name, mode, testUser, out)
+	}
+	// The client attached and shows the session's xterm, pixel for pixel
+	// (Debian's bashrc titles it user@host: dir).
+	pixelsMatch(t, &xpraServer{name: testUser + "@", display: display, gen: g}, c, testUser+"@")
 	if !c.running() {
 		t.Fatalf("client exited:\n%s", tail([]byte(c.text()), 2000))
 	}
 	// One session is the limit: another start is refused with the reason.
-	c2 := runClient(t, "start", url, "--start=xterm")
+	c2 := g.runClient(t, "start", url, "--start=xterm")
 	if out := c2.exited(t, 60*time.Second); !strings.Contains(out, "too many sessions") {
 		t.Errorf("second start: client said:\n%s", tail([]byte(out), 1500))
 	}
+	if !g.six {
+		return
+	}
+	// start-desktop from 6.x: a desktop session (the first one stopped).
+	s := &xpraServer{display: display, sockDir: p.sockDir, runtime: filepath.Join(p.sockDir, "runtime"), gen: g}
+	c.stop()
+	if out, err := s.stop(); err != nil {
+		t.Fatalf("stopping the first session: %v %s", err, out)
+	}
+	eventually(t, "the first session to end", 30*time.Second, func() bool { _, err := os.Stat(sock); return err != nil })
+	c3 := g.runClient(t, "start-desktop", url, "--start=xterm")
+	started(2)
+	out, _ = exec.Command("ps", "-o", "user=,args=", "-u", testUser).Output()
+	if !regexp.MustCompile(`(?m)^` + testUser + ` .*` + prog + ` desktop --start=xterm `).Match(out) {
+		t.Errorf("no xpra 6.x desktop session started:\n%s", out)
+	}
+	eventually(t, "the desktop in the client", 30*time.Second, func() bool {
+		out, _ := exec.Command("xwininfo", "-root", "-tree", "-display", c3.display).Output()
+		return strings.Contains(string(out), " on ") && c3.running()
+	})
 }
 
 func mustHostname(t *testing.T) string {
