@@ -84,25 +84,26 @@ func (e Encoders) Compatible(o Encoders) bool { return e == 0 || o == 0 || e&o !
 func (e Encoders) Generation() string {
 	switch {
 	case e == EncRencodePlus:
-		return "xpra ≥ 6"
+		return "xpra >= 6"
 	case e&EncRencodePlus == 0 && e != 0:
 		return "xpra < 4.3"
 	case e != 0:
-		return "xpra 4.3–5.x"
+		return "xpra 4.3-5.x"
 	}
 	return "an unknown xpra"
 }
 
 // Mismatch is the reason a client with encoders client cannot use a
-// server with encoders server: what is wrong and what to do about it.
+// server with encoders server: what is wrong and what to do about it. It
+// is ASCII: a 3.1 client shows a disconnect reason's bytes as latin-1.
 func Mismatch(client, server Encoders) string {
 	if server&EncRencodePlus != 0 {
-		return "this server (" + server.Generation() + ") needs an xpra ≥ 4.3 client: rencodeplus; yours offers " +
+		return "this server (" + server.Generation() + ") needs an xpra >= 4.3 client: rencodeplus; yours offers " +
 			client.String() + ": use a newer xpra client, or a server of your client's generation"
 	}
 	return "this server (" + server.Generation() + ") needs a client that speaks " + strings.ReplaceAll(server.String(), ", ", " or ") +
 		"; yours (" + client.Generation() + ") offers only " + client.String() +
-		": use an xpra 3.x–5.x client, or a server of xpra ≥ 4.3"
+		": use an xpra 3.x-5.x client, or a server of xpra >= 4.3"
 }
 
 // RefusalEncoders infers a server's encoders from the text it refused a

@@ -107,7 +107,7 @@ func TestEncodersAndMismatch(t *testing.T) {
 	if three.Compatible(six) || !three.Compatible(0) || !(EncRencodePlus | EncRencode).Compatible(three) {
 		t.Error("compatibility")
 	}
-	if m := Mismatch(three, six); !strings.Contains(m, "needs an xpra ≥ 4.3 client: rencodeplus; yours offers rencode, bencode") {
+	if m := Mismatch(three, six); !strings.Contains(m, "needs an xpra >= 4.3 client: rencodeplus; yours offers rencode, bencode") {
 		t.Errorf("3.1 client, 6.x server: %s", m)
 	}
 	if m := Mismatch(six, three); !strings.Contains(m, "rencode or bencode") || !strings.Contains(m, "only rencodeplus") {

@@ -64,7 +64,7 @@ func Subcommand(mode string, prog Encoders) (string, error) {
 		sub = m[1]
 	}
 	if sub == "" {
-		return "", fmt.Errorf("mode %q needs an xpra ≥ 6 server, and this proxy starts %s sessions for your client", mode, prog.Generation())
+		return "", fmt.Errorf("mode %q needs an xpra >= 6 server, and this proxy starts %s sessions for your client", mode, prog.Generation())
 	}
 	return sub, nil
 }

@@ -47,7 +47,7 @@ func TestSubcommand(t *testing.T) {
 	}{
 		{"start", three, "start", ""}, {"seamless", three, "start", ""}, {"desktop", three, "start-desktop", ""},
 		{"start", six, "seamless", ""}, {"start-desktop", six, "desktop", ""}, {"monitor", six, "monitor", ""},
-		{"shadow-screen", six, "shadow-screen", ""}, {"expand", three, "", "needs an xpra ≥ 6 server"},
+		{"shadow-screen", six, "shadow-screen", ""}, {"expand", three, "", "needs an xpra >= 6 server"},
 		{"upgrade", six, "", "invalid"},
 	} {
 		got, err := Subcommand(c.mode, c.enc)
