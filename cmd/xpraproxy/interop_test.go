@@ -216,3 +216,24 @@ func testFailuresLeaveOthersAttached(t *testing.T, g *generation) {
 		t.Errorf("a password reached the log:\n%s", log)
 	}
 }
+
+// A client with mmap on and off, to the server that offers mmap, is
+// pixel-exact through the proxy, for each generation. (Whether the shared
+// area is really used is not asserted: the client runs as root and the
+// server as the test user, who cannot open root's area file; xpra then
+// falls back to sending pixels, which is what a proxy on another host
+// sees too.)
+func TestMmapOnAndOff(t *testing.T) {
+	forEachGen(t, func(t *testing.T, g *generation) {
+		d := g.srv(t, mmapServer)
+		db := sqliteDB(t, []string{"mm", "pw", "", "", target(d)})
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+		for _, mmap := range []string{"yes", "no"} {
+			t.Run("mmap="+mmap, func(t *testing.T) {
+				c := g.attach(t, fmt.Sprintf("tcp://mm:pw@127.0.0.1:%d/", p.port), "--mmap="+mmap)
+				pixelsMatch(t, d, c, fmt.Sprintf("%s on tcp://mm@127.0.0.1:%d/", d.name, p.port))
+				c.stop()
+			})
+		}
+	})
+}

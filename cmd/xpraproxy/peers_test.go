@@ -285,6 +285,11 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// mmapServer is the server of each generation that offers mmap (the
+// others of 3.1.3 run with --mmap=no; clients say --mmap=no unless a test
+// asks for it).
+const mmapServer = "sessionD"
+
 // startXpra starts a 3.1.3 server (the tests that are not per generation).
 func startXpra(name string, extra ...string) (*xpraServer, error) {
 	return gen31.startXpra(name, extra...)
@@ -314,7 +319,7 @@ func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error
 		"--start=xterm -title " + name + " -xrm XTerm*allowTitleOps:false -geometry 60x12+0+100 -e bash -c 'echo this is " + name + "; exec bash'",
 		"--bind-tcp=127.0.0.1:" + strconv.Itoa(s.port), "--daemon=yes", "--systemd-run=no",
 		"--socket-dir=" + s.sockDir, "--socket-dirs=" + s.sockDir, "--log-dir=" + env.dir, "--log-file=" + logFile}, g.quiet()...)
-	if !g.six {
+	if !g.six && name != mmapServer {
 		// xpra 6.5.5's server fails every connection with --mmap=no (its
 		// window compressor imports the module the option blocks); its
 		// clients turn mmap off instead.
