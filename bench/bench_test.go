@@ -1,12 +1,15 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
 )
 
 // buildProxy builds the xpraproxy binary under test into a directory that
@@ -121,5 +124,48 @@ func TestSoak(t *testing.T) {
 	}
 	if limit := res.ProxyRSSBaseline + 128<<20; res.ProxyRSSMax > limit {
 		t.Errorf("proxy RSS reached %d bytes (baseline %d)", res.ProxyRSSMax, res.ProxyRSSBaseline)
+	}
+}
+
+// TestPeers: 6.x-shaped peers (rencodeplus, nested hellos, lz4 frames)
+// and real-size hellos of both generations stream intact through
+// xpraproxy and HAProxy, and connect.
+func TestPeers(t *testing.T) {
+	for peer, least := range map[string]int{Peer31: 60 << 10, Peer6: 4 << 10} {
+		h, err := realHello(peer)
+		w := frame.Writer{Encoding: frame.Rencode}
+		if peer == Peer6 {
+			w.Encoding = frame.RencodePlus
+		}
+		b, _ := w.AppendPacket(nil, frame.Packet{"hello", h})
+		t.Logf("real %s hello: %d bytes encoded, uncompressed", peer, len(b))
+		if err != nil || len(b) < least {
+			t.Fatalf("the captured %s hello is %d bytes (%v)", peer, len(b), err)
+		}
+	}
+	bin := buildProxy(t)
+	for _, peer := range []string{Peer31, Peer6} {
+		for _, real := range []bool{false, true} {
+			for _, proxy := range []string{ProxyXpraproxy, ProxyHAProxy} {
+				t.Run(fmt.Sprintf("%s/real=%v/%s", peer, real, proxy), func(t *testing.T) {
+					res, err := Run(Config{Proxy: proxy, Workload: WorkloadStream, Sessions: 3, Duration: 500 * time.Millisecond,
+						Size: 16 << 10, Verify: true, Binary: bin, Peer: peer, RealHello: real})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if res.Ready != 3 || res.BadData != 0 || res.MBytesPerS <= 0 || res.Peer != peer {
+						t.Fatalf("%+v", res)
+					}
+				})
+			}
+		}
+		res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadConnect, Sessions: 4, Duration: 500 * time.Millisecond,
+			Binary: bin, Peer: peer, RealHello: true})
+		if err != nil || res.SetupsPerS <= 0 || res.Failed != 0 {
+			t.Fatalf("connect with real %s hellos: %+v %v", peer, res, err)
+		}
+	}
+	if _, err := Run(Config{Proxy: ProxyXpra, Workload: WorkloadIdle, Peer: Peer6}); err == nil {
+		t.Error("xpra's 3.1.3 proxy accepted 6.x peers")
 	}
 }

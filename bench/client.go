@@ -23,6 +23,8 @@ type clients struct {
 	cli       *gnet.Client
 	password  string
 	transport string
+	peer      string // Peer31 or Peer6
+	realHello bool
 	onReady   func(*clientConn) // runs on the conn's loop when the hello arrives
 	onClose   func(*clientConn)
 
@@ -51,8 +53,8 @@ type clientConn struct {
 	streamOK bool
 }
 
-func newClients(loops int, password, transport string) (*clients, error) {
-	c := &clients{password: password, transport: transport}
+func newClients(loops int, password, transport, peer string, realHello bool) (*clients, error) {
+	c := &clients{password: password, transport: transport, peer: peer, realHello: realHello}
 	cli, err := gnet.NewClient(c, gnet.WithNumEventLoop(loops), gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(quietLogger{}), gnet.WithTicker(false))
 	if err != nil {
@@ -92,7 +94,7 @@ func (c *clients) open(id int, user, source, target string) error {
 		c.fail(fmt.Errorf("dial %s: %w", target, err))
 		return err
 	}
-	cc := &clientConn{id: id, user: user, started: time.Now(), w: frame.Writer{Encoding: frame.Rencode}}
+	cc := &clientConn{id: id, user: user, started: time.Now(), w: peerWriter(c.peer)}
 	cc.r.MaxPacketSize = 64 << 20
 	if _, err := c.cli.EnrollContext(nc, cc); err != nil {
 		nc.Close()
@@ -112,7 +114,7 @@ func (c *clients) fail(err error) {
 func (c *clients) OnOpen(conn gnet.Conn) ([]byte, gnet.Action) {
 	cc := conn.Context().(*clientConn)
 	cc.conn = conn
-	cc.hello = helloCaps(cc.user)
+	cc.hello = clientHello(c.peer, c.realHello, cc.user)
 	return cc.packet(frame.Packet{"hello", cc.hello}), gnet.None
 }
 

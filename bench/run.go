@@ -40,6 +40,8 @@ type Config struct {
 	Sources   int           // loopback source addresses (127.0.0.2 ...)
 	Binary    string        // the xpraproxy binary under test
 	Transport string        // tcp (default), ws, ssl, wss: how clients reach xpraproxy
+	Peer      string        // "3.1" (default) or "6.x": the simulated peers' xpra generation (peer.go)
+	RealHello bool          // clients send a real client's captured hello
 	Dir       string        // scratch directory (made if empty)
 	Log       func(format string, args ...any)
 }
@@ -49,6 +51,8 @@ type Config struct {
 type Result struct {
 	Proxy                string  `json:"proxy"`
 	Transport            string  `json:"transport,omitempty"`
+	Peer                 string  `json:"peer,omitempty"`
+	RealHello            bool    `json:"real_hello,omitempty"`
 	Workload             string  `json:"workload"`
 	Sessions             int     `json:"sessions"`
 	Ready                int64   `json:"ready"`
@@ -79,6 +83,9 @@ type Result struct {
 const benchPassword = "bench-password"
 
 func (c *Config) defaults() {
+	if c.Peer == "" {
+		c.Peer = Peer31
+	}
 	if c.Sessions <= 0 {
 		c.Sessions = 100
 	}
@@ -123,7 +130,8 @@ func rusage() time.Duration {
 // its own process, the clients, the workload. It stops by itself.
 func Run(cfg Config) (*Result, error) {
 	cfg.defaults()
-	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions, Transport: cfg.Transport}
+	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions, Transport: cfg.Transport,
+		Peer: cfg.Peer, RealHello: cfg.RealHello}
 	dir := cfg.Dir
 	if dir == "" {
 		var err error
@@ -155,6 +163,13 @@ func Run(cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	if cfg.Peer != Peer31 && cfg.Peer != Peer6 {
+		return nil, fmt.Errorf("bench: --peer=%s: want %s or %s", cfg.Peer, Peer31, Peer6)
+	}
+	if cfg.Peer == Peer6 && cfg.Proxy == ProxyXpra {
+		// Debian's xpra proxy is 3.1.3: it cannot decode rencodeplus.
+		return nil, fmt.Errorf("bench: xpra's 3.1.3 proxy cannot relay 6.x peers")
+	}
 	if cfg.Transport != "" && cfg.Transport != TransportTCP {
 		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
 			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy only", cfg.Transport)
@@ -175,7 +190,7 @@ func Run(cfg Config) (*Result, error) {
 	res.ProxyRSSBaseline, _ = procStats(p.pid())
 	heap0 := proxyHeap(p)
 
-	cl, err := newClients(cfg.Loops, benchPassword, cfg.Transport)
+	cl, err := newClients(cfg.Loops, benchPassword, cfg.Transport, cfg.Peer, cfg.RealHello)
 	if err != nil {
 		return nil, err
 	}

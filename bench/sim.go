@@ -98,7 +98,12 @@ func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	sc := c.Context().(*serverConn)
 	return eachPacket(c, &sc.r, nil, func(p frame.Packet) gnet.Action {
 		// Answer in the encoding the peer uses, as xpra servers do.
-		sc.w.Encoding = sc.r.Header().Flags.Encoding()
+		if enc := sc.r.Header().Flags.Encoding(); enc != sc.w.Encoding || !sc.hello {
+			sc.w = peerWriter(Peer31)
+			if enc == frame.RencodePlus {
+				sc.w = peerWriter(Peer6)
+			}
+		}
 		return s.handle(c, sc, p)
 	})
 }
@@ -114,10 +119,7 @@ func (s *server) handle(c gnet.Conn, sc *serverConn, p frame.Packet) gnet.Action
 	switch p.Type() {
 	case "hello":
 		sc.hello = true
-		s.send(c, sc, frame.Packet{"hello", frame.NewDict(
-			"version", "3.1.3", "rencode", true, "bencode", true, "compressors", []any{"lz4"}, "lz4", true,
-			"encoders", []any{"rencode", "bencode"}, "desktop_size", []any{1024, 768},
-			"max_desktop_size", []any{4096, 4096}, "session-name", "bench")})
+		s.send(c, sc, frame.Packet{"hello", serverHello(sc.w.Encoding)})
 	case "ping":
 		if len(p) > 1 {
 			s.send(c, sc, frame.Packet{"ping_echo", p[1], 0, 0, 0, 0})

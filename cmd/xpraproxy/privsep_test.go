@@ -92,10 +92,14 @@ func eventually(t *testing.T, what string, timeout time.Duration, ok func() bool
 // against the proxy.
 func TestRootPrivilegeSeparation(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("privilege separation needs root; CI runs the tests as root")
+		t.Fatal("privilege separation needs root; CI runs the tests as root")
 	}
+	forEachGen(t, testRootPrivilegeSeparation)
+}
+
+func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 	// sessionC is killed by an earlier test; D is this test's own.
-	a, b, c := srv(t, "sessionA"), srv(t, "sessionB"), srv(t, "sessionD")
+	a, b, c := g.srv(t, "sessionA"), g.srv(t, "sessionB"), g.srv(t, "sessionD")
 	// The seed's example rows (nobody/nobody: Debian has no group nobody,
 	// which falls back to nogroup as in xpra), and joe running as the
 	// test user.
@@ -114,11 +118,11 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 		return fmt.Sprintf("%s on tcp://%s@127.0.0.1:%d/", s.name, user, p.port)
 	}
 
-	foo := attach(t, url("foo", "bar"))
+	foo := g.attach(t, url("foo", "bar"))
 	// moo comes over wss://: TLS ends in the main process, the WebSocket
 	// framing moves to the worker with the connection.
-	moo := attach(t, fmt.Sprintf("wss://moo:cow@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
-	joe := attach(t, url("joe", "pw"))
+	moo := g.attach(t, fmt.Sprintf("wss://moo:cow@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
+	joe := g.attach(t, url("joe", "pw"))
 	pixelsMatch(t, a, foo, title(a, "foo"))
 	pixelsMatch(t, b, moo, fmt.Sprintf("%s on wss://moo@127.0.0.1:%d/", b.name, p.port))
 	pixelsMatch(t, c, joe, title(c, "joe"))
@@ -142,18 +146,18 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 	}
 
 	// A root account is refused, as xpra does.
-	admin := attach(t, url("admin", "pw"))
+	admin := g.attach(t, url("admin", "pw"))
 	if out := admin.exited(t, 30*time.Second); !strings.Contains(out, "cannot run proxy instances as root") {
 		t.Errorf("root target: client said:\n%s", tail([]byte(out), 1500))
 	}
 
 	// The real xpra list and info against the proxy's own socket.
-	out, err := exec.Command("xpra", "list", "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+	out, err := g.command(false, "list", "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "LIVE session at "+p.display) ||
 		!strings.Contains(string(out), fmt.Sprintf("proxy-worker-%d", nobody.pid)) {
 		t.Errorf("xpra list: %v\n%s", err, out)
 	}
-	info, err := exec.Command("xpra", "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+	info, err := g.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("xpra info %s: %v\n%s", p.display, err, info)
 	}
@@ -205,7 +209,7 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 	eventually(t, "the worker's death in the log", 5*time.Second, func() bool {
 		return strings.Contains(p.logText(), "worker died; its connections are lost")
 	})
-	joe2 := attach(t, url("joe", "pw"))
+	joe2 := g.attach(t, url("joe", "pw"))
 	pixelsMatch(t, c, joe2, title(c, "joe"))
 	if w := workerOf(workers(t, p), testUser); w.pid == 0 || w.pid == joeW.pid {
 		t.Errorf("joe's new connection should start a new worker, ps shows %+v", workers(t, p))
@@ -229,7 +233,7 @@ func TestRootPrivilegeSeparation(t *testing.T) {
 	for _, w := range workers(t, p) {
 		pids = append(pids, w.pid)
 	}
-	out, err = exec.Command("xpra", "stop", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+	out, err = g.command(false, "stop", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
 	if err != nil {
 		t.Errorf("xpra stop %s: %v\n%s", p.display, err, out)
 	}
