@@ -239,6 +239,7 @@ type Session struct {
 	reader    frame.Reader
 	enc       frame.Encoding // the client's encoder, once its hello came
 	claimed   string         // the xpra version the proxy claims to this client (ClaimedVersion)
+	closeSent bool           // a WebSocket client was sent its close frame
 	helloSeen bool
 	authed    bool       // every module passed
 	admitted  bool       // Host.Admitted was called
@@ -1258,11 +1259,13 @@ func (s *Session) beginClose() {
 	s.state = stateClosing
 	s.deadline = now.Add(closeGrace)
 	s.drainBy = now.Add(closeDrain)
-	if cf, ok := s.client.(closeFramer); ok {
-		// A browser that sees the socket end without a close frame
-		// reports an abnormal closure (1006), reconnects and loses the
-		// reason it was just sent; xpra's server sends the frame too.
-		cf.SendClose()
+	if _, ws := s.client.(closeFramer); ws {
+		// WebSocket: the close frame goes after the grace (Sweep), as
+		// xpra's server sends it when it hangs up; shutting the socket
+		// first would make a browser report an abnormal closure (1006),
+		// reconnect and lose the reason it was just sent, and a frame
+		// right behind the disconnect races it in xpra's own clients.
+		return
 	}
 	if s.client.OutboundBuffered() == 0 {
 		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
@@ -1319,10 +1322,17 @@ func (s *Session) Sweep(now time.Time) int {
 		}
 	case stateClosing:
 		drained := s.client.OutboundBuffered() == 0
-		if drained {
+		cf, ws := s.client.(closeFramer)
+		if ws && !s.closeSent && drained && now.After(s.deadline) {
+			cf.SendClose()
+			s.closeSent = true
+			drained = s.client.OutboundBuffered() == 0
+		}
+		done := !ws || s.closeSent
+		if drained && done {
 			syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
 		}
-		if (drained && now.After(s.deadline)) || now.After(s.drainBy) {
+		if (drained && done && now.After(s.deadline)) || now.After(s.drainBy) {
 			s.client.Close()
 			s.state = stateClosed
 		}

@@ -343,27 +343,60 @@ func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error
 	return nil, fmt.Errorf("xpra %s server %s (%s) did not come up:\n%s", g.name, name, s.display, tail(log, 2000))
 }
 
-// serverXAuth is the X cookie of a 6.x server's display (6.x keeps it in
-// its runtime dir, XPRA_PRIVATE_XAUTH); "" for 3.1.3's (~/.Xauthority).
+// serverXAuth is the X cookie file of a 6.x server's display (6.x keeps
+// it in its runtime dir, XPRA_PRIVATE_XAUTH: Xauthority-N, or
+// Xauthority-S<pid> for a session started with --displayfd); "" for
+// 3.1.3's displays (~/.Xauthority).
 func serverXAuth(display string) string {
 	n := strings.TrimPrefix(display, ":")
-	patterns := []string{filepath.Join(env.dir, "run6-*", "xpra", "Xauthority-"+n),
-		filepath.Join(env.dir, "*", "runtime", "xpra", "Xauthority-"+n)}
-	for _, p := range patterns {
-		if m, _ := filepath.Glob(p); len(m) > 0 {
-			return m[0]
+	var files []string
+	for _, p := range []string{filepath.Join(env.dir, "run6-*", "xpra", "Xauthority-*"),
+		filepath.Join(env.dir, "*", "runtime", "xpra", "Xauthority-*")} {
+		m, _ := filepath.Glob(p)
+		files = append(files, m...)
+	}
+	for _, f := range files {
+		if xauthHas(f, n) {
+			return f
 		}
 	}
-	// A session started with --displayfd names its cookie file after its
-	// pid (Xauthority-S<pid>): the newest one.
-	newest, when := "", time.Time{}
-	m, _ := filepath.Glob(filepath.Join(env.dir, "*", "runtime", "xpra", "Xauthority-S*"))
-	for _, f := range m {
-		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(when) {
-			newest, when = f, fi.ModTime()
+	return ""
+}
+
+// xauthHas reports whether an Xauthority file has an entry for display
+// number n (entries: family, then address, number, name and data, each a
+// 16-bit big-endian length and its bytes).
+func xauthHas(file, n string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	field := func() ([]byte, bool) {
+		if len(b) < 2 {
+			return nil, false
+		}
+		l := int(b[0])<<8 | int(b[1])
+		if len(b) < 2+l {
+			return nil, false
+		}
+		f := b[2 : 2+l]
+		b = b[2+l:]
+		return f, true
+	}
+	for len(b) >= 2 {
+		b = b[2:] // family
+		_, ok1 := field()
+		num, ok2 := field()
+		_, ok3 := field()
+		_, ok4 := field()
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			return false
+		}
+		if string(num) == n {
+			return true
 		}
 	}
-	return newest
+	return false
 }
 
 // asUserX runs an X tool against a server's display as the test user.

@@ -33,7 +33,7 @@ func TestProxyVideoRealPeers(t *testing.T) {
 	os.WriteFile(animPath, anim, 0o644)
 
 	start := func(patched bool, seconds int) *xpraServer {
-		s := &xpraServer{name: "anim", display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, fmt.Sprintf("sock-anim-%d", time.Now().UnixNano()))}
+		s := &xpraServer{name: "anim", display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, fmt.Sprintf("sock-anim-%d", time.Now().UnixNano())), gen: gen31}
 		os.MkdirAll(s.sockDir, 0o777)
 		os.Chmod(s.sockDir, 0o777)
 		args := append([]string{"start", s.display, fmt.Sprintf("--start=python3 %s %d", animPath, seconds),
