@@ -46,20 +46,34 @@ func TestRemoteHostsExample(t *testing.T) {
 	})
 }
 
-// The same database made by xpra's own sqlite_auth.py works with us
-// (the other direction is tested in authn).
+// The same database made by xpra's own sqlite module (3.1.3's
+// sqlite_auth.py, 6.x's xpra.auth.sqlite) works with us (the other
+// direction is tested in authn).
 func TestXpraMadeDatabase(t *testing.T) {
-	a := srv(t, "sessionA")
-	script := "/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py"
-	db := filepath.Join(env.dir, "xpra-made.sdb")
-	for _, args := range [][]string{{"create"}, {"add", "joe", "pw1", "nobody", "nogroup", target(a)}} {
-		if out, err := asUser("/usr/bin/python3", append([]string{script, db}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("sqlite_auth.py %v: %v %s", args, err, out)
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionA")
+		db := filepath.Join(env.dir, "xpra-made-"+g.name+".sdb")
+		script := []string{"/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py", db}
+		var extraEnv []string
+		if g.six {
+			sites, _ := filepath.Glob(filepath.Join(filepath.Dir(g.xpra), "local", "lib", "python3*", "dist-packages"))
+			if len(sites) == 0 {
+				t.Fatalf("no dist-packages beside %s", g.xpra)
+			}
+			script = []string{"-m", "xpra.auth.sqlite", db}
+			extraEnv = []string{"PYTHONPATH=" + sites[0]}
 		}
-	}
-	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT", "--tcp-auth=sqlite,filename="+db)
-	c := attach(t, fmt.Sprintf("tcp://joe:pw1@127.0.0.1:%d/", p.port))
-	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://joe@127.0.0.1:%d/", p.port))
+		for _, args := range [][]string{{"create"}, {"add", "joe", "pw1", "nobody", "nogroup", target(a)}} {
+			cmd := asUser("/usr/bin/python3", append(append([]string(nil), script...), args...)...)
+			cmd.Env = append(cmd.Env, extraEnv...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("xpra %s sqlite %v: %v %s", g.name, args, err, out)
+			}
+		}
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT", "--tcp-auth=sqlite,filename="+db)
+		c := g.attach(t, fmt.Sprintf("tcp://joe:pw1@127.0.0.1:%d/", p.port))
+		pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://joe@127.0.0.1:%d/", p.port))
+	})
 }
 
 // The seed's allow example with one local session: found in the socket
