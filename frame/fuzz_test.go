@@ -202,3 +202,29 @@ func FuzzPeekType(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStreamReader: what a server sends a dialing proxy, frames or a
+// plain-text refusal, read to the end: a refusal is printable, one line,
+// at most MaxTextLine bytes.
+func FuzzStreamReader(f *testing.F) {
+	f.Add([]byte("disconnect invalid compression: zlib is not available\n"))
+	f.Add([]byte("short"))
+	if b, err := os.ReadFile("testdata/capture6/s2c.bin"); err == nil {
+		f.Add(b[:min(len(b), 4096)])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewStreamReader(bytes.NewReader(data), fuzzLimit)
+		for i := 0; i < 64; i++ {
+			_, err := r.ReadPacket()
+			var te *TextError
+			if errors.As(err, &te) {
+				if len(te.Line) > MaxTextLine || bytes.ContainsAny([]byte(te.Line), "\n\x00") {
+					t.Fatalf("refusal line %q", te.Line)
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
