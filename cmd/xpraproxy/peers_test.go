@@ -176,10 +176,15 @@ func asUser(name string, args ...string) *exec.Cmd {
 
 var usedDisplays sync.Map
 
-// freeDisplay picks an X display number nobody uses.
+// freeDisplay picks an X display number nobody uses. A run takes a few
+// hundred (every server, proxy and client has one, and a number is never
+// reused within a run), so the range is wide.
 func freeDisplay() string {
-	for {
-		n := 300 + rand.IntN(600)
+	for tries := 0; ; tries++ {
+		if tries > 100000 {
+			panic("no free X display number")
+		}
+		n := 1000 + rand.IntN(30000)
 		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
 			continue
 		}
