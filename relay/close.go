@@ -1,0 +1,205 @@
+package relay
+
+// The end of a session: disconnect reasons, closing both sockets with a
+// grace for the reason to arrive, the sweep that enforces timeouts and
+// backpressure, and the ways the reactor ends a session.
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+func (s *Session) relayError(p *pipe, err error) {
+	if s.state != stateRelay {
+		return
+	}
+	if p.toServer {
+		s.logger().Info("invalid packet from client", "err", err)
+		s.disconnect("protocol error", strings.TrimPrefix(err.Error(), "frame: "))
+	} else {
+		s.logger().Warn("invalid packet from server", "err", err)
+		s.disconnect("server error", "invalid packet from the server")
+	}
+}
+
+// send writes a packet of the proxy's own to the client, in the client's
+// encoder, uncompressed (these packets are small).
+func (s *Session) send(p frame.Packet) {
+	w := frame.Writer{Encoding: s.enc}
+	b, err := w.AppendPacket(nil, p)
+	if err != nil {
+		s.logger().Error("cannot encode packet", "packet", p.String(), "err", err)
+		return
+	}
+	s.client.Write(b)
+}
+
+// disconnect sends the client an xpra disconnect packet (or xpra's text
+// line before a hello) and ends the session; the server, if any, is told
+// the client is gone.
+func (s *Session) disconnect(reason string, extra ...string) {
+	if s.state == stateClosing || s.state == stateClosed {
+		return
+	}
+	if s.state == stateRelay && s.s2c != nil && !s.s2c.finishPacket() {
+		// The client is in the middle of a packet whose rest is not
+		// here: a packet of ours would corrupt its stream. Close only.
+		s.logger().Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
+		s.closeServer("client connection lost")
+		s.beginClose()
+		return
+	}
+	if s.helloSeen {
+		p := frame.Packet{"disconnect", reason}
+		for _, e := range extra {
+			p = append(p, e)
+		}
+		s.send(p)
+	} else {
+		s.client.Write([]byte("disconnect: " + strings.Join(append([]string{reason}, extra...), ", ") + "\n"))
+	}
+	s.closeServer("client connection lost")
+	s.beginClose()
+}
+
+func (s *Session) closeServer(why string) {
+	if s.server == nil {
+		return
+	}
+	if s.state == stateRelay && (s.c2s == nil || s.c2s.finishPacket()) {
+		w := frame.Writer{Encoding: s.enc}
+		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", "server shutdown", why}); err == nil {
+			s.server.Write(b)
+		}
+	}
+	s.server.Close()
+	s.server = nil
+}
+
+// beginClose stops reading the client, half-closes its socket once our
+// last bytes are out, and closes it after closeGrace (Sweep) so that the
+// client can read the reason.
+func (s *Session) beginClose() {
+	s.host.Watch(s)
+	now := time.Now()
+	s.state = stateClosing
+	s.deadline = now.Add(closeGrace)
+	s.drainBy = now.Add(closeDrain)
+	if _, ws := s.client.(closeFramer); ws {
+		// WebSocket: the close frame goes after the grace (Sweep), as
+		// xpra's server sends it when it hangs up; shutting the socket
+		// first would make a browser report an abnormal closure (1006),
+		// reconnect and lose the reason it was just sent, and a frame
+		// right behind the disconnect races it in xpra's own clients.
+		return
+	}
+	if s.client.OutboundBuffered() == 0 {
+		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+	}
+}
+
+// OnClientClosed: the client's socket is gone.
+func (s *Session) OnClientClosed(err error) {
+	if s.state == stateRelay {
+		s.logger().Info("client connection lost", "user", s.logUser(), "err", err)
+	}
+	if s.cfg.Pools != nil && s.state != stateHandedOff {
+		s.cfg.Pools.Release(s.ID)
+	}
+	s.closeServer("client connection lost")
+	s.state = stateClosed
+}
+
+// OnServerClosed: the backend's socket is gone.
+func (s *Session) OnServerClosed(err error) {
+	if s.state != stateRelay {
+		return
+	}
+	s.server = nil
+	s.logger().Info("server connection lost", "user", s.logUser(), "err", err)
+	s.disconnect("server shutdown", "server connection lost")
+}
+
+// Sweep enforces the timeouts and backpressure; called on the loop about
+// every 100 ms. It returns the bytes the session holds in buffers.
+func (s *Session) Sweep(now time.Time) int {
+	switch s.state {
+	case stateHello, stateChallenge, stateBusy, stateStop:
+		if now.After(s.deadline) {
+			s.logger().Info("login timeout", "user", s.logUser())
+			s.disconnect("login timeout")
+		}
+	case stateRelay:
+		s.maybePing(now)
+		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
+			s.logger().Info("idle timeout", "user", s.logUser())
+			s.disconnect("idle timeout")
+			break
+		}
+		for _, p := range []*pipe{s.c2s, s.s2c} {
+			if p.paused && p.dst.OutboundBuffered() <= lowWater {
+				p.paused = false
+				s.pump(p)
+			}
+		}
+		if held := s.Buffered(); s.cfg.MaxSessionBuffer > 0 && held > s.cfg.MaxSessionBuffer {
+			s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", held)
+			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
+		}
+	case stateClosing:
+		drained := s.client.OutboundBuffered() == 0
+		cf, ws := s.client.(closeFramer)
+		if ws && !s.closeSent && drained && now.After(s.deadline) {
+			cf.SendClose()
+			s.closeSent = true
+			drained = s.client.OutboundBuffered() == 0
+		}
+		done := !ws || s.closeSent
+		if drained && done {
+			syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+		}
+		if (drained && done && now.After(s.deadline)) || now.After(s.drainBy) {
+			s.client.Close()
+			s.state = stateClosed
+		}
+	}
+	return s.Buffered()
+}
+
+// Buffered is the bytes held for this session in user space.
+func (s *Session) Buffered() int {
+	n := s.client.InboundBuffered() + s.client.OutboundBuffered()
+	if s.server != nil {
+		n += s.server.InboundBuffered() + s.server.OutboundBuffered()
+	}
+	return n
+}
+
+// Shed ends the session because the proxy is over its global budget.
+func (s *Session) Shed() {
+	s.logger().Warn("global buffer budget exceeded", "user", s.logUser(), "bytes", s.Buffered())
+	s.disconnect("connection too slow", "proxy buffer budget exceeded")
+}
+
+// Forget drops a session whose connection turned out not to speak xpra
+// (HTTP, TLS): nothing is written, the connection lives on elsewhere.
+func (s *Session) Forget() { s.state = stateClosed }
+
+// Reject ends the session with a disconnect reason the client can show
+// (bad input found by the transport, such as an oversized WebSocket
+// frame).
+func (s *Session) Reject(reason string, extra ...string) {
+	s.logger().Info("connection rejected", "user", s.logUser(), "reason", reason, "detail", strings.Join(extra, " "))
+	s.disconnect(reason, extra...)
+}
+
+// Stop ends the session on request (xpraproxy stop :proxy-ID), telling
+// both peers why.
+func (s *Session) Stop(why string) {
+	s.logger().Info("stopping", "user", s.logUser(), "why", why)
+	s.disconnect("server shutdown", why)
+}

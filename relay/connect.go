@@ -1,0 +1,446 @@
+package relay
+
+// From login to relaying: finding the session the user may use (or
+// starting one), dialing it off the loop, and moving the backend onto the
+// session's loop.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+)
+
+// authenticated: answer requests, else find the session and connect.
+func (s *Session) authenticated() {
+	s.authed = true
+	s.cfg.Throttle.Succeeded(s.source())
+	s.reader.MaxPacketSize = s.cfg.MaxPacketSize
+	s.logger().Info("authenticated", "user", s.logUser())
+	switch r := request(s.caps); r {
+	case "", "connect_test":
+	case "info", "stop", "id":
+		s.answer(r)
+		return
+	default:
+		s.disconnect("permission error", "invalid request: "+r)
+		return
+	}
+	s.state = stateBusy
+	requested := requestedDisplay(s.caps)
+	var (
+		err   error
+		acct  authn.Account
+		cands []Candidate
+		pool  *Pool
+		start *StartRequest
+	)
+	id := s.identity
+	root := s.cfg.HandOff != nil
+	sns, wantsNew := s.caps.Dict("start-new-session")
+	clientEnc := PeerEncoders(s.caps)
+	s.goWork(WorkDial, func() {
+		var aerr error
+		acct, aerr = authn.ResolveAccount(id)
+		switch {
+		case aerr != nil && root:
+			err = &authn.SessionError{Reason: "authentication error", Message: "cannot find the account to run as"}
+			return
+		case root && acct.Root():
+			err = &authn.SessionError{Reason: "authentication error", Message: "cannot run proxy instances as root"}
+			return
+		}
+		if wantsNew {
+			start, err = s.startRequest(sns, acct, root, id.SessionOptions, clientEnc)
+			return
+		}
+		cands, pool, err = s.chooseTarget(id, requested, acct, root)
+		var se *authn.SessionError
+		if errors.As(err, &se) && se.Message == "no displays found" && s.cfg.StartSessions {
+			// xpra's proxy starts a session for a user who has none.
+			start, err = s.startRequest(nil, acct, root, id.SessionOptions, clientEnc)
+		}
+	}, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		if root {
+			s.handOff(cands, start, acct, id.SessionOptions)
+			return
+		}
+		// As in xpra, a proxy that is not root relays (and starts
+		// sessions) as itself.
+		if start != nil {
+			s.startAndConnect(start, id.SessionOptions)
+			return
+		}
+		s.connect(cands, pool, id.SessionOptions)
+	})
+}
+
+// startRequest validates a start-new-session (nil: a plain new session)
+// against the configuration and the user's limit; off the loop.
+func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, opts []authn.Option, client Encoders) (*StartRequest, error) {
+	if !s.cfg.StartSessions {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
+	}
+	switch {
+	case !root && !s.cfg.StartAsProxyUser:
+		// The proxy's own account can read its user database and keys:
+		// a user's commands never run as it unless the operator says so.
+		return nil, &authn.SessionError{Reason: "session not found error",
+			Message: "this proxy does not start sessions: it does not run as root (see --proxy-start-as-proxy-user)"}
+	case root && (acct.Name == "" || acct.UID == nobodyUID):
+		// nobody is shared by every unmapped user.
+		return nil, &authn.SessionError{Reason: "session not found error",
+			Message: "this user has no local account to start a session as"}
+	}
+	r, ignored, err := ParseStartRequest(sns, StartPolicy{Commands: s.cfg.StartCommands, Env: s.cfg.StartEnv})
+	if err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	// The xpra that starts it: of the client's generation, from the
+	// user's row (start-xpra=PATH[:PATH]) or the proxy's list.
+	var rowPaths []string
+	for _, o := range opts {
+		if o.Key == "start-xpra" {
+			rowPaths = strings.FieldsFunc(o.Value, func(r rune) bool { return r == ':' || r == ';' })
+		}
+	}
+	prog, enc, err := s.cfg.StartXpra.Choose(rowPaths, client)
+	if err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	if r.Mode, err = Subcommand(r.Mode, enc); err != nil {
+		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+	}
+	r.Xpra = prog
+	if len(ignored) > 0 {
+		s.logger().Warn("start-new-session options ignored", "user", s.logUser(), "options", strings.Join(ignored, ","))
+	}
+	if max := s.cfg.MaxStartedSessions; max > 0 {
+		dirs, uid := s.userDirs(acct, root)
+		if n := len(authn.LocalSessions(dirs, s.cfg.Hostname, uid, time.Second)); n >= max {
+			return nil, &authn.SessionError{Reason: "session not found error",
+				Message: fmt.Sprintf("too many sessions: %d running, the limit is %d", n, max)}
+		}
+	}
+	return r, nil
+}
+
+// startAndConnect starts the new session as this process's user, then
+// connects to it.
+func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
+	s.state = stateBusy
+	// `xpra start` takes seconds: the login deadline moves.
+	s.deadline = time.Now().Add(3*s.cfg.ConnectTimeout + time.Second)
+	var (
+		c   Candidate
+		err error
+	)
+	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
+	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", logsafe.String(strings.Join(r.Args, " ")))
+	s.goWork(WorkDial, func() {
+		if len(dirs) == 0 {
+			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}
+			return
+		}
+		os.MkdirAll(dirs[0], 0o700)
+		c, err = StartSession(r, dirs[0], s.cfg.Hostname, 2*s.cfg.ConnectTimeout)
+	}, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		s.logger().Info("new session started", "user", s.logUser(), "display", c.Display)
+		s.connect([]Candidate{c}, nil, opts)
+	})
+}
+
+// connect dials the target off the loop, then moves the logged-in
+// backend onto the session's loop.
+func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
+	s.state = stateBusy
+	var (
+		b        *Backend
+		err      error
+		link     *LinkOptions
+		warnings []string
+		display  string
+		target   authn.Target
+	)
+	caps, enc := s.caps, s.enc
+	clientEnc := PeerEncoders(caps)
+	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
+	s.goWork(WorkDial, func() {
+		for i, c := range cands {
+			display, target = c.Display, c.Target
+			key := target.Network + ":" + target.Address
+			if known := s.cfg.Generations.Of(key); !clientEnc.Compatible(known) {
+				// Known from an earlier hello or refusal: no dial.
+				err = mismatchError(clientEnc, known, "")
+				if i < len(cands)-1 {
+					continue
+				}
+				break
+			}
+			var hello frame.Dict
+			hello, link, warnings = ServerHello(caps, target, opts)
+			if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
+				for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
+					k, _ := frame.AsText(kv.Key)
+					hello.Set(k, kv.Value)
+				}
+			}
+			pw := target.Password
+			if pw == "" {
+				pw = link.Password
+			}
+			if !s.cfg.Connects.Acquire(key) {
+				err = errTargetBusy
+				break
+			}
+			b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
+				Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
+				Link: link})
+			s.cfg.Connects.Release(key)
+			var be *BackendError
+			if err == nil {
+				s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
+			} else if errors.As(err, &be) && be.Refused != "" {
+				if server := RefusalEncoders(be.Refused, clientEnc); server != 0 && !clientEnc.Compatible(server) {
+					s.cfg.Generations.Learn(key, server)
+					err = mismatchError(clientEnc, server, be.Refused)
+					if i < len(cands)-1 {
+						s.logger().Info("target of another xpra generation, trying the next in its pool", "target", target.String())
+						continue
+					}
+					break
+				}
+			}
+			if err == nil || i == len(cands)-1 || !errors.As(err, &be) || be.Message != "failed to connect to display" {
+				break
+			}
+			// A pool member that does not answer: the next one.
+			next := cands[i+1].Display
+			if pool != nil {
+				pool.Failed(s.ID, c.Display, next)
+			}
+			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", authn.RedactDisplay(next))
+		}
+	}, func() {
+		for _, w := range warnings {
+			s.logger().Warn(w, "user", s.logUser())
+		}
+		if s.state != stateBusy {
+			if b != nil {
+				b.Conn.Close()
+			}
+			return
+		}
+		if errors.Is(err, errTargetBusy) {
+			s.retryConnect(cands, pool, opts)
+			return
+		}
+		if err != nil {
+			s.connectFailed(err)
+			return
+		}
+		s.display, s.target = authn.RedactDisplay(display), target.String()
+		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
+		s.s2c = &pipe{s: s, name: "server→client", link: link}
+		if err := s.host.Enroll(s, b); err != nil {
+			b.Conn.Close()
+			s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+		}
+	})
+}
+
+// errTargetBusy: the target has as many dials in progress as the
+// ConnectLimiter allows.
+var errTargetBusy = &BackendError{Reason: "server error", Message: "too many connections in progress to this server, try again later"}
+
+// connectRetry is how long a login waits before trying a busy target
+// again.
+const connectRetry = 25 * time.Millisecond
+
+// retryConnect tries the dial again shortly, holding no worker while it
+// waits: a burst of logins to one server queues, and a server that never
+// answers delays only the logins to it. Past the login deadline the
+// client is told why.
+func (s *Session) retryConnect(cands []Candidate, pool *Pool, opts []authn.Option) {
+	if time.Now().Add(connectRetry).After(s.deadline) {
+		s.connectFailed(errTargetBusy)
+		return
+	}
+	time.AfterFunc(connectRetry, func() {
+		s.host.Post(func() {
+			if s.state == stateBusy {
+				s.connect(cands, pool, opts)
+			}
+		})
+	})
+}
+
+// chooseTarget runs off the loop: the display, then its address.
+// As root, local sessions are those of the account the relay runs as, in
+// the socket directories expanded for it (xpra's get_sessions with
+// check_uid). A `pool:NAME` display gives the pool's live targets in
+// policy order.
+func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) ([]Candidate, *Pool, error) {
+	candidates := id.Displays
+	dirs, uid := s.userDirs(acct, root)
+	if !id.Explicit {
+		for _, ls := range authn.LocalSessions(dirs, s.cfg.Hostname, uid, 2*time.Second) {
+			candidates = append(candidates, ls.Display)
+		}
+	}
+	display, err := authn.ChooseDisplay(candidates, requested, s.cfg.OwnDisplay)
+	if err != nil {
+		return nil, nil, err
+	}
+	if name, ok := strings.CutPrefix(display, PoolPrefix); ok {
+		pool := s.cfg.Pools[name]
+		if pool == nil {
+			return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "no target pool " + name}
+		}
+		displays, targets, err := pool.Pick(s.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := make([]Candidate, len(displays))
+		for i := range displays {
+			out[i] = Candidate{Display: displays[i], Target: targets[i]}
+		}
+		return out, pool, nil
+	}
+	t, err := authn.ParseTarget(display)
+	if err != nil {
+		return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
+	}
+	if t.Network == "unix" && t.Address == "" {
+		if t.Address, err = authn.FindSocket(dirs, s.cfg.Hostname, t.Display); err != nil {
+			return nil, nil, err
+		}
+	}
+	return []Candidate{{Display: display, Target: t}}, nil, nil
+}
+
+// userDirs are the socket directories of the account (expanded for it
+// when the proxy is root) and the uid whose sockets count.
+func (s *Session) userDirs(acct authn.Account, root bool) ([]string, int) {
+	if !root {
+		return s.cfg.SocketDirs, s.cfg.UID
+	}
+	dirs := s.cfg.UserSocketDirs
+	if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
+		dirs = make([]string, len(s.cfg.UserSocketDirs))
+		for i, d := range s.cfg.UserSocketDirs {
+			dirs[i] = authn.ExpandDir(d, u)
+		}
+	}
+	return dirs, acct.UID
+}
+
+func (s *Session) connectFailed(err error) {
+	var se *authn.SessionError
+	var be *BackendError
+	switch {
+	case errors.As(err, &se):
+		s.outcome("no-session")
+		s.logger().Info("no session", "user", s.logUser(), "reason", se.Message)
+		s.disconnect(se.Reason, se.Message)
+	case errors.As(err, &be):
+		s.outcome("unreachable")
+		s.logger().Info("target unreachable", "user", s.logUser(), "err", err)
+		s.disconnect(be.Reason, be.Message)
+	default:
+		s.outcome("error")
+		s.logger().Warn("connect failed", "user", s.logUser(), "err", err)
+		s.disconnect("server error", "target unreachable")
+	}
+}
+
+// BackendFailed is called on the loop when a logged-in backend could not
+// be moved onto it.
+func (s *Session) BackendFailed(err error) {
+	if s.state == stateBusy {
+		s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+	}
+}
+
+// ServerOpened is called on the loop once the backend's socket is served
+// by it: the relay starts with the server's (filtered) hello.
+func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
+	if s.state != stateBusy {
+		server.Close()
+		return
+	}
+	s.server = server
+	s.admit()
+	s.c2s.src, s.c2s.dst = s.client, server
+	s.s2c.src, s.s2c.dst = server, s.client
+	s.c2s.max = s.cfg.MaxPacketSize
+	s.s2c.max = frame.AbsMaxPacketSize
+	s.s2c.video = s.cfg.Video != nil && !s.s2c.link.Uncompressed()
+	s.c2s.reader.MaxPacketSize = s.cfg.MaxPacketSize
+	s.s2c.reader.MaxPacketSize = frame.AbsMaxPacketSize
+	s.state = stateRelay
+	s.active = now
+	if s.cfg.PingInterval > 0 {
+		s.ping = newPinger(s.caps, b.Hello)
+		if s.ping != nil {
+			s.ping.last = now
+		}
+	}
+	w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
+	if s.s2c.link.Uncompressed() {
+		s.s2c.compress = s.clientCompression()
+		w.Compression = s.s2c.compress
+	}
+	out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
+	if err != nil {
+		s.disconnect("server error", "cannot forward the server's hello")
+		return
+	}
+	s.client.Write(out)
+	s.outcome("relayed")
+	s.logger().Info("relaying", "user", s.logUser(), "display", s.display, "target", s.target)
+	// The handshake's state is not needed any more; an idle session
+	// should hold as little as possible.
+	s.caps, s.identity, s.challenge = nil, nil, nil
+	s.reader = frame.Reader{}
+	s.pump(s.c2s)
+	s.pump(s.s2c)
+}
+
+// clientCompression is the compressor the client would get from the
+// server: lz4 at the client's level when it has lz4.
+func (s *Session) clientCompression() frame.Compression {
+	level, ok := s.caps.Int("compression_level")
+	if !ok {
+		level = 1
+	}
+	if level <= 0 {
+		return frame.NoCompression
+	}
+	if lz4, _ := s.caps.Bool("lz4"); lz4 || slices.Contains(s.caps.Texts("compressors"), "lz4") {
+		return frame.AlgoLZ4.WithLevel(int(level))
+	}
+	return frame.AlgoZlib.WithLevel(int(level))
+}

@@ -1,0 +1,247 @@
+package relay
+
+// The login phase: the client's hello, requests answered before login,
+// the challenge and the authentication modules, on and off the loop.
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+func (s *Session) readHandshake(now time.Time) {
+	for s.state == stateHello || s.state == stateChallenge {
+		p, ok := s.nextPacket()
+		if !ok {
+			return
+		}
+		if p == nil {
+			continue
+		}
+		if p.Type() != "hello" {
+			s.disconnect("protocol error", fmt.Sprintf("unexpected %s before authentication", p))
+			return
+		}
+		s.onHello(p, now)
+	}
+}
+
+// nextPacket parses the client's next packet before the relay starts (a
+// nil packet: a chunk of one). ok is false when more bytes are needed or
+// the session ended on bad input.
+func (s *Session) nextPacket() (frame.Packet, bool) {
+	n := s.client.InboundBuffered()
+	if n == 0 {
+		return nil, false
+	}
+	buf, err := s.client.Peek(n)
+	if err != nil {
+		return nil, false
+	}
+	if !s.helloSeen && buf[0] != frame.Magic {
+		s.garbage(buf)
+		return nil, false
+	}
+	p, used, err := s.reader.Next(buf)
+	if errors.Is(err, frame.ErrShortBuffer) {
+		return nil, false
+	}
+	if err != nil {
+		s.protocolError(err)
+		return nil, false
+	}
+	s.client.Discard(used)
+	return p, true
+}
+
+// garbage answers a non-xpra client the way xpra does before any hello:
+// a plain-text line, no header.
+func (s *Session) garbage(buf []byte) {
+	guess := fmt.Sprintf("character 0x%02x, not an xpra client?", buf[0])
+	switch {
+	case len(buf) >= 4 && string(buf[:4]) == "GET ":
+		guess = "HTTP GET request"
+	case buf[0] == 0x16:
+		guess = "SSL packet?"
+	case len(buf) >= 4 && string(buf[:4]) == "SSH-":
+		guess = "SSH packet"
+	}
+	s.logger().Info("invalid first bytes", "guess", guess)
+	s.client.Discard(len(buf))
+	s.client.Write([]byte("disconnect: invalid packet format, " + guess + "\n"))
+	s.beginClose()
+}
+
+func (s *Session) protocolError(err error) {
+	s.logger().Info("invalid packet from client", "err", err)
+	msg := err.Error()
+	var he *frame.HeaderError
+	if errors.As(err, &he) {
+		msg = he.Reason
+	}
+	if !s.helloSeen {
+		s.client.Write([]byte("disconnect: invalid packet format, " + strings.TrimPrefix(msg, "frame: ") + "\n"))
+		s.beginClose()
+		return
+	}
+	s.disconnect("protocol error", strings.TrimPrefix(msg, "frame: "))
+}
+
+// onHello handles the client's hello: requests that need no login,
+// then one authentication round per module.
+func (s *Session) onHello(p frame.Packet, now time.Time) {
+	var caps frame.Dict
+	ok := len(p) >= 2
+	if ok {
+		caps, ok = p[1].(frame.Dict)
+	}
+	if !ok {
+		s.disconnect("protocol error", "invalid hello packet")
+		return
+	}
+	s.enc = s.reader.Header().Flags.Encoding()
+	s.helloSeen = true
+	s.claimed = ClaimedVersion(caps)
+	if _, ok := caps.Text("version"); !ok {
+		s.disconnect("version error", "remote version not available!")
+		return
+	}
+	if request(caps) == "version" {
+		s.send(frame.Packet{"hello", frame.NewDict("version", s.claimed, "xpraproxy.version", Version)})
+		s.beginClose()
+		return
+	}
+	s.caps = caps
+	if s.user == "" {
+		s.user, _ = caps.Text("username")
+		if len(s.user) > MaxUsernameLength {
+			s.disconnect("authentication failed", "invalid username")
+			return
+		}
+	}
+	if ok, wait := s.cfg.Throttle.Allow(s.source(), s.user); !ok {
+		s.outcome("throttled")
+		s.disconnect("authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
+		return
+	}
+	if s.state == stateChallenge {
+		s.verifyRound()
+		return
+	}
+	s.nextRound()
+}
+
+// request returns the hello's one-shot request: "info", "version", ...
+func request(caps frame.Dict) string {
+	if r, ok := caps.Text("request"); ok {
+		return r
+	}
+	for _, r := range []string{"version", "info", "id", "connect_test", "stop"} {
+		if v, _ := caps.Bool(r + "_request"); v {
+			return r
+		}
+	}
+	return ""
+}
+
+// nextRound authenticates with the next module: a challenge first if it
+// needs one, then the module's decision off the loop.
+func (s *Session) nextRound() {
+	if len(s.cfg.Modules) == 0 {
+		// xpra's proxy refuses to run without authentication.
+		s.disconnect("session not found error", "no sessions found")
+		return
+	}
+	if s.module >= len(s.cfg.Modules) {
+		s.authenticated()
+		return
+	}
+	m := s.cfg.Modules[s.module]
+	if m.Challenge() {
+		s.sendChallenge()
+		return
+	}
+	s.authenticate(m, nil, nil)
+}
+
+func (s *Session) sendChallenge() {
+	var ch *authn.Challenge
+	var err error
+	if authn.NeedsCleartext(s.cfg.Modules[s.module]) {
+		ch, err = authn.NewCleartextChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"))
+	} else {
+		ch, err = authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
+	}
+	if err != nil {
+		s.logger().Info("cannot challenge the client", "err", err)
+		s.disconnect("authentication failed", "no supported digest")
+		return
+	}
+	s.challenge = ch
+	s.state = stateChallenge
+	s.deadline = time.Now().Add(s.cfg.ChallengeTimeout)
+	s.send(frame.Packet{"challenge", ch.ServerSalt, "", string(ch.Digest), string(ch.SaltDigest), "password"})
+}
+
+func (s *Session) verifyRound() {
+	resp, _ := s.caps.Get("challenge_response")
+	salt, _ := s.caps.Get("challenge_client_salt")
+	// Text values become bytes as xpra's strtobytes makes them (latin-1):
+	// the HTML5 client sends its salt as text.
+	r, _ := frame.AsBytes(resp)
+	cs, _ := frame.AsBytes(salt)
+	verify := s.challenge.Verifier(r, cs)
+	password, _ := s.challenge.Cleartext(r, cs)
+	s.challenge = nil // a salt is good for one answer only
+	if verify == nil {
+		s.cfg.Throttle.Failed(s.source(), s.user)
+		s.logger().Info("authentication failed", "user", s.logUser(), "why", "no usable challenge response")
+		s.disconnect("authentication failed")
+		return
+	}
+	s.authenticate(s.cfg.Modules[s.module], verify, password)
+}
+
+// authenticate runs module m off the loop.
+func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, password []byte) {
+	s.state = stateBusy
+	req := authn.Request{Username: s.user, Peer: s.peer, Verify: verify, Password: password, Conn: s.client}
+	var (
+		id  *authn.Identity
+		err error
+	)
+	s.goWork(WorkAuth, func() { id, err = m.Authenticate(req) }, func() {
+		if s.state != stateBusy {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, authn.ErrAuthFailed) {
+				s.cfg.Throttle.Failed(s.source(), s.user)
+				s.outcome("auth-failed")
+				s.logger().Info("authentication failed", "user", s.logUser(), "module", m.Name(), "why", authn.Why(err))
+				if why := authn.Why(err); why != "" {
+					s.disconnect("authentication failed", why)
+				} else {
+					s.disconnect("authentication failed")
+				}
+			} else {
+				s.outcome("auth-error")
+				s.logger().Warn("authentication error", "user", s.logUser(), "module", m.Name(), "err", err)
+				s.disconnect("authentication error", "cannot access sessions")
+			}
+			return
+		}
+		// The first module that lists sessions decides them (xpra's
+		// get_sessions order).
+		if s.identity == nil || (!s.identity.Explicit && id.Explicit) {
+			s.identity = id
+		}
+		s.module++
+		s.state = stateHello
+		s.nextRound()
+	})
+}
