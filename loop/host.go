@@ -1,0 +1,91 @@
+package loop
+
+// host is what the reactor provides to a session (relay.Host): off-loop
+// work, posting back to the loop, watching, and moving a backend onto the
+// session's loop; and gnet's log lines in the proxy's log.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// host implements relay.Host for sessions of one loop.
+type host struct {
+	srv *Server
+	el  gnet.EventLoop
+	ls  *loopState
+	t   *ticket
+}
+
+// Admitted: the client logged in and leaves the pre-login caps.
+func (h *host) Admitted(*relay.Session) { h.t.admitted() }
+
+// Detach closes the loop's connection now, on the loop, so that nothing
+// more is read from it; the socket lives on in a dup.
+func (h *host) Detach(c relay.Conn) {
+	switch v := c.(type) {
+	case *wsConn:
+		_ = h.el.Close(v.Conn)
+	case peerConn:
+		_ = h.el.Close(v.Conn)
+	case gnet.Conn:
+		_ = h.el.Close(v)
+	}
+}
+
+// Post runs fn on the session's loop.
+func (h *host) Post(fn func()) {
+	_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		fn()
+		return nil
+	}))
+}
+
+// Watch puts the session on the loop's short sweep list (loop only).
+func (h *host) Watch(s *relay.Session) { h.ls.urgent[s] = struct{}{} }
+
+// Go queues work in the pool of its kind, then runs done on the
+// session's loop; false when the pool's queue is full.
+func (h *host) Go(kind relay.WorkKind, work, done func()) bool {
+	p := h.srv.auth
+	if kind == relay.WorkDial {
+		p = h.srv.dial
+	}
+	return p.submit(job{el: h.el, work: work, done: done})
+}
+
+// Enroll moves a logged-in backend onto the session's loop; OnOpen then
+// hands it to the session.
+func (h *host) Enroll(sess *relay.Session, b *relay.Backend) error {
+	ch, err := h.el.Enroll(gnet.NewContext(context.Background(), &serverCtx{s: sess, b: b}), b.Conn)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if r := <-ch; r.Err != nil {
+			h.srv.log.Warn("cannot enroll backend", "session", sess.ID, "err", r.Err)
+			_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				sess.BackendFailed(r.Err)
+				return nil
+			}))
+		}
+	}()
+	return nil
+}
+
+// gnetLogger sends gnet's own messages to slog, its chatter at debug level.
+type gnetLogger struct{ log *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.log.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.log.Debug(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.log.Warn(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.log.Error(fmt.Sprintf(f, a...), "from", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) {
+	g.log.Error(fmt.Sprintf(f, a...), "from", "gnet")
+	os.Exit(1)
+}
