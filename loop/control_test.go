@@ -94,8 +94,7 @@ func itoa(n int64) string { return fmt.Sprint(n) }
 func TestAdopt(t *testing.T) {
 	fs := startFakeServer(t, "")
 	ended := make(chan uint64, 1)
-	cfg := &relay.Config{ConnectTimeout: 5 * time.Second, LoginTimeout: 5 * time.Second, MaxPacketSize: 16 << 20,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := &relay.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: relay.Limits{ConnectTimeout: 5 * time.Second, LoginTimeout: 5 * time.Second, MaxPacketSize: 16 << 20}}
 	// gnet needs a listener to lend its loops.
 	refuse := *cfg
 	srv := New([]Listener{{Network: "unix", Address: filepath.Join(t.TempDir(), "refuse"), Config: &refuse}},

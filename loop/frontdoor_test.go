@@ -150,7 +150,7 @@ func TestWebSocketRequireMask(t *testing.T) {
 // user's relaying session.
 func TestBudgetShedsStrangersFirst(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), MaxSessionBuffer: 1 << 30},
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
 		Options{MaxBufferTotal: 64 << 10})
 	user := dialProxy(t, addr)
 	if p := user.login(t, "foo", "bar"); p.Type() != "hello" {
@@ -240,7 +240,7 @@ func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReade
 // If the event loops end without Stop (gnet gave up), Run reports an
 // error, so that the process exits non-zero and a supervisor restarts it.
 func TestEngineEndIsAnError(t *testing.T) {
-	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://127.0.0.1:1/"), LoginTimeout: time.Second}
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://127.0.0.1:1/"), Limits: relay.Limits{LoginTimeout: time.Second}}
 	srv := New([]Listener{{Network: "tcp", Address: "127.0.0.1:0", Config: &cfg}}, Options{})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Run() }()

@@ -84,7 +84,7 @@ func TestConcurrentSessions(t *testing.T) {
 func TestSlowReaderBounded(t *testing.T) {
 	fs := startFakeServer(t, "")
 	const limit = 8 << 20
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), MaxSessionBuffer: limit}, Options{})
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: limit}}, Options{})
 	slow := dialProxy(t, addr)
 	if p := slow.login(t, "foo", "bar"); p.Type() != "hello" {
 		t.Fatal(p)
@@ -141,7 +141,7 @@ func TestSlowReaderBounded(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), IdleTimeout: 400 * time.Millisecond}, Options{})
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{IdleTimeout: 400 * time.Millisecond}}, Options{})
 	tc := dialProxy(t, addr)
 	if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
 		t.Fatal(p)
@@ -162,7 +162,7 @@ func TestIdleTimeout(t *testing.T) {
 // while a quiet session stays.
 func TestGlobalBudget(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), MaxSessionBuffer: 1 << 30},
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
 		Options{MaxBufferTotal: 16 << 20})
 	quiet := dialProxy(t, addr)
 	if p := quiet.login(t, "foo", "bar"); p.Type() != "hello" {

@@ -407,7 +407,7 @@ func TestFailures(t *testing.T) {
 		"gone|x|||tcp://127.0.0.1:"+fmt.Sprint(dead)+"/",
 		"two|x|||tcp://"+fs.addr()+"/,tcp://127.0.0.1:1/",
 	)
-	addr, _ := startProxy(t, relay.Config{Modules: mods, LoginTimeout: 500 * time.Millisecond, ChallengeTimeout: time.Second}, Options{})
+	addr, _ := startProxy(t, relay.Config{Modules: mods, Limits: relay.Limits{LoginTimeout: 500 * time.Millisecond, ChallengeTimeout: time.Second}}, Options{})
 	t.Run("wrong password", func(t *testing.T) {
 		expectDisconnect(t, dialProxy(t, addr).login(t, "foo", "nope"), "authentication failed")
 	})

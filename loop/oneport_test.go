@@ -34,9 +34,7 @@ func startOnePort(t *testing.T, fs *fakeServer, html string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), LoginTimeout: 2 * time.Second,
-		ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: relay.Limits{LoginTimeout: 2 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20}}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: tlsCfg, HTML: html}},
 		Options{HTTPTimeout: time.Second})

@@ -106,8 +106,7 @@ func TestPools(t *testing.T) {
 // peers' own pings and echoes pass through untouched.
 func TestProxyPings(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"),
-		PingInterval: 150 * time.Millisecond}, Options{})
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{PingInterval: 150 * time.Millisecond}}, Options{})
 	tc := dialProxy(t, addr)
 	if p := tc.login(t, "foo", "bar", "ping-echo-sourceid", true); p.Type() != "hello" {
 		t.Fatalf("login: %s", packetText(p))

@@ -205,7 +205,7 @@ func TestSupervisorWorkers(t *testing.T) {
 	needRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
-		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{ConnectTimeout: time.Second,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second},
 			SocketDirs: []string{t.TempDir()}, Hostname: "test"}}
 	defer sup.Close(5 * time.Second)
 	acct := nobody()
@@ -319,7 +319,7 @@ func TestSupervisorPerConnection(t *testing.T) {
 	needRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], PerConnection: true, IdleTimeout: time.Hour, Output: logs,
-		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{ConnectTimeout: time.Second, Hostname: "test"}}
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second}, Hostname: "test"}}
 	defer sup.Close(5 * time.Second)
 	a, err := sup.workerFor(nobody())
 	if err != nil {
@@ -348,7 +348,7 @@ func TestSupervisorBurstStartsOneWorker(t *testing.T) {
 	needRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
-		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{ConnectTimeout: time.Second, Hostname: "test"}}
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second}, Hostname: "test"}}
 	defer sup.Close(5 * time.Second)
 	var wg sync.WaitGroup
 	got := make([]*worker0, 16)

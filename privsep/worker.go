@@ -28,23 +28,17 @@ import (
 // WorkerConfig is what a worker needs to relay: the relay limits and
 // where to put its instance socket. It holds no secret.
 type WorkerConfig struct {
-	ConnectTimeout   time.Duration `json:"connect_timeout"`
-	IdleTimeout      time.Duration `json:"idle_timeout"`
-	MaxPacketSize    int           `json:"max_packet_size"`
-	MaxSessionBuffer int           `json:"max_session_buffer"`
-	MaxBufferTotal   int64         `json:"max_buffer_total"`
-	Loops            int           `json:"loops"`
+	// Limits are the main process's, as they are: every session option
+	// reaches a worker's sessions by this one value.
+	Limits         relay.Limits `json:"limits"`
+	MaxBufferTotal int64        `json:"max_buffer_total"`
+	Loops          int          `json:"loops"`
 	// SocketDirs are templates ($UID, ~) expanded for the worker's user;
 	// the first it can write to gets its instance socket.
 	SocketDirs []string `json:"socket_dirs"`
 	Hostname   string   `json:"hostname"`
 	// Video is --proxy-video-encoders; the worker runs its own pool.
 	Video string `json:"video,omitempty"`
-	// PingInterval is --proxy-ping.
-	PingInterval time.Duration `json:"ping_interval"`
-	// MaxTargetConnects is --max-target-connects: dials in progress to
-	// one target.
-	MaxTargetConnects int `json:"max_target_connects"`
 }
 
 // ControlFD is the descriptor on which a worker finds its control socket.
@@ -169,18 +163,13 @@ type worker struct {
 
 func (w *worker) run() error {
 	rcfg := &relay.Config{
-		LoginTimeout:     w.cfg.ConnectTimeout,
-		ChallengeTimeout: w.cfg.ConnectTimeout,
-		ConnectTimeout:   w.cfg.ConnectTimeout,
-		IdleTimeout:      w.cfg.IdleTimeout,
-		MaxPacketSize:    w.cfg.MaxPacketSize,
-		MaxSessionBuffer: w.cfg.MaxSessionBuffer,
-		Hostname:         w.cfg.Hostname,
-		UID:              os.Getuid(),
-		Log:              w.log,
-		PingInterval:     w.cfg.PingInterval,
-		Connects:         &relay.ConnectLimiter{PerTarget: w.cfg.MaxTargetConnects},
-		Generations:      &relay.Generations{},
+		// The main process's values, as they are (one road).
+		Limits:      w.cfg.Limits,
+		Hostname:    w.cfg.Hostname,
+		UID:         os.Getuid(),
+		Log:         w.log,
+		Connects:    &relay.ConnectLimiter{PerTarget: w.cfg.Limits.MaxTargetConnects},
+		Generations: &relay.Generations{},
 	}
 	me := currentUser()
 	for _, d := range w.cfg.SocketDirs {
@@ -364,6 +353,7 @@ type workerControl struct{ w *worker }
 func (c *workerControl) Info() frame.Dict {
 	d := relay.ProcessInfo()
 	d.Set("worker", true)
+	d.Set("limits", c.w.cfg.Limits.Info())
 	d.Set("server", c.w.srv.Stats())
 	d.Set("sessions", c.w.srv.SessionsInfo())
 	return d

@@ -4,7 +4,6 @@ package relay
 
 import (
 	"log/slog"
-	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
@@ -13,6 +12,9 @@ import (
 
 // Config is shared by the sessions of one listener.
 type Config struct {
+	// Limits are the operator's values, the same on every road (an
+	// in-process proxy, a root proxy's workers).
+	Limits
 	// Modules authenticate, in order; all must pass.
 	Modules []authn.Module
 	// Local session discovery (modules without explicit displays).
@@ -20,13 +22,6 @@ type Config struct {
 	Hostname   string
 	OwnDisplay string
 	UID        int
-	// Limits.
-	LoginTimeout     time.Duration // hello and authentication (xpra: 31 s)
-	ChallengeTimeout time.Duration // after a challenge (xpra: 120 s)
-	ConnectTimeout   time.Duration // backend connect and handshake (xpra: 20 s)
-	IdleTimeout      time.Duration // no traffic either way while relaying; 0: never
-	MaxPacketSize    int           // per frame, handshake and inspected packets
-	MaxSessionBuffer int           // bytes buffered in both directions before the session ends
 	// Encrypted marks TLS or local links, where xor digests are allowed.
 	Encrypted bool
 	Log       *slog.Logger
@@ -52,33 +47,9 @@ type Config struct {
 	Video *gpu.Pool
 	// Pools are the target pools that `pool:NAME` displays name.
 	Pools Pools
-	// PingInterval is how often the proxy pings both peers itself (xpra's
-	// proxy: 5 s); 0: never.
-	PingInterval time.Duration
-	// StartSessions lets clients start new sessions through the proxy
-	// (xpra's --proxy-start-sessions), at most MaxStartedSessions live
-	// sessions per user.
-	StartSessions      bool
-	MaxStartedSessions int
-	// StartAsProxyUser lets a proxy that is not root start sessions as
-	// its own account (which can read its user database and keys): off
-	// unless the operator says so.
-	StartAsProxyUser bool
-	// StartCommands are the commands a client may ask a new session to
-	// run (start, start-child, ... compared whole; "*": any); StartEnv
-	// the environment variables it may set. Empty: none.
-	StartCommands, StartEnv []string
-	// StartXpra are the xpra programs that may start sessions, one per
-	// generation (--proxy-start-xpra); nil: "xpra" on PATH.
-	StartXpra *XpraPrograms
-
-	// LoginPacketSize bounds each packet before login (a real hello is
-	// under 100 KiB); 0: DefaultLoginPacketSize. Raw chunks are refused
-	// before login.
-	LoginPacketSize int
-	// ConnectBuffer bounds the bytes a logged-in client may send while
-	// its backend is being connected; 0: DefaultConnectBuffer.
-	ConnectBuffer int
+	// StartPrograms are Limits.StartXpra with their generations, learnt
+	// once; nil: "xpra" on PATH.
+	StartPrograms *XpraPrograms
 	// Throttle, when set, refuses logins from sources and usernames with
 	// recent failures.
 	Throttle *Throttle

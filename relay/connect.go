@@ -119,7 +119,7 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 			rowPaths = strings.FieldsFunc(o.Value, func(r rune) bool { return r == ':' || r == ';' })
 		}
 	}
-	prog, enc, err := s.cfg.StartXpra.Choose(rowPaths, client)
+	prog, enc, err := s.cfg.StartPrograms.Choose(rowPaths, client)
 	if err != nil {
 		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
 	}

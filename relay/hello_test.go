@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
@@ -126,5 +129,32 @@ func TestEncodersAndMismatch(t *testing.T) {
 		if got := ClaimedVersion(frame.NewDict("version", caps)); got != want {
 			t.Errorf("ClaimedVersion(%q) = %q, want %q", caps, got, want)
 		}
+	}
+}
+
+// Limits travel to workers as JSON: every field survives the trip, and
+// info shows each by its JSON name.
+func TestLimitsRoundTrip(t *testing.T) {
+	l := Limits{LoginTimeout: 17 * time.Second, ChallengeTimeout: time.Minute, ConnectTimeout: 13 * time.Second,
+		IdleTimeout: time.Hour, MaxPacketSize: 1, MaxSessionBuffer: 2, PingInterval: 3, LoginPacketSize: 4,
+		ConnectBuffer: 5, MaxTargetConnects: 6, StartSessions: true, MaxStartedSessions: 7, StartAsProxyUser: true,
+		StartCommands: []string{"xterm", "xclock"}, StartEnv: []string{"LANG"}, StartXpra: []string{"/usr/bin/xpra"}}
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Limits
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, l) {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	info := l.Info()
+	if len(info) != reflect.TypeOf(l).NumField() {
+		t.Errorf("info has %d of %d fields: %v", len(info), reflect.TypeOf(l).NumField(), info)
+	}
+	if v, _ := info.Text("start_commands"); v != "xterm,xclock" {
+		t.Errorf("start_commands = %q", v)
+	}
+	if v, _ := info.Int("login_timeout"); v != int64(17*time.Second) {
+		t.Errorf("login_timeout = %d", v)
 	}
 }

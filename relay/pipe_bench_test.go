@@ -62,7 +62,7 @@ func drawStream(b *testing.B, link frame.Compression, n, size int) []byte {
 }
 
 func benchPipe(b *testing.B, link *LinkOptions, compress frame.Compression, stream []byte) {
-	cfg := &Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxPacketSize: 64 << 20}
+	cfg := &Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: Limits{MaxPacketSize: 64 << 20}}
 	s := &Session{cfg: cfg, state: stateRelay}
 	b.SetBytes(int64(len(stream)))
 	b.ReportAllocs()

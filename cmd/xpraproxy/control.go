@@ -27,6 +27,7 @@ import (
 // workers when running as root.
 type control struct {
 	display string
+	limits  relay.Limits
 	srv     *loop.Server
 	sup     *privsep.Supervisor // nil unless root
 	log     *slog.Logger
@@ -37,6 +38,7 @@ func (c *control) Info() frame.Dict {
 	d := relay.ProcessInfo()
 	d.Set("display", c.display)
 	d.Set("session-type", "xpraproxy")
+	d.Set("limits", c.limits.Info())
 	// Live heap figures (the load benchmarks read them): collect first.
 	// This runs off the loops, for the local control socket only.
 	runtime.GC()

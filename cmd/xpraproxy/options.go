@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // bind is one --bind-tcp / --bind-unix value.
@@ -507,3 +508,25 @@ func defaultSocketDirs() []string {
 // defaultSocketDirTemplates are the same, to be expanded for the account
 // a worker runs as.
 var defaultSocketDirTemplates = []string{"/run/user/$UID/xpra", "/run/xpra", "~/.xpra"}
+
+// limits are the options sessions obey, as one value: the in-process
+// loops and a root proxy's workers get exactly this.
+func (o *proxyOptions) limits() relay.Limits {
+	return relay.Limits{
+		LoginTimeout:       o.login,
+		ChallengeTimeout:   120 * time.Second,
+		ConnectTimeout:     o.connect,
+		IdleTimeout:        o.idle,
+		MaxPacketSize:      o.maxPacket,
+		MaxSessionBuffer:   o.maxSession,
+		PingInterval:       o.ping,
+		LoginPacketSize:    o.loginPacket,
+		MaxTargetConnects:  o.maxTargetDials,
+		StartSessions:      o.startNew,
+		MaxStartedSessions: o.maxStart,
+		StartAsProxyUser:   o.startAsSelf,
+		StartCommands:      o.startCommands,
+		StartEnv:           o.startEnv,
+		StartXpra:          o.startXpra,
+	}
+}

@@ -269,3 +269,58 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 		t.Errorf("a password reached the log:\n%s", log)
 	}
 }
+
+// Every session option reaches a root proxy's worker as the main process
+// has it (one road: relay.Limits): each set to a value that is not its
+// default, read back from the proxy's info and from the worker's own.
+func TestOptionsReachWorkers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("workers need root; CI runs the tests as root")
+	}
+	a := gen31.srv(t, "sessionA")
+	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)})
+	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		"--login-timeout=17", "--connect-timeout=13", "--idle-timeout=3600", "--max-packet-size=20M",
+		"--max-session-buffer=40M", "--proxy-ping=7", "--max-login-packet-size=300K", "--max-target-connects=9",
+		"--proxy-start-sessions=yes", "--max-started-sessions=3", "--proxy-start-as-proxy-user=yes",
+		"--proxy-start-commands=xterm,xclock", "--proxy-start-env=LANG", "--proxy-start-xpra=/usr/bin/xpra,/opt/xpra6")
+	c := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
+	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+	limits := func(args ...string) map[string]string {
+		out, err := exec.Command(env.bin, append([]string{"info"}, append(args, "--socket-dir="+p.sockDir)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("xpraproxy info %v: %v\n%s", args, err, out)
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "limits.") {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	main := limits(p.display)
+	w := workerOf(workers(t, p), testUser)
+	if w.pid == 0 {
+		t.Fatal("no worker")
+	}
+	worker := limits(fmt.Sprintf(":proxy-worker-%d", w.pid))
+	want := map[string]string{"limits.login_timeout": "17000000000", "limits.connect_timeout": "13000000000",
+		"limits.idle_timeout": "3600000000000", "limits.max_packet_size": "20971520", "limits.max_session_buffer": "41943040",
+		"limits.ping_interval": "7000000000", "limits.login_packet_size": "307200", "limits.max_target_connects": "9",
+		"limits.start_sessions": "true", "limits.max_started_sessions": "3", "limits.start_as_proxy_user": "true",
+		"limits.start_commands": "xterm,xclock", "limits.start_env": "LANG", "limits.start_xpra": "/usr/bin/xpra,/opt/xpra6"}
+	if len(main) < len(want) {
+		t.Fatalf("the proxy's info has %d limits: %v", len(main), main)
+	}
+	for k, v := range main {
+		if worker[k] != v {
+			t.Errorf("%s: proxy %q, worker %q", k, v, worker[k])
+		}
+	}
+	for k, v := range want {
+		if main[k] != v {
+			t.Errorf("%s = %q, want %q (the option did not take)", k, main[k], v)
+		}
+	}
+}

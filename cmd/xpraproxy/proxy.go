@@ -245,28 +245,17 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		dirs[i] = authn.ExpandDir(templates[i], me)
 	}
 	hostname := authn.SocketHostname()
+	limits := o.limits()
 	base := relay.Config{
-		SocketDirs:         dirs,
-		Hostname:           hostname,
-		OwnDisplay:         o.display,
-		UID:                os.Getuid(),
-		LoginTimeout:       o.login,
-		ChallengeTimeout:   120 * time.Second,
-		ConnectTimeout:     o.connect,
-		IdleTimeout:        o.idle,
-		MaxPacketSize:      o.maxPacket,
-		MaxSessionBuffer:   o.maxSession,
-		PingInterval:       o.ping,
-		StartSessions:      o.startNew,
-		MaxStartedSessions: o.maxStart,
-		StartAsProxyUser:   o.startAsSelf,
-		StartCommands:      o.startCommands,
-		StartEnv:           o.startEnv,
-		StartXpra:          &relay.XpraPrograms{Paths: o.startXpra},
-		LoginPacketSize:    o.loginPacket,
-		Connects:           &relay.ConnectLimiter{PerTarget: o.maxTargetDials},
-		Generations:        &relay.Generations{},
-		Log:                log,
+		Limits:        limits,
+		SocketDirs:    dirs,
+		Hostname:      hostname,
+		OwnDisplay:    o.display,
+		UID:           os.Getuid(),
+		StartPrograms: &relay.XpraPrograms{Paths: limits.StartXpra},
+		Connects:      &relay.ConnectLimiter{PerTarget: limits.MaxTargetConnects},
+		Generations:   &relay.Generations{},
+		Log:           log,
 	}
 	if o.throttle {
 		base.Throttle = relay.NewThrottle(log)
@@ -288,7 +277,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		base.Pools = pools
 		go pools.ProbeEvery(o.poolProbe, make(chan struct{}))
 	}
-	ctl := &control{display: o.display}
+	ctl := &control{display: o.display, limits: limits}
 	if os.Geteuid() != 0 {
 		pool, err := videoPool(o.video, log)
 		if err != nil {
@@ -308,17 +297,12 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			Output:        logOut,
 			Log:           log,
 			Config: privsep.WorkerConfig{
-				ConnectTimeout:    o.connect,
-				IdleTimeout:       o.idle,
-				MaxPacketSize:     o.maxPacket,
-				MaxSessionBuffer:  o.maxSession,
-				MaxBufferTotal:    o.maxTotal,
-				Loops:             o.loops,
-				SocketDirs:        templates,
-				Hostname:          hostname,
-				Video:             o.video,
-				PingInterval:      o.ping,
-				MaxTargetConnects: o.maxTargetDials,
+				Limits:         limits,
+				MaxBufferTotal: o.maxTotal,
+				Loops:          o.loops,
+				SocketDirs:     templates,
+				Hostname:       hostname,
+				Video:          o.video,
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
