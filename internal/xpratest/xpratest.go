@@ -175,19 +175,34 @@ func (c *Client) Login(user, password string, hello frame.Dict) (frame.Packet, e
 	if err != nil || p.Type() != "challenge" {
 		return p, err
 	}
-	salt, _ := p[1].([]byte)
-	d, _ := frame.AsText(p[3])
-	sd, _ := frame.AsText(p[4])
-	resp, cs, err := authn.Response([]byte(password), salt, authn.Digest(d), authn.Digest(sd))
+	hello, err = AnswerChallenge(hello, p, password)
 	if err != nil {
 		return nil, err
 	}
-	hello.Set("challenge_response", string(resp))
-	hello.Set("challenge_client_salt", cs)
 	if err := c.Send(frame.Packet{"hello", hello}); err != nil {
 		return nil, err
 	}
 	return c.Recv(10 * time.Second)
+}
+
+// AnswerChallenge is hello again with the answer to a challenge packet
+// ["challenge", salt, caps, digest, salt-digest, prompt], as xpra's
+// client computes it.
+func AnswerChallenge(hello frame.Dict, ch frame.Packet, password string) (frame.Dict, error) {
+	if len(ch) < 5 {
+		return nil, fmt.Errorf("xpratest: short challenge %v", ch)
+	}
+	salt, _ := frame.AsBytes(ch[1])
+	d, _ := frame.AsText(ch[3])
+	sd, _ := frame.AsText(ch[4])
+	resp, cs, err := authn.Response([]byte(password), salt, authn.Digest(d), authn.Digest(sd))
+	if err != nil {
+		return nil, err
+	}
+	h := append(frame.Dict(nil), hello...)
+	h.Set("challenge_response", string(resp))
+	h.Set("challenge_client_salt", cs)
+	return h, nil
 }
 
 // Ping sends a ping and waits for its echo, skipping other packets (the
