@@ -61,9 +61,11 @@ type peer struct {
 	seen []frame.Packet
 }
 
+var sessionIDs atomic.Uint64
+
 func newPeer(t *testing.T, cfg *relay.Config) *peer {
 	p := &peer{t: t, c: xpratest.NewConn(""), h: &xpratest.Host{}, w: frame.Writer{Encoding: frame.Rencode}, now: time.Now()}
-	p.s = relay.NewSession(1, cfg, p.h, p.c, p.now)
+	p.s = relay.NewSession(sessionIDs.Add(1), cfg, p.h, p.c, p.now)
 	return p
 }
 

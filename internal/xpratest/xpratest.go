@@ -98,7 +98,7 @@ func (s *Server) serve(c net.Conn) {
 		switch p.Type() {
 		case "hello":
 			out = frame.Packet{"hello", frame.NewDict("version", "3.1.3", "rencode", true, "lz4", true,
-				"compression_level", 1, "session-type", "xpratest")}
+				"compression_level", 1, "session-type", "xpratest", "ping-echo-sourceid", true)}
 		case "ping":
 			out = frame.Packet{"ping_echo", p[1], 0, 0, 0, 0}
 		case "info-request":
