@@ -191,3 +191,122 @@ func TestProxyPings(t *testing.T) {
 		t.Errorf("echoes not counted: %s", got)
 	}
 }
+
+// fakeControl is the proxy's view of its connections, for requests on a
+// local socket.
+type fakeControl struct {
+	stopped  []uint64
+	shutdown bool
+}
+
+func (f *fakeControl) Info() frame.Dict { return frame.NewDict("sessions", 7) }
+func (f *fakeControl) SessionInfo(id uint64) (frame.Dict, bool) {
+	return frame.NewDict("id", int64(id)), id == 5
+}
+func (f *fakeControl) StopSession(id uint64) bool { f.stopped = append(f.stopped, id); return id == 5 }
+func (f *fakeControl) Shutdown()                  { f.shutdown = true }
+
+// Requests on the proxy's own (local) socket: info of the proxy and of
+// one connection, stopping one connection, and xpra stop of the proxy.
+func TestLocalRequests(t *testing.T) {
+	srv, _ := xpratest.StartServer()
+	defer srv.Close()
+	ctl := &fakeControl{}
+	cfg := config(users(t, srv.URL()))
+	cfg.Local, cfg.Control, cfg.OwnDisplay = true, ctl, ":100"
+	ask := func(extra ...any) string {
+		h := xpratest.Hello("foo")
+		for i := 0; i+1 < len(extra); i += 2 {
+			h.Set(extra[i].(string), extra[i+1])
+		}
+		p := newPeer(t, cfg)
+		return words(p.login(h, "bar"))
+	}
+	if got := ask("request", "info"); !strings.Contains(got, "sessions 7") {
+		t.Errorf("proxy info: %s", got)
+	}
+	if got := ask("request", "info", "proxy-instance", "proxy-5"); !strings.Contains(got, "id 5") {
+		t.Errorf("instance info: %s", got)
+	}
+	if got := ask("request", "info", "proxy-instance", "proxy-6"); !strings.Contains(got, "disconnect") {
+		t.Errorf("unknown instance: %s", got)
+	}
+	if got := ask("request", "stop", "proxy-instance", ":proxy-5"); !strings.Contains(got, "stopped proxy-5") || len(ctl.stopped) != 1 {
+		t.Errorf("instance stop: %s %v", got, ctl.stopped)
+	}
+	if got := ask("request", "id"); !strings.Contains(got, "display :100") {
+		t.Errorf("id: %s", got)
+	}
+	// xpra stop: a hello with client-shutdown, then shutdown-server.
+	p := newPeer(t, cfg)
+	if got := words(p.login(with(xpratest.Hello("foo"), "request", "stop"), "bar")); !strings.Contains(got, "client-shutdown") {
+		t.Fatalf("stop: %s", got)
+	}
+	if got := words(p.send(frame.Packet{"shutdown-server"})); !strings.Contains(got, "proxy server stopped by request") || !ctl.shutdown {
+		t.Errorf("shutdown-server: %s (shutdown %v)", got, ctl.shutdown)
+	}
+}
+
+// A target with as many dials in progress as allowed: the login waits
+// (holding no worker) and goes on when one ends; past its deadline it is
+// told why.
+func TestBusyTargetWaits(t *testing.T) {
+	srv, _ := xpratest.StartServer()
+	defer srv.Close()
+	cfg := config(users(t, srv.URL()))
+	cfg.Connects = &relay.ConnectLimiter{PerTarget: 1}
+	key := "tcp:" + srv.Addr()
+	if !cfg.Connects.Acquire(key) {
+		t.Fatal("acquire")
+	}
+	p := newPeer(t, cfg)
+	p.login(xpratest.Hello("foo"), "bar")
+	time.Sleep(100 * time.Millisecond)
+	p.h.Run(t, time.Second)
+	if p.s.Relaying() || p.s.Closed() {
+		t.Fatal("the login did not wait for the busy target")
+	}
+	cfg.Connects.Release(key)
+	time.Sleep(100 * time.Millisecond)
+	p.h.Run(t, 5*time.Second)
+	if !p.s.Relaying() {
+		t.Fatalf("the login did not go on: %s", words(p.c.Packets(t)))
+	}
+
+	cfg.Connects.Acquire(key)
+	cfg.LoginTimeout, cfg.ChallengeTimeout = 200*time.Millisecond, 200*time.Millisecond
+	q := newPeer(t, cfg)
+	q.login(xpratest.Hello("foo"), "bar")
+	time.Sleep(400 * time.Millisecond)
+	q.h.Run(t, time.Second)
+	if got := words(q.c.Packets(t)); !strings.Contains(got, "too many connections in progress") {
+		t.Errorf("past the deadline: %s", got)
+	}
+}
+
+// Probes mark a member that stopped listening dead, and one that came
+// back live.
+func TestPoolProbe(t *testing.T) {
+	a, _ := xpratest.StartServer()
+	b, _ := xpratest.StartServer()
+	defer a.Close()
+	pool, _ := relay.ParsePool("farm:first-live:" + a.URL() + "," + b.URL())
+	b.Close()
+	stop := make(chan struct{})
+	go relay.Pools{"farm": pool}.ProbeEvery(50*time.Millisecond, stop)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	st := pool.Status()
+	if st[a.URL()][0] != 1 || st[b.URL()][0] != 0 {
+		t.Errorf("after probing: %v", st)
+	}
+	ids, _, err := pool.Pick(9)
+	if err != nil || len(ids) != 1 || ids[0] != a.URL() {
+		t.Errorf("pick: %v %v", ids, err)
+	}
+	a.Close()
+	pool.Probe(time.Second)
+	if _, _, err := pool.Pick(10); err == nil || !strings.Contains(err.Error(), "no live server") {
+		t.Errorf("an all-dead pool: %v", err)
+	}
+}
