@@ -310,3 +310,32 @@ func TestPoolProbe(t *testing.T) {
 		t.Errorf("an all-dead pool: %v", err)
 	}
 }
+
+// Backends reached over ssl://, ws:// and wss:// (the session options
+// that verify, or not, the server's certificate).
+func TestBackendTransports(t *testing.T) {
+	for _, scheme := range []string{"ssl", "ws", "wss"} {
+		t.Run(scheme, func(t *testing.T) {
+			srv, err := xpratest.StartServerOver(scheme)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			// A self-signed certificate: verified, it is refused; with
+			// ssl-server-verify-mode=none (a row's option) it is not.
+			target := srv.URL()
+			if scheme != "ws" {
+				p := newPeer(t, config(users(t, target)))
+				if got := words(p.login(xpratest.Hello("foo"), "bar")); !strings.Contains(got, "TLS handshake with the server failed") {
+					t.Errorf("unverified certificate: %s", got)
+				}
+				target += "||ssl-server-verify-mode=none"
+			}
+			p := relaying(t, config(users(t, target)))
+			p.send(frame.Packet{"ping", int64(7), int64(0), "c"})
+			if got := words(p.h.Server.Packets(t)); !strings.Contains(got, "ping 7") {
+				t.Errorf("relayed over %s: %s", scheme, got)
+			}
+		})
+	}
+}

@@ -53,6 +53,49 @@ func (w *wsStream) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// wsServerStream is the server end of a WebSocket as a byte stream:
+// reads take the client's frames masked or not (xpra's own clients do not
+// mask, and xpra's servers accept that), writes are unmasked binary frames.
+type wsServerStream struct {
+	net.Conn
+	pending []byte
+}
+
+func (w *wsServerStream) Read(p []byte) (int, error) {
+	for len(w.pending) == 0 {
+		h, err := ws.ReadHeader(w.Conn)
+		if err != nil {
+			return 0, err
+		}
+		if h.Length > 64<<20 {
+			return 0, errors.New("xpratest: websocket frame too large")
+		}
+		data := make([]byte, h.Length)
+		if _, err := io.ReadFull(w.Conn, data); err != nil {
+			return 0, err
+		}
+		if h.Masked {
+			ws.Cipher(data, h.Mask, 0)
+		}
+		switch h.OpCode {
+		case ws.OpClose:
+			return 0, io.EOF
+		case ws.OpBinary, ws.OpText, ws.OpContinuation:
+			w.pending = data
+		}
+	}
+	n := copy(p, w.pending)
+	w.pending = w.pending[n:]
+	return n, nil
+}
+
+func (w *wsServerStream) Write(p []byte) (int, error) {
+	if err := wsutil.WriteServerBinary(w.Conn, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // DialBrowser connects like the HTML5 client: ws:// (tlsConf nil) or
 // wss:// to addr, with an Origin header, speaking rencodeplus.
 func DialBrowser(addr string, tlsConf *tls.Config) (*Client, error) {

@@ -6,14 +6,18 @@
 package xpratest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/gobwas/ws"
+
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 )
 
 // Server is a minimal xpra server: it answers a hello with its own, pings
@@ -24,6 +28,9 @@ type Server struct {
 	conns map[net.Conn]struct{}
 	// Silent servers accept and never answer (a backend that hangs).
 	silent bool
+	// scheme is how clients reach it: tcp, ssl, ws or wss.
+	scheme string
+	tls    *tls.Config
 }
 
 // StartServer listens on a free loopback port.
@@ -32,21 +39,37 @@ func StartServer() (*Server, error) { return start(false) }
 // StartSilentServer accepts connections and never says anything.
 func StartSilentServer() (*Server, error) { return start(true) }
 
-func start(silent bool) (*Server, error) {
+func start(silent bool) (*Server, error) { return startOver(silent, "tcp", nil) }
+
+func startOver(silent bool, scheme string, tc *tls.Config) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, conns: map[net.Conn]struct{}{}, silent: silent}
+	s := &Server{ln: ln, conns: map[net.Conn]struct{}{}, silent: silent, scheme: scheme, tls: tc}
 	go s.accept()
 	return s, nil
+}
+
+// StartServerOver is a server reached over scheme: "ssl" and "wss" with a
+// self-signed certificate, "ws" and "wss" after a WebSocket upgrade (as
+// xpra's servers accept on their tcp sockets).
+func StartServerOver(scheme string) (*Server, error) {
+	var tc *tls.Config
+	if scheme == "ssl" || scheme == "wss" {
+		var err error
+		if tc, err = selfsigned.Config(); err != nil {
+			return nil, err
+		}
+	}
+	return startOver(false, scheme, tc)
 }
 
 // Addr is host:port.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // URL is the server as a displays entry.
-func (s *Server) URL() string { return "tcp://" + s.Addr() + "/" }
+func (s *Server) URL() string { return s.scheme + "://" + s.Addr() + "/" }
 
 // Close stops listening and drops every connection (a killed server).
 func (s *Server) Close() {
@@ -78,6 +101,19 @@ func (s *Server) serve(c net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
+	if s.tls != nil {
+		tc := tls.Server(c, s.tls)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		c = tc
+	}
+	if s.scheme == "ws" || s.scheme == "wss" {
+		if _, err := ws.Upgrade(c); err != nil {
+			return
+		}
+		c = &wsServerStream{Conn: c}
+	}
 	if s.silent {
 		buf := make([]byte, 4096)
 		for {
