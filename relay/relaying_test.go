@@ -2,10 +2,14 @@ package relay_test
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -337,5 +341,51 @@ func TestBackendTransports(t *testing.T) {
 				t.Errorf("relayed over %s: %s", scheme, got)
 			}
 		})
+	}
+}
+
+// As root, a logged-in client is handed to a worker with its socket and
+// a Handoff; the worker adopts it and relays.
+func TestHandOffAndAdopt(t *testing.T) {
+	srv, _ := xpratest.StartServer()
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "users")
+	os.WriteFile(path, []byte("foo|bar|65534|65534|"+srv.URL()+"\n"), 0o600)
+	m, err := authn.New(authn.Spec{Name: "multifile", Options: map[string]string{"filename": path}}, authn.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config([]authn.Module{m})
+	var got *relay.Handoff
+	var gotUID int
+	cfg.HandOff = func(h *relay.Handoff, acct authn.Account, f *os.File) error {
+		got, gotUID = h, acct.UID
+		return f.Close()
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	p := newPeer(t, cfg)
+	p.c.FD = fds[0]
+	p.login(xpratest.Hello("foo"), "bar")
+	if got == nil || !p.h.Detached || gotUID != 65534 || len(got.Candidates) != 1 || got.User != "foo" {
+		t.Fatalf("handoff: %+v detached %v uid %d", got, p.h.Detached, gotUID)
+	}
+	// The worker's side.
+	h := &xpratest.Host{}
+	c := xpratest.NewConn("")
+	s, err := relay.AdoptSession(config(nil), h, c, got, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Run(t, 10*time.Second)
+	if !s.Relaying() || !strings.HasPrefix(words(c.Packets(t)), "hello") {
+		t.Fatalf("the adopted session does not relay")
+	}
+	if _, err := relay.AdoptSession(config(nil), h, c, &relay.Handoff{ID: 3, Hello: []byte("junk")}, time.Now()); err == nil {
+		t.Error("a handoff with a bad hello was adopted")
 	}
 }

@@ -22,6 +22,7 @@ type Conn struct {
 	Pending int // what OutboundBuffered reports
 	Closed  bool
 	Addr    net.Addr
+	FD      int // what Fd returns: -1, or a real socket for handoffs
 	read    int // Out bytes already returned by Packets
 }
 
@@ -31,7 +32,7 @@ func NewConn(addr string) *Conn {
 		addr = "127.0.0.1:5000"
 	}
 	a, _ := net.ResolveTCPAddr("tcp", addr)
-	return &Conn{Addr: a}
+	return &Conn{Addr: a, FD: -1}
 }
 
 // Feed appends bytes from the peer.
@@ -87,7 +88,7 @@ func (c *Conn) Writev(bs [][]byte) (int, error) {
 
 func (c *Conn) Close() error         { c.Closed = true; return nil }
 func (c *Conn) RemoteAddr() net.Addr { return c.Addr }
-func (c *Conn) Fd() int              { return -1 }
+func (c *Conn) Fd() int              { return c.FD }
 
 // Packets decodes what was written since the last call. A plain-text
 // line (xpra's refusal before a hello) comes back as ["text", line].
