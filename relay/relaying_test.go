@@ -42,11 +42,7 @@ func (p *peer) fromServer(pkt frame.Packet) []frame.Packet {
 }
 
 func TestRelayedControlPackets(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 
 	p := relaying(t, cfg)
@@ -94,11 +90,7 @@ func TestRelayedControlPackets(t *testing.T) {
 
 // The reactor's ways to end a session each tell the client why.
 func TestSessionEndings(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 	for name, end := range map[string]func(s *relay.Session){
 		"stop":   func(s *relay.Session) { s.Stop("proxy instance stopped by request") },
@@ -169,11 +161,7 @@ func TestSessionPool(t *testing.T) {
 
 // The proxy pings both peers itself; the echoes stay with it.
 func TestProxyPings(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 	cfg.PingInterval = time.Second
 	p := relaying(t, cfg)
@@ -214,8 +202,7 @@ func (f *fakeControl) Shutdown()                  { f.shutdown = true }
 // Requests on the proxy's own (local) socket: info of the proxy and of
 // one connection, stopping one connection, and xpra stop of the proxy.
 func TestLocalRequests(t *testing.T) {
-	srv, _ := xpratest.StartServer()
-	defer srv.Close()
+	srv := server(t)
 	ctl := &fakeControl{}
 	cfg := config(users(t, srv.URL()))
 	cfg.Local, cfg.Control, cfg.OwnDisplay = true, ctl, ":100"
@@ -256,8 +243,7 @@ func TestLocalRequests(t *testing.T) {
 // (holding no worker) and goes on when one ends; past its deadline it is
 // told why.
 func TestBusyTargetWaits(t *testing.T) {
-	srv, _ := xpratest.StartServer()
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 	cfg.Connects = &relay.ConnectLimiter{PerTarget: 1}
 	key := "tcp:" + srv.Addr()
@@ -348,8 +334,7 @@ func TestBackendTransports(t *testing.T) {
 // As root, a logged-in client is handed to a worker with its socket and
 // a Handoff; the worker adopts it and relays.
 func TestHandOffAndAdopt(t *testing.T) {
-	srv, _ := xpratest.StartServer()
-	defer srv.Close()
+	srv := server(t)
 	path := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(path, []byte("foo|bar|65534|65534|"+srv.URL()+"\n"), 0o600)
 	m, err := authn.New(authn.Spec{Name: "multifile", Options: map[string]string{"filename": path}}, authn.Env{})
@@ -400,8 +385,7 @@ func TestProxyVideoDraw(t *testing.T) {
 		t.Fatalf("the CPU encoder pool (openh264; test.sh installs it): %v", err)
 	}
 	defer pool.Close()
-	srv, _ := xpratest.StartServer()
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 	cfg.Video = pool
 	p := newPeer(t, cfg)

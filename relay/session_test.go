@@ -39,6 +39,17 @@ func users(t *testing.T, target string) []authn.Module {
 	return []authn.Module{m}
 }
 
+// server is a minimal xpra server for the test's lifetime.
+func server(t *testing.T) *xpratest.Server {
+	t.Helper()
+	srv, err := xpratest.StartServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func config(mods []authn.Module) *relay.Config {
 	return &relay.Config{
 		Limits: relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second,
@@ -144,11 +155,7 @@ func words(pkts []frame.Packet) string {
 }
 
 func TestSessionRelays(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	p := newPeer(t, config(users(t, srv.URL())))
 	got := p.login(xpratest.Hello("foo"), "bar")
 	if len(got) == 0 || got[0].Type() != "hello" || !p.s.Relaying() || !p.s.LoggedIn() {
@@ -188,11 +195,7 @@ func TestSessionRelays(t *testing.T) {
 }
 
 func TestSessionRefusals(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	six := frame.NewDict("version", "6.5", "encoders", []any{"rencodeplus"}, "username", "foo",
 		"digest", []any{"hmac+sha256"}, "salt-digest", []any{"hmac+sha256"})
 	for _, c := range []struct {
@@ -306,11 +309,7 @@ func TestSessionGenerationMismatch(t *testing.T) {
 
 // Idle and over-budget relaying sessions end with their reasons.
 func TestSessionRelayLimits(t *testing.T) {
-	srv, err := xpratest.StartServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := server(t)
 	cfg := config(users(t, srv.URL()))
 	cfg.IdleTimeout = time.Second
 	p := newPeer(t, cfg)
