@@ -34,7 +34,6 @@ func (s *Session) authenticated() {
 		s.disconnect("permission error", "invalid request: "+r)
 		return
 	}
-	s.state = stateBusy
 	requested := requestedDisplay(s.caps)
 	var (
 		err   error
@@ -47,7 +46,7 @@ func (s *Session) authenticated() {
 	root := s.cfg.HandOff != nil
 	sns, wantsNew := s.caps.Dict("start-new-session")
 	clientEnc := PeerEncoders(s.caps)
-	s.goWork(WorkDial, func() {
+	s.offLoop(WorkDial, func() {
 		var aerr error
 		acct, aerr = authn.ResolveAccount(id)
 		switch {
@@ -69,9 +68,6 @@ func (s *Session) authenticated() {
 			start, err = s.startRequest(nil, acct, root, id.SessionOptions, clientEnc)
 		}
 	}, func() {
-		if s.state != stateBusy {
-			return
-		}
 		if err != nil {
 			s.connectFailed(err)
 			return
@@ -87,7 +83,7 @@ func (s *Session) authenticated() {
 			return
 		}
 		s.connect(cands, pool, id.SessionOptions)
-	})
+	}, nil)
 }
 
 // startRequest validates a start-new-session (nil: a plain new session)
@@ -143,7 +139,6 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 // startAndConnect starts the new session as this process's user, then
 // connects to it.
 func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
-	s.state = stateBusy
 	// `xpra start` takes seconds: the login deadline moves.
 	s.deadline = time.Now().Add(3*s.cfg.ConnectTimeout + time.Second)
 	var (
@@ -152,7 +147,7 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 	)
 	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
 	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", logsafe.String(strings.Join(r.Args, " ")))
-	s.goWork(WorkDial, func() {
+	s.offLoop(WorkDial, func() {
 		if len(dirs) == 0 {
 			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}
 			return
@@ -160,22 +155,18 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 		os.MkdirAll(dirs[0], 0o700)
 		c, err = StartSession(r, dirs[0], s.cfg.Hostname, 2*s.cfg.ConnectTimeout)
 	}, func() {
-		if s.state != stateBusy {
-			return
-		}
 		if err != nil {
 			s.connectFailed(err)
 			return
 		}
 		s.logger().Info("new session started", "user", s.logUser(), "display", c.Display)
 		s.connect([]Candidate{c}, nil, opts)
-	})
+	}, nil)
 }
 
 // connect dials the target off the loop, then moves the logged-in
 // backend onto the session's loop.
 func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
-	s.state = stateBusy
 	var (
 		b        *Backend
 		err      error
@@ -187,7 +178,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 	caps, enc := s.caps, s.enc
 	clientEnc := PeerEncoders(caps)
 	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
-	s.goWork(WorkDial, func() {
+	s.offLoop(WorkDial, func() {
 		for i, c := range cands {
 			display, target = c.Display, c.Target
 			key := target.Network + ":" + target.Address
@@ -247,12 +238,6 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 		for _, w := range warnings {
 			s.logger().Warn(w, "user", s.logUser())
 		}
-		if s.state != stateBusy {
-			if b != nil {
-				b.Conn.Close()
-			}
-			return
-		}
 		if errors.Is(err, errTargetBusy) {
 			s.retryConnect(cands, pool, opts)
 			return
@@ -267,6 +252,11 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 		if err := s.host.Enroll(s, b); err != nil {
 			b.Conn.Close()
 			s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+		}
+	}, func() {
+		// Nobody waits for the backend any more.
+		if b != nil {
+			b.Conn.Close()
 		}
 	})
 }

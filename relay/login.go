@@ -208,16 +208,12 @@ func (s *Session) verifyRound() {
 
 // authenticate runs module m off the loop.
 func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, password []byte) {
-	s.state = stateBusy
 	req := authn.Request{Username: s.user, Peer: s.peer, Verify: verify, Password: password, Conn: s.client}
 	var (
 		id  *authn.Identity
 		err error
 	)
-	s.goWork(WorkAuth, func() { id, err = m.Authenticate(req) }, func() {
-		if s.state != stateBusy {
-			return
-		}
+	s.offLoop(WorkAuth, func() { id, err = m.Authenticate(req) }, func() {
 		if err != nil {
 			if errors.Is(err, authn.ErrAuthFailed) {
 				s.cfg.Throttle.Failed(s.source(), s.user)
@@ -243,5 +239,5 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 		s.module++
 		s.state = stateHello
 		s.nextRound()
-	})
+	}, nil)
 }

@@ -59,12 +59,11 @@ func (s *Session) answer(r string) {
 		s.deadline = time.Now().Add(s.cfg.LoginTimeout)
 		return
 	}
-	s.state = stateBusy
 	var (
 		info frame.Dict
 		ok   bool
 	)
-	s.goWork(WorkAuth, func() {
+	s.offLoop(WorkAuth, func() {
 		switch {
 		case r == "info" && id != 0:
 			info, ok = ctl.SessionInfo(id)
@@ -76,9 +75,6 @@ func (s *Session) answer(r string) {
 			}
 		}
 	}, func() {
-		if s.state != stateBusy {
-			return
-		}
 		if !ok {
 			s.disconnect("session not found error", "no proxy instance "+instance)
 			return
@@ -88,7 +84,7 @@ func (s *Session) answer(r string) {
 		}
 		s.send(frame.Packet{"hello", info})
 		s.beginClose()
-	})
+	}, nil)
 }
 
 // readStop waits for the shutdown-server packet of `xpra stop`.

@@ -259,9 +259,24 @@ func (s *Session) ServerTraffic(now time.Time) {
 	}
 }
 
-// goWork runs work in the host's pool of its kind; a full queue ends the
-// session with a reason instead of piling up goroutines.
-func (s *Session) goWork(kind WorkKind, work, done func()) {
+// offLoop is every piece of off-loop work a session does: the session
+// waits (stateBusy) while work runs in the host's pool of its kind, then
+// runs on the loop only if the session still waits for it — a timeout, a
+// close or a stop meanwhile wins, and abandoned (if set) cleans up what
+// work left. work touches only what it is given and its own results. A
+// full queue ends the session with a reason instead of piling up
+// goroutines.
+func (s *Session) offLoop(kind WorkKind, work, then, abandoned func()) {
+	s.state = stateBusy
+	done := func() {
+		if s.state != stateBusy {
+			if abandoned != nil {
+				abandoned()
+			}
+			return
+		}
+		then()
+	}
 	if !s.host.Go(kind, work, done) {
 		s.outcome("busy")
 		s.logger().Warn("off-loop work queue full", "user", s.logUser(), "kind", int(kind))
