@@ -413,7 +413,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	s.logger().Info("relaying", "user", s.logUser(), "display", s.display, "target", s.target)
 	// The handshake's state is not needed any more; an idle session
 	// should hold as little as possible.
-	s.caps, s.identity, s.challenge = nil, nil, nil
+	s.login = login{}
 	s.reader = frame.Reader{}
 	s.pump(s.c2s)
 	s.pump(s.s2c)

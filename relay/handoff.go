@@ -92,7 +92,7 @@ func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Acc
 	s.state = stateHandedOff
 	s.host.Detach(s.client)
 	enc, log := s.enc, s.logger()
-	s.caps, s.identity = nil, nil
+	s.login = login{}
 	handOff := func() error { return s.cfg.HandOff(h, acct, f) }
 	fail := func(err error) {
 		reason, msg := "server error", "cannot relay the connection"

@@ -464,6 +464,7 @@ func (s *Session) Summary() frame.Dict {
 	d.Set("session", int64(s.ID))
 	d.Set("name", s.Name())
 	d.Set("user", s.user)
+	d.Set("state", s.state.String())
 	d.Set("uptime", int64(time.Since(s.started).Seconds()))
 	d.Set("client", frame.NewDict("peer", s.peer))
 	if s.display != "" {

@@ -180,7 +180,7 @@ func TestProxyPings(t *testing.T) {
 	if got := words(p.fromServer(frame.Packet{"ping_echo", toServer[0][1], 0, 0, 0, 0, toServer[0][3]})); strings.Contains(got, "ping_echo") {
 		t.Errorf("the proxy's echo reached the client: %s", got)
 	}
-	if got := words([]frame.Packet{{p.s.Info()}}); !strings.Contains(got, "own-echoes") {
+	if got := words([]frame.Packet{{p.s.Info()}}); !strings.Contains(got, "own-echoes") || !strings.Contains(got, "state relay") {
 		t.Errorf("echoes not counted: %s", got)
 	}
 }

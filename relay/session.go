@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,16 @@ const (
 	stateHandedOff // the client now belongs to another process
 )
 
+var stateNames = [...]string{"hello", "challenge", "busy", "relay", "stop", "closing", "closed", "handed-off"}
+
+// String names the state as info and logs show it.
+func (st state) String() string {
+	if int(st) < len(stateNames) {
+		return stateNames[st]
+	}
+	return "state-" + strconv.Itoa(int(st))
+}
+
 // closeGrace is how long a disconnected client gets to read the reason
 // once everything queued for it is sent, as xpra's force_disconnect;
 // closeDrain bounds how long a slow client may take to drain what was
@@ -101,6 +112,16 @@ const (
 	closeGrace = time.Second
 	closeDrain = 10 * time.Second
 )
+
+// login is what the hello, the challenge and the authentication modules
+// need and relaying does not: dropped (zeroed, so that reads still see
+// empty values) when relaying starts or the client is handed over.
+type login struct {
+	caps      frame.Dict // the client's (latest) hello
+	module    int        // next authentication module
+	challenge *authn.Challenge
+	identity  *authn.Identity
+}
 
 // Session is one client connection, from accept to close, and later its
 // backend. All its methods run on the loop that owns the client.
@@ -119,12 +140,9 @@ type Session struct {
 	claimed   string         // the xpra version the proxy claims to this client (ClaimedVersion)
 	closeSent bool           // a WebSocket client was sent its close frame
 	helloSeen bool
-	authed    bool       // every module passed
-	admitted  bool       // Host.Admitted was called
-	caps      frame.Dict // the client's (latest) hello
-	module    int        // next authentication module
-	challenge *authn.Challenge
-	identity  *authn.Identity
+	authed    bool // every module passed
+	admitted  bool // Host.Admitted was called
+	login          // the handshake's state; zero once relaying
 	user      string
 	display   string
 	target    string
