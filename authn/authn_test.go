@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
 func TestGenMatchesXpra(t *testing.T) {
@@ -240,7 +242,7 @@ func TestChooseDisplay(t *testing.T) {
 	if d, err := ChooseDisplay(tcp, "tcp:127.0.0.1:10101", ""); err != nil || d != tcp[1] {
 		t.Errorf("tcp by address: %s %v", d, err)
 	}
-	if se, ok := IsSessionError(errors.Join(errors.New("x"), &SessionError{Reason: "r"})); !ok || se.Reason != "r" {
+	if se, ok := IsSessionError(errors.Join(errors.New("x"), &disconnect.Error{Stage: disconnect.Session, Reason: "r"})); !ok || se.Reason != "r" {
 		t.Error("IsSessionError")
 	}
 }

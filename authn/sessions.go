@@ -1,7 +1,6 @@
 package authn
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,19 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
-// SessionError is a failure to find or choose a session. Reason and
-// Message are the two strings of the xpra disconnect packet.
-type SessionError struct {
-	Reason  string // "session not found error", "authentication error"
-	Message string
-}
-
-func (e *SessionError) Error() string { return "authn: " + e.Reason + ": " + e.Message }
-
 func notFound(format string, args ...any) error {
-	return &SessionError{Reason: "session not found error", Message: fmt.Sprintf(format, args...)}
+	return &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: fmt.Sprintf(format, args...)}
 }
 
 // Session is one local xpra session found in a socket directory.
@@ -195,9 +187,8 @@ func ChooseDisplay(candidates []string, requested, own string) (string, error) {
 	return list[0], nil
 }
 
-// IsSessionError reports whether err is a *SessionError.
-func IsSessionError(err error) (*SessionError, bool) {
-	var se *SessionError
-	ok := errors.As(err, &se)
-	return se, ok
+// IsSessionError reports whether err is a failure to find or choose a
+// session (disconnect.Session).
+func IsSessionError(err error) (*disconnect.Error, bool) {
+	return disconnect.Is(err, disconnect.Session)
 }

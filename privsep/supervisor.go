@@ -18,6 +18,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -85,12 +86,12 @@ func (s *Supervisor) init() {
 func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.File) error {
 	defer client.Close()
 	if acct.Root() {
-		return &relay.HandOffError{Reason: "authentication error", Message: "cannot run proxy instances as root",
+		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "authentication error", Message: "cannot run proxy instances as root",
 			Err: errors.New("root target")}
 	}
 	w, err := s.workerFor(acct)
 	if err != nil {
-		return &relay.HandOffError{Reason: "server error", Message: "cannot start the proxy instance", Err: err}
+		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "cannot start the proxy instance", Err: err}
 	}
 	// Route first: the worker may report the session's end at once.
 	s.mu.Lock()
@@ -98,7 +99,7 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 	s.mu.Unlock()
 	if err := w.ch.send(&message{Op: "session", Handoff: h}, client); err != nil {
 		s.unroute(h.ID)
-		return &relay.HandOffError{Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
+		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
 	}
 	s.Log.Info("connection handed to worker", "session", h.ID, "user", logsafe.String(h.User), "uid", acct.UID, "worker", w.pid)
 	return nil

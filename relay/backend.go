@@ -12,27 +12,9 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
-
-// BackendError is a failure to reach or log in to the target. Reason and
-// Message go into the client's disconnect packet.
-type BackendError struct {
-	Reason, Message string
-	// Refused is the server's own words when it refused the hello.
-	Refused string
-	Err     error
-}
-
-func (e *BackendError) Error() string {
-	s := "relay: backend: " + e.Message
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
-}
-
-func (e *BackendError) Unwrap() error { return e.Err }
 
 // Backend is a logged-in connection to an xpra server, ready to relay.
 type Backend struct {
@@ -74,11 +56,11 @@ func Dial(cfg DialConfig) (*Backend, error) {
 	deadline := time.Now().Add(cfg.Timeout)
 	conn, err := net.DialTimeout(cfg.Network, cfg.Address, cfg.Timeout)
 	if err != nil {
-		return nil, &BackendError{Reason: "session not found error", Message: "failed to connect to display", Err: err}
+		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "failed to connect to display", Err: err}
 	}
 	if err := conn.SetDeadline(deadline); err != nil {
 		conn.Close()
-		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
+		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "backend socket error", Err: err}
 	}
 	var (
 		stream io.ReadWriter = conn
@@ -92,7 +74,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 		cancel()
 		if err != nil {
 			conn.Close()
-			return nil, &BackendError{Reason: "session not found error", Message: "TLS handshake with the server failed", Err: err}
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "TLS handshake with the server failed", Err: err}
 		}
 		stream = tc
 	}
@@ -103,7 +85,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 		}
 		if wc, err = upgradeWS(under, cfg.Address, cfg.Target.Display); err != nil {
 			conn.Close()
-			return nil, &BackendError{Reason: "session not found error", Message: "websocket upgrade with the server failed", Err: err}
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "websocket upgrade with the server failed", Err: err}
 		}
 		stream = wc
 	}
@@ -114,7 +96,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		conn.Close()
-		return nil, &BackendError{Reason: "server error", Message: "backend socket error", Err: err}
+		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "backend socket error", Err: err}
 	}
 	b.Conn = conn
 	if wc != nil {
@@ -123,7 +105,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 	if tc != nil {
 		if b.Conn, err = Bridge(tc, nil); err != nil {
 			tc.Close()
-			return nil, &BackendError{Reason: "server error", Message: "cannot relay the TLS connection", Err: err}
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the TLS connection", Err: err}
 		}
 	}
 	return b, nil
@@ -135,7 +117,7 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			msg = "timeout talking to the server"
 		}
-		return &BackendError{Reason: "session not found error", Message: msg, Err: err}
+		return &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: msg, Err: err}
 	}
 	w := frame.Writer{Encoding: cfg.Encoding}
 	send := func(p frame.Packet) error {
@@ -157,7 +139,7 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 		if errors.As(err, &te) {
 			// xpra refuses a hello it cannot use with a line of text.
 			words := refusalWords(te.Line)
-			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
 		}
 		if err != nil {
 			return nil, fail("server connection lost during the handshake", err)
@@ -171,14 +153,14 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 			return &Backend{Hello: caps, Header: r.Header()}, nil
 		case "challenge":
 			if answered {
-				return nil, &BackendError{Reason: "authentication failed", Message: "the server refused the target's password"}
+				return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "authentication failed", Message: "the server refused the target's password"}
 			}
 			if cfg.Password == "" {
-				return nil, &BackendError{Reason: "authentication failed", Message: "the server requires a password and the target has none"}
+				return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "authentication failed", Message: "the server requires a password and the target has none"}
 			}
 			hello, err := challengeReply(cfg.Hello, p, cfg.Password)
 			if err != nil {
-				return nil, &BackendError{Reason: "authentication failed", Message: "cannot answer the server's challenge", Err: err}
+				return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "authentication failed", Message: "cannot answer the server's challenge", Err: err}
 			}
 			if err := send(frame.Packet{"hello", hello}); err != nil {
 				return nil, fail("failed to send the challenge response", err)
@@ -186,7 +168,7 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 			answered = true
 		case "disconnect":
 			words := disconnectText(p)
-			return nil, &BackendError{Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "the server refused the connection: " + words, Refused: words}
 		default:
 			// Nothing else is expected before the hello; ignore it as
 			// xpra's client does.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
@@ -51,10 +52,10 @@ func (s *Session) authenticated() {
 		acct, aerr = authn.ResolveAccount(id)
 		switch {
 		case aerr != nil && root:
-			err = &authn.SessionError{Reason: "authentication error", Message: "cannot find the account to run as"}
+			err = &disconnect.Error{Stage: disconnect.Session, Reason: "authentication error", Message: "cannot find the account to run as"}
 			return
 		case root && acct.Root():
-			err = &authn.SessionError{Reason: "authentication error", Message: "cannot run proxy instances as root"}
+			err = &disconnect.Error{Stage: disconnect.Session, Reason: "authentication error", Message: "cannot run proxy instances as root"}
 			return
 		}
 		if wantsNew {
@@ -62,8 +63,7 @@ func (s *Session) authenticated() {
 			return
 		}
 		cands, pool, err = s.chooseTarget(id, requested, acct, root)
-		var se *authn.SessionError
-		if errors.As(err, &se) && se.Message == "no displays found" && s.cfg.StartSessions {
+		if se, ok := disconnect.Is(err, disconnect.Session); ok && se.Message == "no displays found" && s.cfg.StartSessions {
 			// xpra's proxy starts a session for a user who has none.
 			start, err = s.startRequest(nil, acct, root, id.SessionOptions, clientEnc)
 		}
@@ -90,22 +90,22 @@ func (s *Session) authenticated() {
 // against the configuration and the user's limit; off the loop.
 func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, opts []authn.Option, client Encoders) (*StartRequest, error) {
 	if !s.cfg.StartSessions {
-		return nil, &authn.SessionError{Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "starting new sessions is disabled on this proxy"}
 	}
 	switch {
 	case !root && !s.cfg.StartAsProxyUser:
 		// The proxy's own account can read its user database and keys:
 		// a user's commands never run as it unless the operator says so.
-		return nil, &authn.SessionError{Reason: "session not found error",
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error",
 			Message: "this proxy does not start sessions: it does not run as root (see --proxy-start-as-proxy-user)"}
 	case root && (acct.Name == "" || acct.UID == nobodyUID):
 		// nobody is shared by every unmapped user.
-		return nil, &authn.SessionError{Reason: "session not found error",
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error",
 			Message: "this user has no local account to start a session as"}
 	}
 	r, ignored, err := ParseStartRequest(sns, StartPolicy{Commands: s.cfg.StartCommands, Env: s.cfg.StartEnv})
 	if err != nil {
-		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: err.Error()}
 	}
 	// The xpra that starts it: of the client's generation, from the
 	// user's row (start-xpra=PATH[:PATH]) or the proxy's list.
@@ -117,10 +117,10 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 	}
 	prog, enc, err := s.cfg.StartPrograms.Choose(rowPaths, client)
 	if err != nil {
-		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: err.Error()}
 	}
 	if r.Mode, err = Subcommand(r.Mode, enc); err != nil {
-		return nil, &authn.SessionError{Reason: "session not found error", Message: err.Error()}
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: err.Error()}
 	}
 	r.Xpra = prog
 	if len(ignored) > 0 {
@@ -129,7 +129,7 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 	if max := s.cfg.MaxStartedSessions; max > 0 {
 		dirs, uid := s.userDirs(acct, root)
 		if n := len(authn.LocalSessions(dirs, s.cfg.Hostname, uid, time.Second)); n >= max {
-			return nil, &authn.SessionError{Reason: "session not found error",
+			return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error",
 				Message: fmt.Sprintf("too many sessions: %d running, the limit is %d", n, max)}
 		}
 	}
@@ -149,7 +149,7 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 	s.logger().Info("starting a new session", "user", s.logUser(), "mode", r.Mode, "args", logsafe.String(strings.Join(r.Args, " ")))
 	s.offLoop(WorkDial, func() {
 		if len(dirs) == 0 {
-			err = &BackendError{Reason: "server error", Message: "cannot start a new session: no socket directory"}
+			err = &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session: no socket directory"}
 			return
 		}
 		os.MkdirAll(dirs[0], 0o700)
@@ -210,10 +210,10 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 				Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
 				Link: link})
 			s.cfg.Connects.Release(key)
-			var be *BackendError
+			be, isBackend := disconnect.Is(err, disconnect.Backend)
 			if err == nil {
 				s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
-			} else if errors.As(err, &be) && be.Refused != "" {
+			} else if isBackend && be.Refused != "" {
 				if server := RefusalEncoders(be.Refused, clientEnc); server != 0 && !clientEnc.Compatible(server) {
 					s.cfg.Generations.Learn(key, server)
 					err = mismatchError(clientEnc, server, be.Refused)
@@ -224,7 +224,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 					break
 				}
 			}
-			if err == nil || i == len(cands)-1 || !errors.As(err, &be) || be.Message != "failed to connect to display" {
+			if err == nil || i == len(cands)-1 || !isBackend || be.Message != "failed to connect to display" {
 				break
 			}
 			// A pool member that does not answer: the next one.
@@ -251,7 +251,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 		s.s2c = &pipe{s: s, name: "server→client", link: link}
 		if err := s.host.Enroll(s, b); err != nil {
 			b.Conn.Close()
-			s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+			s.connectFailed(&disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the connection", Err: err})
 		}
 	}, func() {
 		// Nobody waits for the backend any more.
@@ -263,7 +263,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 
 // errTargetBusy: the target has as many dials in progress as the
 // ConnectLimiter allows.
-var errTargetBusy = &BackendError{Reason: "server error", Message: "too many connections in progress to this server, try again later"}
+var errTargetBusy = &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "too many connections in progress to this server, try again later"}
 
 // connectRetry is how long a login waits before trying a busy target
 // again.
@@ -307,7 +307,7 @@ func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.
 	if name, ok := strings.CutPrefix(display, PoolPrefix); ok {
 		pool := s.cfg.Pools[name]
 		if pool == nil {
-			return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "no target pool " + name}
+			return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no target pool " + name}
 		}
 		displays, targets, err := pool.Pick(s.ID)
 		if err != nil {
@@ -321,7 +321,7 @@ func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.
 	}
 	t, err := authn.ParseTarget(display)
 	if err != nil {
-		return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "invalid display string"}
+		return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "invalid display string"}
 	}
 	if t.Network == "unix" && t.Address == "" {
 		if t.Address, err = authn.FindSocket(dirs, s.cfg.Hostname, t.Display); err != nil {
@@ -348,17 +348,16 @@ func (s *Session) userDirs(acct authn.Account, root bool) ([]string, int) {
 }
 
 func (s *Session) connectFailed(err error) {
-	var se *authn.SessionError
-	var be *BackendError
+	var de *disconnect.Error
 	switch {
-	case errors.As(err, &se):
+	case errors.As(err, &de) && de.Stage == disconnect.Session:
 		s.outcome("no-session")
-		s.logger().Info("no session", "user", s.logUser(), "reason", se.Message)
-		s.disconnect(se.Reason, se.Message)
-	case errors.As(err, &be):
+		s.logger().Info("no session", "user", s.logUser(), "reason", de.Message)
+		s.disconnect(de.Reason, de.Message)
+	case errors.As(err, &de):
 		s.outcome("unreachable")
-		s.logger().Info("target unreachable", "user", s.logUser(), "err", err)
-		s.disconnect(be.Reason, be.Message)
+		s.logger().Info("target unreachable", "user", s.logUser(), "stage", de.Stage.String(), "err", err)
+		s.disconnect(de.Reason, de.Message)
 	default:
 		s.outcome("error")
 		s.logger().Warn("connect failed", "user", s.logUser(), "err", err)
@@ -370,7 +369,7 @@ func (s *Session) connectFailed(err error) {
 // be moved onto it.
 func (s *Session) BackendFailed(err error) {
 	if s.state == stateBusy {
-		s.connectFailed(&BackendError{Reason: "server error", Message: "cannot relay the connection", Err: err})
+		s.connectFailed(&disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the connection", Err: err})
 	}
 }
 

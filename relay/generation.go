@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
 // Which xpra generations can talk (xpra-spec §2.5, §8): what decides it
@@ -200,7 +201,7 @@ func mismatchError(client, server Encoders, refused string) error {
 	if refused != "" {
 		msg += " (the server said: " + refused + ")"
 	}
-	return &BackendError{Reason: "version error", Message: msg, Refused: refused}
+	return &disconnect.Error{Stage: disconnect.Backend, Reason: "version error", Message: msg, Refused: refused}
 }
 
 // orderByGeneration puts first the candidates a client with encoders c

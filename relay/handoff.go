@@ -9,6 +9,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
@@ -44,16 +45,6 @@ type Transported interface {
 // acct. It runs off the loop and may block; it owns client (a dup of the
 // socket) whether it fails or not.
 type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
-
-// HandOffError is a failed handoff; Reason and Message go into the
-// client's disconnect packet.
-type HandOffError struct {
-	Reason, Message string
-	Err             error
-}
-
-func (e *HandOffError) Error() string { return "relay: handoff: " + e.Message + ": " + e.Err.Error() }
-func (e *HandOffError) Unwrap() error { return e.Err }
 
 // handOff moves the client to a worker: its socket is dup'ed and the
 // loop's connection closed at once, so that this process reads nothing
@@ -96,8 +87,7 @@ func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Acc
 	handOff := func() error { return s.cfg.HandOff(h, acct, f) }
 	fail := func(err error) {
 		reason, msg := "server error", "cannot relay the connection"
-		var he *HandOffError
-		if errors.As(err, &he) {
+		if he, ok := disconnect.Is(err, disconnect.HandOff); ok {
 			reason, msg = he.Reason, he.Message
 		}
 		log.Warn("handoff failed", "user", logsafe.String(h.User), "uid", acct.UID, "err", err)
@@ -117,7 +107,7 @@ func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Acc
 	if !queued {
 		// The socket is ours alone now: answer from a goroutine of its
 		// own, bounded by the write deadline.
-		go fail(&HandOffError{Reason: "server error", Message: "the proxy is too busy, try again later", Err: errors.New("work queue full")})
+		go fail(&disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "the proxy is too busy, try again later", Err: errors.New("work queue full")})
 	}
 }
 

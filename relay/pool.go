@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
 // Target pools (the idea of Prosody's mod_client_proxy): one name in front
@@ -94,7 +95,7 @@ func (p *Pool) Pick(id uint64) ([]string, []authn.Target, error) {
 		}
 	}
 	if len(idx) == 0 {
-		return nil, nil, &authn.SessionError{Reason: "session not found error", Message: "no live server in pool " + p.Name}
+		return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no live server in pool " + p.Name}
 	}
 	switch p.Policy {
 	case PolicyRandom:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
@@ -192,7 +193,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 	}
 	xpra, err := exec.LookPath(prog)
 	if err != nil {
-		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session: " + prog + " is not installed", Err: err}
+		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session: " + prog + " is not installed", Err: err}
 	}
 	args := []string{r.Mode}
 	if r.Display != "" {
@@ -238,7 +239,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+rt)
 	}
 	if err := cmd.Start(); err != nil {
-		return Candidate{}, &BackendError{Reason: "server error", Message: "cannot start a new session", Err: err}
+		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session", Err: err}
 	}
 	if wp != nil {
 		wp.Close()
@@ -273,7 +274,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		if l := logTail(); l != "" {
 			msg = l
 		}
-		return Candidate{}, &BackendError{Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
+		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
 	}
 	// The daemon returns before its server listens: wait until the
 	// socket accepts a connection.
@@ -293,7 +294,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 			if l := logTail(); l != "" {
 				msg = l
 			}
-			return Candidate{}, &BackendError{Reason: "server error", Message: "failed to start a new session: " + msg, Err: ferr}
+			return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: ferr}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

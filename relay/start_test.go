@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
 func TestParseStartRequest(t *testing.T) {
@@ -130,8 +130,8 @@ func TestStartSessionFailure(t *testing.T) {
 		t.Fatalf("xpra is missing: the README's test command installs it")
 	}
 	_, err := StartSession(&StartRequest{Mode: "shadow", Display: ":59999"}, t.TempDir(), "host", 5*time.Second)
-	var be *BackendError
-	if !errors.As(err, &be) || !strings.HasPrefix(be.Message, "failed to start a new session: ") || len(be.Message) < 40 {
+	be, ok := disconnect.Is(err, disconnect.Backend)
+	if !ok || !strings.HasPrefix(be.Message, "failed to start a new session: ") || len(be.Message) < 40 {
 		t.Errorf("got %v", err)
 	}
 	t.Logf("reason given: %s", be.Message)
