@@ -139,6 +139,7 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 		return nil, fmt.Errorf("relay: handoff %d: hello without capabilities", h.ID)
 	}
 	s.caps, s.enc, s.helloSeen = caps, r.Header().Flags.Encoding(), true
+	s.claimed = ClaimedVersion(caps)
 	s.authed = true // by the process that handed it over
 	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
 	if h.Start != nil {

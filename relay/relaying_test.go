@@ -371,6 +371,9 @@ func TestHandOffAndAdopt(t *testing.T) {
 	if !s.Relaying() || !strings.HasPrefix(words(c.Packets(t)), "hello") {
 		t.Fatalf("the adopted session does not relay")
 	}
+	if got := words([]frame.Packet{{s.Info()}}); !strings.Contains(got, "user foo") {
+		t.Errorf("adopted session info: %s", got)
+	}
 	if _, err := relay.AdoptSession(config(nil), h, c, &relay.Handoff{ID: 3, Hello: []byte("junk")}, time.Now()); err == nil {
 		t.Error("a handoff with a bad hello was adopted")
 	}
