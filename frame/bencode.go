@@ -92,8 +92,9 @@ func appendBencodeString[T string | []byte](dst []byte, s T) []byte {
 }
 
 type bdecoder struct {
-	src []byte
-	pos int
+	src    []byte
+	pos    int
+	budget int // values left to decode; < 0: no limit
 }
 
 func (d *bdecoder) fail(reason string) error {
@@ -104,6 +105,10 @@ func (d *bdecoder) value(depth int) (any, error) {
 	if depth > MaxDepth {
 		return nil, d.fail(fmt.Sprintf("nesting deeper than %d", MaxDepth))
 	}
+	if d.budget == 0 {
+		return nil, d.fail("too many values")
+	}
+	d.budget--
 	if d.pos >= len(d.src) {
 		return nil, d.fail("truncated data")
 	}

@@ -74,19 +74,29 @@ func (e Encoding) Append(dst []byte, v any) ([]byte, error) {
 
 // Decode decodes one value that must fill src exactly. Strings are copied,
 // so the result does not alias src.
-func (e Encoding) Decode(src []byte) (any, error) {
+func (e Encoding) Decode(src []byte) (any, error) { return e.DecodeLimited(src, 0) }
+
+// DecodeLimited is Decode with at most maxValues values (every integer,
+// string, list, dict and key counts; ≤ 0: no limit). A list of small
+// integers decodes to 16 bytes per input byte: the limit bounds that
+// amplification where the input is a stranger's.
+func (e Encoding) DecodeLimited(src []byte, maxValues int) (any, error) {
 	var (
 		v   any
 		n   int
 		err error
 	)
+	budget := -1
+	if maxValues > 0 {
+		budget = maxValues
+	}
 	switch e {
 	case Rencode, RencodePlus:
-		d := rdecoder{src: src, plus: e == RencodePlus}
+		d := rdecoder{src: src, plus: e == RencodePlus, budget: budget}
 		v, err = d.value(0)
 		n = d.pos
 	case Bencode:
-		d := bdecoder{src: src}
+		d := bdecoder{src: src, budget: budget}
 		v, err = d.value(0)
 		n = d.pos
 	default:

@@ -245,3 +245,25 @@ func TestChunkRules(t *testing.T) {
 		t.Error("non-list packet accepted")
 	}
 }
+
+// A list of small integers decodes to 16 bytes per byte received: with a
+// value limit it stops there, and a real hello (about 6,000 values) fits.
+func TestDecodeValueLimit(t *testing.T) {
+	wide := append([]byte{0x3b}, bytes.Repeat([]byte{0x01}, 250_000)...)
+	wide = append(wide, 0x7f)
+	for _, e := range []Encoding{Rencode, RencodePlus} {
+		if _, err := e.DecodeLimited(wide, 1<<16); err == nil || !strings.Contains(err.Error(), "too many values") {
+			t.Errorf("%v: wide list: %v", e, err)
+		}
+		if v, err := e.DecodeLimited(wide, 0); err != nil || len(v.([]any)) != 250_000 {
+			t.Errorf("%v: unlimited: %v", e, err)
+		}
+	}
+	ben := []byte("l" + strings.Repeat("i1e", 100) + "e")
+	if _, err := Bencode.DecodeLimited(ben, 50); err == nil {
+		t.Error("bencode: over the limit")
+	}
+	if _, err := Bencode.DecodeLimited(ben, 101); err != nil {
+		t.Errorf("bencode: at the limit: %v", err)
+	}
+}

@@ -46,6 +46,10 @@ type Reader struct {
 	// hello is one frame), and each one would be held, decompressed,
 	// until its main packet comes.
 	NoChunks bool
+	// MaxValues bounds the values one packet decodes to (≤ 0: no
+	// bound): before login, a small packet must not become a large
+	// decoded one.
+	MaxValues int
 
 	chunks []rawChunk
 	last   Header
@@ -128,7 +132,7 @@ func (r *Reader) decodeMain(h Header, payload []byte) (Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := h.Flags.Encoding().Decode(data)
+	v, err := h.Flags.Encoding().DecodeLimited(data, r.MaxValues)
 	if err != nil {
 		return nil, err
 	}

@@ -206,9 +206,10 @@ func appendRencodeBig(dst []byte, digits string) ([]byte, error) {
 
 // rdecoder decodes python-rencode (plus=false) or rencodeplus (plus=true).
 type rdecoder struct {
-	src  []byte
-	pos  int
-	plus bool
+	src    []byte
+	pos    int
+	plus   bool
+	budget int // values left to decode; < 0: no limit
 }
 
 func (d *rdecoder) enc() Encoding {
@@ -233,6 +234,10 @@ func (d *rdecoder) value(depth int) (any, error) {
 	if depth > MaxDepth {
 		return nil, d.fail(fmt.Sprintf("nesting deeper than %d", MaxDepth))
 	}
+	if d.budget == 0 {
+		return nil, d.fail("too many values")
+	}
+	d.budget--
 	if err := d.need(1); err != nil {
 		return nil, err
 	}

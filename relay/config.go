@@ -68,6 +68,10 @@ const nobodyUID = 65534
 const (
 	DefaultLoginPacketSize = 256 << 10
 	DefaultConnectBuffer   = 1 << 20
+	// LoginPacketValues bounds the values one packet decodes to before
+	// login: a real 3.1.3 hello has about 6,000 (6.5's 740), and a list
+	// of small integers decodes to 16 bytes per byte received.
+	LoginPacketValues = 1 << 16
 	// MaxUsernameLength bounds a hello's username (xpra's are short).
 	MaxUsernameLength = 256
 )

@@ -25,6 +25,7 @@ func (s *Session) authenticated() {
 	s.authed = true
 	s.cfg.Throttle.Succeeded(s.source())
 	s.reader.MaxPacketSize = s.cfg.MaxPacketSize
+	s.reader.MaxValues = 0
 	s.logger().Info("authenticated", "user", s.logUser())
 	switch r := request(s.caps); r {
 	case "", "connect_test":

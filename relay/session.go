@@ -179,6 +179,7 @@ func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *
 	s.deadline = now.Add(cfg.LoginTimeout)
 	s.reader.MaxPacketSize = cfg.loginPacketSize()
 	s.reader.NoChunks = true
+	s.reader.MaxValues = LoginPacketValues
 	return s
 }
 

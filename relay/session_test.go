@@ -208,6 +208,14 @@ func TestSessionRefusals(t *testing.T) {
 			p.c.Feed([]byte("GET nothing\r\n\r\nxxxxxxxxxxxxxxxx"))
 			return p.turn()
 		}, "invalid packet format"},
+		{"wide hello", true, func(p *peer) []frame.Packet {
+			// 250,000 small integers: 4 MB decoded from 250 KB.
+			wide := make([]any, 250_000)
+			for i := range wide {
+				wide[i] = int64(1)
+			}
+			return p.send(frame.Packet{"hello", wide})
+		}, "too many values"},
 		{"no version", true, func(p *peer) []frame.Packet {
 			return p.send(frame.Packet{"hello", frame.NewDict("username", "foo")})
 		}, "version error"},
