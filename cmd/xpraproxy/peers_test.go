@@ -284,6 +284,11 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 		}
 		out, _ := exec.Command("compare", "-metric", "AE", a, b, "null:").CombinedOutput()
 		last = strings.TrimSpace(string(out))
+		if last != "0" {
+			// What the two captures are, for a failure to be read.
+			id, _ := exec.Command("identify", "-format", "%f %wx%h mean %[mean]; ", a, b).CombinedOutput()
+			last += " (" + strings.TrimSpace(string(id)) + ")"
+		}
 		if last == "0" {
 			return
 		}
