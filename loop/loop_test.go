@@ -17,6 +17,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -185,7 +186,7 @@ func frameAfterHello(r *frame.StreamReader, c net.Conn) (int, recvd, error) {
 // startProxy runs the reactor on a free port with one tcp listener.
 func startProxy(t *testing.T, cfg relay.Config, opts Options) (string, *Server) {
 	t.Helper()
-	port := freePort(t)
+	port := xpratest.FreePort()
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -219,15 +220,6 @@ func startProxy(t *testing.T, cfg relay.Config, opts Options) (string, *Server) 
 		<-errc
 	})
 	return addr, srv
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func multifile(t *testing.T, lines ...string) []authn.Module {
@@ -398,7 +390,7 @@ func expectDisconnect(t *testing.T, p frame.Packet, want string) {
 
 func TestFailures(t *testing.T) {
 	fs := startFakeServer(t, "serverpw")
-	dead := freePort(t)
+	dead := xpratest.FreePort()
 	mods := multifile(t,
 		"foo|bar|||tcp://"+fs.addr()+"/",
 		"withpw|x|||tcp://u:serverpw@"+fs.addr()+"/",

@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
 const testUser = "xpratest"
@@ -198,14 +200,8 @@ func freeDisplay() string {
 	}
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is xpratest's.
+func freePort() int { return xpratest.FreePort() }
 
 func tail(b []byte, n int) string {
 	if len(b) > n {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
 // workerProc is one `xpraproxy worker` child of the proxy, as ps shows it.
@@ -91,9 +93,7 @@ func eventually(t *testing.T, what string, timeout time.Duration, ok func() bool
 // sessions, `xpraproxy stop :proxy-ID`, and the real xpra list/info/stop
 // against the proxy.
 func TestRootPrivilegeSeparation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("privilege separation needs root; CI runs the tests as root")
-	}
+	xpratest.NeedRoot(t)
 	forEachGen(t, testRootPrivilegeSeparation)
 }
 
@@ -274,9 +274,7 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 // has it (one road: relay.Limits): each set to a value that is not its
 // default, read back from the proxy's info and from the worker's own.
 func TestOptionsReachWorkers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("workers need root; CI runs the tests as root")
-	}
+	xpratest.NeedRoot(t)
 	a := gen31.srv(t, "sessionA")
 	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)})
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,

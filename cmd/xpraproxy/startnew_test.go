@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
 // `xpra start tcp://user:pass@proxy:port/ --start=xterm` through the
@@ -19,9 +21,7 @@ import (
 // to it, pixel-exact; the per-user limit refuses one more. A 6.x
 // `xpra start-desktop` gets a desktop session.
 func TestStartNewSessionThroughProxy(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("starting sessions as another user needs root; CI runs the tests as root")
-	}
+	xpratest.NeedRoot(t)
 	forEachGen(t, testStartNewSession)
 }
 

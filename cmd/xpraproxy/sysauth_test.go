@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/authn/authntest"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
 // The real xpra client logs in through the proxy with a PAM account (the
@@ -19,9 +19,7 @@ import (
 // client only sends over TLS: the clients use ssl://. A wrong password
 // and a locked account are refused with their reasons.
 func TestPAMAndLDAPRealClient(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("PAM checks other users' passwords only as root; CI runs the tests as root")
-	}
+	xpratest.NeedRoot(t)
 	authntest.LocalUser(t, testUser, "xpratest-pw")
 	authntest.LocalUser(t, "xprapamlocked", "locked-pw")
 	if out, err := exec.Command("usermod", "-L", "xprapamlocked").CombinedOutput(); err != nil {
