@@ -214,6 +214,9 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			be, isBackend := disconnect.Is(err, disconnect.Backend)
 			if err == nil {
 				s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
+				if pool != nil {
+					pool.Use(s.ID, c.Display)
+				}
 			} else if isBackend && be.Refused != "" {
 				if server := RefusalEncoders(be.Refused, clientEnc); server != 0 && !clientEnc.Compatible(server) {
 					s.cfg.Generations.Learn(key, server)

@@ -143,6 +143,17 @@ func (p *Pool) Failed(id uint64, display, next string) {
 	}
 }
 
+// Use counts session id for the member it reached (display), which is
+// not the policy's first choice when the client's xpra generation made
+// the proxy skip members.
+func (p *Pool) Use(id uint64, display string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := p.index(display); i >= 0 {
+		p.assign(id, i)
+	}
+}
+
 // Release forgets session id (it ended).
 func (p *Pool) Release(id uint64) {
 	p.mu.Lock()

@@ -433,3 +433,22 @@ func TestProxyVideoDraw(t *testing.T) {
 	}
 	p.fromServer(frame.Packet{"lost-window", 1})
 }
+
+// A pool whose first member is of the other generation: the client is
+// relayed by the second, which then counts the session.
+func TestPoolSkipsOtherGeneration(t *testing.T) {
+	six, _ := xpratest.StartServer()
+	defer six.Close()
+	three := server(t)
+	pool, _ := relay.ParsePool("mixed:first-live:" + six.URL() + "," + three.URL())
+	cfg := config(users(t, "pool:mixed"))
+	cfg.Pools = relay.Pools{"mixed": pool}
+	// The proxy learnt that the first member speaks only rencodeplus.
+	cfg.Generations.Learn("tcp:"+six.Addr(), relay.EncRencodePlus)
+	p := relaying(t, cfg)
+	st := pool.Status()
+	if st[three.URL()][1] != 1 || st[six.URL()][1] != 0 || st[six.URL()][0] != 1 {
+		t.Errorf("after skipping the 6.x member: %v (it stays live)", st)
+	}
+	p.s.Stop("done")
+}
