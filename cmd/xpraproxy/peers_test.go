@@ -378,11 +378,22 @@ func (p *proxy) logText() string {
 
 // client is a real `xpra attach` under the clients' Xvfb.
 type client struct {
-	gen     *generation
-	cmd     *exec.Cmd
-	out     *bytes.Buffer
-	mu      *sync.Mutex
-	display string
+	gen      *generation
+	cmd      *exec.Cmd
+	out      *bytes.Buffer
+	mu       *sync.Mutex
+	display  string
+	waitOnce sync.Once
+	done     chan struct{} // closed when the process has exited (one Wait)
+}
+
+// waited is closed once the client process has exited: the only Wait.
+func (c *client) waited() <-chan struct{} {
+	c.waitOnce.Do(func() {
+		c.done = make(chan struct{})
+		go func() { c.cmd.Wait(); close(c.done) }()
+	})
+	return c.done
 }
 
 type syncBuf struct {
@@ -440,6 +451,12 @@ func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *
 	if g.six && slices.Contains(extra, "--ssl-server-verify-mode=none") {
 		args = append(args, "--ssl-check-hostname=no")
 	}
+	if g.six && !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--reconnect=") }) {
+		// 6.x clients reconnect by themselves when a connection is lost
+		// (3.1.3's do not): a refusal whose socket end beats the reason
+		// would start them over, with the same wrong password.
+		args = append(args, "--reconnect=no")
+	}
 	args = append(args, extra...)
 	cmd := g.command(false, args...)
 	cmd.Env = append(cmd.Env, "DISPLAY="+display)
@@ -473,19 +490,17 @@ func (c *client) text() string {
 }
 
 func (c *client) stop() {
-	if c.cmd.ProcessState == nil && c.cmd.Process != nil {
+	if c.cmd.Process != nil {
 		c.cmd.Process.Kill()
-		c.cmd.Wait()
+		<-c.waited()
 	}
 }
 
 // exited waits for the client to exit and returns its output.
 func (c *client) exited(t *testing.T, timeout time.Duration) string {
 	t.Helper()
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-c.waited():
 	case <-time.After(timeout):
 		t.Fatalf("client still running after %v:\n%s", timeout, tail([]byte(c.text()), 2000))
 	}
@@ -494,7 +509,12 @@ func (c *client) exited(t *testing.T, timeout time.Duration) string {
 
 // running reports whether the client process is alive.
 func (c *client) running() bool {
-	return c.cmd.ProcessState == nil && c.cmd.Process.Signal(syscallZero) == nil
+	select {
+	case <-c.waited():
+		return false
+	default:
+		return c.cmd.Process.Signal(syscallZero) == nil
+	}
 }
 
 // sqliteDB makes a database with the xpraproxy sqlite command, as the

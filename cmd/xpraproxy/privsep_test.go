@@ -122,12 +122,7 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 	// moo comes over wss://: TLS ends in the main process, the WebSocket
 	// framing moves to the worker with the connection.
 	moo := g.attach(t, fmt.Sprintf("wss://moo:cow@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
-	// 6.x clients reconnect by themselves after a lost connection.
-	var once []string
-	if g.six {
-		once = []string{"--reconnect=no"}
-	}
-	joe := g.attach(t, url("joe", "pw"), once...)
+	joe := g.attach(t, url("joe", "pw"))
 	pixelsMatch(t, a, foo, title(a, "foo"))
 	pixelsMatch(t, b, moo, fmt.Sprintf("%s on wss://moo@127.0.0.1:%d/", b.name, p.port))
 	pixelsMatch(t, c, joe, title(c, "joe"))
