@@ -16,6 +16,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Proxy kinds under test.
@@ -257,7 +258,7 @@ func proxyHeap(p *proxyProc) int64 {
 	if p.kind != ProxyXpraproxy && p.kind != ProxyXpraproxyRoot {
 		return 0
 	}
-	host := authn.SocketHostname()
+	host := route.SocketHostname()
 	path := filepath.Join(p.sockDir, host+"-"+strings.TrimPrefix(p.display, ":"))
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {

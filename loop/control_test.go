@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // The control plane in one process: sessions listed by name, one
@@ -113,8 +113,8 @@ func TestAdopt(t *testing.T) {
 	}
 	w := frame.Writer{Encoding: frame.Rencode}
 	hb, _ := w.AppendPacket(nil, frame.Packet{"hello", hello("foo")})
-	target, _ := authn.ParseTarget("tcp://" + fs.addr() + "/")
-	h := &relay.Handoff{ID: 77, User: "foo", Peer: "tcp test", Candidates: []relay.Candidate{{Display: target.String(), Target: target}}, Hello: hb, Started: time.Now()}
+	target, _ := route.ParseTarget("tcp://" + fs.addr() + "/")
+	h := &relay.Handoff{ID: 77, User: "foo", Peer: "tcp test", Candidates: []route.Candidate{{Display: target.String(), Target: target}}, Hello: hb, Started: time.Now()}
 	if err := srv.Adopt(h, accepted); err != nil {
 		t.Fatal(err)
 	}

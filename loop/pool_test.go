@@ -7,24 +7,25 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Target pools with three servers: 30 sessions spread by each policy; one
 // server killed ends its sessions with a reason and new sessions go to the
 // others (the failed connect marks it dead and moves on).
 func TestPools(t *testing.T) {
-	for _, policy := range []string{relay.PolicyLeastSessions, relay.PolicyRandom, relay.PolicyFirstLive} {
+	for _, policy := range route.Policies() {
 		t.Run(policy, func(t *testing.T) {
 			fs := []*fakeServer{startFakeServer(t, ""), startFakeServer(t, ""), startFakeServer(t, "")}
 			var targets []string
 			for _, s := range fs {
 				targets = append(targets, "tcp://"+s.addr()+"/")
 			}
-			pool, err := relay.ParsePool("farm:" + policy + ":" + strings.Join(targets, ","))
+			pool, err := route.ParsePool("farm:" + policy + ":" + strings.Join(targets, ","))
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||pool:farm"), Pools: relay.Pools{"farm": pool}}, Options{})
+			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||pool:farm"), Pools: route.Pools{"farm": pool}}, Options{})
 			var clients []*testClient
 			for i := 0; i < 30; i++ {
 				tc := dialProxy(t, addr)
@@ -35,15 +36,15 @@ func TestPools(t *testing.T) {
 			}
 			counts := []int{fs[0].helloCount(), fs[1].helloCount(), fs[2].helloCount()}
 			switch policy {
-			case relay.PolicyLeastSessions:
+			case "least-sessions":
 				if counts[0] != 10 || counts[1] != 10 || counts[2] != 10 {
 					t.Errorf("least-sessions spread %v, want 10 each", counts)
 				}
-			case relay.PolicyRandom:
+			case "random":
 				if counts[0] == 0 || counts[1] == 0 || counts[2] == 0 || counts[0]+counts[1]+counts[2] != 30 {
 					t.Errorf("random spread %v", counts)
 				}
-			case relay.PolicyFirstLive:
+			case "first-live":
 				if counts[0] != 30 {
 					t.Errorf("first-live spread %v, want all on the first", counts)
 				}
@@ -73,7 +74,7 @@ func TestPools(t *testing.T) {
 			// Six new sessions; random order may not try the dead target
 			// in six (a 9% chance), so open more until it has been tried.
 			opened := 0
-			for i := 0; i < 6 || (policy == relay.PolicyRandom && pool.Status()[targets[victim]][0] != 0 && i < 60); i++ {
+			for i := 0; i < 6 || (policy == "random" && pool.Status()[targets[victim]][0] != 0 && i < 60); i++ {
 				opened++
 				tc := dialProxy(t, addr)
 				if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {

@@ -17,6 +17,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // The test binary doubles as the worker (`TESTBIN worker --uid ...`) and
@@ -225,11 +226,11 @@ func TestSupervisorWorkers(t *testing.T) {
 	client, server := socketPairFiles(t)
 	wr := frame.Writer{Encoding: frame.Rencode}
 	hb, _ := wr.AppendPacket(nil, frame.Packet{"hello", frame.NewDict("version", "3.1.3")})
-	target, _ := authn.ParseTarget("tcp://127.0.0.1:1/")
+	target, _ := route.ParseTarget("tcp://127.0.0.1:1/")
 	sup.mu.Lock()
 	w.sessions-- // HandOff reserves again
 	sup.mu.Unlock()
-	if err := sup.HandOff(&relay.Handoff{ID: 5, User: "u", Candidates: []relay.Candidate{{Display: "tcp:127.0.0.1:1", Target: target}}, Hello: hb}, acct, server); err != nil {
+	if err := sup.HandOff(&relay.Handoff{ID: 5, User: "u", Candidates: []route.Candidate{{Display: "tcp:127.0.0.1:1", Target: target}}, Hello: hb}, acct, server); err != nil {
 		t.Fatal(err)
 	}
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))

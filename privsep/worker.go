@@ -23,6 +23,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/gpu"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // WorkerConfig is what a worker needs to relay: the relay limits and
@@ -173,7 +174,7 @@ func (w *worker) run() error {
 	}
 	me := currentUser()
 	for _, d := range w.cfg.SocketDirs {
-		rcfg.SocketDirs = append(rcfg.SocketDirs, authn.ExpandDir(d, me))
+		rcfg.SocketDirs = append(rcfg.SocketDirs, route.ExpandDir(d, me))
 	}
 	if pool, why, err := gpu.StartPool(w.cfg.Video); err != nil {
 		w.log.Warn("proxy video off", "err", err)
@@ -330,7 +331,7 @@ func (w *worker) reportEnded() {
 func (w *worker) instanceSocket() string {
 	u := currentUser()
 	for _, d := range w.cfg.SocketDirs {
-		d = authn.ExpandDir(d, u)
+		d = route.ExpandDir(d, u)
 		if d == "" {
 			continue
 		}

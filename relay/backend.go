@@ -14,6 +14,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Backend is a logged-in connection to an xpra server, ready to relay.
@@ -31,7 +32,7 @@ type Backend struct {
 
 // DialConfig says how to reach and log in to a backend.
 type DialConfig struct {
-	Target  authn.Target
+	Target  route.Target
 	Network string // "tcp" or "unix"
 	Address string // resolved socket path for local displays
 	Hello   frame.Dict

@@ -8,6 +8,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/gpu"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Config is shared by the sessions of one listener.
@@ -46,7 +47,7 @@ type Config struct {
 	// offered it and their raw-RGB draws are compressed here (docs/gpu.md).
 	Video *gpu.Pool
 	// Pools are the target pools that `pool:NAME` displays name.
-	Pools Pools
+	Pools route.Pools
 	// StartPrograms are Limits.StartXpra with their generations, learnt
 	// once; nil: "xpra" on PATH.
 	StartPrograms *XpraPrograms
@@ -91,11 +92,4 @@ func (c *Config) connectBuffer() int {
 		return c.ConnectBuffer
 	}
 	return DefaultConnectBuffer
-}
-
-// Candidate is a display and its address; a pool gives several, tried in
-// order until one connects.
-type Candidate struct {
-	Display string       `json:"display"`
-	Target  authn.Target `json:"target"`
 }

@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // authenticated: answer requests, else find the session and connect.
@@ -36,18 +35,19 @@ func (s *Session) authenticated() {
 		s.disconnect("permission error", "invalid request: "+r)
 		return
 	}
-	requested := requestedDisplay(s.caps)
 	var (
 		err   error
 		acct  authn.Account
-		cands []Candidate
-		pool  *Pool
+		plan  route.Plan
 		start *StartRequest
 	)
 	id := s.identity
 	root := s.cfg.HandOff != nil
 	sns, wantsNew := s.caps.Dict("start-new-session")
 	clientEnc := PeerEncoders(s.caps)
+	req := route.Request{Session: s.ID, Displays: id.Displays, Explicit: id.Explicit, Requested: requestedDisplay(s.caps),
+		StartNew: wantsNew, StartIfNone: s.cfg.StartSessions}
+	router := s.router()
 	s.offLoop(WorkDial, func() {
 		var aerr error
 		acct, aerr = authn.ResolveAccount(id)
@@ -59,14 +59,12 @@ func (s *Session) authenticated() {
 			err = &disconnect.Error{Stage: disconnect.Session, Reason: "authentication error", Message: "cannot run proxy instances as root"}
 			return
 		}
-		if wantsNew {
+		req.Dirs, req.UID = s.userDirs(acct, root)
+		if plan, err = router.Route(req); err == nil && plan.Start {
+			if !wantsNew {
+				sns = nil // xpra's proxy starts a plain session for a user who has none
+			}
 			start, err = s.startRequest(sns, acct, root, id.SessionOptions, clientEnc)
-			return
-		}
-		cands, pool, err = s.chooseTarget(id, requested, acct, root)
-		if se, ok := disconnect.Is(err, disconnect.Session); ok && se.Message == "no displays found" && s.cfg.StartSessions {
-			// xpra's proxy starts a session for a user who has none.
-			start, err = s.startRequest(nil, acct, root, id.SessionOptions, clientEnc)
 		}
 	}, func() {
 		if err != nil {
@@ -74,7 +72,7 @@ func (s *Session) authenticated() {
 			return
 		}
 		if root {
-			s.handOff(cands, start, acct, id.SessionOptions)
+			s.handOff(plan.Candidates, start, acct, id.SessionOptions)
 			return
 		}
 		// As in xpra, a proxy that is not root relays (and starts
@@ -83,7 +81,7 @@ func (s *Session) authenticated() {
 			s.startAndConnect(start, id.SessionOptions)
 			return
 		}
-		s.connect(cands, pool, id.SessionOptions)
+		s.connect(plan.Candidates, plan.Pool, id.SessionOptions)
 	}, nil)
 }
 
@@ -129,7 +127,7 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 	}
 	if max := s.cfg.MaxStartedSessions; max > 0 {
 		dirs, uid := s.userDirs(acct, root)
-		if n := len(authn.LocalSessions(dirs, s.cfg.Hostname, uid, time.Second)); n >= max {
+		if n := len(route.LocalSessions(dirs, s.cfg.Hostname, uid, time.Second)); n >= max {
 			return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error",
 				Message: fmt.Sprintf("too many sessions: %d running, the limit is %d", n, max)}
 		}
@@ -143,7 +141,7 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 	// `xpra start` takes seconds: the login deadline moves.
 	s.deadline = time.Now().Add(3*s.cfg.ConnectTimeout + time.Second)
 	var (
-		c   Candidate
+		c   route.Candidate
 		err error
 	)
 	dirs, _ := s.userDirs(authn.Account{UID: os.Getuid()}, false)
@@ -161,20 +159,20 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 			return
 		}
 		s.logger().Info("new session started", "user", s.logUser(), "display", c.Display)
-		s.connect([]Candidate{c}, nil, opts)
+		s.connect([]route.Candidate{c}, nil, opts)
 	}, nil)
 }
 
 // connect dials the target off the loop, then moves the logged-in
 // backend onto the session's loop.
-func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
+func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []authn.Option) {
 	var (
 		b        *Backend
 		err      error
 		link     *LinkOptions
 		warnings []string
 		display  string
-		target   authn.Target
+		target   route.Target
 	)
 	caps, enc := s.caps, s.enc
 	clientEnc := PeerEncoders(caps)
@@ -236,7 +234,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			if pool != nil {
 				pool.Failed(s.ID, c.Display, next)
 			}
-			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", authn.RedactDisplay(next))
+			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", route.RedactDisplay(next))
 		}
 	}, func() {
 		for _, w := range warnings {
@@ -250,7 +248,7 @@ func (s *Session) connect(cands []Candidate, pool *Pool, opts []authn.Option) {
 			s.connectFailed(err)
 			return
 		}
-		s.display, s.target = authn.RedactDisplay(display), target.String()
+		s.display, s.target = route.RedactDisplay(display), target.String()
 		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
 		s.s2c = &pipe{s: s, name: "server→client", link: link}
 		if err := s.host.Enroll(s, b); err != nil {
@@ -277,7 +275,7 @@ const connectRetry = 25 * time.Millisecond
 // waits: a burst of logins to one server queues, and a server that never
 // answers delays only the logins to it. Past the login deadline the
 // client is told why.
-func (s *Session) retryConnect(cands []Candidate, pool *Pool, opts []authn.Option) {
+func (s *Session) retryConnect(cands []route.Candidate, pool *route.Pool, opts []authn.Option) {
 	if time.Now().Add(connectRetry).After(s.deadline) {
 		s.connectFailed(errTargetBusy)
 		return
@@ -291,64 +289,18 @@ func (s *Session) retryConnect(cands []Candidate, pool *Pool, opts []authn.Optio
 	})
 }
 
-// chooseTarget runs off the loop: the display, then its address.
-// As root, local sessions are those of the account the relay runs as, in
-// the socket directories expanded for it (xpra's get_sessions with
-// check_uid). A `pool:NAME` display gives the pool's live targets in
-// policy order.
-func (s *Session) chooseTarget(id *authn.Identity, requested string, acct authn.Account, root bool) ([]Candidate, *Pool, error) {
-	candidates := id.Displays
-	dirs, uid := s.userDirs(acct, root)
-	if !id.Explicit {
-		for _, ls := range authn.LocalSessions(dirs, s.cfg.Hostname, uid, 2*time.Second) {
-			candidates = append(candidates, ls.Display)
-		}
-	}
-	display, err := authn.ChooseDisplay(candidates, requested, s.cfg.OwnDisplay)
-	if err != nil {
-		return nil, nil, err
-	}
-	if name, ok := strings.CutPrefix(display, PoolPrefix); ok {
-		pool := s.cfg.Pools[name]
-		if pool == nil {
-			return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no target pool " + name}
-		}
-		displays, targets, err := pool.Pick(s.ID)
-		if err != nil {
-			return nil, nil, err
-		}
-		out := make([]Candidate, len(displays))
-		for i := range displays {
-			out[i] = Candidate{Display: displays[i], Target: targets[i]}
-		}
-		return out, pool, nil
-	}
-	t, err := authn.ParseTarget(display)
-	if err != nil {
-		return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "invalid display string"}
-	}
-	if t.Network == "unix" && t.Address == "" {
-		if t.Address, err = authn.FindSocket(dirs, s.cfg.Hostname, t.Display); err != nil {
-			return nil, nil, err
-		}
-	}
-	return []Candidate{{Display: display, Target: t}}, nil, nil
-}
-
 // userDirs are the socket directories of the account (expanded for it
 // when the proxy is root) and the uid whose sockets count.
 func (s *Session) userDirs(acct authn.Account, root bool) ([]string, int) {
 	if !root {
 		return s.cfg.SocketDirs, s.cfg.UID
 	}
-	dirs := s.cfg.UserSocketDirs
-	if u, err := user.LookupId(strconv.Itoa(acct.UID)); err == nil {
-		dirs = make([]string, len(s.cfg.UserSocketDirs))
-		for i, d := range s.cfg.UserSocketDirs {
-			dirs[i] = authn.ExpandDir(d, u)
-		}
-	}
-	return dirs, acct.UID
+	return route.DirsFor(s.cfg.UserSocketDirs, acct.UID), acct.UID
+}
+
+// router is the routing seam with this listener's pools.
+func (s *Session) router() *route.Router {
+	return &route.Router{Pools: s.cfg.Pools, OwnDisplay: s.cfg.OwnDisplay, Hostname: s.cfg.Hostname}
 }
 
 func (s *Session) connectFailed(err error) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Which xpra generations can talk (xpra-spec §2.5, §8): what decides it
@@ -207,12 +208,12 @@ func mismatchError(client, server Encoders, refused string) error {
 // orderByGeneration puts first the candidates a client with encoders c
 // can use (or whose generation is not known yet), keeping the pool's
 // order within each group.
-func orderByGeneration(cands []Candidate, c Encoders, g *Generations) []Candidate {
+func orderByGeneration(cands []route.Candidate, c Encoders, g *Generations) []route.Candidate {
 	if g == nil || len(cands) < 2 {
 		return cands
 	}
-	out := make([]Candidate, 0, len(cands))
-	var later []Candidate
+	out := make([]route.Candidate, 0, len(cands))
+	var later []route.Candidate
 	for _, cand := range cands {
 		if c.Compatible(g.Of(cand.Target.Network + ":" + cand.Target.Address)) {
 			out = append(out, cand)

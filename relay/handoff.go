@@ -11,6 +11,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Handoff is a logged-in client on its way to another process (a
@@ -18,12 +19,12 @@ import (
 // to its target and carry on. It travels as JSON beside the client's
 // socket.
 type Handoff struct {
-	ID         uint64         `json:"id"`
-	User       string         `json:"user"`
-	Peer       string         `json:"peer"`
-	Candidates []Candidate    `json:"candidates"`      // tried in order (one, or a pool's)
-	Start      *StartRequest  `json:"start,omitempty"` // start a new session as the worker's user first
-	Options    []authn.Option `json:"options,omitempty"`
+	ID         uint64            `json:"id"`
+	User       string            `json:"user"`
+	Peer       string            `json:"peer"`
+	Candidates []route.Candidate `json:"candidates"`      // tried in order (one, or a pool's)
+	Start      *StartRequest     `json:"start,omitempty"` // start a new session as the worker's user first
+	Options    []authn.Option    `json:"options,omitempty"`
 	// Hello is the client's hello packet as an xpra frame in the client's
 	// own encoder, so that every value keeps its type.
 	Hello   []byte    `json:"hello"`
@@ -49,7 +50,7 @@ type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
 // handOff moves the client to a worker: its socket is dup'ed and the
 // loop's connection closed at once, so that this process reads nothing
 // more from it.
-func (s *Session) handOff(cands []Candidate, start *StartRequest, acct authn.Account, opts []authn.Option) {
+func (s *Session) handOff(cands []route.Candidate, start *StartRequest, acct authn.Account, opts []authn.Option) {
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the

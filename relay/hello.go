@@ -13,6 +13,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Version is xpraproxy's own version, reported under proxy.*.
@@ -40,7 +41,7 @@ func hasPrefix(k string, prefixes []string) bool {
 // ServerHello builds the hello the proxy sends to the backend from the
 // client's: removed keys, the proxy's digests and markers, the target's
 // username and the session options (see ApplySessionOptions).
-func ServerHello(client frame.Dict, target authn.Target, opts []authn.Option) (frame.Dict, *LinkOptions, []string) {
+func ServerHello(client frame.Dict, target route.Target, opts []authn.Option) (frame.Dict, *LinkOptions, []string) {
 	h := append(frame.Dict(nil), client...)
 	h.DeleteFunc(func(k string) bool { return hasPrefix(k, clientCapPrefixes) })
 	digests := authn.Supported()

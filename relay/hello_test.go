@@ -9,6 +9,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 func TestServerHelloFilters(t *testing.T) {
@@ -17,7 +18,7 @@ func TestServerHelloFilters(t *testing.T) {
 		"challenge", true, "challenge_response", "abc", "challenge_client_salt", []byte("s"),
 		"cipher", "AES", "cipher.iv", "x", "digest", []any{"xor"}, "salt-digest", []any{"xor"},
 		"aliases", frame.NewDict("draw", 35), "compression_level", 3, "lz4", true)
-	target, _ := authn.ParseTarget("tcp://bob:pw@127.0.0.1:10100/")
+	target, _ := route.ParseTarget("tcp://bob:pw@127.0.0.1:10100/")
 	h, link, warnings := ServerHello(client, target, []authn.Option{{Key: "compression", Value: "0"}, {Key: "bogus", Value: "1"}, {Key: "password", Value: "opt"}})
 	for _, gone := range []string{"challenge", "challenge_response", "challenge_client_salt", "cipher", "cipher.iv", "aliases"} {
 		if h.Has(gone) {
@@ -72,7 +73,7 @@ func TestClientHelloFilters(t *testing.T) {
 // Each peer gets the proxy marker in its own dialect, with its own
 // generation as the version and xpraproxy's version beside it.
 func TestProxyCapsDialect(t *testing.T) {
-	target, _ := authn.ParseTarget("tcp://127.0.0.1:10100/")
+	target, _ := route.ParseTarget("tcp://127.0.0.1:10100/")
 	six := frame.NewDict("version", "6.5", "encoders", []any{"rencodeplus"}, "proxy", true, "proxy.version", "3.1.3")
 	h, _, _ := ServerHello(six, target, nil)
 	p, ok := h.Dict("proxy")

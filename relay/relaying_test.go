@@ -14,6 +14,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/gpu"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // What the pipes see or rewrite while relaying, pools, the proxy's own
@@ -131,12 +132,12 @@ func TestSessionPool(t *testing.T) {
 	b, _ := xpratest.StartServer()
 	defer a.Close()
 	defer b.Close()
-	pool, err := relay.ParsePool("farm:least-sessions:" + a.URL() + "," + b.URL())
+	pool, err := route.ParsePool("farm:least-sessions:" + a.URL() + "," + b.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config(users(t, "pool:farm"))
-	cfg.Pools = relay.Pools{"farm": pool}
+	cfg.Pools = route.Pools{"farm": pool}
 	p1, p2 := relaying(t, cfg), relaying(t, cfg)
 	if p1.s.Info() == nil || p2.s.Info() == nil {
 		t.Fatal("no info")
@@ -154,7 +155,7 @@ func TestSessionPool(t *testing.T) {
 	if !p3.s.Relaying() {
 		t.Errorf("the live member was not used: %s", words(p3.seen))
 	}
-	if _, err := relay.ParsePool("farm:fastest:" + a.URL()); err == nil {
+	if _, err := route.ParsePool("farm:fastest:" + a.URL()); err == nil {
 		t.Error("an unknown policy was accepted")
 	}
 }
@@ -281,23 +282,23 @@ func TestPoolProbe(t *testing.T) {
 	a, _ := xpratest.StartServer()
 	b, _ := xpratest.StartServer()
 	defer a.Close()
-	pool, _ := relay.ParsePool("farm:first-live:" + a.URL() + "," + b.URL())
+	pool, _ := route.ParsePool("farm:first-live:" + a.URL() + "," + b.URL())
 	b.Close()
 	stop := make(chan struct{})
-	go relay.Pools{"farm": pool}.ProbeEvery(50*time.Millisecond, stop)
+	go route.Pools{"farm": pool}.ProbeEvery(50*time.Millisecond, stop)
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	st := pool.Status()
 	if st[a.URL()][0] != 1 || st[b.URL()][0] != 0 {
 		t.Errorf("after probing: %v", st)
 	}
-	ids, _, err := pool.Pick(9)
-	if err != nil || len(ids) != 1 || ids[0] != a.URL() {
-		t.Errorf("pick: %v %v", ids, err)
+	cands, err := pool.Pick(9)
+	if err != nil || len(cands) != 1 || cands[0].Display != a.URL() {
+		t.Errorf("pick: %v %v", cands, err)
 	}
 	a.Close()
 	pool.Probe(time.Second)
-	if _, _, err := pool.Pick(10); err == nil || !strings.Contains(err.Error(), "no live server") {
+	if _, err := pool.Pick(10); err == nil || !strings.Contains(err.Error(), "no live server") {
 		t.Errorf("an all-dead pool: %v", err)
 	}
 }
@@ -440,9 +441,9 @@ func TestPoolSkipsOtherGeneration(t *testing.T) {
 	six, _ := xpratest.StartServer()
 	defer six.Close()
 	three := server(t)
-	pool, _ := relay.ParsePool("mixed:first-live:" + six.URL() + "," + three.URL())
+	pool, _ := route.ParsePool("mixed:first-live:" + six.URL() + "," + three.URL())
 	cfg := config(users(t, "pool:mixed"))
-	cfg.Pools = relay.Pools{"mixed": pool}
+	cfg.Pools = route.Pools{"mixed": pool}
 	// The proxy learnt that the first member speaks only rencodeplus.
 	cfg.Generations.Learn("tcp:"+six.Addr(), relay.EncRencodePlus)
 	p := relaying(t, cfg)

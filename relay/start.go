@@ -15,10 +15,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // New sessions through the proxy (xpra's proxy_server start_new_session):
@@ -186,14 +186,14 @@ func ParseStartRequest(sns frame.Dict, policy StartPolicy) (*StartRequest, []str
 // StartSession runs `xpra MODE` as the current user with its sockets in
 // socketDir, waits (up to timeout) for the display it gets, and returns
 // the display and its socket.
-func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Duration) (Candidate, error) {
+func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Duration) (route.Candidate, error) {
 	prog := r.Xpra
 	if prog == "" {
 		prog = "xpra"
 	}
 	xpra, err := exec.LookPath(prog)
 	if err != nil {
-		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session: " + prog + " is not installed", Err: err}
+		return route.Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session: " + prog + " is not installed", Err: err}
 	}
 	args := []string{r.Mode}
 	if r.Display != "" {
@@ -217,7 +217,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 	var rp, wp *os.File
 	if r.Display == "" {
 		if rp, wp, err = os.Pipe(); err != nil {
-			return Candidate{}, err
+			return route.Candidate{}, err
 		}
 		defer rp.Close()
 		args = append(args, "--displayfd=3")
@@ -239,7 +239,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+rt)
 	}
 	if err := cmd.Start(); err != nil {
-		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session", Err: err}
+		return route.Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot start a new session", Err: err}
 	}
 	if wp != nil {
 		wp.Close()
@@ -274,17 +274,17 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 		if l := logTail(); l != "" {
 			msg = l
 		}
-		return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
+		return route.Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: err}
 	}
 	// The daemon returns before its server listens: wait until the
 	// socket accepts a connection.
 	deadline := time.Now().Add(timeout)
 	for {
-		path, ferr := authn.FindSocket([]string{socketDir}, hostname, display)
+		path, ferr := route.FindSocket([]string{socketDir}, hostname, display)
 		if ferr == nil {
 			if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
 				c.Close()
-				return Candidate{Display: display, Target: authn.Target{Network: "unix", Address: path, Display: display, Scheme: "socket"}}, nil
+				return route.Candidate{Display: display, Target: route.Target{Network: "unix", Address: path, Display: display, Scheme: "socket"}}, nil
 			} else {
 				ferr = derr
 			}
@@ -294,7 +294,7 @@ func StartSession(r *StartRequest, socketDir, hostname string, timeout time.Dura
 			if l := logTail(); l != "" {
 				msg = l
 			}
-			return Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: ferr}
+			return route.Candidate{}, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "failed to start a new session: " + msg, Err: ferr}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

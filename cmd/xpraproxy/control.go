@@ -16,11 +16,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // control is the proxy's relay.Control: the in-process loops, and the
@@ -121,7 +121,7 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	me, _ := user.Current()
 	for i := range dirs {
-		dirs[i] = authn.ExpandDir(dirs[i], me)
+		dirs[i] = route.ExpandDir(dirs[i], me)
 	}
 	sockets := findSockets(dirs)
 	if cmd == "list" {
@@ -179,7 +179,7 @@ type sockInfo struct {
 // findSockets lists $HOSTNAME-* sockets as `xpra list` does, probing
 // each: live or dead, and whether it is an xpraproxy.
 func findSockets(dirs []string) []sockInfo {
-	prefix := authn.SocketHostname() + "-"
+	prefix := route.SocketHostname() + "-"
 	var out []sockInfo
 	seen := map[string]bool{}
 	for _, d := range dirs {

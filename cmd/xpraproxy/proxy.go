@@ -21,6 +21,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 const (
@@ -201,7 +202,7 @@ func ownSocketDir(o *proxyOptions) string {
 		dirs = defaultSocketDirs()
 	}
 	for _, d := range dirs {
-		d = authn.ExpandDir(d, nil)
+		d = route.ExpandDir(d, nil)
 		// Existing is not enough: /run/xpra is root's.
 		if err := os.MkdirAll(d, 0o700); err == nil && syscall.Access(d, 2 /* W_OK */) == nil {
 			return d
@@ -242,9 +243,9 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	me, _ := user.Current()
 	dirs := make([]string, len(templates))
 	for i := range templates {
-		dirs[i] = authn.ExpandDir(templates[i], me)
+		dirs[i] = route.ExpandDir(templates[i], me)
 	}
-	hostname := authn.SocketHostname()
+	hostname := route.SocketHostname()
 	limits := o.limits()
 	base := relay.Config{
 		Limits:        limits,
@@ -260,16 +261,16 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	if o.throttle {
 		base.Throttle = relay.NewThrottle(log)
 	}
-	pools := relay.Pools{}
+	pools := route.Pools{}
 	for _, spec := range o.pools {
-		p, err := relay.ParsePool(spec)
+		p, err := route.ParsePool(spec)
 		if err != nil {
 			return nil, nil, err
 		}
 		pools[p.Name] = p
-		targets := strings.Split(spec[strings.LastIndex(spec, ":"+p.Policy+":")+len(p.Policy)+2:], ",")
+		targets := p.Displays()
 		for i := range targets {
-			targets[i] = authn.RedactDisplay(targets[i])
+			targets[i] = route.RedactDisplay(targets[i])
 		}
 		log.Info("target pool", "pool", p.Name, "policy", p.Policy, "targets", strings.Join(targets, ","))
 	}

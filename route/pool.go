@@ -1,49 +1,41 @@
-package relay
+package route
 
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 )
 
 // Target pools (the idea of Prosody's mod_client_proxy): one name in front
 // of several xpra servers. A user whose displays entry is `pool:NAME` gets
-// one of them, chosen per connection by the pool's policy among the live
-// ones; a connect failure marks the target dead and moves on to the next.
-// Liveness comes from probes (a TCP connect every ProbeInterval, the
-// Prosody module's presence) and from failed connects.
-
-// Pool policies.
-const (
-	PolicyRandom        = "random"
-	PolicyLeastSessions = "least-sessions"
-	PolicyFirstLive     = "first-live"
-)
+// one of them, ordered per connection by the pool's Selector among the
+// live ones; a connect failure marks the target dead and moves on to the
+// next. Liveness comes from probes (a TCP connect every probe interval,
+// the Prosody module's presence) and from failed connects.
 
 // PoolPrefix marks a displays entry that names a pool.
 const PoolPrefix = "pool:"
 
 // Pool is a named set of targets.
 type Pool struct {
-	Name    string
-	Policy  string
-	targets []poolTarget
+	Name     string
+	Policy   string
+	selector Selector
+	targets  []poolTarget
 
 	mu       sync.Mutex
-	assigned map[uint64]int // session id → target index, for least-sessions
+	assigned map[uint64]int // session id → target index
 }
 
 type poolTarget struct {
 	display  string
-	target   authn.Target
+	target   Target
 	live     bool
 	sessions int
 	checked  time.Time
@@ -54,62 +46,65 @@ func ParsePool(s string) (*Pool, error) {
 	name, rest, ok := strings.Cut(s, ":")
 	policy, list, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || name == "" {
-		return nil, errors.New("relay: --pool: want NAME:POLICY:TARGET[,TARGET...]")
+		return nil, errors.New("route: --pool: want NAME:POLICY:TARGET[,TARGET...]")
 	}
-	switch policy {
-	case PolicyRandom, PolicyLeastSessions, PolicyFirstLive:
-	default:
-		return nil, fmt.Errorf("relay: pool %s: unknown policy %q (random, least-sessions, first-live)", name, policy)
+	sel, err := NewSelector(policy)
+	if err != nil {
+		return nil, fmt.Errorf("route: pool %s: %w", name, err)
 	}
-	p := &Pool{Name: name, Policy: policy, assigned: map[uint64]int{}}
+	p := &Pool{Name: name, Policy: policy, selector: sel, assigned: map[uint64]int{}}
 	for _, d := range strings.Split(list, ",") {
 		d = strings.TrimSpace(d)
 		if d == "" {
 			continue
 		}
-		t, err := authn.ParseTarget(d)
+		t, err := ParseTarget(d)
 		if err != nil {
-			return nil, fmt.Errorf("relay: pool %s: %w", name, err)
+			return nil, fmt.Errorf("route: pool %s: %w", name, err)
 		}
 		if t.Network == "unix" && t.Address == "" {
-			return nil, fmt.Errorf("relay: pool %s: %s: pools take addresses (tcp://, ssl://, ws://, socket:/path)", name, authn.RedactDisplay(d))
+			return nil, fmt.Errorf("route: pool %s: %s: pools take addresses (tcp://, ssl://, ws://, socket:/path)", name, RedactDisplay(d))
 		}
 		p.targets = append(p.targets, poolTarget{display: d, target: t, live: true})
 	}
 	if len(p.targets) == 0 {
-		return nil, fmt.Errorf("relay: pool %s has no target", name)
+		return nil, fmt.Errorf("route: pool %s has no target", name)
 	}
 	return p, nil
 }
 
-// Pick orders the pool's live targets for session id by the policy: the
-// first is tried first, the others on failure. The session counts for the
-// first until Release (or Failed moves it).
-func (p *Pool) Pick(id uint64) ([]string, []authn.Target, error) {
+// Displays are the pool's members as configured (for logs; they may hold
+// credentials: redact before printing).
+func (p *Pool) Displays() []string {
+	out := make([]string, len(p.targets))
+	for i, t := range p.targets {
+		out[i] = t.display
+	}
+	return out
+}
+
+// Pick orders the pool's live targets for session id by its Selector:
+// the first is tried first, the others on failure. The session counts for
+// the first until Release (or Failed or Use moves it).
+func (p *Pool) Pick(id uint64) ([]Candidate, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var idx []int
+	members := make([]Member, 0, len(p.targets))
 	for i, t := range p.targets {
 		if t.live {
-			idx = append(idx, i)
+			members = append(members, Member{Display: t.display, Sessions: t.sessions, Index: i})
 		}
 	}
-	if len(idx) == 0 {
-		return nil, nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no live server in pool " + p.Name}
+	if len(members) == 0 {
+		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no live server in pool " + p.Name}
 	}
-	switch p.Policy {
-	case PolicyRandom:
-		rand.Shuffle(len(idx), func(a, b int) { idx[a], idx[b] = idx[b], idx[a] })
-	case PolicyLeastSessions:
-		slices.SortStableFunc(idx, func(a, b int) int { return p.targets[a].sessions - p.targets[b].sessions })
+	p.selector.Order(members)
+	out := make([]Candidate, len(members))
+	for i, m := range members {
+		out[i] = Candidate{Display: m.Display, Target: p.targets[m.Index].target}
 	}
-	displays := make([]string, len(idx))
-	targets := make([]authn.Target, len(idx))
-	for i, j := range idx {
-		displays[i], targets[i] = p.targets[j].display, p.targets[j].target
-	}
-	p.assign(id, idx[0])
-	return displays, targets, nil
+	p.assign(id, members[0].Index)
+	return out, nil
 }
 
 func (p *Pool) assign(id uint64, i int) {
@@ -144,7 +139,7 @@ func (p *Pool) Failed(id uint64, display, next string) {
 }
 
 // Use counts session id for the member it reached (display), which is
-// not the policy's first choice when the client's xpra generation made
+// not the Selector's first choice when the client's xpra generation made
 // the proxy skip members.
 func (p *Pool) Use(id uint64, display string) {
 	p.mu.Lock()

@@ -1,4 +1,4 @@
-package authn
+package route
 
 import (
 	"fmt"
@@ -51,7 +51,7 @@ const defaultPort = 14500
 func ParseTarget(s string) (Target, error) {
 	s = strings.TrimSpace(s)
 	bad := func(why string) (Target, error) {
-		return Target{}, fmt.Errorf("authn: invalid display string %q: %s", RedactDisplay(s), why)
+		return Target{}, fmt.Errorf("route: invalid display string %q: %s", RedactDisplay(s), why)
 	}
 	if s == "" {
 		return bad("empty")
@@ -121,7 +121,7 @@ func checkPort(t Target) error {
 	_, p, _ := net.SplitHostPort(t.Address)
 	n, err := strconv.Atoi(p)
 	if err != nil || n <= 0 || n > 65535 {
-		return fmt.Errorf("authn: invalid display string %q: bad port %q", t.Display, p)
+		return fmt.Errorf("route: invalid display string %q: bad port %q", t.Display, p)
 	}
 	return nil
 }
