@@ -37,9 +37,10 @@ type proxyOptions struct {
 	logFile    string
 	idle       time.Duration
 	login      time.Duration
+	challenge  time.Duration
 	connect    time.Duration
-	maxPacket  int
-	maxSession int
+	maxPacket  int64
+	maxSession int64
 	maxTotal   int64
 	loops      int
 	profileDir string
@@ -63,7 +64,7 @@ type proxyOptions struct {
 	maxConns       int      // --max-connections (-1: from RLIMIT_NOFILE)
 	maxLogins      int      // --max-login-connections (-1: from RLIMIT_NOFILE)
 	maxPerSource   int      // --max-logins-per-source
-	loginPacket    int      // --max-login-packet-size
+	loginPacket    int64    // --max-login-packet-size
 	throttle       bool     // --login-throttle
 	maxTargetDials int      // --max-target-connects
 	wsRequireMask  bool     // --websocket-require-mask
@@ -177,29 +178,33 @@ func splitHostPort(s string) (string, string, error) {
 }
 
 // parseProxyArgs reads `xpraproxy proxy` arguments: an optional :DISPLAY
-// and --name=value / --name value options.
+// and --name=value / --name value options (the table in optiontable.go).
+// Options not given take xpra's environment variable where the table
+// names one, else the table's default.
 func parseProxyArgs(args []string) (*proxyOptions, error) {
-	o := &proxyOptions{
-		idle:           0,
-		login:          31 * time.Second,
-		connect:        20 * time.Second,
-		maxPacket:      16 << 20,
-		maxSession:     32 << 20,
-		maxTotal:       1 << 30,
-		gcPercent:      defaultGCPercent,
-		workers:        "uid",
-		video:          "auto",
-		poolProbe:      5 * time.Second,
-		ping:           5 * time.Second,
-		startNew:       false,
-		maxStart:       4,
-		workerIdle:     60 * time.Second,
-		maxConns:       -1,
-		maxLogins:      -1,
-		maxPerSource:   16,
-		loginPacket:    256 << 10,
-		throttle:       true,
-		maxTargetDials: 32,
+	return parseProxyArgsEnv(args, os.Getenv)
+}
+
+func parseProxyArgsEnv(args []string, getenv func(string) string) (*proxyOptions, error) {
+	table := proxyOptionTable()
+	byName := map[string]*option{}
+	for i := range table {
+		for _, n := range table[i].names {
+			byName[n] = &table[i]
+		}
+	}
+	o := &proxyOptions{}
+	for _, opt := range table {
+		v, from := opt.def, "default"
+		if opt.env != "" && getenv(opt.env) != "" {
+			v, from = getenv(opt.env), opt.env
+		}
+		if v == "" {
+			continue
+		}
+		if err := opt.set(o, opt.names[0], v); err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
+		}
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -214,241 +219,8 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			return nil, fmt.Errorf("unexpected argument %q", a)
 		}
 		name, val, hasVal := strings.Cut(a[2:], "=")
-		needVal := func() (string, error) {
-			if hasVal {
-				return val, nil
-			}
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("--%s needs a value", name)
-			}
-			i++
-			return args[i], nil
-		}
-		var err error
-		switch name {
-		case "bind-tcp", "bind-unix", "bind-ws", "bind-ssl", "bind-wss":
-			var v string
-			if v, err = needVal(); err == nil {
-				var b bind
-				if b, err = parseBind(strings.TrimPrefix(name, "bind-"), v); err == nil {
-					o.binds = append(o.binds, b)
-				}
-			}
-		case "ws-auth", "wss-auth", "ssl-auth":
-			var v string
-			if v, err = needVal(); err == nil {
-				var spec authn.Spec
-				if spec, err = authn.ParseSpec(v); err == nil {
-					if o.kindAuth == nil {
-						o.kindAuth = map[string][]authn.Spec{}
-					}
-					k := strings.TrimSuffix(name, "-auth")
-					o.kindAuth[k] = append(o.kindAuth[k], spec)
-				}
-			}
-		case "ssl-cert":
-			o.sslCert, err = needVal()
-		case "ssl-key":
-			o.sslKey, err = needVal()
-		case "html":
-			var v string
-			if v, err = needVal(); err == nil {
-				switch strings.ToLower(v) {
-				case "no", "off", "false", "0", "":
-					o.html = ""
-				case "yes", "on", "true", "1", "auto":
-					o.html = defaultHTMLDir
-				default:
-					o.html = v
-				}
-				if o.html != "" {
-					if fi, serr := os.Stat(filepath.Join(o.html, "index.html")); serr != nil || fi.IsDir() {
-						err = fmt.Errorf("--html: %s has no index.html (Debian's xpra-html5 files are in %s)", o.html, defaultHTMLDir)
-					}
-				}
-			}
-		case "tcp-auth", "unix-auth", "auth":
-			var v string
-			if v, err = needVal(); err == nil {
-				var spec authn.Spec
-				if spec, err = authn.ParseSpec(v); err == nil {
-					switch name {
-					case "tcp-auth":
-						o.tcpAuth = append(o.tcpAuth, spec)
-					case "unix-auth":
-						o.unixAuth = append(o.unixAuth, spec)
-					default:
-						o.auth = append(o.auth, spec)
-					}
-				}
-			}
-		case "socket-dir":
-			o.socketDir, err = needVal()
-		case "socket-dirs":
-			var v string
-			if v, err = needVal(); err == nil {
-				for _, d := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ':' }) {
-					o.socketDirs = append(o.socketDirs, d)
-				}
-			}
-		case "daemon":
-			var v string
-			if hasVal {
-				v = val
-			}
-			o.daemon, err = parseBool(name, v)
-		case "log-file":
-			o.logFile, err = needVal()
-		case "idle-timeout", "login-timeout", "connect-timeout":
-			var v string
-			var d time.Duration
-			if v, err = needVal(); err == nil {
-				if d, err = parseSeconds(name, v); err == nil {
-					switch name {
-					case "idle-timeout":
-						o.idle = d
-					case "login-timeout":
-						o.login = d
-					default:
-						o.connect = d
-					}
-				}
-			}
-		case "max-packet-size", "max-session-buffer", "max-buffer-total":
-			var v string
-			var n int64
-			if v, err = needVal(); err == nil {
-				if n, err = parseSize(name, v); err == nil {
-					switch name {
-					case "max-packet-size":
-						o.maxPacket = int(n)
-					case "max-session-buffer":
-						o.maxSession = int(n)
-					default:
-						o.maxTotal = n
-					}
-				}
-			}
-		case "gc-percent":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.gcPercent, err = strconv.Atoi(v)
-			}
-		case "profile-dir":
-			o.profileDir, err = needVal()
-		case "proxy-workers":
-			if o.workers, err = needVal(); err == nil && o.workers != "uid" && o.workers != "connection" {
-				err = fmt.Errorf("--proxy-workers: %q is not uid or connection", o.workers)
-			}
-		case "worker-idle-timeout":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.workerIdle, err = parseSeconds(name, v)
-			}
-		case "pool":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.pools = append(o.pools, v)
-			}
-		case "proxy-start-sessions":
-			var v string
-			if hasVal {
-				v = val
-			}
-			o.startNew, err = parseBool(name, v)
-		case "proxy-start-as-proxy-user", "login-throttle", "websocket-require-mask":
-			var v string
-			if hasVal {
-				v = val
-			}
-			var b bool
-			if b, err = parseBool(name, v); err == nil {
-				switch name {
-				case "proxy-start-as-proxy-user":
-					o.startAsSelf = b
-				case "login-throttle":
-					o.throttle = b
-				default:
-					o.wsRequireMask = b
-				}
-			}
-		case "proxy-start-commands", "proxy-start-env", "proxy-start-xpra":
-			var v string
-			if v, err = needVal(); err == nil {
-				var list []string
-				for _, c := range strings.Split(v, ",") {
-					if c = strings.TrimSpace(c); c != "" {
-						list = append(list, c)
-					}
-				}
-				switch name {
-				case "proxy-start-commands":
-					o.startCommands = list
-				case "proxy-start-xpra":
-					o.startXpra = list
-				default:
-					o.startEnv = list
-				}
-			}
-		case "max-connections", "max-login-connections", "max-logins-per-source", "max-target-connects":
-			var v string
-			var n int
-			if v, err = needVal(); err == nil {
-				if n, err = strconv.Atoi(v); err == nil && n < 0 {
-					err = fmt.Errorf("--%s: %d is negative", name, n)
-				}
-				switch name {
-				case "max-connections":
-					o.maxConns = n
-				case "max-login-connections":
-					o.maxLogins = n
-				case "max-logins-per-source":
-					o.maxPerSource = n
-				default:
-					o.maxTargetDials = n
-				}
-			}
-		case "max-login-packet-size":
-			var v string
-			var n int64
-			if v, err = needVal(); err == nil {
-				if n, err = parseSize(name, v); err == nil {
-					o.loginPacket = int(n)
-				}
-			}
-		case "max-started-sessions":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.maxStart, err = strconv.Atoi(v)
-			}
-		case "proxy-ping":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.ping, err = parseSeconds(name, v)
-			}
-		case "pool-probe-interval":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.poolProbe, err = parseSeconds(name, v)
-			}
-		case "proxy-video-encoders":
-			if o.video, err = needVal(); err == nil {
-				switch o.video {
-				case "none", "auto", "cpu", "nvenc":
-				default:
-					err = fmt.Errorf("--proxy-video-encoders: %q is not none, auto, nvenc or cpu", o.video)
-				}
-			}
-		case "metrics":
-			if o.metrics, err = needVal(); err == nil {
-				_, _, err = splitHostPort(o.metrics)
-			}
-		case "loops":
-			var v string
-			if v, err = needVal(); err == nil {
-				o.loops, err = strconv.Atoi(v)
-			}
-		default:
+		opt := byName[name]
+		if opt == nil {
 			if xpraIgnored[name] {
 				o.ignored = append(o.ignored, a)
 				if !hasVal && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], ":") {
@@ -458,7 +230,14 @@ func parseProxyArgs(args []string) (*proxyOptions, error) {
 			}
 			return nil, fmt.Errorf("unknown option --%s (see 'xpraproxy help')", name)
 		}
-		if err != nil {
+		if !hasVal && !opt.flag {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("--%s needs a value", name)
+			}
+			i++
+			val = args[i]
+		}
+		if err := opt.set(o, name, val); err != nil {
 			return nil, err
 		}
 	}
@@ -514,13 +293,13 @@ var defaultSocketDirTemplates = []string{"/run/user/$UID/xpra", "/run/xpra", "~/
 func (o *proxyOptions) limits() relay.Limits {
 	return relay.Limits{
 		LoginTimeout:       o.login,
-		ChallengeTimeout:   120 * time.Second,
+		ChallengeTimeout:   o.challenge,
 		ConnectTimeout:     o.connect,
 		IdleTimeout:        o.idle,
-		MaxPacketSize:      o.maxPacket,
-		MaxSessionBuffer:   o.maxSession,
+		MaxPacketSize:      int(o.maxPacket),
+		MaxSessionBuffer:   int(o.maxSession),
 		PingInterval:       o.ping,
-		LoginPacketSize:    o.loginPacket,
+		LoginPacketSize:    int(o.loginPacket),
 		MaxTargetConnects:  o.maxTargetDials,
 		StartSessions:      o.startNew,
 		MaxStartedSessions: o.maxStart,
