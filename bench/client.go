@@ -14,6 +14,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/xprahello"
 )
 
 // clients is the load generator: one gnet client engine serving every
@@ -73,13 +74,11 @@ func (c *clients) stop() { c.cli.Stop() }
 // and server to accept it (version, encoders, digests), with aliases
 // off so that packet types stay names.
 func helloCaps(user string) frame.Dict {
-	return frame.NewDict(
-		"version", "3.1.3", "username", user, "uuid", fmt.Sprintf("bench-%s", user),
-		"rencode", true, "bencode", true, "encoders", []any{"rencode", "bencode"},
-		"compressors", []any{"lz4"}, "lz4", true, "compression_level", 0,
-		"digest", []any{"hmac", "hmac+sha256", "hmac+sha512"}, "salt-digest", []any{"hmac+sha256", "hmac+sha512"},
-		"wants_aliases", false, "share", false, "windows", true, "client_type", "bench",
-		"desktop_size", []any{1024, 768}, "screen_sizes", []any{}, "encodings", []any{"rgb24"})
+	h := xprahello.Client(xprahello.Gen31, user)
+	h.Set("uuid", "bench-"+user)
+	h.Set("client_type", "bench")
+	h.Set("compression_level", 0)
+	return h
 }
 
 // open dials target from source (a loopback address) and hands the socket

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/xprahello"
 )
 
 // The simulated peers speak either xpra generation's dialect (Config.Peer):
@@ -75,35 +76,27 @@ func clientHello(peer string, real bool, user string) frame.Dict {
 		}
 	}
 	if peer == Peer6 {
-		return frame.NewDict(
-			"version", "6.5", "username", user, "uuid", "bench-"+user,
-			"encoders", []any{"rencodeplus"}, "rencodeplus", frame.NewDict("", true),
-			"compressors", []any{"lz4", "brotli"}, "lz4", frame.NewDict("", true),
-			"digest", []any{"hmac+sha512", "hmac+sha256"}, "salt-digest", []any{"hmac+sha512", "hmac+sha256"},
-			"share", false, "windows", true, "client_type", "bench",
-			"desktop_size", []any{1024, 768}, "encodings", frame.NewDict("", []any{"rgb24"}))
+		h := xprahello.Client(xprahello.Gen6, user)
+		h.Set("uuid", "bench-"+user)
+		h.Set("client_type", "bench")
+		return h
 	}
 	return helloCaps(user)
 }
 
-// peerWriter is how a simulated peer of generation peer frames packets.
+// peerWriter is how a simulated peer of generation peer frames packets:
+// 3.1.3's clients ask for no compression here, 6.x always compresses.
 func peerWriter(peer string) frame.Writer {
 	if peer == Peer6 {
-		return frame.Writer{Encoding: frame.RencodePlus, Compression: frame.AlgoLZ4.WithLevel(1)}
+		return xprahello.Writer(xprahello.Gen6, 1)
 	}
-	return frame.Writer{Encoding: frame.Rencode}
+	return xprahello.Writer(xprahello.Gen31, 0)
 }
 
 // serverHello is the simulated server's hello to a client that writes
 // with enc.
 func serverHello(enc frame.Encoding) frame.Dict {
-	if enc == frame.RencodePlus {
-		return frame.NewDict("version", "6.5", "encoders", []any{"rencodeplus"}, "rencodeplus", frame.NewDict("", true),
-			"compressors", []any{"lz4"}, "lz4", frame.NewDict("", true), "desktop_size", []any{1024, 768},
-			"max_desktop_size", []any{4096, 4096}, "session-name", "bench")
-	}
-	return frame.NewDict(
-		"version", "3.1.3", "rencode", true, "bencode", true, "compressors", []any{"lz4"}, "lz4", true,
-		"encoders", []any{"rencode", "bencode"}, "desktop_size", []any{1024, 768},
-		"max_desktop_size", []any{4096, 4096}, "session-name", "bench")
+	h := xprahello.Server(enc)
+	h.Set("session-name", "bench")
+	return h
 }

@@ -21,7 +21,7 @@ import (
 func TestControlInfoStopShutdown(t *testing.T) {
 	fs := startFakeServer(t, "")
 	addr, srv := startProxy(t, relay.Config{Modules: multifile(t,
-		"foo|bar|||tcp://"+fs.addr()+"/", "moo|cow|||tcp://"+fs.addr()+"/")}, Options{})
+		"foo|bar|||tcp://"+fs.Addr()+"/", "moo|cow|||tcp://"+fs.Addr()+"/")}, Options{})
 	c1, c2 := dialProxy(t, addr), dialProxy(t, addr)
 	if p := c1.login(t, "foo", "bar"); p.Type() != "hello" {
 		t.Fatalf("foo: %s", p)
@@ -113,7 +113,7 @@ func TestAdopt(t *testing.T) {
 	}
 	w := frame.Writer{Encoding: frame.Rencode}
 	hb, _ := w.AppendPacket(nil, frame.Packet{"hello", hello("foo")})
-	target, _ := route.ParseTarget("tcp://" + fs.addr() + "/")
+	target, _ := route.ParseTarget("tcp://" + fs.Addr() + "/")
 	h := &relay.Handoff{ID: 77, User: "foo", Peer: "tcp test", Candidates: []route.Candidate{{Display: target.String(), Target: target}}, Hello: hb, Started: time.Now()}
 	if err := srv.Adopt(h, accepted); err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestAdopt(t *testing.T) {
 	if d, ok := srv.SessionInfo(77); !ok || func() string { u, _ := d.Text("user"); return u }() != "foo" {
 		t.Errorf("adopted session info: %v %v", ok, d)
 	}
-	tc.c.Close()
+	tc.Conn.Close()
 	select {
 	case id := <-ended:
 		if id != 77 {

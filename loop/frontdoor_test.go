@@ -150,7 +150,7 @@ func TestWebSocketRequireMask(t *testing.T) {
 // user's relaying session.
 func TestBudgetShedsStrangersFirst(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
 		Options{MaxBufferTotal: 64 << 10})
 	user := dialProxy(t, addr)
 	if p := user.login(t, "foo", "bar"); p.Type() != "hello" {
@@ -179,7 +179,7 @@ func TestBudgetShedsStrangersFirst(t *testing.T) {
 // The connection caps refuse before reading, with xpra's plain-text line.
 func TestConnectionCaps(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/")},
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/")},
 		Options{MaxConnections: 6, MaxLoginConnections: 4, MaxLoginsPerSource: 3})
 	var held []net.Conn
 	defer func() {
@@ -271,7 +271,7 @@ func TestEngineEndIsAnError(t *testing.T) {
 // clients (no Origin) may not.
 func TestWebSocketBrowserMustMask(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/")}, Options{})
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/")}, Options{})
 	for _, tc := range []struct {
 		origin, masked, ok bool
 	}{{true, true, true}, {true, false, false}, {false, false, true}} {
@@ -288,10 +288,10 @@ func TestWebSocketBrowserMustMask(t *testing.T) {
 			t.Fatalf("upgrade: %v", err)
 		}
 		s := &wsStream{c: c, masked: tc.masked, r: &wsutil.Reader{Source: c, State: ws.StateClientSide}}
-		tc2 := &testClient{c: c, r: frame.NewStreamReader(s, 0), w: frame.Writer{Encoding: frame.Rencode, Compression: frame.AlgoLZ4 | 1}, raw: s}
+		tc2 := newTestClient(c, s)
 		tc2.send(frame.Packet{"hello", hello("foo")})
 		if tc.ok {
-			if p, err := tc2.r.ReadPacket(); err != nil || p.Type() != "challenge" {
+			if p, err := tc2.ReadPacket(); err != nil || p.Type() != "challenge" {
 				t.Errorf("origin=%v masked=%v: %v %v", tc.origin, tc.masked, p, err)
 			}
 		} else {
@@ -309,7 +309,7 @@ func TestWebSocketBrowserMustMask(t *testing.T) {
 // failing; the limit only bounds the dials in progress.
 func TestConnectLimitQueuesBursts(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"),
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"),
 		Connects: &relay.ConnectLimiter{PerTarget: 2}}, Options{MaxLoginsPerSource: 0})
 	errs := make(chan string, 60)
 	for i := 0; i < 60; i++ {
@@ -320,13 +320,13 @@ func TestConnectLimitQueuesBursts(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			tc := &testClient{c: c, r: frame.NewStreamReader(c, 0), w: frame.Writer{Encoding: frame.Rencode, Compression: frame.AlgoLZ4 | 1}}
+			tc := newTestClient(c, nil)
 			if err := tc.send(frame.Packet{"hello", hello("foo")}); err != nil {
 				errs <- err.Error()
 				return
 			}
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			p, err := tc.r.ReadPacket()
+			p, err := tc.ReadPacket()
 			if err != nil || p.Type() != "challenge" {
 				errs <- fmt.Sprint("challenge: ", err, p)
 				return
@@ -337,7 +337,7 @@ func TestConnectLimitQueuesBursts(t *testing.T) {
 			resp, cs, _ := authn.Response([]byte("bar"), salt, authn.Digest(d), authn.Digest(sd))
 			h := hello("foo", "challenge_response", string(resp), "challenge_client_salt", cs)
 			tc.send(frame.Packet{"hello", h})
-			if p, err := tc.r.ReadPacket(); err != nil || p.Type() != "hello" {
+			if p, err := tc.ReadPacket(); err != nil || p.Type() != "hello" {
 				errs <- fmt.Sprint("after login: ", err, packetText(p))
 				return
 			}

@@ -19,7 +19,7 @@ import (
 // Many clients log in and relay at once: exercised under -race.
 func TestConcurrentSessions(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/")}, Options{Loops: 2})
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/")}, Options{Loops: 2})
 	const clients = 40
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -33,11 +33,12 @@ func TestConcurrentSessions(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			tc := &testClient{c: c, r: frame.NewStreamReader(c, 0), w: frame.Writer{Encoding: frame.Rencode}}
+			tc := newTestClient(c, nil)
+			tc.Writer = frame.Writer{Encoding: frame.Rencode}
 			h := hello("foo")
 			tc.send(frame.Packet{"hello", h})
 			c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			p, err := tc.r.ReadPacket()
+			p, err := tc.ReadPacket()
 			if err != nil || p.Type() != "challenge" {
 				errs <- fmt.Errorf("client %d: challenge: %v %v", i, p, err)
 				return
@@ -48,14 +49,14 @@ func TestConcurrentSessions(t *testing.T) {
 			h.Set("challenge_response", string(resp))
 			h.Set("challenge_client_salt", cs)
 			tc.send(frame.Packet{"hello", h})
-			if p, err = tc.r.ReadPacket(); err != nil || p.Type() != "hello" {
+			if p, err = tc.ReadPacket(); err != nil || p.Type() != "hello" {
 				errs <- fmt.Errorf("client %d: hello: %v %v", i, p, err)
 				return
 			}
 			tc.send(frame.Packet{"stream", 5, 20_000})
 			sum := sha256.New()
 			for j := range 5 {
-				p, err := tc.r.ReadPacket()
+				p, err := tc.ReadPacket()
 				if err != nil || p.Type() != "draw" {
 					errs <- fmt.Errorf("client %d: draw %d: %v", i, j, err)
 					return
@@ -84,7 +85,7 @@ func TestConcurrentSessions(t *testing.T) {
 func TestSlowReaderBounded(t *testing.T) {
 	fs := startFakeServer(t, "")
 	const limit = 8 << 20
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: limit}}, Options{})
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: limit}}, Options{})
 	slow := dialProxy(t, addr)
 	if p := slow.login(t, "foo", "bar"); p.Type() != "hello" {
 		t.Fatal(p)
@@ -102,7 +103,7 @@ func TestSlowReaderBounded(t *testing.T) {
 			peak = b
 		}
 		select {
-		case <-fs.closed:
+		case <-fs.Ended():
 			ended = true
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -118,14 +119,14 @@ func TestSlowReaderBounded(t *testing.T) {
 		t.Fatalf("other session: %v", p)
 	}
 	// The slow client finds the reason at the end of what was relayed.
-	slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	slow.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var (
 		last  frame.Packet
 		count int
 		rerr  error
 	)
 	for {
-		p, err := slow.r.ReadPacket()
+		p, err := slow.ReadPacket()
 		if err != nil {
 			rerr = err
 			break
@@ -141,7 +142,7 @@ func TestSlowReaderBounded(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{IdleTimeout: 400 * time.Millisecond}}, Options{})
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Limits: relay.Limits{IdleTimeout: 400 * time.Millisecond}}, Options{})
 	tc := dialProxy(t, addr)
 	if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
 		t.Fatal(p)
@@ -152,7 +153,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("idle disconnect after %v", d)
 	}
 	select {
-	case <-fs.closed:
+	case <-fs.Ended():
 	case <-time.After(5 * time.Second):
 		t.Error("the server side of the idle session stayed open")
 	}
@@ -162,7 +163,7 @@ func TestIdleTimeout(t *testing.T) {
 // while a quiet session stays.
 func TestGlobalBudget(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Limits: relay.Limits{MaxSessionBuffer: 1 << 30}},
 		Options{MaxBufferTotal: 16 << 20})
 	quiet := dialProxy(t, addr)
 	if p := quiet.login(t, "foo", "bar"); p.Type() != "hello" {
@@ -174,7 +175,7 @@ func TestGlobalBudget(t *testing.T) {
 	}
 	hog.send(frame.Packet{"stream", 400, 250_000})
 	select {
-	case <-fs.closed:
+	case <-fs.Ended():
 	case <-time.After(20 * time.Second):
 		t.Fatalf("nothing was shed; buffered %d", srv.Buffered())
 	}

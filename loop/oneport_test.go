@@ -29,13 +29,13 @@ import (
 
 // startOnePort runs one tcp listener that sniffs xpra, HTTP/WebSocket and
 // TLS, serving html as the HTML5 client's directory.
-func startOnePort(t *testing.T, fs *fakeServer, html string) string {
+func startOnePort(t *testing.T, fs *xpratest.Server, html string) string {
 	t.Helper()
 	tlsCfg, err := selfsigned.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: relay.Limits{LoginTimeout: 2 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20}}
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: relay.Limits{LoginTimeout: 2 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20}}
 	addr := fmt.Sprintf("127.0.0.1:%d", xpratest.FreePort())
 	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: tlsCfg, HTML: html}},
 		Options{HTTPTimeout: time.Second})
@@ -107,8 +107,7 @@ func dialWS(t *testing.T, c net.Conn, masked bool) *testClient {
 		t.Fatalf("upgrade: %v", err)
 	}
 	s := &wsStream{c: c, masked: masked, r: &wsutil.Reader{Source: c, State: ws.StateClientSide}}
-	return &testClient{c: c, r: frame.NewStreamReader(s, 0), w: frame.Writer{Encoding: frame.Rencode, Compression: frame.AlgoLZ4 | 1},
-		raw: s}
+	return newTestClient(c, s)
 }
 
 func TestOnePortTransports(t *testing.T) {
@@ -137,7 +136,9 @@ func TestOnePortTransports(t *testing.T) {
 		"ssl": func() *testClient {
 			c := tlsDial()
 			t.Cleanup(func() { c.Close() })
-			return &testClient{c: c, r: frame.NewStreamReader(c, 0), w: frame.Writer{Encoding: frame.Rencode}}
+			tc := newTestClient(c, nil)
+			tc.Writer = frame.Writer{Encoding: frame.Rencode}
+			return tc
 		},
 		"wss": func() *testClient { return dialWS(t, tlsDial(), true) },
 	} {
@@ -258,13 +259,13 @@ func TestOnePortBadInput(t *testing.T) {
 		hdr[0], hdr[1] = 0x82, 0x80|127
 		binary.BigEndian.PutUint64(hdr[2:], 4<<30)
 		c.Write(hdr[:])
-		p, err := tc.r.ReadPacket()
+		p, err := tc.ReadPacket()
 		if err != nil || p.Type() != "disconnect" || !strings.Contains(packetText(p), "exceeds") {
 			t.Errorf("got %v %v", p, err)
 		}
 	})
 	t.Run("TLS to a port without a certificate", func(t *testing.T) {
-		cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/")}
+		cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/")}
 		plainAddr, _ := startProxy(t, cfg, Options{})
 		c, err := tls.Dial("tcp", plainAddr, &tls.Config{InsecureSkipVerify: true})
 		if err == nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 	"github.com/xpraproxy/xpraproxy/route"
 )
@@ -16,10 +17,10 @@ import (
 func TestPools(t *testing.T) {
 	for _, policy := range route.Policies() {
 		t.Run(policy, func(t *testing.T) {
-			fs := []*fakeServer{startFakeServer(t, ""), startFakeServer(t, ""), startFakeServer(t, "")}
+			fs := []*xpratest.Server{startFakeServer(t, ""), startFakeServer(t, ""), startFakeServer(t, "")}
 			var targets []string
 			for _, s := range fs {
-				targets = append(targets, "tcp://"+s.addr()+"/")
+				targets = append(targets, "tcp://"+s.Addr()+"/")
 			}
 			pool, err := route.ParsePool("farm:" + policy + ":" + strings.Join(targets, ","))
 			if err != nil {
@@ -34,7 +35,7 @@ func TestPools(t *testing.T) {
 				}
 				clients = append(clients, tc)
 			}
-			counts := []int{fs[0].helloCount(), fs[1].helloCount(), fs[2].helloCount()}
+			counts := []int{len(fs[0].Hellos()), len(fs[1].Hellos()), len(fs[2].Hellos())}
 			switch policy {
 			case "least-sessions":
 				if counts[0] != 10 || counts[1] != 10 || counts[2] != 10 {
@@ -56,11 +57,11 @@ func TestPools(t *testing.T) {
 					victim = i
 				}
 			}
-			fs[victim].kill()
+			fs[victim].Close()
 			lost := 0
 			for _, tc := range clients {
-				tc.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-				if p, err := tc.r.ReadPacket(); err == nil && p.Type() == "disconnect" {
+				tc.Conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if p, err := tc.ReadPacket(); err == nil && p.Type() == "disconnect" {
 					if !strings.Contains(packetText(p), "server connection lost") {
 						t.Errorf("disconnect reason: %s", packetText(p))
 					}
@@ -70,7 +71,7 @@ func TestPools(t *testing.T) {
 			if lost != counts[victim] {
 				t.Errorf("%d sessions ended with a reason, want the killed server's %d", lost, counts[victim])
 			}
-			before := []int{fs[0].helloCount(), fs[1].helloCount(), fs[2].helloCount()}
+			before := []int{len(fs[0].Hellos()), len(fs[1].Hellos()), len(fs[2].Hellos())}
 			// Six new sessions; random order may not try the dead target
 			// in six (a 9% chance), so open more until it has been tried.
 			opened := 0
@@ -88,7 +89,7 @@ func TestPools(t *testing.T) {
 			added := 0
 			for i := range fs {
 				if i != victim {
-					added += fs[i].helloCount() - before[i]
+					added += len(fs[i].Hellos()) - before[i]
 				}
 			}
 			if added != opened {
@@ -107,7 +108,7 @@ func TestPools(t *testing.T) {
 // peers' own pings and echoes pass through untouched.
 func TestProxyPings(t *testing.T) {
 	fs := startFakeServer(t, "")
-	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.addr()+"/"), Limits: relay.Limits{PingInterval: 150 * time.Millisecond}}, Options{})
+	addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Limits: relay.Limits{PingInterval: 150 * time.Millisecond}}, Options{})
 	tc := dialProxy(t, addr)
 	if p := tc.login(t, "foo", "bar", "ping-echo-sourceid", true); p.Type() != "hello" {
 		t.Fatalf("login: %s", packetText(p))

@@ -113,7 +113,9 @@ func DialBrowser(addr string, tlsConf *tls.Config) (*Client, error) {
 		ws.PutReader(br)
 	}
 	s := &wsStream{Conn: conn}
-	return &Client{Conn: s, r: frame.NewStreamReader(s, 0), w: frame.Writer{Encoding: frame.RencodePlus}}, nil
+	c := NewClient(s, nil)
+	c.Writer = frame.Writer{Encoding: frame.RencodePlus}
+	return c, nil
 }
 
 // BrowserHello is the hello xpra-html5 v21 sends (the keys a proxy and a

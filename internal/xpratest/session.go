@@ -2,6 +2,7 @@ package xpratest
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ type Conn struct {
 	Addr    net.Addr
 	FD      int // what Fd returns: -1, or a real socket for handoffs
 	read    int // Out bytes already returned by Packets
+	reader  *frame.Reader
 }
 
 // NewConn is a connection from addr ("127.0.0.1:5000" when empty).
@@ -90,23 +92,32 @@ func (c *Conn) Close() error         { c.Closed = true; return nil }
 func (c *Conn) RemoteAddr() net.Addr { return c.Addr }
 func (c *Conn) Fd() int              { return c.FD }
 
-// Packets decodes what was written since the last call. A plain-text
+// Packets decodes the whole packets written since the last call; a frame
+// still incomplete (a cut-through packet in progress) and raw chunks
+// whose packet has not come are kept for the next call. A plain-text
 // line (xpra's refusal before a hello) comes back as ["text", line].
 func (c *Conn) Packets(t testing.TB) []frame.Packet {
 	t.Helper()
 	b := c.Out.Bytes()[c.read:]
-	c.read = c.Out.Len()
-	if len(b) > 0 && b[0] != frame.Magic {
+	if len(b) > 0 && b[0] != frame.Magic && c.read == 0 {
+		c.read = c.Out.Len()
 		return []frame.Packet{{"text", string(b)}}
 	}
-	r := frame.Reader{MaxPacketSize: frame.AbsMaxPacketSize}
+	if c.reader == nil {
+		c.reader = &frame.Reader{MaxPacketSize: frame.AbsMaxPacketSize}
+	}
 	var out []frame.Packet
 	for len(b) > 0 {
-		p, n, err := r.Next(b)
+		n, _, err := frame.FrameLen(b, 0)
+		if errors.Is(err, frame.ErrShortBuffer) || (err == nil && n > len(b)) {
+			break
+		}
+		p, n, err := c.reader.Next(b)
 		if err != nil {
 			t.Fatalf("the session wrote an invalid frame: %v", err)
 		}
 		b = b[n:]
+		c.read += n
 		if p != nil {
 			out = append(out, p)
 		}
