@@ -39,7 +39,7 @@ func (s *Server) Counters() Counters {
 }
 
 // CountHandshake records a handshake outcome; it is the sessions'
-// Config.OnHandshake and safe from any goroutine.
+// relay.Host.CountHandshake and safe from any goroutine.
 func (s *Server) CountHandshake(result string) {
 	v, ok := s.outcomes.Load(result)
 	if !ok {

@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -21,6 +22,12 @@ type host struct {
 	ls  *loopState
 	t   *ticket
 }
+
+// Stats are the whole proxy's figures, for a session's info.
+func (h *host) Stats() frame.Dict { return h.srv.Stats() }
+
+// CountHandshake counts an outcome for the metrics.
+func (h *host) CountHandshake(result string) { h.srv.CountHandshake(result) }
 
 // Admitted: the client logged in and leaves the pre-login caps.
 func (h *host) Admitted(*relay.Session) { h.t.admitted() }

@@ -200,15 +200,6 @@ func New(listeners []Listener, opts Options) *Server {
 			enc.Encrypted = true
 			l.tlsConfig = &enc
 		}
-		if l.Config.ServerInfo == nil {
-			l.Config.ServerInfo = srv.Stats
-		}
-		if l.Config.OnHandshake == nil {
-			l.Config.OnHandshake = srv.CountHandshake
-		}
-		if l.tlsConfig != nil {
-			l.tlsConfig.ServerInfo, l.tlsConfig.OnHandshake = l.Config.ServerInfo, l.Config.OnHandshake
-		}
 	}
 	return srv
 }

@@ -215,11 +215,9 @@ func (w *worker) run() error {
 		// of handed-over ones, which the main process assigns.
 		FirstID: 1 << 48,
 	})
-	rcfg.ServerInfo = w.srv.Stats
-	rcfg.OnHandshake = w.srv.CountHandshake
 	ctl := &workerControl{w: w}
 	for _, l := range listeners {
-		l.Config.ServerInfo, l.Config.Control = w.srv.Stats, ctl
+		l.Config.Control = ctl
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- w.srv.Run() }()

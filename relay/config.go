@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/xpraproxy/xpraproxy/authn"
-	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/gpu"
 	"github.com/xpraproxy/xpraproxy/route"
 )
@@ -26,9 +25,6 @@ type Config struct {
 	// Encrypted marks TLS or local links, where xor digests are allowed.
 	Encrypted bool
 	Log       *slog.Logger
-	// ServerInfo, when set, adds the proxy's own figures (sessions,
-	// memory) to the info a session reports.
-	ServerInfo func() frame.Dict
 	// Control answers info and stop requests about the whole proxy and
 	// its connections; nil: only this session's info.
 	Control Control
@@ -41,8 +37,6 @@ type Config struct {
 	// templates ($UID, ~) expanded for that account to find its sessions.
 	HandOff        HandOffFunc
 	UserSocketDirs []string
-	// OnHandshake, when set, counts handshake outcomes (metrics).
-	OnHandshake func(result string)
 	// Video, when set, is the encoder pool of proxy video: servers are
 	// offered it and their raw-RGB draws are compressed here (docs/gpu.md).
 	Video *gpu.Pool

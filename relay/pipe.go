@@ -431,8 +431,8 @@ func (s *Session) Info() frame.Dict {
 		k, _ := frame.AsText(kv.Key)
 		d.Set(k, kv.Value)
 	}
-	if s.cfg.ServerInfo != nil {
-		d.Set("proxy-server", s.cfg.ServerInfo())
+	if st := s.host.Stats(); st != nil {
+		d.Set("proxy-server", st)
 	}
 	return d
 }

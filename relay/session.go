@@ -56,6 +56,12 @@ type Host interface {
 	// writing or shutting anything down: the socket lives on in another
 	// process. The session then counts as closed.
 	Detach(c Conn)
+	// Stats are the proxy's own figures (sessions, memory) that a
+	// session's info includes; nil for none. Called from any goroutine.
+	Stats() frame.Dict
+	// CountHandshake counts a handshake outcome (metrics), from any
+	// goroutine.
+	CountHandshake(result string)
 }
 
 // WorkKind names the pool that runs a piece of off-loop work: password
@@ -312,9 +318,7 @@ func (s *Session) source() string { return s.src }
 
 // outcome counts a handshake result for the metrics.
 func (s *Session) outcome(result string) {
-	if s.cfg.OnHandshake != nil {
-		s.cfg.OnHandshake(result)
-	}
+	s.host.CountHandshake(result)
 }
 
 func (s *Session) pump(p *pipe) {

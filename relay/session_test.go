@@ -165,8 +165,8 @@ func TestSessionRelays(t *testing.T) {
 	if v, _ := caps.Text("proxy.platform"); !strings.Contains(v, "xpraproxy") {
 		t.Errorf("the server's hello lacks the proxy's marks: %v", caps)
 	}
-	if p.h.Admits != 1 {
-		t.Errorf("admitted %d times", p.h.Admits)
+	if p.h.Admits != 1 || p.h.Outcomes["relayed"] != 1 {
+		t.Errorf("admitted %d times, outcomes %v", p.h.Admits, p.h.Outcomes)
 	}
 	// Client → server and back, through the pipes.
 	p.send(frame.Packet{"ping", int64(42), int64(0), "c"})

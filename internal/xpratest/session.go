@@ -138,6 +138,8 @@ type Host struct {
 	Detached bool
 	// Refuse makes Go report a full queue.
 	Refuse bool
+	// Outcomes counts handshake results (CountHandshake).
+	Outcomes map[string]int
 }
 
 func (h *Host) post(fn func()) {
@@ -160,9 +162,20 @@ func (h *Host) Go(kind relay.WorkKind, work, done func()) bool {
 }
 
 func (h *Host) Admitted(*relay.Session) { h.Admits++ }
-func (h *Host) Watch(*relay.Session)    { h.Watched++ }
-func (h *Host) Post(fn func())          { h.post(fn) }
-func (h *Host) Detach(c relay.Conn)     { h.Detached = true; c.Close() }
+func (h *Host) Stats() frame.Dict       { return nil }
+
+// CountHandshake records outcomes in Outcomes.
+func (h *Host) CountHandshake(result string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.Outcomes == nil {
+		h.Outcomes = map[string]int{}
+	}
+	h.Outcomes[result]++
+}
+func (h *Host) Watch(*relay.Session) { h.Watched++ }
+func (h *Host) Post(fn func())       { h.post(fn) }
+func (h *Host) Detach(c relay.Conn)  { h.Detached = true; c.Close() }
 
 // Enroll closes the backend's socket (its hello is in b) and serves the
 // session's server side from a Conn, as the loop would.
