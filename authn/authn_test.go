@@ -205,7 +205,7 @@ func TestSQLiteBothWaysWithXpra(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := db.Lookup("moo", verifierFor("cow"), "", "")
+	id, err := db.Lookup("moo", verifierFor("cow"), nil, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,10 +213,10 @@ func TestSQLiteBothWaysWithXpra(t *testing.T) {
 		len(id.SessionOptions) != 1 || id.SessionOptions[0] != (Option{"compression", "0"}) {
 		t.Errorf("moo: %+v", id)
 	}
-	if _, err := db.Lookup("foo", verifierFor("cow"), "", ""); !errors.Is(err, ErrAuthFailed) {
+	if _, err := db.Lookup("foo", verifierFor("cow"), nil, "", ""); !errors.Is(err, ErrAuthFailed) {
 		t.Errorf("wrong password: %v", err)
 	}
-	if _, err := db.Lookup("nobody", verifierFor(""), "", ""); !errors.Is(err, ErrAuthFailed) {
+	if _, err := db.Lookup("nobody", verifierFor(""), nil, "", ""); !errors.Is(err, ErrAuthFailed) {
 		t.Errorf("unknown user: %v", err)
 	}
 	db.Close()

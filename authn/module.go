@@ -169,6 +169,8 @@ var modules = map[string]constructor{
 	"file":      newFile,
 	"multifile": newMultifile,
 	"sqlite":    newSQLite,
+	"sql":       newSQL,
+	"mysql":     newSQL,
 	"exec":      newExec,
 	"pam":       newPAM,
 	"ldap":      newLDAP,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -34,7 +35,7 @@ func startFakeServer(t *testing.T, password string) *xpratest.Server {
 // startProxy runs the reactor on a free port with one tcp listener.
 func startProxy(t *testing.T, cfg relay.Config, opts Options) (string, *Server) {
 	t.Helper()
-	port := xpratest.FreePort()
+	port := testenv.FreePort()
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -213,7 +214,7 @@ func expectDisconnect(t *testing.T, p frame.Packet, want string) {
 
 func TestFailures(t *testing.T) {
 	fs := startFakeServer(t, "serverpw")
-	dead := xpratest.FreePort()
+	dead := testenv.FreePort()
 	mods := multifile(t,
 		"foo|bar|||tcp://"+fs.Addr()+"/",
 		"withpw|x|||tcp://u:serverpw@"+fs.Addr()+"/",

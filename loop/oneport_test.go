@@ -23,6 +23,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -36,7 +37,7 @@ func startOnePort(t *testing.T, fs *xpratest.Server, html string) string {
 		t.Fatal(err)
 	}
 	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: relay.Limits{LoginTimeout: 2 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20}}
-	addr := fmt.Sprintf("127.0.0.1:%d", xpratest.FreePort())
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort())
 	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: tlsCfg, HTML: html}},
 		Options{HTTPTimeout: time.Second})
 	errc := make(chan error, 1)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
-	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/relay"
 	"github.com/xpraproxy/xpraproxy/route"
 )
@@ -91,7 +91,7 @@ func nobody() authn.Account {
 }
 
 func TestDropCannotRegainRoot(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PRIVSEP_TEST_DROP=1")
 	out, err := cmd.CombinedOutput()
@@ -198,7 +198,7 @@ func (l *logBuf) String() string {
 // A worker per account, a crash that is reaped and logged, a new worker
 // for the next connection, idle retirement and a clean stop.
 func TestSupervisorWorkers(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second},
@@ -312,7 +312,7 @@ func socketPairFiles(t *testing.T) (*os.File, *os.File) {
 // --proxy-workers=connection: every connection gets its own worker, as
 // xpra's proxy instances, and it exits when that connection ends.
 func TestSupervisorPerConnection(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], PerConnection: true, IdleTimeout: time.Hour, Output: logs,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second}, Hostname: "test"}}
@@ -341,7 +341,7 @@ func TestSupervisorPerConnection(t *testing.T) {
 // A burst of first connections of one account starts one worker, not one
 // each (each is a process of about 16 MB).
 func TestSupervisorBurstStartsOneWorker(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second}, Hostname: "test"}}

@@ -218,12 +218,18 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 			if errors.Is(err, authn.ErrAuthFailed) {
 				s.cfg.Throttle.Failed(s.source(), s.user)
 				s.outcome("auth-failed")
-				s.logger().Info("authentication failed", "user", s.logUser(), "module", m.Name(), "why", authn.Why(err))
+				s.logger().Info("authentication failed", "user", s.logUser(), "module", m.Name(), "why", authn.Why(err), "err", err)
 				if why := authn.Why(err); why != "" {
 					s.disconnect("authentication failed", why)
 				} else {
 					s.disconnect("authentication failed")
 				}
+			} else if errors.Is(err, authn.ErrUnavailable) {
+				// The database is down or slow: say so, and do not count
+				// it against the client as a failed login.
+				s.outcome("auth-unavailable")
+				s.logger().Warn("user database unavailable", "user", s.logUser(), "module", m.Name(), "err", err)
+				s.disconnect("authentication error", "the user database is not available, try again later")
 			} else {
 				s.outcome("auth-error")
 				s.logger().Warn("authentication error", "user", s.logUser(), "module", m.Name(), "err", err)

@@ -17,6 +17,7 @@ import (
 const usage = `usage:
   xpraproxy proxy [:DISPLAY] [options]     run the proxy server
   xpraproxy sqlite FILE COMMAND [ARGS...]  manage an xpra sqlite user database
+  xpraproxy sql [--cleartext] URI COMMAND [ARGS...]  the same on PostgreSQL or MySQL/MariaDB (hashed passwords)
   xpraproxy info [:DISPLAY|:proxy-ID]      show a proxy's (or one connection's) info
   xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
   xpraproxy list                           list the sessions and proxies in the socket dirs
@@ -25,6 +26,7 @@ const usage = `usage:
   xpraproxy version                        print the version
 
 authentication modules: allow, none, reject, fail, password, env, file, multifile, sqlite, exec,
+  sql/mysql (uri=, passwords=cleartext|hashed, max_connections=, timeout=, password_query=, sessions_query=),
   pam (service=), ldap/ldap3 (host=, port=, tls=, cacert=, username_format=, uid=, gid=),
   hosts (allow=, deny=: tcp wrappers files), peercred (allow-uids=, allow-gids=: unix sockets)
 
@@ -47,6 +49,8 @@ func run(args []string) int {
 		return proxyMain(args[1:])
 	case "sqlite":
 		return sqliteMain(args[1:], os.Stdout, os.Stderr)
+	case "sql", "mysql":
+		return sqlMain(args[1:], os.Stdout, os.Stderr)
 	case "worker":
 		return workerMain(args[1:])
 	case "gpu":

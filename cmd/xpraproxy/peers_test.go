@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 const testUser = "xpratest"
@@ -201,7 +201,7 @@ func freeDisplay() string {
 }
 
 // freePort is xpratest's.
-func freePort() int { return xpratest.FreePort() }
+func freePort() int { return testenv.FreePort() }
 
 func tail(b []byte, n int) string {
 	if len(b) > n {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // workerProc is one `xpraproxy worker` child of the proxy, as ps shows it.
@@ -93,7 +93,7 @@ func eventually(t *testing.T, what string, timeout time.Duration, ok func() bool
 // sessions, `xpraproxy stop :proxy-ID`, and the real xpra list/info/stop
 // against the proxy.
 func TestRootPrivilegeSeparation(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	forEachGen(t, testRootPrivilegeSeparation)
 }
 
@@ -269,7 +269,7 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 // has it (one road: relay.Limits): each set to a value that is not its
 // default, read back from the proxy's info and from the worker's own.
 func TestOptionsReachWorkers(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	a := gen31.srv(t, "sessionA")
 	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)})
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,

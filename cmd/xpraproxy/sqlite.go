@@ -7,11 +7,17 @@ import (
 	"os"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 )
 
-const sqliteUsage = "usage: xpraproxy sqlite FILE create | add USER PASSWORD [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] | remove USER [PASSWORD] | list | authenticate USER PASSWORD\n"
+const (
+	sqliteUsage = "usage: xpraproxy sqlite FILE create | add USER PASSWORD [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] | remove USER [PASSWORD] | list | authenticate USER PASSWORD\n"
+	sqlUsage    = "usage: xpraproxy sql [--cleartext] URI create | add USER PASSWORD [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] | remove USER [PASSWORD] | list | authenticate USER PASSWORD\n" +
+		"  URI: postgresql://USER:PASS@HOST[:PORT]/DB or mysql://USER:PASS@HOST[:PORT]/DB; add stores a bcrypt hash\n" +
+		"  (log in through a module with passwords=hashed) unless --cleartext (xpra's own modules and hmac need it)\n"
+)
 
 // sqliteMain is xpra's sqlite_auth.py command line: same arguments, same
 // table, so databases made by either tool work with both.
@@ -20,26 +26,68 @@ func sqliteMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, sqliteUsage)
 		return 1
 	}
-	file, cmd, rest := args[0], args[1], args[2:]
-	fail := func(err error) int {
-		fmt.Fprintln(stderr, "xpraproxy sqlite:", err)
+	file := args[0]
+	open := func(create bool) (*authn.UserDB, error) {
+		if create {
+			return authn.CreateSQLite(file)
+		}
+		return authn.OpenSQLite(file)
+	}
+	return userDBMain("sqlite", open, args[1:], false, stdout, stderr)
+}
+
+// sqlMain is xpra's sql_auth.py command line on PostgreSQL or MySQL; it
+// stores hashed passwords unless told --cleartext.
+func sqlMain(args []string, stdout, stderr io.Writer) int {
+	cleartext := false
+	if len(args) > 0 && args[0] == "--cleartext" {
+		cleartext, args = true, args[1:]
+	}
+	if len(args) < 2 {
+		fmt.Fprint(stderr, sqlUsage)
 		return 1
 	}
-	// run opens the existing database for one command.
-	run := func(f func(db *authn.SQLite) int) int {
-		db, err := authn.OpenSQLite(file)
+	uri := args[0]
+	open := func(create bool) (*authn.UserDB, error) {
+		db, err := authn.OpenSQL(uri, 2, 10*time.Second)
+		if err == nil && create {
+			if err = db.Create(); err != nil {
+				db.Close()
+			}
+		}
+		return db, err
+	}
+	return userDBMain("sql", open, args[1:], !cleartext, stdout, stderr)
+}
+
+// userDBMain runs one admin command on a user database.
+func userDBMain(name string, open func(create bool) (*authn.UserDB, error), args []string, hash bool, stdout, stderr io.Writer) int {
+	cmd, rest := args[0], args[1:]
+	usage := sqliteUsage
+	if name == "sql" {
+		usage = sqlUsage
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "xpraproxy %s: %v\n", name, err)
+		return 1
+	}
+	run := func(f func(db *authn.UserDB) error) int {
+		db, err := open(false)
 		if err != nil {
 			return fail(err)
 		}
 		defer db.Close()
-		return f(db)
+		if err := f(db); err != nil {
+			return fail(err)
+		}
+		return 0
 	}
 	switch cmd {
 	case "create":
 		if len(rest) != 0 {
 			break
 		}
-		db, err := authn.CreateSQLite(file)
+		db, err := open(true)
 		if err != nil {
 			return fail(err)
 		}
@@ -54,60 +102,62 @@ func sqliteMain(args []string, stdout, stderr io.Writer) int {
 		for i, v := range rest[2:] {
 			*fields[i] = v
 		}
-		return run(func(db *authn.SQLite) int {
-			if err := db.Add(u); err != nil {
+		if hash {
+			h, err := authn.HashPassword(u.Password)
+			if err != nil {
 				return fail(err)
 			}
-			return 0
-		})
+			u.Password = h
+		}
+		return run(func(db *authn.UserDB) error { return db.Add(u) })
 	case "remove":
 		if len(rest) < 1 || len(rest) > 2 {
 			break
 		}
-		var pw *string
-		if len(rest) == 2 {
-			pw = &rest[1]
-		}
-		return run(func(db *authn.SQLite) int {
-			if _, err := db.Remove(rest[0], pw); err != nil {
-				return fail(err)
+		return run(func(db *authn.UserDB) error {
+			if len(rest) == 2 {
+				_, err := db.RemoveMatching(rest[0], rest[1])
+				return err
 			}
-			return 0
+			_, err := db.Remove(rest[0], nil)
+			return err
 		})
 	case "list":
 		if len(rest) != 0 {
 			break
 		}
-		return run(func(db *authn.SQLite) int {
+		return run(func(db *authn.UserDB) error {
 			users, err := db.Users()
 			if err != nil {
-				return fail(err)
+				return err
 			}
 			if len(users) == 0 {
 				fmt.Fprintln(stdout, "no rows found")
-				return 0
+				return nil
 			}
 			authn.WriteTable(tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0), users)
-			return 0
+			return nil
 		})
 	case "authenticate":
 		if len(rest) != 2 {
 			break
 		}
-		pw := rest[1]
-		return run(func(db *authn.SQLite) int {
-			id, err := db.Lookup(rest[0], func(c []byte) bool { return string(c) == pw }, "", "")
-			if errors.Is(err, authn.ErrAuthFailed) {
-				fmt.Fprintln(stdout, "authentication failed")
-				return 1
-			}
-			if err != nil {
-				return fail(err)
-			}
-			fmt.Fprintf(stdout, "success, found sessions: (%q, %q, %q, %v, %v)\n", id.UID, id.GID, id.Displays, id.Env, id.SessionOptions)
-			return 0
-		})
+		db, err := open(false)
+		if err != nil {
+			return fail(err)
+		}
+		defer db.Close()
+		id, err := db.Lookup(rest[0], nil, []byte(rest[1]), "", "")
+		if errors.Is(err, authn.ErrAuthFailed) {
+			fmt.Fprintln(stdout, "authentication failed")
+			return 1
+		}
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "success, found sessions: (%q, %q, %q, %v, %v)\n", id.UID, id.GID, id.Displays, id.Env, id.SessionOptions)
+		return 0
 	}
-	fmt.Fprint(stderr, sqliteUsage)
+	fmt.Fprint(stderr, usage)
 	return 1
 }

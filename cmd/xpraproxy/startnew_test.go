@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // `xpra start tcp://user:pass@proxy:port/ --start=xterm` through the
@@ -21,7 +21,7 @@ import (
 // to it, pixel-exact; the per-user limit refuses one more. A 6.x
 // `xpra start-desktop` gets a desktop session.
 func TestStartNewSessionThroughProxy(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	forEachGen(t, testStartNewSession)
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/authn/authntest"
-	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // The real xpra client logs in through the proxy with a PAM account (the
@@ -19,7 +19,7 @@ import (
 // client only sends over TLS: the clients use ssl://. A wrong password
 // and a locked account are refused with their reasons.
 func TestPAMAndLDAPRealClient(t *testing.T) {
-	xpratest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	authntest.LocalUser(t, testUser, "xpratest-pw")
 	authntest.LocalUser(t, "xprapamlocked", "locked-pw")
 	if out, err := exec.Command("usermod", "-L", "xprapamlocked").CombinedOutput(); err != nil {

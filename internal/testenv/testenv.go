@@ -1,4 +1,6 @@
-package xpratest
+// Package testenv is what tests need of their machine: free ports and root.
+// It imports nothing of the proxy, so every package's tests can use it.
+package testenv
 
 import (
 	"net"
@@ -11,7 +13,7 @@ import (
 func FreePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		panic("xpratest: no free port: " + err.Error())
+		panic("testenv: no free port: " + err.Error())
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
