@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,8 +95,9 @@ func (s *Server) adopted(c gnet.Conn, h *relay.Handoff, now time.Time) ([]byte, 
 	return nil, gnet.None
 }
 
-// onLoops runs fn on every loop with its sessions and waits (at most 2 s).
-func (s *Server) onLoops(fn func(ls *loopState)) {
+// onLoops runs fn on every loop with its sessions and waits (at most
+// 2 s); false when a loop did not answer in time.
+func (s *Server) onLoops(fn func(ls *loopState)) bool {
 	s.mu.Lock()
 	states := make([]*loopState, 0, len(s.loops))
 	for _, ls := range s.loops {
@@ -119,9 +121,10 @@ func (s *Server) onLoops(fn func(ls *loopState)) {
 		select {
 		case <-done:
 		case <-timeout:
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // SessionsInfo describes every relaying session by name (proxy-ID), in id
@@ -155,6 +158,28 @@ func (s *Server) SessionsInfo() frame.Dict {
 		d.Set("proxy-"+strconv.FormatUint(e.id, 10), e.info)
 	}
 	return d
+}
+
+// Records are the relaying sessions as a session registry keeps them,
+// collected on their loops; complete is false when a loop did not answer
+// in time (then a session missing from the list may still be relaying).
+func (s *Server) Records() (recs []relay.Record, complete bool) {
+	var mu sync.Mutex
+	var out []relay.Record
+	complete = s.onLoops(func(ls *loopState) {
+		var local []relay.Record
+		for sess := range ls.sessions {
+			if r, ok := sess.Record(); ok {
+				local = append(local, r)
+			}
+		}
+		mu.Lock()
+		out = append(out, local...)
+		mu.Unlock()
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(out), complete
 }
 
 // SessionInfo describes one session by id.

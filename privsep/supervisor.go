@@ -22,6 +22,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/route"
 )
 
 // Supervisor is the main process's side: it starts a worker per account
@@ -48,6 +49,7 @@ type Supervisor struct {
 	workers  map[string]*worker0 // by account key
 	starting map[string]chan struct{}
 	routes   map[uint64]*worker0 // connection id → its worker
+	records  map[uint64]relay.Record
 	closed   bool
 	serial   int
 	wg       sync.WaitGroup
@@ -78,6 +80,7 @@ func (s *Supervisor) init() {
 		s.workers = map[string]*worker0{}
 		s.starting = map[string]chan struct{}{}
 		s.routes = map[uint64]*worker0{}
+		s.records = map[uint64]relay.Record{}
 	}
 }
 
@@ -102,7 +105,29 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
 	}
 	s.Log.Info("connection handed to worker", "session", h.ID, "user", logsafe.String(h.User), "uid", acct.UID, "worker", w.pid)
+	rec := relay.Record{ID: h.ID, User: h.User, Pool: h.Pool, Client: h.Peer, Started: h.Started, Active: h.Started}
+	if len(h.Candidates) > 0 {
+		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
+	}
+	s.mu.Lock()
+	if s.routes[h.ID] != nil {
+		s.records[h.ID] = rec
+	}
+	s.mu.Unlock()
 	return nil
+}
+
+// Records are the handed-off connections as a session registry keeps
+// them: user, first candidate, client and start; their byte counts stay
+// with the workers.
+func (s *Supervisor) Records() ([]relay.Record, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]relay.Record, 0, len(s.records))
+	for _, r := range s.records {
+		out = append(out, r)
+	}
+	return out, true
 }
 
 func key(a authn.Account) string {
@@ -261,6 +286,7 @@ func (s *Supervisor) watch(w *worker0) {
 	for id, rw := range s.routes {
 		if rw == w {
 			delete(s.routes, id)
+			delete(s.records, id)
 			lost++
 			if s.OnEnded != nil {
 				s.OnEnded(id)
@@ -303,6 +329,7 @@ func (s *Supervisor) unroute(id uint64) {
 		return
 	}
 	delete(s.routes, id)
+	delete(s.records, id)
 	if s.OnEnded != nil {
 		s.OnEnded(id)
 	}

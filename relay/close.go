@@ -110,6 +110,9 @@ func (s *Session) OnClientClosed(err error) {
 	if s.cfg.Pools != nil && s.state != stateHandedOff {
 		s.cfg.Pools.Release(s.ID)
 	}
+	if s.cfg.UserLimit != nil && s.state != stateHandedOff {
+		s.cfg.UserLimit.Release(s.ID)
+	}
 	s.closeServer("client connection lost")
 	s.state = stateClosed
 }

@@ -42,6 +42,11 @@ type Config struct {
 	Video *gpu.Pool
 	// Pools are the target pools that `pool:NAME` displays name.
 	Pools route.Pools
+	// Fleet, when set, is the session registry's view of the other
+	// instances: their counts per pool member and users' affinities.
+	Fleet route.Fleet
+	// UserLimit, when set, holds --max-user-sessions.
+	UserLimit UserLimit
 	// StartPrograms are Limits.StartXpra with their generations, learnt
 	// once; nil: "xpra" on PATH.
 	StartPrograms *XpraPrograms

@@ -45,7 +45,8 @@ func (s *Session) authenticated() {
 	root := s.cfg.HandOff != nil
 	sns, wantsNew := s.caps.Dict("start-new-session")
 	clientEnc := PeerEncoders(s.caps)
-	req := route.Request{Session: s.ID, Displays: id.Displays, Explicit: id.Explicit, Requested: requestedDisplay(s.caps),
+	user := s.user
+	req := route.Request{Session: s.ID, User: user, Displays: id.Displays, Explicit: id.Explicit, Requested: requestedDisplay(s.caps),
 		StartNew: wantsNew, StartIfNone: s.cfg.StartSessions}
 	router := s.router()
 	s.offLoop(WorkDial, func() {
@@ -66,13 +67,20 @@ func (s *Session) authenticated() {
 			}
 			start, err = s.startRequest(sns, acct, root, id.SessionOptions, clientEnc)
 		}
+		if err == nil && s.cfg.UserLimit != nil {
+			first := ""
+			if len(plan.Candidates) > 0 {
+				first = route.RedactDisplay(plan.Candidates[0].Display)
+			}
+			err = s.cfg.UserLimit.Reserve(user, s.ID, first)
+		}
 	}, func() {
 		if err != nil {
 			s.connectFailed(err)
 			return
 		}
 		if root {
-			s.handOff(plan.Candidates, start, acct, id.SessionOptions)
+			s.handOff(plan.Candidates, plan.Pool, start, acct, id.SessionOptions)
 			return
 		}
 		// As in xpra, a proxy that is not root relays (and starts
@@ -249,6 +257,9 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			return
 		}
 		s.display, s.target = route.RedactDisplay(display), target.String()
+		if pool != nil {
+			s.pool = pool.Name
+		}
 		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
 		s.s2c = &pipe{s: s, name: "server→client", link: link}
 		if err := s.host.Enroll(s, b); err != nil {
@@ -300,7 +311,7 @@ func (s *Session) userDirs(acct authn.Account, root bool) ([]string, int) {
 
 // router is the routing seam with this listener's pools.
 func (s *Session) router() *route.Router {
-	return &route.Router{Pools: s.cfg.Pools, OwnDisplay: s.cfg.OwnDisplay, Hostname: s.cfg.Hostname}
+	return &route.Router{Pools: s.cfg.Pools, OwnDisplay: s.cfg.OwnDisplay, Hostname: s.cfg.Hostname, Fleet: s.cfg.Fleet}
 }
 
 func (s *Session) connectFailed(err error) {

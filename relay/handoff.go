@@ -23,6 +23,7 @@ type Handoff struct {
 	User       string            `json:"user"`
 	Peer       string            `json:"peer"`
 	Candidates []route.Candidate `json:"candidates"`      // tried in order (one, or a pool's)
+	Pool       string            `json:"pool,omitempty"`  // the pool they come from
 	Start      *StartRequest     `json:"start,omitempty"` // start a new session as the worker's user first
 	Options    []authn.Option    `json:"options,omitempty"`
 	// Hello is the client's hello packet as an xpra frame in the client's
@@ -50,7 +51,7 @@ type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
 // handOff moves the client to a worker: its socket is dup'ed and the
 // loop's connection closed at once, so that this process reads nothing
 // more from it.
-func (s *Session) handOff(cands []route.Candidate, start *StartRequest, acct authn.Account, opts []authn.Option) {
+func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *StartRequest, acct authn.Account, opts []authn.Option) {
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the
@@ -66,6 +67,9 @@ func (s *Session) handOff(cands []route.Candidate, start *StartRequest, acct aut
 	}
 	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Candidates: cands, Start: start,
 		Options: opts, Hello: hello, Started: s.started}
+	if pool != nil {
+		h.Pool = pool.Name
+	}
 	if t, ok := s.client.(Transported); ok {
 		if h.Transport, err = t.Transport(); err != nil {
 			s.disconnect("protocol error", err.Error())

@@ -292,13 +292,13 @@ func TestPoolProbe(t *testing.T) {
 	if st[a.URL()][0] != 1 || st[b.URL()][0] != 0 {
 		t.Errorf("after probing: %v", st)
 	}
-	cands, err := pool.Pick(9)
+	cands, err := pool.Pick(9, route.Hints{})
 	if err != nil || len(cands) != 1 || cands[0].Display != a.URL() {
 		t.Errorf("pick: %v %v", cands, err)
 	}
 	a.Close()
 	pool.Probe(time.Second)
-	if _, err := pool.Pick(10); err == nil || !strings.Contains(err.Error(), "no live server") {
+	if _, err := pool.Pick(10, route.Hints{}); err == nil || !strings.Contains(err.Error(), "no live server") {
 		t.Errorf("an all-dead pool: %v", err)
 	}
 }

@@ -152,6 +152,7 @@ type Session struct {
 	user      string
 	display   string
 	target    string
+	pool      string // the pool the target came from
 
 	deadline time.Time // login deadline, or the close grace end
 	drainBy  time.Time // closing: hard deadline for the queued bytes

@@ -83,22 +83,43 @@ func (p *Pool) Displays() []string {
 	return out
 }
 
+// Hints are what a fleet adds to one pick: the sessions other instances
+// relay to each member (by redacted display), and the member the user's
+// last session went to, tried first while it is live.
+type Hints struct {
+	Remote map[string]int
+	Prefer string
+}
+
 // Pick orders the pool's live targets for session id by its Selector:
 // the first is tried first, the others on failure. The session counts for
 // the first until Release (or Failed or Use moves it).
-func (p *Pool) Pick(id uint64) ([]Candidate, error) {
+func (p *Pool) Pick(id uint64, h Hints) ([]Candidate, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	members := make([]Member, 0, len(p.targets))
+	preferred := -1
 	for i, t := range p.targets {
 		if t.live {
-			members = append(members, Member{Display: t.display, Sessions: t.sessions, Index: i})
+			red := RedactDisplay(t.display)
+			if h.Prefer != "" && red == h.Prefer {
+				preferred = len(members)
+			}
+			members = append(members, Member{Display: t.display, Sessions: t.sessions + h.Remote[red], Index: i})
 		}
 	}
 	if len(members) == 0 {
 		return nil, &disconnect.Error{Stage: disconnect.Session, Reason: "session not found error", Message: "no live server in pool " + p.Name}
 	}
-	p.selector.Order(members)
+	if preferred >= 0 {
+		// Affinity: back to the member that has the user's session.
+		m := members[preferred]
+		members = append(members[:preferred], members[preferred+1:]...)
+		p.selector.Order(members)
+		members = append([]Member{m}, members...)
+	} else {
+		p.selector.Order(members)
+	}
 	out := make([]Candidate, len(members))
 	for i, m := range members {
 		out[i] = Candidate{Display: m.Display, Target: p.targets[m.Index].target}

@@ -67,7 +67,7 @@ func TestPoolCounts(t *testing.T) {
 	}
 	a, b := "tcp://127.0.0.1:1/", "tcp://127.0.0.1:2/"
 	first := func(id uint64) string {
-		c, err := p.Pick(id)
+		c, err := p.Pick(id, Hints{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestPoolCounts(t *testing.T) {
 	if st := p.Status(); st[a][1] != 0 || st[b][1] != 0 {
 		t.Errorf("after Release: %v", st)
 	}
-	if c, _ := p.Pick(4); len(c) != 1 || c[0].Display != a {
+	if c, _ := p.Pick(4, Hints{}); len(c) != 1 || c[0].Display != a {
 		t.Errorf("a dead member is offered: %v", c)
 	}
 	for _, bad := range []string{"farm", "farm:random:", "farm:nope:tcp://h:1/", ":random:tcp://h:1/", "farm:random::100"} {

@@ -30,12 +30,30 @@ type Router struct {
 	OwnDisplay string
 	// Hostname prefixes xpra 3.1's socket names (SocketHostname).
 	Hostname string
+	// Fleet, when set, is what other proxy instances know (a session
+	// registry): their sessions per pool member and users' affinities.
+	Fleet Fleet
+}
+
+// Fleet is the view of the other instances of a fleet that routing uses.
+// Its methods may block briefly (they may ask a database) and must
+// answer within a short deadline either way; members are named by their
+// redacted display (RedactDisplay).
+type Fleet interface {
+	// Counts are the sessions other live instances relay to each
+	// member of pool.
+	Counts(pool string) map[string]int
+	// Affinity is the member user's last session in pool went to, "" if
+	// none is known.
+	Affinity(user, pool string) string
 }
 
 // Request is one authenticated client's routing question.
 type Request struct {
 	// Session identifies the connection to the pools (their counts).
 	Session uint64
+	// User is the authenticated username (pool affinity).
+	User string
 	// Displays and Explicit are the identity's (authn.Identity): with
 	// Explicit false the user's live local sessions are added.
 	Displays []string
@@ -89,7 +107,12 @@ func (r *Router) Route(req Request) (Plan, error) {
 		if pool == nil {
 			return Plan{}, notFound("no target pool %s", name)
 		}
-		cands, err := pool.Pick(req.Session)
+		var hints Hints
+		if r.Fleet != nil {
+			hints.Remote = r.Fleet.Counts(name)
+			hints.Prefer = r.Fleet.Affinity(req.User, name)
+		}
+		cands, err := pool.Pick(req.Session, hints)
 		if err != nil {
 			return Plan{}, err
 		}

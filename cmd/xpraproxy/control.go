@@ -19,6 +19,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
+	"github.com/xpraproxy/xpraproxy/registry"
 	"github.com/xpraproxy/xpraproxy/relay"
 	"github.com/xpraproxy/xpraproxy/route"
 )
@@ -30,6 +31,7 @@ type control struct {
 	limits  relay.Limits
 	srv     *loop.Server
 	sup     *privsep.Supervisor // nil unless root
+	reg     *registry.Registry  // nil without --session-registry
 	log     *slog.Logger
 	once    sync.Once
 }
@@ -49,6 +51,9 @@ func (c *control) Info() frame.Dict {
 		d.Set("workers", c.sup.Workers())
 	}
 	d.Set("sessions", sessions)
+	if c.reg != nil {
+		d.Set("fleet", fleetInfo(c.reg))
+	}
 	return d
 }
 
@@ -98,11 +103,17 @@ func (c *control) sweepWorkers(idle time.Duration) {
 // proxy's own socket, plus :proxy-ID for one relayed connection.
 func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	var dirs []string
-	var target string
+	var target, registryURI string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		name, val, hasVal := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		switch {
+		case strings.HasPrefix(a, "--") && name == "registry" && cmd == "stop":
+			if !hasVal && i+1 < len(args) {
+				i++
+				val = args[i]
+			}
+			registryURI = val
 		case strings.HasPrefix(a, "--") && (name == "socket-dir" || name == "socket-dirs"):
 			if !hasVal && i+1 < len(args) {
 				i++
@@ -115,6 +126,10 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "xpraproxy %s: unexpected argument %q\n", cmd, a)
 			return 2
 		}
+	}
+	if registryURI != "" {
+		// A session anywhere in the fleet: INSTANCE/ID from `xpraproxy sessions`.
+		return registryStop(target, registryURI, stdout, stderr)
 	}
 	if len(dirs) == 0 {
 		dirs = defaultSocketDirs()

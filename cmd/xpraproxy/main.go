@@ -21,6 +21,8 @@ const usage = `usage:
   xpraproxy info [:DISPLAY|:proxy-ID]      show a proxy's (or one connection's) info
   xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
   xpraproxy list                           list the sessions and proxies in the socket dirs
+  xpraproxy sessions --registry=URI        every session of every instance of a fleet (docs/fleet.md)
+  xpraproxy stop INSTANCE/ID --registry=URI  end a session wherever in the fleet it runs
   xpraproxy bench [flags]                  load benchmark (xpraproxy bench -h)
   xpraproxy gpu [auto|nvenc|nvjpeg|cpu|cpu-jpeg]  GPUs seen by NVML and the re-encoding back end chosen
   xpraproxy version                        print the version
@@ -55,6 +57,8 @@ func run(args []string) int {
 		return workerMain(args[1:])
 	case "gpu":
 		return gpuMain(args[1:], os.Stdout, os.Stderr)
+	case "sessions":
+		return sessionsMain(args[1:], os.Stdout, os.Stderr)
 	case "info", "stop", "list":
 		return controlMain(args[0], args[1:], os.Stdout, os.Stderr)
 	case "bench":

@@ -68,6 +68,12 @@ type proxyOptions struct {
 	throttle       bool     // --login-throttle
 	maxTargetDials int      // --max-target-connects
 	wsRequireMask  bool     // --websocket-require-mask
+	// The fleet (docs/fleet.md).
+	registry         string        // --session-registry
+	registryName     string        // --registry-name
+	registryInterval time.Duration // --registry-interval
+	registryExpiry   time.Duration // --registry-expiry
+	maxUserSessions  int           // --max-user-sessions
 }
 
 // xpraIgnored are xpra options that mean nothing to a proxy without a

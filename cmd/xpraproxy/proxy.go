@@ -279,6 +279,9 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		go pools.ProbeEvery(o.poolProbe, make(chan struct{}))
 	}
 	ctl := &control{display: o.display, limits: limits}
+	if err := setupFleet(o, &base, ctl, log); err != nil {
+		return nil, nil, err
+	}
 	if os.Geteuid() != 0 {
 		pool, err := videoPool(o.video, log)
 		if err != nil {
@@ -307,8 +310,12 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			},
 		}
 		base.HandOff = ctl.sup.HandOff
-		if len(pools) > 0 {
-			ctl.sup.OnEnded = pools.Release
+		limit := base.UserLimit
+		ctl.sup.OnEnded = func(id uint64) {
+			pools.Release(id)
+			if limit != nil {
+				limit.Release(id)
+			}
 		}
 		base.UserSocketDirs = templates
 	}
