@@ -94,6 +94,10 @@ func TestParseSpec(t *testing.T) {
 	if strings.Contains(s.String(), "hunter2") {
 		t.Error("Spec.String shows the password")
 	}
+	s = Spec{Name: "sql", Options: map[string]string{"uri": "postgresql://xpra:hunter2@db/xpra"}}
+	if got := s.String(); strings.Contains(got, "hunter2") || !strings.Contains(got, "xpra:xxxxx@db") {
+		t.Errorf("Spec.String shows a database password: %s", got)
+	}
 }
 
 func verifierFor(password string) func([]byte) bool {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -140,8 +141,16 @@ func (s Spec) String() string {
 	parts := []string{s.Name}
 	for _, k := range keys {
 		v := s.Options[k]
-		if k == "value" || strings.Contains(k, "password") {
+		switch {
+		case k == "value" || strings.Contains(k, "password"):
 			v = "***"
+		case k == "uri":
+			// A database URI's password (sql, mysql) stays out of logs.
+			if u, err := url.Parse(v); err == nil {
+				v = u.Redacted()
+			} else {
+				v = "***"
+			}
 		}
 		parts = append(parts, k+"="+v)
 	}

@@ -41,7 +41,8 @@ ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, started = EXCLUDED.st
 	// upsertSessions writes many sessions in one statement.
 	upsertSessions = `INSERT INTO xpraproxy_sessions (instance, id, username, display, pool, client, started, bytes, active)
 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::bigint[], $9::timestamptz[])
-ON CONFLICT (instance, id) DO UPDATE SET display = EXCLUDED.display, pool = EXCLUDED.pool, bytes = EXCLUDED.bytes, active = EXCLUDED.active`
+ON CONFLICT (instance, id) DO UPDATE SET display = EXCLUDED.display, pool = EXCLUDED.pool, client = EXCLUDED.client,
+	started = EXCLUDED.started, bytes = EXCLUDED.bytes, active = EXCLUDED.active`
 
 	upsertAffinity = `INSERT INTO xpraproxy_affinity (username, pool, member, updated)
 SELECT u, p, m, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS t(u, p, m)

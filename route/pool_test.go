@@ -152,3 +152,35 @@ func TestRoute(t *testing.T) {
 		t.Errorf("local socket not resolved: %+v", plan.Candidates[0].Target)
 	}
 }
+
+// A fleet's hints: other instances' counts join the policy's, and the
+// user's last member goes first while it is live, whatever the policy.
+func TestPoolHints(t *testing.T) {
+	p, _ := ParsePool("farm:least-sessions:tcp://u:secret@127.0.0.1:1/,tcp://127.0.0.1:2/,tcp://127.0.0.1:3/")
+	order := func(h Hints) string {
+		c, err := p.Pick(1, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Release(1)
+		var s []string
+		for _, x := range c {
+			s = append(s, x.Target.Address[len(x.Target.Address)-1:])
+		}
+		return strings.Join(s, "")
+	}
+	if got := order(Hints{}); got != "123" {
+		t.Errorf("no hints: %s", got)
+	}
+	remote := map[string]int{"tcp://u:***@127.0.0.1:1/": 2, "tcp://127.0.0.1:2/": 1}
+	if got := order(Hints{Remote: remote}); got != "321" {
+		t.Errorf("fleet counts: %s", got)
+	}
+	if got := order(Hints{Remote: remote, Prefer: "tcp://u:***@127.0.0.1:1/"}); got != "132" {
+		t.Errorf("affinity: %s", got)
+	}
+	p.Failed(9, "tcp://u:secret@127.0.0.1:1/", "")
+	if got := order(Hints{Prefer: "tcp://u:***@127.0.0.1:1/"}); got != "23" {
+		t.Errorf("affinity to a dead member: %s", got)
+	}
+}

@@ -296,6 +296,7 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 // proxy is a running xpraproxy.
 type proxy struct {
 	cmd     *exec.Cmd
+	host    string // the loopback address it listens on
 	port    int
 	log     string
 	sockDir string
@@ -359,8 +360,16 @@ func launchProxy(t *testing.T, root bool, nofile int, args ...string) *proxy {
 			t.Logf("proxy log:\n%s", tail(b, 4000))
 		}
 	})
+	p.host = "127.0.0.1"
+	for _, a := range args {
+		// An instance of a fleet listens on another loopback address.
+		if h, ok := strings.CutPrefix(a, "--bind-tcp=127.0.0."); ok {
+			p.host = "127.0.0." + strings.SplitN(h, ":", 2)[0]
+			break
+		}
+	}
 	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port)); err == nil {
+		if c, err := net.Dial("tcp", net.JoinHostPort(p.host, strconv.Itoa(p.port))); err == nil {
 			c.Close()
 			return p
 		}
