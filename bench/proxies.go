@@ -105,6 +105,27 @@ func writeUsers(path string, n int, target, password string) error {
 	return os.Chmod(path, 0o644)
 }
 
+// writeSQLUsers puts the same users in a PostgreSQL or MySQL database
+// (xpra's table, made if missing; earlier bench users replaced).
+func writeSQLUsers(uri string, n int, target, password string) error {
+	db, err := authn.OpenSQL(uri, 2, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.Create() // "exists" is fine
+	for i := 0; i < n; i++ {
+		if _, err := db.Remove(fmt.Sprintf("u%d", i), nil); err != nil {
+			return err
+		}
+	}
+	users := make([]authn.User, n)
+	for i := range users {
+		users[i] = authn.User{Username: fmt.Sprintf("u%d", i), Password: password, Displays: "tcp://" + target + "/"}
+	}
+	return db.AddAll(users)
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -114,7 +135,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startProxy(kind, dir, simAddr, binary string, sessions int, extra []string) (*proxyProc, error) {
+// startProxy starts the proxy under test; auth, when set, is xpraproxy's
+// --tcp-auth instead of the sqlite file.
+func startProxy(kind, dir, simAddr, binary string, sessions int, auth string, extra []string) (*proxyProc, error) {
 	if kind == ProxyDirect {
 		return &proxyProc{kind: kind, addr: simAddr}, nil
 	}
@@ -142,7 +165,12 @@ func startProxy(kind, dir, simAddr, binary string, sessions int, extra []string)
 		// The load generator plays thousands of users from a few loopback
 		// addresses: the per-address login cap is for strangers, not for
 		// it (its handshakes all succeed, so throttling never applies).
-		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, "--bind-tcp=" + p.addr + ",auth=sqlite:filename=" + db,
+		bind := "--bind-tcp=" + p.addr + ",auth=sqlite:filename=" + db
+		if auth != "" {
+			bind = "--bind-tcp=" + p.addr
+			extra = append([]string{"--tcp-auth=" + auth}, extra...)
+		}
+		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, bind,
 			"--socket-dir=" + p.sockDir, "--daemon=no", "--max-logins-per-source=0"}, extra...)...)
 	case ProxyXpra:
 		p.cmd = exec.Command("xpra", "proxy", p.display, "--bind-tcp="+p.addr, "--tcp-auth=sqlite,filename="+db,

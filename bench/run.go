@@ -42,6 +42,10 @@ type Config struct {
 	Transport string        // tcp (default), ws, ssl, wss: how clients reach xpraproxy
 	Peer      string        // "3.1" (default) or "6.x": the simulated peers' xpra generation (peer.go)
 	RealHello bool          // clients send a real client's captured hello
+	// Users is the user database xpraproxy authenticates against: "" for
+	// a sqlite file (as xpra's proxy), or a postgresql:// or mysql:// URI
+	// (the sql module; the users are written there first).
+	Users string
 	Dir       string        // scratch directory (made if empty)
 	Log       func(format string, args ...any)
 }
@@ -163,6 +167,16 @@ func Run(cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	auth := ""
+	if cfg.Users != "" {
+		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
+			return nil, fmt.Errorf("bench: --users is for xpraproxy")
+		}
+		if err := writeSQLUsers(cfg.Users, users, simAddr, benchPassword); err != nil {
+			return nil, err
+		}
+		auth = "sql,uri=" + cfg.Users
+	}
 	if cfg.Peer != Peer31 && cfg.Peer != Peer6 {
 		return nil, fmt.Errorf("bench: --peer=%s: want %s or %s", cfg.Peer, Peer31, Peer6)
 	}
@@ -181,7 +195,7 @@ func Run(cfg Config) (*Result, error) {
 		os.Chmod(key, 0o644) // the proxy under test runs as nobody
 		cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
 	}
-	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, cfg.ProxyArgs)
+	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, cfg.ProxyArgs)
 	if err != nil {
 		return nil, err
 	}
