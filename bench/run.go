@@ -46,8 +46,8 @@ type Config struct {
 	// a sqlite file (as xpra's proxy), or a postgresql:// or mysql:// URI
 	// (the sql module; the users are written there first).
 	Users string
-	Dir       string        // scratch directory (made if empty)
-	Log       func(format string, args ...any)
+	Dir   string // scratch directory (made if empty)
+	Log   func(format string, args ...any)
 }
 
 // Result is what a run measured; the JSON names are the contract with
