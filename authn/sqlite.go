@@ -9,6 +9,9 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the sqlite driver
 )
 
+// sqliteConns bounds the connections to one sqlite database.
+const sqliteConns = 4
+
 // OpenSQLite opens an existing xpra sqlite database; it does not create
 // the file.
 func OpenSQLite(path string) (*UserDB, error) {
@@ -23,6 +26,12 @@ func openSQLite(path string) (*UserDB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authn: sqlite %s: %w", path, err)
 	}
+	// sqlite serialises writers and a lookup takes microseconds: a few
+	// connections serve any login rate, while one per concurrent login
+	// (database/sql's default) costs a page cache and an OS thread each
+	// in C, which the process keeps after the burst.
+	db.SetMaxOpenConns(sqliteConns)
+	db.SetMaxIdleConns(sqliteConns)
 	return &UserDB{db: db, dialect: "sqlite", Name: "sqlite " + path}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/cmem"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -472,6 +473,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 
 // releaseMemory returns the memory of a burst of handshakes (decoded
 // hellos, sqlite lookups, worker stacks) to the OS once the burst is over,
+// Go's heap and the C heap (sqlite's page caches) alike,
 // at most every 10 s: the density of idle sessions is the point of the
 // proxy. Runs on the ticker goroutine.
 func (s *Server) releaseMemory() {
@@ -481,6 +483,7 @@ func (s *Server) releaseMemory() {
 	}
 	s.released, s.releasedAt = done, time.Now()
 	debug.FreeOSMemory()
+	cmem.Trim()
 }
 
 // sweep runs on ls's loop: the urgent sessions (backpressure, closing)
