@@ -44,7 +44,7 @@ func (m *memConn) Close() error         { return nil }
 func (m *memConn) RemoteAddr() net.Addr { return nil }
 func (m *memConn) Fd() int              { return -1 }
 
-func drawStream(b *testing.B, link frame.Compression, n, size int) []byte {
+func drawStream(b testing.TB, link frame.Compression, n, size int) []byte {
 	w := frame.Writer{Encoding: frame.Rencode, Compression: link}
 	px := make([]byte, size)
 	for i := range px {
@@ -61,22 +61,39 @@ func drawStream(b *testing.B, link frame.Compression, n, size int) []byte {
 	return out
 }
 
-func benchPipe(b *testing.B, link *LinkOptions, compress frame.Compression, stream []byte) {
+// pipeUnderTest is a server→client pipe of a relaying session over
+// memConns, and a function that pumps the whole stream through it once.
+func pipeUnderTest(tb testing.TB, link *LinkOptions, compress frame.Compression, stream []byte) (*memConn, func()) {
 	cfg := &Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: Limits{MaxPacketSize: 64 << 20}}
 	s := &Session{cfg: cfg, state: stateRelay}
-	b.SetBytes(int64(len(stream)))
-	b.ReportAllocs()
 	var dst memConn
 	src := memConn{in: stream}
 	p := &pipe{s: s, name: "server→client", src: &src, dst: &dst, max: frame.AbsMaxPacketSize, link: link, compress: compress}
-	for b.Loop() {
+	return &dst, func() {
 		src.off = 0
 		if err := p.pump(); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if src.off != len(stream) {
-			b.Fatalf("pumped %d of %d bytes", src.off, len(stream))
+			tb.Fatalf("pumped %d of %d bytes", src.off, len(stream))
 		}
+	}
+}
+
+func benchPipe(b *testing.B, link *LinkOptions, compress frame.Compression, stream []byte) {
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	dst, pump := pipeUnderTest(b, link, compress, stream)
+	if !link.Uncompressed() {
+		// Pass-through must stay free of allocations per packet: the
+		// benchmark fails (in CI too) the day it does not.
+		if allocs := testing.AllocsPerRun(5, pump); allocs > 0 {
+			b.Fatalf("the relay path allocated %.1f times per pump of the stream", allocs)
+		}
+	}
+	dst.written = 0
+	for b.Loop() {
+		pump()
 	}
 	// Pass-through hands gnet the peeked slices: nothing is copied in user
 	// space by the relay. Report what went out per op for comparison.
@@ -107,4 +124,22 @@ func BenchmarkRelayCompressForClient(b *testing.B) {
 		stream, _ = w.AppendPacket(stream, frame.Packet{"window-metadata", i, frame.NewDict("title", string(make([]byte, 2000)))})
 	}
 	benchPipe(b, &LinkOptions{Level: 0}, frame.AlgoLZ4|1, stream)
+}
+
+// The relay path allocates nothing per packet, whatever the packets:
+// raw chunks, small control packets, large main packets cut through.
+func TestRelayPathAllocatesNothing(t *testing.T) {
+	w := frame.Writer{Encoding: frame.Rencode}
+	var small, big []byte
+	for i := range 256 {
+		small, _ = w.AppendPacket(small, frame.Packet{"damage-sequence", i, 1, 128, 128, 0, ""})
+	}
+	big, _ = w.AppendPacket(big, frame.Packet{"big", string(make([]byte, 2<<20))})
+	for name, stream := range map[string][]byte{"draws": drawStream(t, frame.AlgoLZ4|1, 16, 64<<10), "small": small, "cut-through": big} {
+		_, pump := pipeUnderTest(t, &LinkOptions{Level: -1}, 0, stream)
+		pump() // warm: the writev list grows once
+		if allocs := testing.AllocsPerRun(20, pump); allocs > 0 {
+			t.Errorf("%s: %.1f allocations per pump", name, allocs)
+		}
+	}
 }
