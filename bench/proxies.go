@@ -136,8 +136,9 @@ func freePort() (int, error) {
 }
 
 // startProxy starts the proxy under test; auth, when set, is xpraproxy's
-// --tcp-auth instead of the sqlite file.
-func startProxy(kind, dir, simAddr, binary string, sessions int, auth string, extra []string) (*proxyProc, error) {
+// --tcp-auth instead of the sqlite file; tlsPEM, when set, makes HAProxy
+// terminate TLS with that certificate and key.
+func startProxy(kind, dir, simAddr, binary string, sessions int, auth, tlsPEM string, extra []string) (*proxyProc, error) {
 	if kind == ProxyDirect {
 		return &proxyProc{kind: kind, addr: simAddr}, nil
 	}
@@ -187,12 +188,12 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend bench
-    bind %s
+    bind %s%s
     maxconn %d
     default_backend sim
 backend sim
     server sim %s maxconn %d
-`, min(sessions+100, 9000), p.addr, min(sessions+100, 9000), simAddr, min(sessions+100, 9000))
+`, min(sessions+100, 9000), p.addr, sslBind(tlsPEM), min(sessions+100, 9000), simAddr, min(sessions+100, 9000))
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
@@ -222,6 +223,14 @@ backend sim
 	p.stop()
 	log, _ := os.ReadFile(p.log)
 	return nil, fmt.Errorf("bench: %s did not start listening on %s:\n%s", kind, p.addr, tailText(log, 2000))
+}
+
+// sslBind is HAProxy's TLS termination on its bind line ("" for none).
+func sslBind(pem string) string {
+	if pem == "" {
+		return ""
+	}
+	return " ssl crt " + pem
 }
 
 func tailText(b []byte, n int) string {

@@ -53,35 +53,38 @@ type Config struct {
 // Result is what a run measured; the JSON names are the contract with
 // BENCHMARKS.md and scripts.
 type Result struct {
-	Proxy                string  `json:"proxy"`
-	Transport            string  `json:"transport,omitempty"`
-	Peer                 string  `json:"peer,omitempty"`
-	RealHello            bool    `json:"real_hello,omitempty"`
-	Workload             string  `json:"workload"`
-	Sessions             int     `json:"sessions"`
-	Ready                int64   `json:"ready"`
-	Failed               int64   `json:"failed"`
-	DurationS            float64 `json:"duration_s"`
-	ProxyRSSBaseline     int64   `json:"proxy_rss_baseline_bytes"`
-	ProxyRSS             int64   `json:"proxy_rss_bytes"`
-	ProxyRSSPerSession   float64 `json:"proxy_rss_bytes_per_session"`
-	ProxyHeap            int64   `json:"proxy_heap_bytes"`
-	ProxyHeapPerSession  float64 `json:"proxy_heap_bytes_per_session"`
-	ProxyCPUPercent      float64 `json:"proxy_cpu_percent"`
-	GeneratorCPUPercent  float64 `json:"generator_cpu_percent"`
-	MBytesPerS           float64 `json:"mbytes_per_s"`
-	MBytesPerSPerSession float64 `json:"mbytes_per_s_per_session"`
-	P50us                float64 `json:"p50_us"`
-	P99us                float64 `json:"p99_us"`
-	P999us               float64 `json:"p999_us"`
-	Samples              int     `json:"samples"`
-	SetupsPerS           float64 `json:"setups_per_s"`
-	BadData              int64   `json:"bad_data"`
-	ProxyRSSMax          int64   `json:"proxy_rss_max_bytes,omitempty"`
-	SlowDisconnected     int64   `json:"slow_disconnected,omitempty"`
-	SlowCut              int64   `json:"slow_cut,omitempty"`
-	SlowDrained          int64   `json:"slow_drained,omitempty"`
-	LastError            string  `json:"last_error,omitempty"`
+	Proxy              string  `json:"proxy"`
+	Transport          string  `json:"transport,omitempty"`
+	Peer               string  `json:"peer,omitempty"`
+	RealHello          bool    `json:"real_hello,omitempty"`
+	Workload           string  `json:"workload"`
+	Sessions           int     `json:"sessions"`
+	Ready              int64   `json:"ready"`
+	Failed             int64   `json:"failed"`
+	DurationS          float64 `json:"duration_s"`
+	ProxyRSSBaseline   int64   `json:"proxy_rss_baseline_bytes"`
+	ProxyRSS           int64   `json:"proxy_rss_bytes"`
+	ProxyRSSPerSession float64 `json:"proxy_rss_bytes_per_session"` // at the end of the run: steady state for idle
+	// ProxyRSSOpenPerSession is the same right after the sessions opened
+	// (the handshake burst's memory not yet returned).
+	ProxyRSSOpenPerSession float64 `json:"proxy_rss_open_bytes_per_session,omitempty"`
+	ProxyHeap              int64   `json:"proxy_heap_bytes"`
+	ProxyHeapPerSession    float64 `json:"proxy_heap_bytes_per_session"`
+	ProxyCPUPercent        float64 `json:"proxy_cpu_percent"`
+	GeneratorCPUPercent    float64 `json:"generator_cpu_percent"`
+	MBytesPerS             float64 `json:"mbytes_per_s"`
+	MBytesPerSPerSession   float64 `json:"mbytes_per_s_per_session"`
+	P50us                  float64 `json:"p50_us"`
+	P99us                  float64 `json:"p99_us"`
+	P999us                 float64 `json:"p999_us"`
+	Samples                int     `json:"samples"`
+	SetupsPerS             float64 `json:"setups_per_s"`
+	BadData                int64   `json:"bad_data"`
+	ProxyRSSMax            int64   `json:"proxy_rss_max_bytes,omitempty"`
+	SlowDisconnected       int64   `json:"slow_disconnected,omitempty"`
+	SlowCut                int64   `json:"slow_cut,omitempty"`
+	SlowDrained            int64   `json:"slow_drained,omitempty"`
+	LastError              string  `json:"last_error,omitempty"`
 }
 
 const benchPassword = "bench-password"
@@ -184,18 +187,32 @@ func Run(cfg Config) (*Result, error) {
 		// Debian's xpra proxy is 3.1.3: it cannot decode rencodeplus.
 		return nil, fmt.Errorf("bench: xpra's 3.1.3 proxy cannot relay 6.x peers")
 	}
+	tlsPEM := ""
 	if cfg.Transport != "" && cfg.Transport != TransportTCP {
-		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
-			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy only", cfg.Transport)
+		haTLS := cfg.Proxy == ProxyHAProxy && cfg.Transport == TransportSSL
+		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot && !haTLS {
+			// HAProxy in tcp mode terminates TLS, not WebSocket: the
+			// simulated server speaks plain xpra.
+			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy (and ssl for haproxy)", cfg.Transport)
 		}
 		cert, key, err := selfsigned.Write(dir)
 		if err != nil {
 			return nil, err
 		}
 		os.Chmod(key, 0o644) // the proxy under test runs as nobody
-		cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
+		if haTLS {
+			// HAProxy wants the certificate and its key in one file.
+			c, _ := os.ReadFile(cert)
+			k, _ := os.ReadFile(key)
+			tlsPEM = dir + "/haproxy.pem"
+			if err := os.WriteFile(tlsPEM, append(c, k...), 0o600); err != nil {
+				return nil, err
+			}
+		} else {
+			cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
+		}
 	}
-	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, cfg.ProxyArgs)
+	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, tlsPEM, cfg.ProxyArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +278,9 @@ func Run(cfg Config) (*Result, error) {
 		return res, fmt.Errorf("bench: no session could be opened: %s", res.LastError)
 	}
 
+	if rss, _ := procStats(p.pid()); p.pid() > 0 && rss > 0 {
+		res.ProxyRSSOpenPerSession = float64(rss-res.ProxyRSSBaseline) / float64(res.Ready)
+	}
 	cpu0 := rusage()
 	_, pcpu0 := procStats(p.pid())
 	start := time.Now()

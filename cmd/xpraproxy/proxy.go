@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"syscall"
@@ -409,7 +410,9 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 }
 
 // startProfiles writes a CPU profile of the whole run and, at the end, a
-// heap profile into dir (--profile-dir, for the load benchmarks).
+// heap profile into dir (--profile-dir, for the load benchmarks); with
+// XPRAPROXY_TRACE=1 also an execution trace (trace.out: where a round
+// trip waits, for `go tool trace`), which costs latency itself.
 func startProfiles(dir string) (func(), error) {
 	f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
 	if err != nil {
@@ -419,9 +422,22 @@ func startProfiles(dir string) (func(), error) {
 		f.Close()
 		return nil, err
 	}
+	var tf *os.File
+	if os.Getenv("XPRAPROXY_TRACE") == "1" {
+		if tf, err = os.Create(filepath.Join(dir, "trace.out")); err == nil {
+			if err = trace.Start(tf); err != nil {
+				tf.Close()
+				tf = nil
+			}
+		}
+	}
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+		if tf != nil {
+			trace.Stop()
+			tf.Close()
+		}
 		if h, err := os.Create(filepath.Join(dir, "heap.pprof")); err == nil {
 			pprof.Lookup("heap").WriteTo(h, 0)
 			h.Close()
