@@ -260,8 +260,8 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 		if pool != nil {
 			s.pool = pool.Name
 		}
-		s.c2s = &pipe{s: s, name: "client→server", link: link, toServer: true}
-		s.s2c = &pipe{s: s, name: "server→client", link: link}
+		s.c2s = &pipe{s: s, link: link, toServer: true}
+		s.s2c = &pipe{s: s, link: link}
 		if err := s.host.Enroll(s, b); err != nil {
 			b.Conn.Close()
 			s.connectFailed(&disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the connection", Err: err})
@@ -354,6 +354,9 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	s.c2s.max = s.cfg.MaxPacketSize
 	s.s2c.max = frame.AbsMaxPacketSize
 	s.s2c.video = s.cfg.Video != nil && !s.s2c.link.Uncompressed()
+	if s.s2c.video {
+		s.video = &videoState{}
+	}
 	s.c2s.reader.MaxPacketSize = s.cfg.MaxPacketSize
 	s.s2c.reader.MaxPacketSize = frame.AbsMaxPacketSize
 	s.state = stateRelay

@@ -29,31 +29,33 @@ const inspectLimit = 1 << 20
 // decoding; everything else is written to dst as it arrives.
 type pipe struct {
 	s        *Session
-	name     string
-	toServer bool
 	src, dst Conn
 	max      int
 
 	remaining int      // bytes of the current cut-through frame still to copy
 	need      int      // size of the whole frame the next scan waits for
 	iov       [][]byte // pass-through regions gathered for one writev
-	curIndex  uint8
+	reader    frame.Reader
+
+	// The small fields together, so that an idle session's two pipes
+	// fit a smaller size class.
+	toServer bool
+	curIndex uint8
 	// midPacket: raw chunks went out and their main packet has not, so
 	// nothing of the proxy's own may be sent yet.
 	midPacket bool
 	paused    bool // dst is over highWater
-	reader    frame.Reader
+	// compress: see link. video: a server→client pipe of a proxy-video
+	// session, which holds raw chunks (held) until their packet shows
+	// whether it is a draw to encode.
+	compress frame.Compression
+	video    bool
 
 	// link says whether the proxy↔server link is uncompressed; then
 	// client→server frames are decompressed and server→client main
 	// packets compressed with `compress` for the client.
-	link     *LinkOptions
-	compress frame.Compression
-
-	// video: a server→client pipe of a proxy-video session, which holds
-	// raw chunks until their packet shows whether it is a draw to encode.
-	video bool
-	held  []heldChunk
+	link *LinkOptions
+	held []heldChunk
 
 	Bytes, Packets int64
 	reported       TrafficTotals // as of the last TrafficDelta
@@ -63,6 +65,14 @@ type pipe struct {
 	// last one, whose echo came back through the other pipe.
 	pingAt int64
 	rtt    time.Duration
+}
+
+// name says which direction the pipe relays, for errors.
+func (p *pipe) name() string {
+	if p.toServer {
+		return "client→server"
+	}
+	return "server→client"
 }
 
 // observe notes pings and their echoes for the latency figures.
@@ -228,7 +238,7 @@ func (p *pipe) flush() error {
 	clear(p.iov) // the slices point into the source's buffer
 	p.iov = p.iov[:0]
 	if err != nil {
-		return fmt.Errorf("relay: %s write: %w", p.name, err)
+		return fmt.Errorf("relay: %s write: %w", p.name(), err)
 	}
 	p.Bytes += int64(n)
 	if p.dst.OutboundBuffered() > highWater {
@@ -282,7 +292,7 @@ func (p *pipe) finishPacket() bool {
 // write forwards bytes and pauses the pipe when dst backs up.
 func (p *pipe) write(b []byte) error {
 	if _, err := p.dst.Write(b); err != nil {
-		return fmt.Errorf("relay: %s write: %w", p.name, err)
+		return fmt.Errorf("relay: %s write: %w", p.name(), err)
 	}
 	p.Bytes += int64(len(b))
 	if p.dst.OutboundBuffered() > highWater {
@@ -502,9 +512,9 @@ func (s *Session) Summary() frame.Dict {
 		d.Set("latency", lat)
 	}
 	d.Set("buffered", int64(s.Buffered()))
-	if s.cfg.Video != nil {
-		d.Set("video", frame.NewDict("backend", s.cfg.Video.Backend().Name(), "encoded", s.videoEncoded,
-			"passed-through", s.videoPassed, "pending", s.videoPending))
+	if s.cfg.Video != nil && s.video != nil {
+		d.Set("video", frame.NewDict("backend", s.cfg.Video.Backend().Name(), "encoded", s.video.encoded,
+			"passed-through", s.video.passed, "pending", s.video.pending))
 	}
 	return d
 }

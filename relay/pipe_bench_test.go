@@ -68,7 +68,7 @@ func pipeUnderTest(tb testing.TB, link *LinkOptions, compress frame.Compression,
 	s := &Session{cfg: cfg, state: stateRelay}
 	var dst memConn
 	src := memConn{in: stream}
-	p := &pipe{s: s, name: "server→client", src: &src, dst: &dst, max: frame.AbsMaxPacketSize, link: link, compress: compress}
+	p := &pipe{s: s, src: &src, dst: &dst, max: frame.AbsMaxPacketSize, link: link, compress: compress}
 	return &dst, func() {
 		src.off = 0
 		if err := p.pump(); err != nil {

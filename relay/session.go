@@ -140,10 +140,10 @@ type Session struct {
 	peer   string
 	src    string // the peer's address without port ("unix" for local sockets)
 
-	state     state
 	reader    frame.Reader
+	claimed   string // the xpra version the proxy claims to this client (ClaimedVersion)
+	state     state
 	enc       frame.Encoding // the client's encoder, once its hello came
-	claimed   string         // the xpra version the proxy claims to this client (ClaimedVersion)
 	closeSent bool           // a WebSocket client was sent its close frame
 	helloSeen bool
 	authed    bool // every module passed
@@ -161,12 +161,18 @@ type Session struct {
 
 	c2s, s2c *pipe
 
-	// Proxy video: frames at the encoder, how they ended, and packets of
-	// the proxy's own for the server (acknowledgements of replaced frames).
-	videoPending, videoEncoded, videoPassed int
-	serverQueue                             []frame.Packet
+	// serverQueue: packets of the proxy's own for the server (pings,
+	// acknowledgements of replaced video frames), sent at the next packet
+	// boundary of the client→server stream.
+	serverQueue []frame.Packet
+	video       *videoState // proxy video, when this session has it
+	ping        *pinger     // the proxy's own pings, when on
+}
 
-	ping *pinger // the proxy's own pings, when on
+// videoState is a proxy-video session's frames at the encoder and how
+// they ended. Nil for every other session.
+type videoState struct {
+	pending, encoded, passed int
 }
 
 // logger is made when there is something to log: a logger with the

@@ -106,7 +106,7 @@ func (p *pipe) videoDraw(t *frame.Type, whole []byte) (bool, error) {
 	}
 	clear(p.held)
 	p.held = p.held[:0]
-	if p.s.videoEncoded+p.s.videoPassed+p.s.videoPending == 0 {
+	if p.s.video.encoded+p.s.video.passed+p.s.video.pending == 0 {
 		// The packet that proves the server sends proxy video.
 		opts, _ := pkt[10].(frame.Dict)
 		keys := make([]string, 0, len(opts))
@@ -166,12 +166,12 @@ func (s *Session) videoFrame(pkt frame.Packet, held []heldChunk) (*gpu.Frame, bo
 // submitVideo hands a frame to the pool; the result comes back on the
 // session's loop. A full pool means plain RGB now.
 func (s *Session) submitVideo(f *gpu.Frame, pkt frame.Packet) {
-	s.videoPending++
+	s.video.pending++
 	err := s.cfg.Video.Submit(f, func(r gpu.Result) {
 		s.host.Post(func() { s.videoDone(r, pkt) })
 	})
 	if err != nil {
-		s.videoPending--
+		s.video.pending--
 		s.videoDone(gpu.Result{Frame: f, Err: err}, pkt)
 	}
 }
@@ -181,7 +181,7 @@ func (s *Session) submitVideo(f *gpu.Frame, pkt frame.Packet) {
 // a packet boundary. Frames the pool replaced are acknowledged to the
 // server as the client would have.
 func (s *Session) videoDone(r gpu.Result, pkt frame.Packet) {
-	s.videoPending--
+	s.video.pending--
 	if s.state != stateRelay || s.s2c == nil {
 		return
 	}
@@ -200,7 +200,7 @@ func (s *Session) videoDone(r gpu.Result, pkt frame.Packet) {
 			}
 		}
 		out[6], out[7], out[9], out[10] = r.Encoding, frame.Compressed{Data: r.Data}, 0, opts
-		s.videoEncoded++
+		s.video.encoded++
 	} else {
 		// xpra's passthrough: plain RGB, which every client decodes.
 		format := strings.ToUpper(r.Frame.Format)
@@ -210,8 +210,8 @@ func (s *Session) videoDone(r gpu.Result, pkt frame.Packet) {
 		}
 		out[6], out[7], out[9] = enc, frame.Compressed{Data: r.Frame.Pixels}, int64(r.Frame.Stride)
 		out[10] = frame.NewDict("rgb_format", format)
-		s.videoPassed++
-		if s.videoPassed == 1 {
+		s.video.passed++
+		if s.video.passed == 1 {
 			s.logger().Warn("proxy video: passing RGB through", "err", r.Err)
 		}
 	}
