@@ -454,6 +454,9 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	if len(p.prefix) > 0 {
 		n := copy(b, p.prefix)
 		p.prefix = p.prefix[n:]
+		if len(p.prefix) == 0 {
+			p.prefix = nil // the ClientHello's bytes, not kept for the session's life
+		}
 		return n, nil
 	}
 	return p.Conn.Read(b)

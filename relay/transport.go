@@ -63,11 +63,15 @@ func Bridge(tc *tls.Conn, done func()) (net.Conn, error) {
 
 // bigBuffers serve bridges while traffic flows; an idle bridge blocks in
 // Read on a small buffer of its own (io.Copy would hold 32 KiB per
-// direction for the connection's whole life).
+// direction for the connection's whole life). The small one only has to
+// hold what an idle session exchanges (pings): a read that fills it
+// switches to a big one.
+const smallPump = 512
+
 var bigBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 func pump(dst io.Writer, src io.Reader) {
-	small := make([]byte, 2048)
+	small := make([]byte, smallPump)
 	var big *[]byte
 	defer func() {
 		if big != nil {
