@@ -87,19 +87,24 @@ func unprivileged(cmd *exec.Cmd, home string) {
 	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_RUNTIME_DIR="+home)
 }
 
-// writeUsers makes the sqlite database both proxies read: users u0..uN-1
-// with the bench password, all reaching the simulated server.
+// benchUsers are users u0..uN-1 with the bench password, all reaching the
+// simulated server.
+func benchUsers(n int, target, password string) []authn.User {
+	users := make([]authn.User, n)
+	for i := range users {
+		users[i] = authn.User{Username: fmt.Sprintf("u%d", i), Password: password, Displays: "tcp://" + target + "/"}
+	}
+	return users
+}
+
+// writeUsers makes the sqlite database both proxies read.
 func writeUsers(path string, n int, target, password string) error {
 	db, err := authn.CreateSQLite(path)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	users := make([]authn.User, n)
-	for i := range users {
-		users[i] = authn.User{Username: fmt.Sprintf("u%d", i), Password: password, Displays: "tcp://" + target + "/"}
-	}
-	if err := db.AddAll(users); err != nil {
+	if err := db.AddAll(benchUsers(n, target, password)); err != nil {
 		return err
 	}
 	return os.Chmod(path, 0o644)
@@ -114,14 +119,11 @@ func writeSQLUsers(uri string, n int, target, password string) error {
 	}
 	defer db.Close()
 	db.Create() // "exists" is fine
-	for i := 0; i < n; i++ {
-		if _, err := db.Remove(fmt.Sprintf("u%d", i), nil); err != nil {
+	users := benchUsers(n, target, password)
+	for _, u := range users {
+		if _, err := db.Remove(u.Username, nil); err != nil {
 			return err
 		}
-	}
-	users := make([]authn.User, n)
-	for i := range users {
-		users[i] = authn.User{Username: fmt.Sprintf("u%d", i), Password: password, Displays: "tcp://" + target + "/"}
 	}
 	return db.AddAll(users)
 }

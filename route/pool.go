@@ -35,6 +35,7 @@ type Pool struct {
 
 type poolTarget struct {
 	display  string
+	redacted string // display without secrets: how a fleet names the member
 	target   Target
 	live     bool
 	sessions int
@@ -65,7 +66,7 @@ func ParsePool(s string) (*Pool, error) {
 		if t.Network == "unix" && t.Address == "" {
 			return nil, fmt.Errorf("route: pool %s: %s: pools take addresses (tcp://, ssl://, ws://, socket:/path)", name, RedactDisplay(d))
 		}
-		p.targets = append(p.targets, poolTarget{display: d, target: t, live: true})
+		p.targets = append(p.targets, poolTarget{display: d, redacted: RedactDisplay(d), target: t, live: true})
 	}
 	if len(p.targets) == 0 {
 		return nil, fmt.Errorf("route: pool %s has no target", name)
@@ -101,11 +102,10 @@ func (p *Pool) Pick(id uint64, h Hints) ([]Candidate, error) {
 	preferred := -1
 	for i, t := range p.targets {
 		if t.live {
-			red := RedactDisplay(t.display)
-			if h.Prefer != "" && red == h.Prefer {
+			if h.Prefer != "" && t.redacted == h.Prefer {
 				preferred = len(members)
 			}
-			members = append(members, Member{Display: t.display, Sessions: t.sessions + h.Remote[red], Index: i})
+			members = append(members, Member{Display: t.display, Sessions: t.sessions + h.Remote[t.redacted], Index: i})
 		}
 	}
 	if len(members) == 0 {
