@@ -35,14 +35,25 @@ func (h *host) Admitted(*relay.Session) { h.t.admitted() }
 // Detach closes the loop's connection now, on the loop, so that nothing
 // more is read from it; the socket lives on in a dup.
 func (h *host) Detach(c relay.Conn) {
+	if sock := socketOf(c); sock != nil {
+		_ = h.el.Close(sock)
+	}
+}
+
+// socketOf is gnet's own connection under the layers a session reads
+// through (gnet's loop methods take nothing else).
+func socketOf(c any) gnet.Conn {
 	switch v := c.(type) {
 	case *wsConn:
-		_ = h.el.Close(v.Conn)
+		return socketOf(v.Conn)
+	case *tlsConn:
+		return v.Conn
 	case peerConn:
-		_ = h.el.Close(v.Conn)
+		return v.Conn
 	case gnet.Conn:
-		_ = h.el.Close(v)
+		return v
 	}
+	return nil
 }
 
 // Post runs fn on the session's loop.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -116,7 +117,7 @@ type Server struct {
 	total atomic.Int64 // buffered bytes, summed by the sweeps
 	count atomic.Int64 // open client sessions
 
-	tlsConns atomic.Int64 // TLS bridges (two goroutines each)
+	tlsConns atomic.Int64 // TLS bridges (two goroutines each; root proxies)
 
 	// Traffic relayed (added at each full sweep and at each close), and
 	// handshake outcomes.
@@ -149,6 +150,7 @@ type clientCtx struct {
 	t     *ticket    // nil for adopted connections
 	sniff *sniffInfo // protocol not confirmed yet
 	ws    *wsConn    // WebSocket framing
+	tls   *tlsConn   // TLS on the loop
 }
 
 type serverCtx struct {
@@ -376,9 +378,28 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-// OnTraffic feeds the bytes to the connection's session.
+// OnTraffic feeds the bytes to the connection's session. A TLS
+// connection's ciphertext is decrypted first, and everything after sees
+// the plaintext (c becomes the tlsConn).
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	now := time.Now()
+	if hs, ok := c.Context().(*tlsHandshake); ok {
+		return s.handshakeTraffic(c, hs)
+	}
+	if tl := tlsOf(c.Context()); tl != nil {
+		err := tl.decrypt()
+		if act := s.traffic(tl, now); act != gnet.None || err == nil {
+			return act
+		}
+		if !errors.Is(err, io.EOF) {
+			s.log.Debug("tls stream broken", "peer", c.RemoteAddr().String(), "err", err)
+		}
+		return gnet.Close
+	}
+	return s.traffic(c, now)
+}
+
+func (s *Server) traffic(c gnet.Conn, now time.Time) gnet.Action {
 	switch ctx := c.Context().(type) {
 	case *clientCtx:
 		if ctx.sniff != nil {
@@ -431,8 +452,17 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *sniffCtx:
 		ctx.t.closed()
 		ls := s.loopState(c.EventLoop())
-		delete(ls.pending, c)
-		delete(ls.sending, c)
+		key := c
+		if ctx.tls != nil {
+			key = ctx.tls
+		}
+		delete(ls.pending, key)
+		delete(ls.sending, key)
+	case *tlsHandshake:
+		ctx.closed()
+	}
+	if tl := tlsOf(c.Context()); tl != nil {
+		tl.dropBuffers()
 	}
 	return gnet.None
 }

@@ -63,6 +63,7 @@ type sniffCtx struct {
 	t          *ticket
 	body       []byte // the response's rest, not yet written
 	closeAfter bool   // close once body is sent
+	tls        *tlsConn
 }
 
 // sniffInfo rides on a new xpra-looking session until its first bytes
@@ -144,15 +145,20 @@ func (s *Server) sniff(c gnet.Conn, ctx *clientCtx, now time.Time) (gnet.Action,
 		return gnet.None, true
 	case toTLS:
 		s.forget(ctx)
-		s.startTLS(c, si, ctx.t)
-		return gnet.None, true
+		if si.l.Config.HandOff != nil {
+			// A root proxy hands sessions to workers as sockets: the
+			// plaintext must be one (the bridge's socketpair).
+			s.startTLS(c, si, ctx.t)
+			return gnet.None, true
+		}
+		return s.startLoopTLS(c, si, ctx.t), true
 	case refusePlain:
 		// xpra's ssl/wss sockets refuse plaintext.
 		c.Write([]byte("disconnect: this port only accepts TLS (ssl:// or wss://)\n"))
 		return gnet.Close, true
 	case toHTTP:
 		s.forget(ctx)
-		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout), t: ctx.t}
+		sc := &sniffCtx{l: si.l, mode: si.mode, peer: si.peer, deadline: now.Add(s.opts.HTTPTimeout), t: ctx.t, tls: ctx.tls}
 		c.SetContext(sc)
 		return s.serveHTTP(c, sc, ctx.ls, now), true
 	case refuseNotHTTP:
@@ -192,6 +198,9 @@ func (s *Server) startSession(c gnet.Conn, ls *loopState, cfg *relay.Config, con
 	ctx := &clientCtx{s: sess, ls: ls, t: t}
 	if w, ok := conn.(*wsConn); ok {
 		ctx.ws = w
+	}
+	if tl, ok := c.(*tlsConn); ok {
+		ctx.tls = tl
 	}
 	c.SetContext(ctx)
 	s.count.Add(1)
@@ -413,7 +422,8 @@ func httpResponse(code int, status, body string, closeAfter bool) []byte {
 
 // startTLS takes the socket out of gnet and serves TLS with crypto/tls in
 // two goroutines; the decrypted stream comes back to this loop through a
-// socketpair and is sniffed again. Only TLS connections pay goroutines.
+// socketpair and is sniffed again. Only a root proxy's TLS connections
+// take this road (startLoopTLS is the other).
 func (s *Server) startTLS(c gnet.Conn, sc *sniffInfo, t *ticket) {
 	n := c.InboundBuffered()
 	buffered, _ := c.Peek(n)

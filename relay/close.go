@@ -98,8 +98,21 @@ func (s *Session) beginClose() {
 		return
 	}
 	if s.client.OutboundBuffered() == 0 {
-		syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+		shutdownWrite(s.client)
 	}
+}
+
+// closeWriter is a client connection with an end-of-stream message of its
+// own before the socket's sending side is shut (TLS's close_notify).
+type closeWriter interface{ CloseWrite() error }
+
+// shutdownWrite half-closes the client's side: the last bytes are out.
+func shutdownWrite(c Conn) {
+	if cw, ok := c.(closeWriter); ok {
+		cw.CloseWrite()
+		return
+	}
+	syscall.Shutdown(c.Fd(), syscall.SHUT_WR)
 }
 
 // OnClientClosed: the client's socket is gone.
@@ -163,7 +176,7 @@ func (s *Session) Sweep(now time.Time) int {
 		}
 		done := !ws || s.closeSent
 		if drained && done {
-			syscall.Shutdown(s.client.Fd(), syscall.SHUT_WR)
+			shutdownWrite(s.client)
 		}
 		if (drained && done && now.After(s.deadline)) || now.After(s.drainBy) {
 			s.client.Close()
