@@ -90,6 +90,9 @@ func (s *tlsSocket) Read(b []byte) (int, error) {
 	}
 	n := copy(b, s.in)
 	s.in = s.in[n:]
+	if len(s.in) == 0 {
+		s.in = nil // the ClientHello's copy is not kept for the session's life
+	}
 	return n, nil
 }
 
