@@ -210,7 +210,16 @@ type rdecoder struct {
 	pos    int
 	plus   bool
 	budget int // values left to decode; < 0: no limit
+	arena  []byte
 }
+
+// Short byte strings are copied into arena chunks instead of one
+// allocation each (a 3.1 hello has thousands); a chunk is small, so a
+// string kept from a decoded packet keeps at most a chunk alive.
+const (
+	arenaString = 64
+	arenaChunk  = 2 << 10
+)
 
 func (d *rdecoder) enc() Encoding {
 	if d.plus {
@@ -333,7 +342,15 @@ func (d *rdecoder) str(n int, text bool) (any, error) {
 		}
 		return string(b), nil
 	}
-	return slices.Clone(b), nil
+	if n > arenaString {
+		return slices.Clone(b), nil
+	}
+	if cap(d.arena)-len(d.arena) < n {
+		d.arena = make([]byte, 0, arenaChunk)
+	}
+	start := len(d.arena)
+	d.arena = append(d.arena, b...)
+	return d.arena[start:len(d.arena):len(d.arena)], nil
 }
 
 // lenString reads "<digits>:" or, in rencodeplus, "<digits>/", then data.
