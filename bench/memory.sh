@@ -4,7 +4,9 @@
 # same run, interleaved, three rounds. Idle memory at 1k/3k/9k tcp
 # sessions (RSS right after opening and at steady state, beside the live
 # heap), idle TLS at 2,000 beside HAProxy terminating TLS, stream with 1
-# and 100 sessions over tcp and TLS with CPU per MB/s, pingpong at 1,000.
+# and 100 sessions over tcp and TLS with CPU per MB/s, pingpong at 1,000,
+# connect with real hellos of both generations (xpraproxy also with
+# --burst-gc-percent=200, the login-rate setting).
 # Usage (as root): bash bench/memory.sh [OUT.jsonl]
 set -u
 out=${1:-bench-memory.jsonl}
@@ -23,4 +25,9 @@ for rep in 1 2 3; do
     done
   done
   for p in xpraproxy haproxy direct; do run --proxy=$p --workload=pingpong --sessions=1000 --duration=10s; done
+  for peer in 3.1 6.x; do
+    run --peer=$peer --real-hello --proxy=xpraproxy --workload=connect --sessions=20 --duration=5s
+    run --peer=$peer --real-hello --proxy=xpraproxy --workload=connect --sessions=20 --duration=5s --proxy-args=--burst-gc-percent=200
+    for p in haproxy direct; do run --peer=$peer --real-hello --proxy=$p --workload=connect --sessions=20 --duration=5s; done
+  done
 done

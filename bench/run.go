@@ -336,6 +336,10 @@ func Run(cfg Config) (*Result, error) {
 			}
 		}
 		ticker.Stop()
+		if os.Getenv("XPRAPROXY_TRACE") == "flight" && p.kind == ProxyXpraproxy && p.pid() > 0 {
+			// The proxy's flight recorder writes the measured phase.
+			syscall.Kill(p.pid(), syscall.SIGUSR1)
+		}
 		time.Sleep(cfg.Interval)
 		rtts := cl.takeRTTs()
 		res.Samples = len(rtts)

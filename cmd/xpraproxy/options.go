@@ -45,6 +45,7 @@ type proxyOptions struct {
 	loops      int
 	profileDir string
 	gcPercent  int
+	burstGC    int
 	ignored    []string
 	// Privilege separation (root only) and metrics.
 	workers    string // "uid" or "connection"
@@ -279,6 +280,14 @@ const defaultHTMLDir = "/usr/share/xpra/www"
 // tight target costs little CPU, and it brings idle memory per session from
 // about 6.4 KB to 3.5 KB at 9,000 sessions (BENCHMARKS.md).
 const defaultGCPercent = 25
+
+// defaultBurstGCPercent is the GC target while logins run (loop.Options);
+// 0 keeps the steady one. Raising it trades idle density for login rate:
+// with real 3.1 hellos, 100 took setups/s from 303 to 522 and 200 to about
+// 580, and idle memory per session at 9,000 from 3.9 KB to 4.4 and 4.8 KB
+// (long-lived sessions allocated among a burst's garbage in a heap three
+// times the size; BENCHMARKS.md). Density is the proxy's point: off.
+const defaultBurstGCPercent = 0
 
 // defaultSocketDirs are Debian's xpra socket-dirs for the current user.
 func defaultSocketDirs() []string {

@@ -267,6 +267,8 @@ func proxyOptionTable() []option {
 			help: "event loops"},
 		{names: []string{"gc-percent"}, arg: "N", def: strconv.Itoa(defaultGCPercent), set: integer(func(o *proxyOptions) *int { return &o.gcPercent }),
 			help: "the Go GC target (GOGC also works)"},
+		{names: []string{"burst-gc-percent"}, arg: "N", def: strconv.Itoa(defaultBurstGCPercent), set: integer(func(o *proxyOptions) *int { return &o.burstGC }),
+			help: "the Go GC target while logins run: more logins per second, more memory per idle session after them (BENCHMARKS.md); 0: the steady one throughout"},
 		{names: []string{"profile-dir"}, arg: "DIR", set: text(func(o *proxyOptions) *string { return &o.profileDir }),
 			help: "write CPU and heap profiles here"},
 	}

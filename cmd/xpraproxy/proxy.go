@@ -403,7 +403,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
 		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
-		WSRequireMask: o.wsRequireMask})
+		WSRequireMask: o.wsRequireMask, BurstGCPercent: o.burstGC})
 	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
 	ctl.srv, ctl.log = srv, log
 	return srv, ctl, nil
@@ -411,8 +411,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 
 // startProfiles writes a CPU profile of the whole run and, at the end, a
 // heap profile into dir (--profile-dir, for the load benchmarks); with
-// XPRAPROXY_TRACE=1 also an execution trace (trace.out: where a round
-// trip waits, for `go tool trace`), which costs latency itself.
+// XPRAPROXY_TRACE=1 also an execution trace of the whole run (trace.out:
+// where a round trip waits, for `go tool trace`), which costs latency
+// itself; with XPRAPROXY_TRACE=flight a flight recorder keeps the last
+// seconds and SIGUSR1 writes them (trace-flight.out): the bench sends it
+// at the end of a measured phase, so the trace holds that phase alone.
 func startProfiles(dir string) (func(), error) {
 	f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
 	if err != nil {
@@ -423,12 +426,27 @@ func startProfiles(dir string) (func(), error) {
 		return nil, err
 	}
 	var tf *os.File
-	if os.Getenv("XPRAPROXY_TRACE") == "1" {
+	switch os.Getenv("XPRAPROXY_TRACE") {
+	case "1":
 		if tf, err = os.Create(filepath.Join(dir, "trace.out")); err == nil {
 			if err = trace.Start(tf); err != nil {
 				tf.Close()
 				tf = nil
 			}
+		}
+	case "flight":
+		fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: 5 * time.Second, MaxBytes: 256 << 20})
+		if err := fr.Start(); err == nil {
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			go func() {
+				for range usr1 {
+					if out, err := os.Create(filepath.Join(dir, "trace-flight.out")); err == nil {
+						fr.WriteTo(out)
+						out.Close()
+					}
+				}
+			}()
 		}
 	}
 	return func() {
