@@ -37,6 +37,9 @@ type Compressor uint8
 const (
 	LZ4 Compressor = iota
 	Zlib
+	// LZ4OrZlib offers both: a 3.1 server's own hello then says which
+	// it has.
+	LZ4OrZlib
 )
 
 // ClientHello translates a client's hello (as the proxy sends it on:
@@ -111,11 +114,16 @@ func setNetwork(caps frame.Dict, g Gen, comp Compressor) frame.Dict {
 	caps.Set("rencode", true)
 	caps.Set("bencode", false)
 	caps.Set("encoders", []any{"rencode"})
-	if comp == LZ4 {
+	switch comp {
+	case LZ4:
 		caps.Set("compressors", []any{"lz4"})
 		caps.Set("lz4", true)
 		caps.Set("zlib", false)
-	} else {
+	case LZ4OrZlib:
+		caps.Set("compressors", []any{"lz4", "zlib"})
+		caps.Set("lz4", true)
+		caps.Set("zlib", true)
+	default:
 		caps.Set("compressors", []any{"zlib"})
 		caps.Set("lz4", false)
 		caps.Set("zlib", true)

@@ -71,7 +71,7 @@ func (s *Session) closeServer(why string) {
 		return
 	}
 	if s.state == stateRelay && (s.c2s == nil || s.c2s.finishPacket()) {
-		w := frame.Writer{Encoding: s.enc}
+		w := s.serverWriter()
 		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", "server shutdown", why}); err == nil {
 			s.server.Write(b)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/bridge"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
@@ -172,7 +173,9 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 }
 
 // connect dials the target off the loop, then moves the logged-in
-// backend onto the session's loop.
+// backend onto the session's loop. A target of the other xpra generation
+// is bridged (docs/bridge.md) when nothing of the client's own is
+// available and bridging is not off.
 func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []authn.Option) {
 	var (
 		b        *Backend
@@ -181,54 +184,76 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 		warnings []string
 		display  string
 		target   route.Target
+		bridged  bridge.Gen // the server's generation when bridging
 	)
 	caps, enc := s.caps, s.enc
 	clientEnc := PeerEncoders(caps)
+	clientGen := genOf(clientEnc)
+	canBridge := !s.cfg.NoBridge && !bridgeOff(opts) && clientGen != 0
 	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
+	// dial logs in to one candidate; to is the server's generation when
+	// bridging, 0 for pass-through.
+	dial := func(c route.Candidate, to bridge.Gen) error {
+		display, target = c.Display, c.Target
+		key := target.Network + ":" + target.Address
+		var hello frame.Dict
+		hello, link, warnings = ServerHello(caps, target, opts)
+		helloEnc := enc
+		if to != 0 {
+			hello = bridge.ClientHello(hello, clientGen, to, bridge.LZ4OrZlib)
+			helloEnc = to.Encoding()
+		} else if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
+			for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
+				k, _ := frame.AsText(kv.Key)
+				hello.Set(k, kv.Value)
+			}
+		}
+		pw := target.Password
+		if pw == "" {
+			pw = link.Password
+		}
+		if !s.cfg.Connects.Acquire(key) {
+			return errTargetBusy
+		}
+		var derr error
+		b, derr = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
+			Hello: hello, Encoding: helloEnc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
+			Link: link})
+		s.cfg.Connects.Release(key)
+		if derr == nil {
+			s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
+			if pool != nil {
+				pool.Use(s.ID, c.Display)
+			}
+		}
+		return derr
+	}
 	s.offLoop(WorkDial, func() {
+		bridgeTo, bridgeGen := -1, bridge.Gen(0)
 		for i, c := range cands {
-			display, target = c.Display, c.Target
-			key := target.Network + ":" + target.Address
+			key := c.Target.Network + ":" + c.Target.Address
 			if known := s.cfg.Generations.Of(key); !clientEnc.Compatible(known) {
 				// Known from an earlier hello or refusal: no dial.
 				err = mismatchError(clientEnc, known, "")
+				if g := genOf(known); canBridge && bridgeTo < 0 && g != 0 {
+					bridgeTo, bridgeGen = i, g
+				}
 				if i < len(cands)-1 {
 					continue
 				}
 				break
 			}
-			var hello frame.Dict
-			hello, link, warnings = ServerHello(caps, target, opts)
-			if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
-				for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
-					k, _ := frame.AsText(kv.Key)
-					hello.Set(k, kv.Value)
-				}
-			}
-			pw := target.Password
-			if pw == "" {
-				pw = link.Password
-			}
-			if !s.cfg.Connects.Acquire(key) {
-				err = errTargetBusy
-				break
-			}
-			b, err = Dial(DialConfig{Target: target, Network: target.Network, Address: target.Address,
-				Hello: hello, Encoding: enc, Password: pw, Timeout: s.cfg.ConnectTimeout, MaxPacketSize: frame.AbsMaxPacketSize,
-				Link: link})
-			s.cfg.Connects.Release(key)
+			err = dial(c, 0)
 			be, isBackend := disconnect.Is(err, disconnect.Backend)
-			if err == nil {
-				s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
-				if pool != nil {
-					pool.Use(s.ID, c.Display)
-				}
-			} else if isBackend && be.Refused != "" {
+			if err != nil && isBackend && be.Refused != "" {
 				if server := RefusalEncoders(be.Refused, clientEnc); server != 0 && !clientEnc.Compatible(server) {
 					s.cfg.Generations.Learn(key, server)
 					err = mismatchError(clientEnc, server, be.Refused)
+					if g := genOf(server); canBridge && bridgeTo < 0 && g != 0 {
+						bridgeTo, bridgeGen = i, g
+					}
 					if i < len(cands)-1 {
-						s.logger().Info("target of another xpra generation, trying the next in its pool", "target", target.String())
+						s.logger().Info("target of another xpra generation, trying the next in its pool", "target", c.Target.String())
 						continue
 					}
 					break
@@ -242,7 +267,13 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			if pool != nil {
 				pool.Failed(s.ID, c.Display, next)
 			}
-			s.logger().Warn("target unreachable, trying the next in its pool", "target", target.String(), "next", route.RedactDisplay(next))
+			s.logger().Warn("target unreachable, trying the next in its pool", "target", c.Target.String(), "next", route.RedactDisplay(next))
+		}
+		if err != nil && bridgeTo >= 0 && bridgeGen != clientGen && !errors.Is(err, errTargetBusy) {
+			// Nothing of the client's generation: bridge.
+			if err = dial(cands[bridgeTo], bridgeGen); err == nil {
+				bridged = bridgeGen
+			}
 		}
 	}, func() {
 		for _, w := range warnings {
@@ -262,6 +293,9 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 		}
 		s.c2s = &pipe{s: s, link: link, toServer: true}
 		s.s2c = &pipe{s: s, link: link}
+		if bridged != 0 {
+			s.bridgePipes(clientGen, bridged, b.Hello, link)
+		}
 		if err := s.host.Enroll(s, b); err != nil {
 			b.Conn.Close()
 			s.connectFailed(&disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the connection", Err: err})
@@ -272,6 +306,28 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			b.Conn.Close()
 		}
 	})
+}
+
+// bridgePipes puts both pipes in bridge mode, each writing what its
+// receiver speaks: the client gets lz4 if it has it (a 3.1 client may
+// not), the server what its hello lists.
+func (s *Session) bridgePipes(client, server bridge.Gen, serverHello frame.Dict, link *LinkOptions) {
+	clientComp := bridge.Zlib
+	if client == bridge.Gen6 || hasLZ4(s.caps) {
+		clientComp = bridge.LZ4
+	}
+	serverComp := bridge.Zlib
+	if server == bridge.Gen6 || hasLZ4(serverHello) {
+		serverComp = bridge.LZ4
+	}
+	s.c2s.bridge = newBridging(client, server, serverComp, link.Uncompressed())
+	s.s2c.bridge = newBridging(server, client, clientComp, false)
+	s.logger().Info("bridging xpra generations", "user", s.logUser(), "client", client.String(), "server", server.String())
+}
+
+// hasLZ4 reads whether a hello offers lz4 (flat, nested or listed).
+func hasLZ4(caps frame.Dict) bool {
+	return capTrue(caps, "lz4") || slices.Contains(caps.Texts("compressors"), "lz4")
 }
 
 // errTargetBusy: the target has as many dials in progress as the
@@ -353,7 +409,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	s.s2c.src, s.s2c.dst = server, s.client
 	s.c2s.max = s.cfg.MaxPacketSize
 	s.s2c.max = frame.AbsMaxPacketSize
-	s.s2c.video = s.cfg.Video != nil && !s.s2c.link.Uncompressed()
+	s.s2c.video = s.cfg.Video != nil && !s.s2c.link.Uncompressed() && s.s2c.bridge == nil
 	if s.s2c.video {
 		s.video = &videoState{}
 	}
@@ -367,17 +423,27 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 			s.ping.last = now
 		}
 	}
-	w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
-	if s.s2c.link.Uncompressed() {
-		s.s2c.compress = s.clientCompression()
-		w.Compression = s.s2c.compress
+	if br := s.s2c.bridge; br != nil {
+		if br.tr.From == bridge.Gen6 && br.tr.To == bridge.Gen31 {
+			// Sent with the encodings packet that follows it.
+			br.held, br.holding = ClientHello(b.Hello), true
+		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(ClientHello(b.Hello), nil, br.tr.From, br.tr.To, br.comp)}); err != nil {
+			s.disconnect("server error", "cannot forward the server's hello")
+			return
+		}
+	} else {
+		w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
+		if s.s2c.link.Uncompressed() {
+			s.s2c.compress = s.clientCompression()
+			w.Compression = s.s2c.compress
+		}
+		out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
+		if err != nil {
+			s.disconnect("server error", "cannot forward the server's hello")
+			return
+		}
+		s.client.Write(out)
 	}
-	out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
-	if err != nil {
-		s.disconnect("server error", "cannot forward the server's hello")
-		return
-	}
-	s.client.Write(out)
 	s.outcome("relayed")
 	s.logger().Info("relaying", "user", s.logUser(), "display", s.display, "target", s.target)
 	// The handshake's state is not needed any more; an idle session

@@ -56,6 +56,9 @@ type pipe struct {
 	// packets compressed with `compress` for the client.
 	link *LinkOptions
 	held []heldChunk
+	// bridge translates between generations (bridge.go); nil: the
+	// peers speak the same and bytes pass through.
+	bridge *bridging
 
 	Bytes, Packets int64
 	reported       TrafficTotals // as of the last TrafficDelta
@@ -153,7 +156,7 @@ func (p *pipe) scan(buf []byte) (int, error) {
 		if err != nil {
 			return off, errors.Join(err, p.flush())
 		}
-		if !p.transforms() && !p.video && (h.Index > 0 || size > inspectLimit) {
+		if !p.transforms() && !p.video && p.bridge == nil && (h.Index > 0 || size > inspectLimit) {
 			p.remaining = size // cut through: forward as bytes arrive
 			p.curIndex = h.Index
 			if h.Index == 0 {
@@ -168,6 +171,17 @@ func (p *pipe) scan(buf []byte) (int, error) {
 			break
 		}
 		whole := buf[off : off+size]
+		if p.bridge != nil {
+			if err := p.flush(); err != nil {
+				return off, err
+			}
+			err := p.bridgeFrame(h, whole)
+			off += size
+			if err != nil || p.s.state != stateRelay {
+				return off, err
+			}
+			continue
+		}
 		if p.video {
 			if h.Index > 0 {
 				p.holdChunk(h, whole)
@@ -254,6 +268,9 @@ func (p *pipe) flush() error {
 func (p *pipe) finishPacket() bool {
 	if p.src == nil {
 		return true
+	}
+	if p.bridge != nil {
+		return !p.midPacket // frames go out whole; chunks without their packet cannot be finished
 	}
 	for p.remaining > 0 || p.midPacket {
 		avail := p.src.InboundBuffered()
@@ -378,7 +395,10 @@ func (p *pipe) writeFrame(h frame.Header, payload []byte) error {
 // handle acts on a decoded control packet.
 func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	w := frame.Writer{Encoding: h.Flags.Encoding(), Compression: h.Compression}
-	if p.transforms() {
+	switch {
+	case p.bridge != nil:
+		w = p.bridge.out
+	case p.transforms():
 		w.Compression = frame.NoCompression
 		if !p.toServer {
 			w.Compression = p.compress

@@ -290,6 +290,7 @@ func TestSessionGenerationMismatch(t *testing.T) {
 	}
 	defer ln.Close()
 	var dials atomic.Int64
+	hellos := make(chan frame.ProtoFlags, 10)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -297,12 +298,15 @@ func TestSessionGenerationMismatch(t *testing.T) {
 				return
 			}
 			dials.Add(1)
-			bufio.NewReader(c).Peek(8)
+			if b, err := bufio.NewReader(c).Peek(8); err == nil {
+				hellos <- frame.ProtoFlags(b[1])
+			}
 			c.Write([]byte("disconnect invalid compression: zlib is not available\n"))
 			c.Close()
 		}
 	}()
 	cfg := config(users(t, "tcp://"+ln.Addr().String()+"/"))
+	cfg.NoBridge = true
 	for i, want := range []string{"(the server said: invalid compression: zlib is not available)", "needs an xpra >= 4.3 client"} {
 		p := newPeer(t, cfg)
 		got := words(p.login(xpratest.Hello("foo"), "bar"))
@@ -312,6 +316,15 @@ func TestSessionGenerationMismatch(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d dials: the second client should be told without one", n)
+	}
+	<-hellos
+	// With bridging on, the next client's hello goes to the (known 6.x)
+	// server in rencodeplus at once.
+	cfg.NoBridge = false
+	p := newPeer(t, cfg)
+	p.login(xpratest.Hello("foo"), "bar")
+	if f := <-hellos; f.Encoding() != frame.RencodePlus {
+		t.Errorf("bridged hello sent as %s, want rencodeplus", f.Encoding())
 	}
 }
 

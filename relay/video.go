@@ -245,7 +245,7 @@ func (s *Session) flushServerQueue() {
 	if len(s.serverQueue) == 0 || c == nil || c.remaining > 0 || c.midPacket || s.server == nil {
 		return
 	}
-	w := frame.Writer{Encoding: s.enc}
+	w := s.serverWriter()
 	for _, pkt := range s.serverQueue {
 		if b, err := w.AppendPacket(nil, pkt); err == nil {
 			c.write(b)

@@ -46,6 +46,7 @@ type proxyOptions struct {
 	profileDir string
 	gcPercent  int
 	burstGC    int
+	bridge     bool
 	ignored    []string
 	// Privilege separation (root only) and metrics.
 	workers    string // "uid" or "connection"
@@ -317,6 +318,7 @@ func (o *proxyOptions) limits() relay.Limits {
 		LoginPacketSize:    int(o.loginPacket),
 		MaxTargetConnects:  o.maxTargetDials,
 		StartSessions:      o.startNew,
+		NoBridge:           !o.bridge,
 		MaxStartedSessions: o.maxStart,
 		StartAsProxyUser:   o.startAsSelf,
 		StartCommands:      o.startCommands,

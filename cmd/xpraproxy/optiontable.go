@@ -213,6 +213,8 @@ func proxyOptionTable() []option {
 			help: "connections still logging in from one address (0: no cap)"},
 		{names: []string{"max-login-packet-size"}, arg: "SIZE", def: "256K", set: size(func(o *proxyOptions) *int64 { return &o.loginPacket }),
 			help: "largest packet before login (raw chunks are refused before login)"},
+		{names: []string{"bridge"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.bridge }),
+			help: "translate between xpra 3.1 and 6.x peers when a client's server is of the other generation (docs/bridge.md; a displays row's session option bridge=no turns it off for that row)"},
 		{names: []string{"login-throttle"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.throttle }),
 			help: "lock out addresses (and usernames for failing addresses) after failed logins"},
 		{names: []string{"max-target-connects"}, arg: "N", def: "32", set: count(func(o *proxyOptions) *int { return &o.maxTargetDials }, false),

@@ -46,7 +46,7 @@ func TestOptionTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &proxyOptions{login: 31 * time.Second, challenge: 120 * time.Second, connect: 20 * time.Second,
-		maxPacket: 16 << 20, maxSession: 32 << 20, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, workers: "uid",
+		maxPacket: 16 << 20, maxSession: 32 << 20, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, bridge: true, workers: "uid",
 		video: "auto", poolProbe: 5 * time.Second, ping: 5 * time.Second, maxStart: 4, workerIdle: 60 * time.Second,
 		maxConns: -1, maxLogins: -1, maxPerSource: 16, loginPacket: 256 << 10, throttle: true, maxTargetDials: 32,
 		registryInterval: 2 * time.Second, registryExpiry: 15 * time.Second}

@@ -1,0 +1,223 @@
+package relay
+
+// Bridge mode (docs/bridge.md): a pipe between peers of different xpra
+// generations decodes each main packet, translates it with package
+// bridge, and encodes it for the receiver. Raw chunks pass as chunks.
+// Pass-through pipes have a nil bridge and never come here.
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/bridge"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// bridgeValues bounds the values one bridged packet decodes to (a real
+// 3.1.3 hello has about 6,000, a 76 KB info-response a few thousand):
+// decoding amplification stays bounded after login too.
+const bridgeValues = 1 << 18
+
+// bridging is a pipe's bridge mode.
+type bridging struct {
+	tr  bridge.Translator
+	out frame.Writer // the receiver's encoder and compressor
+	// The compressions the receiver decompresses; a chunk compressed
+	// otherwise is sent uncompressed.
+	lz4, zlib bool
+	// held is a 6.x server's hello for a 3.1 client, until the packet
+	// after it shows whether an encodings packet is to be folded in.
+	held    frame.Dict
+	holding bool
+	comp    bridge.Compressor // the 3.1 client's, for its hello
+	unknown map[string]bool   // types reported once
+}
+
+// encodeBuffers hold a bridged packet while it is encoded and written;
+// a pipe keeps none between packets.
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// newBridging is the bridge mode of a pipe from a peer of from to a peer
+// of to; comp is what that receiver gets (3.1: lz4 or zlib).
+func newBridging(from, to bridge.Gen, comp bridge.Compressor, uncompressed bool) *bridging {
+	b := &bridging{tr: bridge.Translator{From: from, To: to}, comp: comp}
+	b.out.Encoding = to.Encoding()
+	switch {
+	case uncompressed:
+		b.out.Compression = frame.NoCompression
+	case to == bridge.Gen31 && comp == bridge.Zlib:
+		b.out.Compression = frame.AlgoZlib.WithLevel(1)
+		b.zlib = true
+	default:
+		b.out.Compression = frame.AlgoLZ4.WithLevel(1)
+		b.lz4 = true
+		b.zlib = to == bridge.Gen31 // every 3.1 peer has zlib
+	}
+	if to == bridge.Gen6 {
+		b.out.Flush = true
+	}
+	return b
+}
+
+// accepts reports whether the receiver decompresses c.
+func (b *bridging) accepts(c frame.Compression) bool {
+	switch {
+	case !c.Compressed():
+		return true
+	case c.Algo() == frame.AlgoLZ4:
+		return b.lz4
+	case c.Algo() == frame.AlgoZlib:
+		return b.zlib
+	}
+	return false
+}
+
+// bridgeFrame handles one whole frame of a bridged pipe.
+func (p *pipe) bridgeFrame(h frame.Header, whole []byte) error {
+	b := p.bridge
+	payload := whole[frame.HeaderSize:]
+	if h.Index > 0 {
+		if b.holding {
+			if err := p.sendHeldHello(nil); err != nil {
+				return err
+			}
+		}
+		p.midPacket = true
+		if b.accepts(h.Compression) {
+			return p.write(whole)
+		}
+		data, err := frame.Decompress(h.Compression, payload, p.max)
+		if err != nil {
+			return err
+		}
+		h.Compression = frame.NoCompression
+		return p.writeFrame(h, data)
+	}
+	p.midPacket = false
+	p.Packets++
+	t, err := frame.PeekType(h, payload)
+	if err != nil {
+		return err
+	}
+	p.observe(&t)
+	data := payload
+	if h.Compression.Compressed() {
+		if data, err = frame.Decompress(h.Compression, payload, p.max); err != nil {
+			return err
+		}
+	}
+	v, err := h.Flags.Encoding().DecodeLimited(data, bridgeValues)
+	if err != nil {
+		return err
+	}
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return fmt.Errorf("relay: bridged packet is a %T, not a list", v)
+	}
+	pkt := frame.Packet(list)
+	if b.holding {
+		if t.Is("encodings") && len(pkt) > 1 {
+			enc, _ := pkt[1].(frame.Dict)
+			return p.sendHeldHello(enc)
+		}
+		if err := p.sendHeldHello(nil); err != nil {
+			return err
+		}
+	}
+	switch {
+	case t.Is("ping_echo") && p.s.ping != nil && p.ownEcho(pkt):
+		return nil
+	case t.Is("hello"):
+		if p.toServer || len(pkt) < 2 {
+			p.s.logger().Warn("client sent another hello while relaying; dropped", "user", p.s.logUser())
+			return nil
+		}
+		caps, _ := pkt[1].(frame.Dict)
+		return p.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(ClientHello(caps), nil, b.tr.From, b.tr.To, b.comp)})
+	}
+	out, known, err := b.tr.Packet(pkt)
+	if err != nil {
+		return err
+	}
+	if !known {
+		p.reportUnknown(out.Type())
+	}
+	if p.inspects(&t) {
+		return p.handle(h, out)
+	}
+	return p.bridgeWrite(out)
+}
+
+// bridgeWrite encodes pkt for the receiver and writes it.
+func (p *pipe) bridgeWrite(pkt frame.Packet) error {
+	bp := encodeBuffers.Get().(*[]byte)
+	out, err := p.bridge.out.AppendPacket((*bp)[:0], pkt)
+	if err == nil {
+		err = p.write(out)
+	}
+	if cap(out) <= 1<<20 {
+		*bp = out[:0]
+		encodeBuffers.Put(bp)
+	}
+	if err != nil {
+		return fmt.Errorf("relay: bridged %s: %w", pkt.Type(), err)
+	}
+	return nil
+}
+
+// sendHeldHello sends the server's hello to a 3.1 client, with the
+// caps of the encodings packet that followed it (nil: none did).
+func (p *pipe) sendHeldHello(encodings frame.Dict) error {
+	b := p.bridge
+	caps := b.held
+	b.held, b.holding = nil, false
+	return p.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(caps, encodings, b.tr.From, b.tr.To, b.comp)})
+}
+
+// reportUnknown logs a packet type the tables do not know, once per pipe.
+func (p *pipe) reportUnknown(name string) {
+	b := p.bridge
+	if b.unknown[name] {
+		return
+	}
+	if b.unknown == nil {
+		b.unknown = map[string]bool{}
+	}
+	if len(b.unknown) < 64 {
+		b.unknown[name] = true
+		p.s.logger().Info("bridging a packet type the tables do not know (best effort)", "type", name,
+			"from", b.tr.From.String(), "to", b.tr.To.String())
+	}
+}
+
+// genOf is the generation a peer with these encoders is, for bridging
+// (0: it speaks both, or says nothing).
+func genOf(e Encoders) bridge.Gen {
+	switch {
+	case e == EncRencodePlus:
+		return bridge.Gen6
+	case e != 0 && e&EncRencodePlus == 0:
+		return bridge.Gen31
+	}
+	return 0
+}
+
+// serverWriter writes the proxy's own packets to the server: in the
+// client's encoding, or the server's when bridging.
+func (s *Session) serverWriter() frame.Writer {
+	if s.c2s != nil && s.c2s.bridge != nil {
+		return frame.Writer{Encoding: s.c2s.bridge.out.Encoding}
+	}
+	return frame.Writer{Encoding: s.enc}
+}
+
+// bridgeOff reports whether the session option bridge=no is set.
+func bridgeOff(opts []authn.Option) bool {
+	for _, o := range opts {
+		if o.Key == "bridge" && (o.Value == "no" || o.Value == "false" || o.Value == "0" || o.Value == "off") {
+			return true
+		}
+	}
+	return false
+}
