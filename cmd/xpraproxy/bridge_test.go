@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
 // A real client of each generation through the proxy to a real server of
@@ -33,8 +36,50 @@ func TestBridgedGenerations(t *testing.T) {
 			cl := c.client.attach(t, fmt.Sprintf("tcp://%s:pw@127.0.0.1:%d/", c.user, p.port))
 			pixelsMatch(t, c.server, cl, fmt.Sprintf("%s on tcp://%s@127.0.0.1:%d/", c.server.name, c.user, p.port))
 			typeInClient(t, cl, c.server)
+			clipboardBothWays(t, cl, c.server)
+			resizeFromClient(t, cl, c.server)
 			pixelsMatch(t, c.server, cl, fmt.Sprintf("%s on tcp://%s@127.0.0.1:%d/", c.server.name, c.user, p.port))
 			cl.stop()
+		})
+	}
+	// info-request through a bridged session: the real server's answer
+	// (tens of KB of nested info) comes back decoded in the client's
+	// generation.
+	for _, c := range []struct {
+		name string
+		dial func(addr, source string) (*xpratest.Client, error)
+		user string
+		six  bool
+	}{{"info, 3.1 client", xpratest.Dial, "to6", false}, {"info, 6.x client", xpratest.Dial6, "to31", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			cl, err := c.dial(fmt.Sprintf("127.0.0.1:%d", p.port), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			hello := xpratest.Hello(c.user)
+			if c.six {
+				hello = xpratest.Hello6(c.user)
+			}
+			if got, err := cl.Login(c.user, "pw", hello); err != nil || got.Type() != "hello" {
+				t.Fatalf("login: %v %v", got, err)
+			}
+			cl.Send(frame.Packet{"info-request", []any{}, []any{}, []any{}})
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+				pkt, err := cl.Recv(10 * time.Second)
+				if err != nil {
+					t.Fatalf("waiting for the info-response: %v", err)
+				}
+				if pkt.Type() != "info-response" {
+					continue
+				}
+				info, _ := pkt[1].(frame.Dict)
+				if len(info) < 5 {
+					t.Fatalf("info-response: %v", pkt)
+				}
+				return
+			}
+			t.Fatal("no info-response")
 		})
 	}
 	if log := p.logText(); !strings.Contains(log, "bridging xpra generations") {
@@ -63,4 +108,85 @@ func typeInClient(t *testing.T, c *client, s *xpraServer) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("the command typed into the client never ran on the %s server (%s missing)", s.gen.name, marker)
+}
+
+// clipboardBothWays copies text on the client's display and reads it on
+// the server's, then the other way (clipboard-token, -request and
+// -contents through the bridge).
+func clipboardBothWays(t *testing.T, c *client, s *xpraServer) {
+	t.Helper()
+	toServer := fmt.Sprintf("from-the-%s-client-%d", c.gen.name, rand.IntN(1e9))
+	set := exec.Command("sh", "-c", "printf %s \""+toServer+"\" | xclip -selection clipboard -i >/dev/null 2>&1")
+	set.Env = append(os.Environ(), "DISPLAY="+c.display)
+	set.WaitDelay = 2 * time.Second // xclip stays behind to serve the selection
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("xclip on the client's display: %v %s", err, out)
+	}
+	read := func() *exec.Cmd {
+		r := asUserX(s.display, "xclip", "-o", "-selection", "clipboard")
+		r.Env = append(r.Env, "DISPLAY="+s.display)
+		return r
+	}
+	waitFor(t, "the client's clipboard on the "+s.gen.name+" server", toServer, read)
+
+	toClient := fmt.Sprintf("from-the-%s-server-%d", s.gen.name, rand.IntN(1e9))
+	set = asUserX(s.display, "sh", "-c", "printf %s \""+toClient+"\" | xclip -selection clipboard -i >/dev/null 2>&1")
+	set.Env = append(set.Env, "DISPLAY="+s.display)
+	set.WaitDelay = 2 * time.Second
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("xclip on the server's display: %v %s", err, out)
+	}
+	waitFor(t, "the server's clipboard on the "+c.gen.name+" client", toClient, func() *exec.Cmd {
+		r := exec.Command("xclip", "-o", "-selection", "clipboard")
+		r.Env = append(os.Environ(), "DISPLAY="+c.display)
+		return r
+	})
+}
+
+// waitFor runs cmd until its output is want.
+func waitFor(t *testing.T, what, want string, cmd func() *exec.Cmd) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		c := cmd()
+		c.WaitDelay = 2 * time.Second
+		out, _ := c.CombinedOutput()
+		if last = strings.TrimSpace(string(out)); last == want {
+			return
+		}
+	}
+	t.Fatalf("%s: got %q, want %q", what, last, want)
+}
+
+// resizeFromClient resizes the client's window and waits for the
+// server's window to follow (configure-window through the bridge).
+func resizeFromClient(t *testing.T, c *client, s *xpraServer) {
+	t.Helper()
+	width := func() int {
+		id, err := windowID(s.display, true, s.name)
+		if err != nil || id == "" {
+			return 0
+		}
+		out, _ := asUserX(s.display, "xwininfo", "-display", s.display, "-id", id).CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			if w, ok := strings.CutPrefix(strings.TrimSpace(line), "Width: "); ok {
+				var n int
+				fmt.Sscan(w, &n)
+				return n
+			}
+		}
+		return 0
+	}
+	before := width()
+	resize := exec.Command("xdotool", "search", "--name", s.name, "windowsize", "%@", fmt.Sprint(before+120), "300")
+	resize.Env = append(os.Environ(), "DISPLAY="+c.display)
+	if out, err := resize.CombinedOutput(); err != nil {
+		t.Fatalf("xdotool windowsize on the client's display: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if w := width(); w > before+60 {
+			return
+		}
+	}
+	t.Fatalf("the %s server's window stayed %d wide after the client's was resized to %d", s.gen.name, width(), before+120)
 }

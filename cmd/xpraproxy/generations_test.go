@@ -14,8 +14,8 @@ import (
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
-// A client sent to a server of the other generation is told the cause
-// and the fix, first with the server's own words (its plain-text
+// With bridging off (--bridge=no), a client sent to a server of the
+// other generation is told the cause and the fix, first with the server's own words (its plain-text
 // refusal), then — the proxy remembers — without dialing; a pool with one
 // member of each generation sends each client to the one it can use; a
 // 6.x server's log names xpraproxy and its version without the
@@ -28,7 +28,7 @@ func TestMixedGenerations(t *testing.T) {
 		[]string{"to31", "pw", "nobody", "nogroup", target(a31)},
 		[]string{"pooled", "pw", "nobody", "nogroup", "pool:mixed"})
 	// The 6.x member first: a 3.1.3 client meets it, is refused, and goes on.
-	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+	p := startProxy(t, "--bridge=no", "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		"--pool=mixed:first-live:"+target(b6)+","+target(b31))
 	url := func(user string) string { return fmt.Sprintf("tcp://%s:pw@127.0.0.1:%d/", user, p.port) }
 
