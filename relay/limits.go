@@ -37,11 +37,11 @@ type Limits struct {
 	// StartSessions lets clients start new sessions through the proxy
 	// (xpra's --proxy-start-sessions), at most MaxStartedSessions live
 	// sessions per user.
-	StartSessions      bool `json:"start_sessions"`
+	StartSessions bool `json:"start_sessions"`
 	// NoBridge turns bridging between xpra generations off
 	// (docs/bridge.md): such a client is told why it cannot use the
 	// server instead.
-	NoBridge bool `json:"no_bridge"`
+	NoBridge           bool `json:"no_bridge"`
 	MaxStartedSessions int  `json:"max_started_sessions"`
 	// StartAsProxyUser lets a proxy that is not root start sessions as
 	// its own account (which can read its user database and keys): off
