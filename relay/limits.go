@@ -37,11 +37,7 @@ type Limits struct {
 	// StartSessions lets clients start new sessions through the proxy
 	// (xpra's --proxy-start-sessions), at most MaxStartedSessions live
 	// sessions per user.
-	StartSessions bool `json:"start_sessions"`
-	// NoBridge turns bridging between xpra generations off
-	// (docs/bridge.md): such a client is told why it cannot use the
-	// server instead.
-	NoBridge           bool `json:"no_bridge"`
+	StartSessions      bool `json:"start_sessions"`
 	MaxStartedSessions int  `json:"max_started_sessions"`
 	// StartAsProxyUser lets a proxy that is not root start sessions as
 	// its own account (which can read its user database and keys): off
@@ -55,6 +51,10 @@ type Limits struct {
 	// StartXpra are the xpra programs that may start sessions, one per
 	// generation (--proxy-start-xpra); empty: "xpra" on PATH.
 	StartXpra []string `json:"start_xpra"`
+	// NoBridge turns bridging between xpra generations off
+	// (docs/bridge.md): such a client is told why it cannot use the
+	// server instead.
+	NoBridge bool `json:"no_bridge"`
 }
 
 // Info is the limits as info shows them (`xpra info`: limits.*), by
