@@ -13,6 +13,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	Binary    string        // the xpraproxy binary under test
 	Transport string        // tcp (default), ws, ssl, wss: how clients reach xpraproxy
 	Peer      string        // "3.1" (default) or "6.x": the simulated peers' xpra generation (peer.go)
+	// ServerPeer, when set and not Peer, is the simulated server's own
+	// generation: it refuses the client's, and xpraproxy bridges.
+	ServerPeer string
 	RealHello bool          // clients send a real client's captured hello
 	// Users is the user database xpraproxy authenticates against: "" for
 	// a sqlite file (as xpra's proxy), or a postgresql:// or mysql:// URI
@@ -56,6 +60,7 @@ type Result struct {
 	Proxy              string  `json:"proxy"`
 	Transport          string  `json:"transport,omitempty"`
 	Peer               string  `json:"peer,omitempty"`
+	ServerPeer         string  `json:"server_peer,omitempty"`
 	RealHello          bool    `json:"real_hello,omitempty"`
 	Workload           string  `json:"workload"`
 	Sessions           int     `json:"sessions"`
@@ -138,7 +143,7 @@ func rusage() time.Duration {
 func Run(cfg Config) (*Result, error) {
 	cfg.defaults()
 	res := &Result{Proxy: cfg.Proxy, Workload: cfg.Workload, Sessions: cfg.Sessions, Transport: cfg.Transport,
-		Peer: cfg.Peer, RealHello: cfg.RealHello}
+		Peer: cfg.Peer, ServerPeer: cfg.ServerPeer, RealHello: cfg.RealHello}
 	dir := cfg.Dir
 	if dir == "" {
 		var err error
@@ -154,6 +159,15 @@ func Run(cfg Config) (*Result, error) {
 	os.Chmod(dir, 0o777)
 
 	srv := newServer(max(cfg.Size, 60<<10) + 8) // soak floods 60 KiB draws
+	switch cfg.ServerPeer {
+	case "", cfg.Peer:
+	case Peer31:
+		srv.only = frame.Rencode
+	case Peer6:
+		srv.only = frame.RencodePlus
+	default:
+		return nil, fmt.Errorf("bench: --server-peer=%s: want %s or %s", cfg.ServerPeer, Peer31, Peer6)
+	}
 	simPort, err := freePort()
 	if err != nil {
 		return nil, err

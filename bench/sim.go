@@ -29,6 +29,11 @@ type server struct {
 	payload []byte // shared draw pixels; the first 8 bytes of each copy vary
 	rest    uint32 // crc32 of payload[8:]
 
+	// only, when set, is the one encoder this server speaks: it refuses
+	// a hello in another with xpra's own words, as a real server of one
+	// generation does (--server-peer: the proxy then bridges).
+	only frame.Encoding
+
 	sessions atomic.Int64
 	sent     atomic.Int64
 }
@@ -97,6 +102,15 @@ func (s *server) OnClose(c gnet.Conn, _ error) gnet.Action {
 func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 	sc := c.Context().(*serverConn)
 	return eachPacket(c, &sc.r, nil, func(p frame.Packet) gnet.Action {
+		if enc := sc.r.Header().Flags.Encoding(); s.only != 0 && enc != s.only {
+			// xpra 6.x's and 3.1's refusals of the other's hello.
+			why := "disconnect: invalid packet format, 'rencode' decoder is not available\n"
+			if s.only == frame.Rencode {
+				why = "disconnect: invalid packet format, failed to parse rencodeplus packet\n"
+			}
+			c.Write([]byte(why))
+			return gnet.Close
+		}
 		// Answer in the encoding the peer uses, as xpra servers do.
 		if enc := sc.r.Header().Flags.Encoding(); enc != sc.w.Encoding || !sc.hello {
 			sc.w = peerWriter(Peer31)
@@ -120,6 +134,10 @@ func (s *server) handle(c gnet.Conn, sc *serverConn, p frame.Packet) gnet.Action
 	case "hello":
 		sc.hello = true
 		s.send(c, sc, frame.Packet{"hello", serverHello(sc.w.Encoding)})
+		if s.only == frame.RencodePlus {
+			// A 6.x server's encodings follow its hello.
+			s.send(c, sc, frame.Packet{"encodings", frame.NewDict("encodings", frame.NewDict("", []any{"rgb24", "png"}))})
+		}
 	case "ping":
 		if len(p) > 1 {
 			s.send(c, sc, frame.Packet{"ping_echo", p[1], 0, 0, 0, 0})

@@ -8,6 +8,7 @@ package relay
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/bridge"
@@ -30,6 +31,7 @@ type bridging struct {
 	// after it shows whether an encodings packet is to be folded in.
 	held    frame.Dict
 	holding bool
+	heldAt  time.Time
 	comp    bridge.Compressor // the 3.1 client's, for its hello
 	unknown map[string]bool   // types reported once
 }
@@ -174,6 +176,19 @@ func (p *pipe) sendHeldHello(encodings frame.Dict) error {
 	b.held, b.holding = nil, false
 	return p.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(caps, encodings, b.tr.From, b.tr.To, b.comp)})
 }
+
+// heldTooLong sends a held hello when no packet followed it within
+// heldHelloWait (a server that sends no encodings packet); from Sweep.
+func (p *pipe) heldTooLong(now time.Time) error {
+	if b := p.bridge; b != nil && b.holding && now.Sub(b.heldAt) > heldHelloWait {
+		return p.sendHeldHello(nil)
+	}
+	return nil
+}
+
+// heldHelloWait is how long a 6.x server's hello waits for the encodings
+// packet that 6.x sends right after it.
+const heldHelloWait = time.Second
 
 // reportUnknown logs a packet type the tables do not know, once per pipe.
 func (p *pipe) reportUnknown(name string) {

@@ -150,6 +150,10 @@ func (s *Session) Sweep(now time.Time) int {
 			s.disconnect("login timeout")
 		}
 	case stateRelay:
+		if err := s.s2c.heldTooLong(now); err != nil {
+			s.relayError(s.s2c, err)
+			break
+		}
 		s.maybePing(now)
 		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
 			s.logger().Info("idle timeout", "user", s.logUser())

@@ -426,7 +426,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 	if br := s.s2c.bridge; br != nil {
 		if br.tr.From == bridge.Gen6 && br.tr.To == bridge.Gen31 {
 			// Sent with the encodings packet that follows it.
-			br.held, br.holding = ClientHello(b.Hello), true
+			br.held, br.holding, br.heldAt = ClientHello(b.Hello), true, now
 		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(ClientHello(b.Hello), nil, br.tr.From, br.tr.To, br.comp)}); err != nil {
 			s.disconnect("server error", "cannot forward the server's hello")
 			return

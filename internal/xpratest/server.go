@@ -28,6 +28,10 @@ type ServerOptions struct {
 	Password string
 	// Silent servers accept and never answer (a backend that hangs).
 	Silent bool
+	// Only, when set, is the one packet encoder the server speaks, as a
+	// real server of one xpra generation: a hello in another is refused
+	// with that generation's words (a proxy then bridges).
+	Only frame.Encoding
 }
 
 // Server is a minimal xpra server. It answers a hello with a hello of the
@@ -243,6 +247,14 @@ func (sc *serverConn) record(h frame.Header) {
 // hello answers a client hello: a challenge first when the server has a
 // password, then its own hello in the client's encoding and compression.
 func (sc *serverConn) hello(p frame.Packet) bool {
+	if only := sc.srv.opts.Only; only != 0 && sc.r.Header().Flags.Encoding() != only {
+		why := "disconnect: invalid packet format, 'rencode' decoder is not available\n"
+		if only == frame.Rencode {
+			why = "disconnect: invalid packet format, failed to parse rencodeplus packet\n"
+		}
+		sc.c.Write([]byte(why))
+		return false
+	}
 	caps, _ := p[1].(frame.Dict)
 	level := 0
 	if l, ok := caps.Int("compression_level"); ok && caps.Has("lz4") {
@@ -276,7 +288,14 @@ func (sc *serverConn) hello(p frame.Packet) bool {
 	h.Set("aliases", frame.NewDict("draw", 35))
 	h.Set("padding", strings.Repeat("x", 2000)) // a hello larger than one small read
 	sc.authed = true
-	return sc.send(frame.Packet{"hello", h}) == nil
+	if sc.send(frame.Packet{"hello", h}) != nil {
+		return false
+	}
+	if sc.srv.opts.Only == frame.RencodePlus {
+		// A 6.x server's encodings follow its hello.
+		return sc.send(frame.Packet{"encodings", frame.NewDict("encodings", frame.NewDict("", []any{"rgb24", "png"}))}) == nil
+	}
+	return true
 }
 
 // handle answers one packet after the login; false ends the connection.
