@@ -45,7 +45,7 @@ type Config struct {
 	// ServerPeer, when set and not Peer, is the simulated server's own
 	// generation: it refuses the client's, and xpraproxy bridges.
 	ServerPeer string
-	RealHello bool          // clients send a real client's captured hello
+	RealHello  bool // clients send a real client's captured hello
 	// Users is the user database xpraproxy authenticates against: "" for
 	// a sqlite file (as xpra's proxy), or a postgresql:// or mysql:// URI
 	// (the sql module; the users are written there first).

@@ -20,7 +20,7 @@ func startBridge(t *testing.T, only frame.Encoding) (string, *xpratest.Server) {
 	t.Helper()
 	fs := xpratest.NewServer(t, xpratest.ServerOptions{Only: only})
 	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Limits: relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 4 << 20},
+		Limits:      relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 4 << 20},
 		Generations: &relay.Generations{}}
 	addr, _ := startProxy(t, cfg, Options{})
 	return addr, fs
