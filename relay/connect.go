@@ -189,7 +189,10 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 	caps, enc := s.caps, s.enc
 	clientEnc := PeerEncoders(caps)
 	clientGen := genOf(clientEnc)
-	canBridge := !s.cfg.NoBridge && !bridgeOff(opts) && clientGen != 0
+	// A 3.1 client that speaks only bencode (the 3.1 HTML5 client) is not
+	// bridged: 6.x values (None, floats) have no bencode form; it gets
+	// the refusal with its reason.
+	canBridge := !s.cfg.NoBridge && !bridgeOff(opts) && clientGen != 0 && (clientGen == bridge.Gen6 || clientEnc&EncRencode != 0)
 	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
 	// dial logs in to one candidate; to is the server's generation when
 	// bridging, 0 for pass-through.
