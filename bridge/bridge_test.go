@@ -161,7 +161,7 @@ func TestCapturesTranslate(t *testing.T) {
 					if d, ok := p[1].(frame.Dict); ok {
 						if a, ok := d.Dict("aliases"); ok {
 							for _, kv := range a {
-								k, _ := keyText(kv.Key)
+								k, _ := frame.AsText(kv.Key)
 								if n, ok := kv.Value.(int64); ok {
 									aliases[n] = k
 								}

@@ -59,7 +59,7 @@ func ClientHello(caps frame.Dict, from, to Gen, comp Compressor) frame.Dict {
 		flat := dropKeys(flatten(rest), networkKeys)
 		if hasKeymap {
 			for _, kv := range km {
-				if k, ok := keyText(kv.Key); ok {
+				if k, ok := frame.AsText(kv.Key); ok {
 					flat.Set("xkbmap_"+k, kv.Value)
 				}
 			}
@@ -78,7 +78,7 @@ func ServerHello(caps, encodings frame.Dict, from, to Gen, comp Compressor) fram
 	case from == Gen6 && to == Gen31:
 		flat := flatten(caps)
 		for _, kv := range flatten(encodings) {
-			k, _ := keyText(kv.Key)
+			k, _ := frame.AsText(kv.Key)
 			flat.Set(k, kv.Value)
 		}
 		for _, r := range [][2]string{{"clipboard.direction", "clipboard-direction"},
@@ -136,7 +136,7 @@ func setNetwork(caps frame.Dict, g Gen, comp Compressor) frame.Dict {
 func dropKeys(d frame.Dict, names []string) frame.Dict {
 	out := d[:0:0]
 	for _, kv := range d {
-		k, _ := keyText(kv.Key)
+		k, _ := frame.AsText(kv.Key)
 		drop := false
 		for _, n := range names {
 			if k == n || strings.HasPrefix(k, n) && len(k) > len(n) && k[len(n)] == '.' {
@@ -162,7 +162,7 @@ func addMetadataName(flat frame.Dict, have, name string) {
 	}
 	found := false
 	for _, e := range list {
-		switch s, _ := keyText(e); s {
+		switch s, _ := frame.AsText(e); s {
 		case name:
 			return
 		case have:
@@ -185,7 +185,7 @@ func flatten(d frame.Dict) frame.Dict {
 
 func flattenInto(out *frame.Dict, d frame.Dict, prefix string, depth int) {
 	for _, kv := range d {
-		k, ok := keyText(kv.Key)
+		k, ok := frame.AsText(kv.Key)
 		if !ok {
 			continue // an int key at the top of a hello: nothing reads it
 		}
@@ -203,7 +203,7 @@ func flattenInto(out *frame.Dict, d frame.Dict, prefix string, depth int) {
 
 func textKeys(d frame.Dict) bool {
 	for _, kv := range d {
-		if _, ok := keyText(kv.Key); !ok {
+		if _, ok := frame.AsText(kv.Key); !ok {
 			return false
 		}
 	}
@@ -215,7 +215,7 @@ func textKeys(d frame.Dict) bool {
 func nest(flat frame.Dict) frame.Dict {
 	out := make(frame.Dict, 0, len(flat))
 	for _, kv := range flat {
-		k, ok := keyText(kv.Key)
+		k, ok := frame.AsText(kv.Key)
 		if !ok {
 			continue
 		}

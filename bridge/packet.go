@@ -22,7 +22,7 @@ func (t Translator) Packet(p frame.Packet) (frame.Packet, bool, error) {
 	if len(p) == 0 {
 		return nil, false, errors.New("bridge: empty packet")
 	}
-	name, ok := keyText(p[0])
+	name, ok := frame.AsText(p[0])
 	if !ok {
 		if _, isInt := p[0].(int64); isInt {
 			return nil, false, ErrAlias
@@ -102,7 +102,7 @@ func unnestKeymap(d frame.Dict) frame.Dict {
 	out = append(out, d[:i]...)
 	out = append(out, d[i+1:]...)
 	for _, kv := range km {
-		if k, ok := keyText(kv.Key); ok {
+		if k, ok := frame.AsText(kv.Key); ok {
 			out.Set("xkbmap_"+k, kv.Value)
 		}
 	}

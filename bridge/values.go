@@ -90,14 +90,3 @@ func toText(v any, depth int) any {
 	}
 	return v
 }
-
-// keyText is a dict key as text (rencode peers send byte strings).
-func keyText(k any) (string, bool) {
-	switch x := k.(type) {
-	case string:
-		return x, true
-	case []byte:
-		return string(x), true
-	}
-	return "", false
-}
