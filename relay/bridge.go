@@ -13,6 +13,7 @@ import (
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/bridge"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
 // bridgeValues bounds the values one bridged packet decodes to (a real
@@ -199,9 +200,9 @@ func (p *pipe) reportUnknown(name string) {
 	if b.unknown == nil {
 		b.unknown = map[string]bool{}
 	}
-	if len(b.unknown) < 64 {
+	if len(b.unknown) < 64 && len(name) <= 64 {
 		b.unknown[name] = true
-		p.s.logger().Info("bridging a packet type the tables do not know (best effort)", "type", name,
+		p.s.logger().Info("bridging a packet type the tables do not know (best effort)", "type", logsafe.String(name),
 			"from", b.tr.From.String(), "to", b.tr.To.String())
 	}
 }
