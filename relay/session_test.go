@@ -326,6 +326,19 @@ func TestSessionGenerationMismatch(t *testing.T) {
 	if f := <-hellos; f.Encoding() != frame.RencodePlus {
 		t.Errorf("bridged hello sent as %s, want rencodeplus", f.Encoding())
 	}
+	// A bencode-only client (the 3.1 HTML5 client) is not bridged: told
+	// why, without a dial.
+	before := dials.Load()
+	bencodeOnly := xpratest.Hello("foo")
+	bencodeOnly.Set("encoders", []any{"bencode"})
+	bencodeOnly.Set("rencode", false)
+	p = newPeer(t, cfg)
+	if got := words(p.login(bencodeOnly, "bar")); !strings.Contains(got, "version error") {
+		t.Errorf("bencode-only client: %s", got)
+	}
+	if n := dials.Load(); n != before {
+		t.Errorf("a bencode-only client was dialed for (%d dials)", n-before)
+	}
 }
 
 // Idle and over-budget relaying sessions end with their reasons.
