@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 )
 
@@ -84,6 +85,18 @@ func TestBridgedGenerations(t *testing.T) {
 			t.Fatal("no info-response")
 		})
 	}
+	// A root proxy hands the logged-in client to a worker running as the
+	// row's account (nobody), which dials and bridges.
+	t.Run("through a root proxy's worker", func(t *testing.T) {
+		testenv.NeedRoot(t)
+		root := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+		cl := gen31.attach(t, fmt.Sprintf("tcp://to6:pw@127.0.0.1:%d/", root.port))
+		pixelsMatch(t, s6, cl, fmt.Sprintf("%s on tcp://to6@127.0.0.1:%d/", s6.name, root.port))
+		if log := root.logText(); !strings.Contains(log, "bridging xpra generations") {
+			t.Errorf("the root proxy's worker did not say it bridged:\n%s", tail([]byte(log), 2000))
+		}
+		cl.stop()
+	})
 	if log := p.logText(); !strings.Contains(log, "bridging xpra generations") {
 		t.Errorf("the proxy's log does not say it bridged:\n%s", tail([]byte(log), 2000))
 	}
