@@ -35,6 +35,39 @@ type bridging struct {
 	heldAt  time.Time
 	comp    bridge.Compressor // the 3.1 client's, for its hello
 	unknown map[string]bool   // types reported once
+	// draws counts the draw packets by picture encoding (at most
+	// maxCodings names), for the session's info.
+	draws map[string]int64
+}
+
+// maxCodings bounds the encodings counted per pipe: a peer names them.
+const maxCodings = 16
+
+// info describes the bridge of a server→client pipe.
+func (b *bridging) info() frame.Dict {
+	draws := frame.Dict{}
+	for k, n := range b.draws {
+		draws.Set(k, n)
+	}
+	return frame.NewDict("server", b.tr.From.String(), "client", b.tr.To.String(), "draws", draws)
+}
+
+// countDraw notes a draw packet's picture encoding.
+func (b *bridging) countDraw(pkt frame.Packet) {
+	if len(pkt) < 7 {
+		return
+	}
+	coding, ok := frame.AsText(pkt[6])
+	if !ok || len(coding) > 32 {
+		return
+	}
+	if _, seen := b.draws[coding]; !seen && len(b.draws) >= maxCodings {
+		return
+	}
+	if b.draws == nil {
+		b.draws = map[string]int64{}
+	}
+	b.draws[coding]++
 }
 
 // encodeBuffers hold a bridged packet while it is encoded and written;
@@ -142,6 +175,9 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) error {
 	out, known, err := b.tr.Packet(pkt)
 	if err != nil {
 		return err
+	}
+	if t.Is("draw") {
+		b.countDraw(pkt)
 	}
 	if !known {
 		p.reportUnknown(out.Type())

@@ -505,6 +505,9 @@ func (s *Session) Summary() frame.Dict {
 	if s.c2s != nil && s.s2c != nil {
 		d.Set("client-to-server", frame.NewDict("bytes", s.c2s.Bytes, "packets", s.c2s.Packets))
 		d.Set("server-to-client", frame.NewDict("bytes", s.s2c.Bytes, "packets", s.s2c.Packets))
+		if b := s.s2c.bridge; b != nil {
+			d.Set("bridge", b.info())
+		}
 		lat := frame.NewDict()
 		// xpra's proxy reports its latencies in ms under latency; µs
 		// too, as loopback round trips are well under a millisecond.

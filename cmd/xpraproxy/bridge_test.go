@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,42 @@ func TestBridgedGenerations(t *testing.T) {
 			t.Fatal("no info-response")
 		})
 	}
+	// Video across generations: a 640x480 animation of noise (four
+	// frames) on the 6.x server, the 3.1.3 client asking for h264: the
+	// server sends h264 draws through the bridge (the proxy's info counts
+	// the draws by encoding) and the client decodes them without an error.
+	t.Run("video, 6.x server to 3.1 client", func(t *testing.T) {
+		var frames []string
+		for i := range 4 {
+			f := filepath.Join(env.dir, fmt.Sprintf("noise-%d.png", i))
+			if out, err := exec.Command("convert", "-size", "640x480", "xc:", "+noise", "Random", f).CombinedOutput(); err != nil {
+				t.Fatalf("convert: %v %s", err, out)
+			}
+			os.Chmod(f, 0o644)
+			frames = append(frames, f)
+		}
+		cl := gen31.attach(t, fmt.Sprintf("tcp://to6:pw@127.0.0.1:%d/", p.port), "--encoding=h264")
+		pixelsMatch(t, s6, cl, fmt.Sprintf("%s on tcp://to6@127.0.0.1:%d/", s6.name, p.port))
+		anim := asUserX(s6.display, "timeout", append([]string{"8", "animate", "-delay", "4"}, frames...)...)
+		anim.Env = append(anim.Env, "DISPLAY="+s6.display)
+		anim.Run() // ends by the timeout
+		info, _ := gen31.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+		m := regexp.MustCompile(`(?m)^sessions\.proxy-\d+\.bridge\.draws\.h264=(\d+)$`).FindStringSubmatch(string(info))
+		if m == nil || m[1] == "0" {
+			t.Fatalf("no h264 draws through the bridge in the proxy's info:\n%s", tail(info, 3000))
+		}
+		for _, line := range strings.Split(cl.text(), "\n") {
+			l := strings.ToLower(line)
+			bad := strings.Contains(l, "error") || strings.Contains(l, "fail")
+			video := strings.Contains(l, "h264") || strings.Contains(l, "decod") || strings.Contains(l, "paint") || strings.Contains(l, "video")
+			if bad && video {
+				t.Errorf("the 3.1.3 client could not decode the 6.x server's h264: %s", line)
+			}
+		}
+		t.Logf("%s h264 draws from the 6.x server decoded by the 3.1.3 client", m[1])
+		pixelsMatch(t, s6, cl, fmt.Sprintf("%s on tcp://to6@127.0.0.1:%d/", s6.name, p.port))
+		cl.stop()
+	})
 	// A root proxy hands the logged-in client to a worker running as the
 	// row's account (nobody), which dials and bridges.
 	t.Run("through a root proxy's worker", func(t *testing.T) {
