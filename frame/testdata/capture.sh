@@ -48,7 +48,10 @@ Xvfb "$cdisp" -screen 0 1024x768x24 -nolisten tcp >/dev/null 2>&1 & xvfb=$!
 mkdir -p "$work/cap"
 go run ./frame/testdata/record -listen 127.0.0.1:$rport -target 127.0.0.1:$sport -out "$work/cap" -limit 196608 \
   >"$work/record.log" 2>&1 & rec=$!
-for _ in $(seq 100); do grep -q listening "$work/record.log" 2>/dev/null && break; sleep 0.1; done
+# `go run` compiles the recorder first: on a loaded machine (CI runs the
+# real-peer packages beside this one) that takes far longer than on an idle one.
+for _ in $(seq 900); do grep -q listening "$work/record.log" 2>/dev/null && break; sleep 0.1; done
+grep -q listening "$work/record.log" 2>/dev/null || { echo "the recorder did not start:"; cat "$work/record.log"; exit 1; }
 DISPLAY=$cdisp "$xpra" attach "tcp://$user@127.0.0.1:$rport/" --password-file="$work/pw" --opengl=no --mmap=no $quiet \
   >"$work/client.log" 2>&1 & client=$!
 sleep 8
