@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -133,7 +134,7 @@ func TestClientHello6to31Keymap(t *testing.T) {
 	if _, ok := h.Dict("xkbmap_x11_keycodes"); !ok {
 		t.Errorf("xkbmap_x11_keycodes must stay a dict: %v", h)
 	}
-	if ms := h.Texts("metadata.supported"); !contains2(ms, "size-hints") {
+	if ms := h.Texts("metadata.supported"); !slices.Contains(ms, "size-hints") {
 		t.Errorf("metadata.supported needs size-hints for 3.1: %v", ms)
 	}
 	if z, _ := h.Bool("zlib"); !z {
@@ -236,15 +237,6 @@ func readCapture(t *testing.T, dir, name string) []frame.Packet {
 }
 
 func isText(v any) bool { _, ok := v.(string); return ok }
-
-func contains2(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
-}
 
 func equal(a, b any) bool {
 	if x, ok := a.([]byte); ok {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/xpraproxy/xpraproxy/frame"
 )
@@ -53,22 +54,13 @@ func textArgs(name string, p frame.Packet) frame.Packet {
 	large := largeBinary[name]
 	for i := 1; i < len(p); i++ {
 		v := p[i]
-		if b, isBytes := v.([]byte); isBytes && (contains(binary, i) || large && len(b) > largeBinaryMin) {
+		if b, isBytes := v.([]byte); isBytes && (slices.Contains(binary, i) || large && len(b) > largeBinaryMin) {
 			out[i] = v
 			continue
 		}
 		out[i] = toText(v, 1)
 	}
 	return out
-}
-
-func contains(list []int, i int) bool {
-	for _, x := range list {
-		if x == i {
-			return true
-		}
-	}
-	return false
 }
 
 // keymapChanged6to31: 6.x sends {"keymap": {...}} where 3.1 reads flat

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,7 +84,7 @@ func boolean(f func(*proxyOptions) *bool) func(*proxyOptions, string, string) er
 
 func text(f func(*proxyOptions) *string, choices ...string) func(*proxyOptions, string, string) error {
 	return func(o *proxyOptions, name, v string) error {
-		if len(choices) > 0 && !contains(choices, v) {
+		if len(choices) > 0 && !slices.Contains(choices, v) {
 			return fmt.Errorf("--%s: %q is not %s", name, v, strings.Join(choices, ", "))
 		}
 		*f(o) = v
@@ -103,15 +104,6 @@ func list(f func(*proxyOptions) *[]string) func(*proxyOptions, string, string) e
 		*f(o) = out
 		return nil
 	}
-}
-
-func contains(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 // authOption appends a module spec to the list the option name picks.
