@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -243,4 +245,72 @@ func equal(a, b any) bool {
 		a = string(x)
 	}
 	return a == b
+}
+
+func TestForBencode(t *testing.T) {
+	in := frame.Packet{"info-response", frame.NewDict("a", nil, "b", 1.75, "c", []any{nil, -2.5, math.NaN(), "x"}, "d", true)}
+	out := ForBencode(in).(frame.Packet)
+	d := out[1].(frame.Dict)
+	if d.Has("a") || fmt.Sprint(d.Get("b")) != "1 true" || fmt.Sprint(d.Get("c")) != "[0 -2 0 x] true" {
+		t.Errorf("ForBencode: %v", d)
+	}
+	if _, err := frame.Bencode.Append(nil, []any(out)); err != nil {
+		t.Errorf("does not bencode: %v", err)
+	}
+	if !in[1].(frame.Dict).Has("a") {
+		t.Error("the input was modified")
+	}
+	same := frame.Packet{"draw", int64(1), []byte("pixels"), frame.NewDict("k", int64(2))}
+	if got := ForBencode(same).(frame.Packet); &got[0] != &same[0] {
+		t.Error("a bencodable packet must not be copied")
+	}
+	h := BencodeHello(frame.NewDict("rencode", true, "encoders", []any{"rencode"}, "x", nil))
+	if v, _ := h.Bool("bencode"); !v || h.Has("x") || fmt.Sprint(h.Texts("encoders")) != "[bencode]" {
+		t.Errorf("BencodeHello: %v", h)
+	}
+}
+
+// A 3.1 client's keymap is nested for 6.x: in its hello, in its
+// keymap-changed, and in the keymap-changed the proxy sends a 6.x server
+// after the handshake for it.
+func TestKeymap31to6(t *testing.T) {
+	// The 3.1 GTK client says nothing of "keyboard" (3.1: it has one).
+	caps := frame.NewDict([]byte("keyboard_sync"), false, []byte("xkbmap_layout"), []byte("us"),
+		[]byte("xkbmap_keycodes"), []any{[]any{int64(16), []byte("Shift_L"), int64(16), int64(0), int64(0)}}, []byte("modifiers"), []any{})
+	h := ClientHello(caps, Gen31, Gen6, LZ4)
+	km, ok := h.Dict("keymap")
+	if !ok || h.Has("xkbmap_layout") || !h.Has("modifiers") {
+		t.Fatalf("hello for 6.x: %v", h)
+	}
+	if l, _ := km.Text("layout"); l != "us" || !km.Has("keycodes") {
+		t.Errorf("keymap: %v", km)
+	}
+	if kb, _ := h.Bool("keyboard"); !kb {
+		t.Errorf("a 6.x server gives a client keyboard state only when it says keyboard: %v", h)
+	}
+	if sync, ok := km.Bool("sync"); !ok || sync {
+		t.Errorf("keyboard_sync must be the keymap's sync: %v", km)
+	}
+	p, ok := KeymapConfig(caps)
+	if !ok || p.Type() != "keymap-changed" || len(p) != 3 || p[2] != true {
+		t.Fatalf("KeymapConfig: %v", p)
+	}
+	km, _ = p[1].(frame.Dict).Dict("keymap")
+	if l, _ := km.Text("layout"); l != "us" || !km.Has("sync") {
+		t.Errorf("KeymapConfig keymap: %v", km)
+	}
+	if _, ok := KeymapConfig(frame.NewDict("keyboard", false, "xkbmap_layout", "us")); ok {
+		t.Error("a client without a keyboard sends no keymap")
+	}
+	if _, ok := KeymapConfig(frame.NewDict("keyboard", true)); ok {
+		t.Error("no keymap in the hello: nothing to send")
+	}
+	changed, _, err := Translator{Gen31, Gen6}.Packet(frame.Packet{[]byte("keymap-changed"), frame.NewDict([]byte("xkbmap_layout"), []byte("fr")), true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	km, _ = changed[1].(frame.Dict).Dict("keymap")
+	if l, _ := km.Text("layout"); l != "fr" || changed[1].(frame.Dict).Has("xkbmap_layout") {
+		t.Errorf("keymap-changed for 6.x: %v", changed)
+	}
 }

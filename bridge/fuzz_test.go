@@ -51,11 +51,24 @@ func FuzzTranslate(f *testing.F) {
 			var out frame.Packet
 			if caps, ok := p[len(p)-1].(frame.Dict); ok {
 				ClientHello(caps, from, to, LZ4)
-				ServerHello(caps, caps, from, to, Zlib)
+				h := ServerHello(caps, caps, from, to, Zlib)
+				if to == Gen31 {
+					if _, err := frame.Bencode.Append(nil, BencodeHello(h)); err != nil {
+						t.Fatalf("a hello for a bencode client does not bencode: %v", err)
+					}
+				}
+				KeymapConfig(caps)
 			}
 			out, _, err = Translator{from, to}.Packet(p)
 			if err != nil {
 				continue
+			}
+			if to == Gen31 {
+				// Whatever a 6.x server sends bencodes for the 3.1 HTML5
+				// client.
+				if _, err := frame.Bencode.Append(nil, ForBencode(out)); err != nil {
+					t.Fatalf("ForBencode left something bencode cannot encode: %v", err)
+				}
 			}
 			b, err := to.Encoding().Append(nil, []any(out))
 			if err != nil {

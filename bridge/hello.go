@@ -50,20 +50,9 @@ func ClientHello(caps frame.Dict, from, to Gen, comp Compressor) frame.Dict {
 	case from == Gen31 && to == Gen6:
 		flat := dropKeys(toText(caps, 0).(frame.Dict), networkKeys)
 		addMetadataName(flat, "size-hints", "size-constraints")
-		nested := nest(flat)
-		return setNetwork(nested, Gen6, LZ4)
+		return setNetwork(nest(keyboard31to6(flat)), Gen6, LZ4)
 	case from == Gen6 && to == Gen31:
-		km, hasKeymap := caps.Dict("keymap")
-		rest := append(frame.Dict(nil), caps...)
-		rest.Delete("keymap")
-		flat := dropKeys(flatten(rest), networkKeys)
-		if hasKeymap {
-			for _, kv := range km {
-				if k, ok := frame.AsText(kv.Key); ok {
-					flat.Set("xkbmap_"+k, kv.Value)
-				}
-			}
-		}
+		flat := dropKeys(flatten(keyboard6to31(caps)), networkKeys)
 		addMetadataName(flat, "size-constraints", "size-hints")
 		return setNetwork(flat, Gen31, comp)
 	}

@@ -36,7 +36,11 @@ func (t Translator) Packet(p frame.Packet) (frame.Packet, bool, error) {
 		if !textual([]byte(name)) {
 			return nil, false, errors.New("bridge: packet type is not text")
 		}
-		return textArgs(name, p), known, nil
+		out := textArgs(name, p)
+		if name == "keymap-changed" {
+			out = keymapChanged31to6(out)
+		}
+		return out, known, nil
 	case t.From == Gen6 && t.To == Gen31:
 		if name == "keymap-changed" {
 			return keymapChanged6to31(p), known, nil
@@ -59,44 +63,6 @@ func textArgs(name string, p frame.Packet) frame.Packet {
 			continue
 		}
 		out[i] = toText(v, 1)
-	}
-	return out
-}
-
-// keymapChanged6to31: 6.x sends {"keymap": {...}} where 3.1 reads flat
-// xkbmap_<key> properties (3.1: x11/server_keyboard_config.py
-// parse_options); without them typing fails ("client failed to provide
-// any keycodes!").
-func keymapChanged6to31(p frame.Packet) frame.Packet {
-	if len(p) < 2 {
-		return p
-	}
-	props, ok := p[1].(frame.Dict)
-	if !ok {
-		return p
-	}
-	out := append(frame.Packet(nil), p...)
-	out[1] = unnestKeymap(props)
-	return out
-}
-
-// unnestKeymap replaces d's "keymap" dict with xkbmap_<key> entries.
-func unnestKeymap(d frame.Dict) frame.Dict {
-	i := d.Index("keymap")
-	if i < 0 {
-		return d
-	}
-	km, ok := d[i].Value.(frame.Dict)
-	if !ok {
-		return d
-	}
-	out := make(frame.Dict, 0, len(d)+len(km))
-	out = append(out, d[:i]...)
-	out = append(out, d[i+1:]...)
-	for _, kv := range km {
-		if k, ok := frame.AsText(kv.Key); ok {
-			out.Set("xkbmap_"+k, kv.Value)
-		}
 	}
 	return out
 }

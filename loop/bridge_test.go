@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -26,16 +27,29 @@ func startBridge(t *testing.T, only frame.Encoding) (string, *xpratest.Server) {
 	return addr, fs
 }
 
+// The clients of TestBridgedRelay.
+const (
+	client31 = iota
+	client6
+	clientBencode // the 3.1 HTML5 client: bencode only
+)
+
 // bridgedClient logs a client of the other generation in.
-func bridgedClient(t *testing.T, addr string, six bool) *testClient {
+func bridgedClient(t *testing.T, addr string, kind int) *testClient {
 	t.Helper()
 	dial, hello := xpratest.Dial, xpratest.Hello("foo")
-	if six {
+	if kind == client6 {
 		dial, hello = xpratest.Dial6, xpratest.Hello6("foo")
 	}
 	c, err := dial(addr, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if kind == clientBencode {
+		c.Writer.Encoding = frame.Bencode
+		hello.Set("rencode", false)
+		hello.Set("bencode", true)
+		hello.Set("encoders", []any{"bencode"})
 	}
 	t.Cleanup(func() { c.Close() })
 	tc := &testClient{c}
@@ -51,13 +65,14 @@ func bridgedClient(t *testing.T, addr string, six bool) *testClient {
 // intact; pings and info answers cross.
 func TestBridgedRelay(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		only frame.Encoding
-		six  bool
-	}{{"3.1 client, 6.x server", frame.RencodePlus, false}, {"6.x client, 3.1 server", frame.Rencode, true}} {
+		name   string
+		only   frame.Encoding
+		client int
+	}{{"3.1 client, 6.x server", frame.RencodePlus, client31}, {"6.x client, 3.1 server", frame.Rencode, client6},
+		{"3.1 bencode client, 6.x server", frame.RencodePlus, clientBencode}} {
 		t.Run(c.name, func(t *testing.T) {
 			addr, fs := startBridge(t, c.only)
-			tc := bridgedClient(t, addr, c.six)
+			tc := bridgedClient(t, addr, c.client)
 			hellos := fs.Hellos()
 			got := hellos[len(hellos)-1]
 			if c.only == frame.RencodePlus {
@@ -83,8 +98,18 @@ func TestBridgedRelay(t *testing.T) {
 				}
 			}
 			tc.send(frame.Packet{"info-request", []any{}, []any{}, []any{}})
-			if p := tc.recv(t); p.Type() != "info-response" {
-				t.Fatalf("info: %s", p)
+			p := tc.recv(t)
+			if p.Type() != "info-response" {
+				t.Fatalf("info: %s %q", p, packetText(p))
+			}
+			if c.client == clientBencode {
+				// Bencode has no None or floats: a None in a dict drops
+				// the key, in a list is 0; floats are integers.
+				info, _ := p[1].(frame.Dict)
+				load, _ := info.Get("load")
+				if info.Has("none") || fmt.Sprint(load) != "[0 0 1]" {
+					t.Errorf("info for a bencode client: %v", info)
+				}
 			}
 		})
 	}
@@ -95,7 +120,7 @@ func TestBridgedRelay(t *testing.T) {
 // and decoding stays bounded.
 func TestBridgedBadInput(t *testing.T) {
 	addr, _ := startBridge(t, frame.RencodePlus)
-	alongside := bridgedClient(t, addr, false)
+	alongside := bridgedClient(t, addr, client31)
 	frameOf := func(flags frame.ProtoFlags, comp frame.Compression, index uint8, payload []byte) []byte {
 		return append(frame.Header{Flags: flags, Compression: comp, Index: index, Size: uint32(len(payload))}.Append(nil), payload...)
 	}
@@ -137,7 +162,7 @@ func TestBridgedBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tc := bridgedClient(t, addr, false)
+			tc := bridgedClient(t, addr, client31)
 			tc.Conn.Write(c.data)
 			deadline := time.Now().Add(10 * time.Second)
 			for {

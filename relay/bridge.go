@@ -75,10 +75,15 @@ func (b *bridging) countDraw(pkt frame.Packet) {
 var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // newBridging is the bridge mode of a pipe from a peer of from to a peer
-// of to; comp is what that receiver gets (3.1: lz4 or zlib).
-func newBridging(from, to bridge.Gen, comp bridge.Compressor, uncompressed bool) *bridging {
+// of to; comp is what that receiver gets (3.1: lz4 or zlib); bencode: the
+// receiver is a 3.1 client that speaks only bencode (the 3.1 HTML5
+// client).
+func newBridging(from, to bridge.Gen, comp bridge.Compressor, uncompressed, bencode bool) *bridging {
 	b := &bridging{tr: bridge.Translator{From: from, To: to}, comp: comp}
 	b.out.Encoding = to.Encoding()
+	if bencode && to == bridge.Gen31 {
+		b.out.Encoding = frame.Bencode
+	}
 	switch {
 	case uncompressed:
 		b.out.Compression = frame.NoCompression
@@ -170,7 +175,7 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) error {
 			return nil
 		}
 		caps, _ := pkt[1].(frame.Dict)
-		return p.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(ClientHello(caps), nil, b.tr.From, b.tr.To, b.comp)})
+		return p.bridgeWrite(frame.Packet{"hello", b.hello(ClientHello(caps), nil)})
 	}
 	out, known, err := b.tr.Packet(pkt)
 	if err != nil {
@@ -190,6 +195,9 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) error {
 
 // bridgeWrite encodes pkt for the receiver and writes it.
 func (p *pipe) bridgeWrite(pkt frame.Packet) error {
+	if p.bridge.out.Encoding == frame.Bencode {
+		pkt = bridge.ForBencode(pkt).(frame.Packet)
+	}
 	bp := encodeBuffers.Get().(*[]byte)
 	out, err := p.bridge.out.AppendPacket((*bp)[:0], pkt)
 	if err == nil {
@@ -211,7 +219,17 @@ func (p *pipe) sendHeldHello(encodings frame.Dict) error {
 	b := p.bridge
 	caps := b.held
 	b.held, b.holding = nil, false
-	return p.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(caps, encodings, b.tr.From, b.tr.To, b.comp)})
+	return p.bridgeWrite(frame.Packet{"hello", b.hello(caps, encodings)})
+}
+
+// hello is the server's hello (and the 6.x encodings packet's caps, nil:
+// none) translated for the client.
+func (b *bridging) hello(caps, encodings frame.Dict) frame.Dict {
+	out := bridge.ServerHello(caps, encodings, b.tr.From, b.tr.To, b.comp)
+	if b.out.Encoding == frame.Bencode {
+		out = bridge.BencodeHello(out)
+	}
+	return out
 }
 
 // heldTooLong sends a held hello when no packet followed it within

@@ -189,10 +189,7 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 	caps, enc := s.caps, s.enc
 	clientEnc := PeerEncoders(caps)
 	clientGen := genOf(clientEnc)
-	// A 3.1 client that speaks only bencode (the 3.1 HTML5 client) is not
-	// bridged: 6.x values (None, floats) have no bencode form; it gets
-	// the refusal with its reason.
-	canBridge := !s.cfg.NoBridge && !bridgeOff(opts) && clientGen != 0 && (clientGen == bridge.Gen6 || clientEnc&EncRencode != 0)
+	canBridge := !s.cfg.NoBridge && !bridgeOff(opts) && clientGen != 0
 	cands = orderByGeneration(cands, clientEnc, s.cfg.Generations)
 	// dial logs in to one candidate; to is the server's generation when
 	// bridging, 0 for pass-through.
@@ -323,8 +320,8 @@ func (s *Session) bridgePipes(client, server bridge.Gen, serverHello frame.Dict,
 	if server == bridge.Gen6 || hasLZ4(serverHello) {
 		serverComp = bridge.LZ4
 	}
-	s.c2s.bridge = newBridging(client, server, serverComp, link.Uncompressed())
-	s.s2c.bridge = newBridging(server, client, clientComp, false)
+	s.c2s.bridge = newBridging(client, server, serverComp, link.Uncompressed(), false)
+	s.s2c.bridge = newBridging(server, client, clientComp, false, PeerEncoders(s.caps)&EncRencode == 0)
 	s.logger().Info("bridging xpra generations", "user", s.logUser(), "client", client.String(), "server", server.String())
 }
 
@@ -430,7 +427,15 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		if br.tr.From == bridge.Gen6 && br.tr.To == bridge.Gen31 {
 			// Sent with the encodings packet that follows it.
 			br.held, br.holding, br.heldAt = ClientHello(b.Hello), true, now
-		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", bridge.ServerHello(ClientHello(b.Hello), nil, br.tr.From, br.tr.To, br.comp)}); err != nil {
+			// A 6.x server sets no keymap until the client sends one
+			// after the handshake; a 3.1 client never does.
+			if km, ok := bridge.KeymapConfig(s.caps); ok {
+				if err := s.c2s.bridgeWrite(km); err != nil {
+					s.disconnect("server error", "cannot send the client's keymap to the server")
+					return
+				}
+			}
+		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", br.hello(ClientHello(b.Hello), nil)}); err != nil {
 			s.disconnect("server error", "cannot forward the server's hello")
 			return
 		}

@@ -397,7 +397,7 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	w := frame.Writer{Encoding: h.Flags.Encoding(), Compression: h.Compression}
 	switch {
 	case p.bridge != nil:
-		w = p.bridge.out
+		// writeHandled encodes for the receiver.
 	case p.transforms():
 		w.Compression = frame.NoCompression
 		if !p.toServer {
@@ -406,11 +406,7 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	}
 	switch pkt.Type() {
 	case "disconnect":
-		out, err := w.AppendPacket(nil, pkt)
-		if err != nil {
-			return err
-		}
-		if err := p.write(out); err != nil {
+		if err := p.writeHandled(w, pkt); err != nil {
 			return err
 		}
 		s := p.s
@@ -444,6 +440,15 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 		// client through us: end the session cleanly.
 		p.s.disconnect("authentication error", "the server sent a challenge while relaying")
 		return nil
+	}
+	return p.writeHandled(w, pkt)
+}
+
+// writeHandled writes a packet handle saw, with w, or as any bridged
+// packet in bridge mode.
+func (p *pipe) writeHandled(w frame.Writer, pkt frame.Packet) error {
+	if p.bridge != nil {
+		return p.bridgeWrite(pkt)
 	}
 	out, err := w.AppendPacket(nil, pkt)
 	if err != nil {

@@ -308,7 +308,13 @@ func (sc *serverConn) handle(p frame.Packet) bool {
 		}
 		return sc.send(echo) == nil
 	case "info-request":
-		return sc.send(frame.Packet{"info-response", frame.NewDict("server", frame.NewDict("type", "xpratest"))}) == nil
+		info := frame.NewDict("server", frame.NewDict("type", "xpratest"))
+		if sc.srv.opts.Only == frame.RencodePlus {
+			// 6.x info has None and floats (no 3.1 bencoder writes them).
+			info.Set("load", []any{0.25, nil, 1.5})
+			info.Set("none", nil)
+		}
+		return sc.send(frame.Packet{"info-response", info}) == nil
 	case "stream":
 		count, _ := frame.AsInt(p[1])
 		size, _ := frame.AsInt(p[2])
