@@ -140,6 +140,9 @@ func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error
 		args = append(args, "--mmap=no")
 	}
 	args = append(args, extra...)
+	if d := os.Getenv("XPRAPROXY_DEBUG_SERVER"); d != "" {
+		args = append(args, "-d", d)
+	}
 	if out, err := g.commandIn(s.runtime, true, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("xpra %s start %s: %v: %s", g.name, name, err, out)
 	}
