@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,41 +88,54 @@ func TestBridgedGenerations(t *testing.T) {
 		})
 	}
 	// Video across generations: a 640x480 animation of noise (four
-	// frames) on the 6.x server, the 3.1.3 client asking for h264: the
-	// server sends h264 draws through the bridge (the proxy's info counts
-	// the draws by encoding) and the client decodes them without an error.
-	t.Run("video, 6.x server to 3.1 client", func(t *testing.T) {
-		var frames []string
-		for i := range 4 {
-			f := filepath.Join(env.dir, fmt.Sprintf("noise-%d.png", i))
-			if out, err := exec.Command("convert", "-size", "640x480", "xc:", "+noise", "Random", f).CombinedOutput(); err != nil {
-				t.Fatalf("convert: %v %s", err, out)
+	// frames) on the server, the client of the other generation asking
+	// for h264: the server sends h264 draws through the bridge (the
+	// proxy's info counts the draws by encoding) and the client decodes
+	// them without an error.
+	var frames []string
+	for i := range 4 {
+		f := filepath.Join(env.dir, fmt.Sprintf("noise-%d.png", i))
+		if out, err := exec.Command("convert", "-size", "640x480", "xc:", "+noise", "Random", f).CombinedOutput(); err != nil {
+			t.Fatalf("convert: %v %s", err, out)
+		}
+		os.Chmod(f, 0o644)
+		frames = append(frames, f)
+	}
+	for _, c := range []struct {
+		client *generation
+		user   string
+		server *xpraServer
+		coding string
+	}{
+		{gen31, "to6", s6, "h264"}, {gen6, "to31", s31, "h264"},
+		{gen31, "to6", s6, "vp8"}, {gen6, "to31", s31, "vp8"},
+	} {
+		t.Run(fmt.Sprintf("video, %s from a %s server to a %s client", c.coding, c.server.gen.name, c.client.name), func(t *testing.T) {
+			before := bridgedDraws(p, c.coding)
+			where := fmt.Sprintf("%s on tcp://%s@127.0.0.1:%d/", c.server.name, c.user, p.port)
+			cl := c.client.attach(t, fmt.Sprintf("tcp://%s:pw@127.0.0.1:%d/", c.user, p.port), "--encoding="+c.coding)
+			pixelsMatch(t, c.server, cl, where)
+			anim := asUserX(c.server.display, "timeout", append([]string{"8", "animate", "-delay", "4"}, frames...)...)
+			anim.Env = append(anim.Env, "DISPLAY="+c.server.display)
+			anim.Run() // ends by the timeout
+			draws := bridgedDraws(p, c.coding)
+			if draws <= before {
+				info, _ := gen31.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+				t.Fatalf("no %s draws through the bridge in the proxy's info:\n%s", c.coding, tail(info, 3000))
 			}
-			os.Chmod(f, 0o644)
-			frames = append(frames, f)
-		}
-		cl := gen31.attach(t, fmt.Sprintf("tcp://to6:pw@127.0.0.1:%d/", p.port), "--encoding=h264")
-		pixelsMatch(t, s6, cl, fmt.Sprintf("%s on tcp://to6@127.0.0.1:%d/", s6.name, p.port))
-		anim := asUserX(s6.display, "timeout", append([]string{"8", "animate", "-delay", "4"}, frames...)...)
-		anim.Env = append(anim.Env, "DISPLAY="+s6.display)
-		anim.Run() // ends by the timeout
-		info, _ := gen31.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
-		m := regexp.MustCompile(`(?m)^sessions\.proxy-\d+\.bridge\.draws\.h264=(\d+)$`).FindStringSubmatch(string(info))
-		if m == nil || m[1] == "0" {
-			t.Fatalf("no h264 draws through the bridge in the proxy's info:\n%s", tail(info, 3000))
-		}
-		for _, line := range strings.Split(cl.text(), "\n") {
-			l := strings.ToLower(line)
-			bad := strings.Contains(l, "error") || strings.Contains(l, "fail")
-			video := strings.Contains(l, "h264") || strings.Contains(l, "decod") || strings.Contains(l, "paint") || strings.Contains(l, "video")
-			if bad && video {
-				t.Errorf("the 3.1.3 client could not decode the 6.x server's h264: %s", line)
+			for _, line := range strings.Split(cl.text(), "\n") {
+				l := strings.ToLower(line)
+				bad := strings.Contains(l, "error") || strings.Contains(l, "fail")
+				video := strings.Contains(l, c.coding) || strings.Contains(l, "decod") || strings.Contains(l, "paint") || strings.Contains(l, "video")
+				if bad && video {
+					t.Errorf("the %s client could not decode the %s server's %s: %s", c.client.name, c.server.gen.name, c.coding, line)
+				}
 			}
-		}
-		t.Logf("%s h264 draws from the 6.x server decoded by the 3.1.3 client", m[1])
-		pixelsMatch(t, s6, cl, fmt.Sprintf("%s on tcp://to6@127.0.0.1:%d/", s6.name, p.port))
-		cl.stop()
-	})
+			t.Logf("%d %s draws from the %s server decoded by the %s client", draws-before, c.coding, c.server.gen.name, c.client.name)
+			pixelsMatch(t, c.server, cl, where)
+			cl.stop()
+		})
+	}
 	// A root proxy hands the logged-in client to a worker running as the
 	// row's account (nobody), which dials and bridges.
 	t.Run("through a root proxy's worker", func(t *testing.T) {
@@ -137,6 +151,18 @@ func TestBridgedGenerations(t *testing.T) {
 	if log := p.logText(); !strings.Contains(log, "bridging xpra generations") {
 		t.Errorf("the proxy's log does not say it bridged:\n%s", tail([]byte(log), 2000))
 	}
+}
+
+// bridgedDraws sums the draws of encoding coding over the bridged
+// sessions in the proxy's info (ended sessions are gone from it: 0).
+func bridgedDraws(p *proxy, coding string) int {
+	info, _ := gen31.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+	n := 0
+	for _, m := range regexp.MustCompile(`(?m)^sessions\.proxy-\d+\.bridge\.draws\.`+regexp.QuoteMeta(coding)+`=(\d+)$`).FindAllStringSubmatch(string(info), -1) {
+		v, _ := strconv.Atoi(m[1])
+		n += v
+	}
+	return n
 }
 
 // typeInClient types a command into the client's window for server s
