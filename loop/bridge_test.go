@@ -159,10 +159,18 @@ func TestBridgedBadInput(t *testing.T) {
 		{"type not text", frameOf(frame.FlagRencode, 0, 0, rencode([]any{[]byte{0xff, 0x00}, int64(1)}))},
 		{"not a list", frameOf(frame.FlagRencode, 0, 0, rencode(int64(5)))},
 		{"oversized frame", binary.BigEndian.AppendUint32([]byte{'P', byte(frame.FlagRencode), 0, 0}, 1<<30)},
+		// What a bencode client (the 3.1 HTML5 client) could send wrong.
+		{"not bencode", frameOf(frame.FlagBencode, 0, 0, []byte("l4:drawi1.5ee"))},
+		{"deep bencode", frameOf(frame.FlagBencode, 0, 0, append([]byte("l4:draw"), bytes.Repeat([]byte("l"), 200)...))},
+		{"bencode string past its end", frameOf(frame.FlagBencode, 0, 0, []byte("l4:draw99999999:xe"))},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tc := bridgedClient(t, addr, client31)
+			kind := client31
+			if strings.Contains(c.name, "bencode") {
+				kind = clientBencode
+			}
+			tc := bridgedClient(t, addr, kind)
 			tc.Conn.Write(c.data)
 			deadline := time.Now().Add(10 * time.Second)
 			for {
