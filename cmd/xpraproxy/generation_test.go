@@ -5,6 +5,7 @@ package main
 // options, runtime directories and X cookies.
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -110,8 +111,18 @@ func startXpra(name string, extra ...string) (*xpraServer, error) {
 }
 
 // startXpra starts a server of the generation, as the test user, running
-// an xterm titled name.
+// an xterm titled name. A port taken between its choice and the server's
+// bind (tests of other packages run alongside) is chosen again.
 func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error) {
+	for try := 1; ; try++ {
+		s, err := g.startXpraOnce(name, extra...)
+		if err == nil || try == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return s, err
+		}
+	}
+}
+
+func (g *generation) startXpraOnce(name string, extra ...string) (*xpraServer, error) {
 	s := &xpraServer{name: name, display: freeDisplay(), port: freePort(), sockDir: filepath.Join(env.dir, "sock-"+g.name+"-"+name), gen: g}
 	if err := os.MkdirAll(s.sockDir, 0o777); err != nil {
 		return nil, err
@@ -143,6 +154,10 @@ func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error
 	if d := os.Getenv("XPRAPROXY_DEBUG_SERVER"); d != "" {
 		args = append(args, "-d", d)
 	}
+	logStart := 0 // a retry appends to the log of the try before
+	if fi, err := os.Stat(filepath.Join(env.dir, logFile)); err == nil {
+		logStart = int(fi.Size())
+	}
 	if out, err := g.commandIn(s.runtime, true, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("xpra %s start %s: %v: %s", g.name, name, err, out)
 	}
@@ -153,6 +168,8 @@ func (g *generation) startXpra(name string, extra ...string) (*xpraServer, error
 			if id, _ := windowID(s.display, true, name); id != "" {
 				return s, nil
 			}
+		} else if log, _ := os.ReadFile(filepath.Join(env.dir, logFile)); len(log) > logStart && bytes.Contains(log[logStart:], []byte("xpra initialization error")) {
+			break // it gave up (a port taken meanwhile): no need to wait
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

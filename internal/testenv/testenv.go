@@ -3,14 +3,27 @@
 package testenv
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"testing"
 )
 
 // FreePort is a loopback TCP port nobody listens on (at the time of the
-// call).
+// call). It is drawn below Linux's ephemeral range (32768 and up), where
+// the kernel picks the source ports of outgoing connections and ":0"
+// listeners: a port handed to a server that starts seconds later (a real
+// xpra server) is then not taken meanwhile by a connection of the tests
+// running in parallel in other packages.
 func FreePort() int {
+	for range 200 {
+		port := 10000 + rand.IntN(22000)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("testenv: no free port: " + err.Error())
