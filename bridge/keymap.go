@@ -17,8 +17,9 @@ import (
 
 const keymapPrefix = "xkbmap_"
 
-// keymapChanged6to31 flattens a 6.x keymap-changed for a 3.1 server.
-func keymapChanged6to31(p frame.Packet) frame.Packet {
+// keymapChanged is a keymap-changed packet with its properties
+// translated by f (unnestKeymap for a 3.1 server, nestKeymap for 6.x).
+func keymapChanged(p frame.Packet, f func(frame.Dict) frame.Dict) frame.Packet {
 	if len(p) < 2 {
 		return p
 	}
@@ -27,21 +28,7 @@ func keymapChanged6to31(p frame.Packet) frame.Packet {
 		return p
 	}
 	out := append(frame.Packet(nil), p...)
-	out[1] = unnestKeymap(props)
-	return out
-}
-
-// keymapChanged31to6 nests a 3.1 keymap-changed for a 6.x server.
-func keymapChanged31to6(p frame.Packet) frame.Packet {
-	if len(p) < 2 {
-		return p
-	}
-	props, ok := p[1].(frame.Dict)
-	if !ok {
-		return p
-	}
-	out := append(frame.Packet(nil), p...)
-	out[1] = nestKeymap(props)
+	out[1] = f(props)
 	return out
 }
 
@@ -124,7 +111,7 @@ func keyboard6to31(caps frame.Dict) frame.Dict {
 // client sends it after the handshake. It reports false when the hello
 // has no keymap (a client without a keyboard).
 func KeymapConfig(clientHello frame.Dict) (frame.Packet, bool) {
-	if v, ok := clientHello.Get("keyboard"); ok && !truthy(v) {
+	if v, ok := clientHello.Get("keyboard"); ok && !frame.Truth(v) {
 		return nil, false
 	}
 	km, ok := keyboard31to6(toText(clientHello, 0).(frame.Dict)).Dict("keymap")
@@ -132,21 +119,4 @@ func KeymapConfig(clientHello frame.Dict) (frame.Packet, bool) {
 		return nil, false
 	}
 	return frame.Packet{"keymap-changed", frame.Dict{{Key: "keymap", Value: km}}, true}, true
-}
-
-// truthy is Python's truth of a decoded value.
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case int64:
-		return x != 0
-	case []byte:
-		return len(x) > 0
-	case string:
-		return x != ""
-	}
-	return true
 }

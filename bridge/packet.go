@@ -38,12 +38,12 @@ func (t Translator) Packet(p frame.Packet) (frame.Packet, bool, error) {
 		}
 		out := textArgs(name, p)
 		if name == "keymap-changed" {
-			out = keymapChanged31to6(out)
+			out = keymapChanged(out, nestKeymap)
 		}
 		return out, known, nil
 	case t.From == Gen6 && t.To == Gen31:
 		if name == "keymap-changed" {
-			return keymapChanged6to31(p), known, nil
+			return keymapChanged(p, unnestKeymap), known, nil
 		}
 	}
 	return p, known, nil
