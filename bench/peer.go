@@ -23,6 +23,9 @@ import (
 const (
 	Peer31 = "3.1"
 	Peer6  = "6.x"
+	// PeerHTML5 is a 3.1 client that speaks bencode only, as Debian's
+	// 3.1 HTML5 client does (its hello otherwise the 3.1 one).
+	PeerHTML5 = "3.1-html5"
 )
 
 //go:embed hellos/*.bin
@@ -65,7 +68,7 @@ func realHello(peer string) (frame.Dict, error) {
 // clientHello is the hello a simulated client of generation peer sends.
 func clientHello(peer string, real bool, user string) frame.Dict {
 	if real {
-		if h, err := realHello(peer); err == nil {
+		if h, err := realHello(peer); err == nil && h != nil {
 			h = append(frame.Dict(nil), h...)
 			h.Set("username", user)
 			h.Set("uuid", "bench-"+user)
@@ -81,14 +84,25 @@ func clientHello(peer string, real bool, user string) frame.Dict {
 		h.Set("client_type", "bench")
 		return h
 	}
-	return helloCaps(user)
+	h := helloCaps(user)
+	if peer == PeerHTML5 {
+		h.Set("rencode", false)
+		h.Set("bencode", true)
+		h.Set("encoders", []any{"bencode"})
+	}
+	return h
 }
 
 // peerWriter is how a simulated peer of generation peer frames packets:
 // 3.1.3's clients ask for no compression here, 6.x always compresses.
 func peerWriter(peer string) frame.Writer {
-	if peer == Peer6 {
+	switch peer {
+	case Peer6:
 		return xprahello.Writer(xprahello.Gen6, 1)
+	case PeerHTML5:
+		w := xprahello.Writer(xprahello.Gen31, 0)
+		w.Encoding = frame.Bencode
+		return w
 	}
 	return xprahello.Writer(xprahello.Gen31, 0)
 }

@@ -194,8 +194,11 @@ func Run(cfg Config) (*Result, error) {
 		}
 		auth = "sql,uri=" + cfg.Users
 	}
-	if cfg.Peer != Peer31 && cfg.Peer != Peer6 {
-		return nil, fmt.Errorf("bench: --peer=%s: want %s or %s", cfg.Peer, Peer31, Peer6)
+	if cfg.Peer != Peer31 && cfg.Peer != Peer6 && cfg.Peer != PeerHTML5 {
+		return nil, fmt.Errorf("bench: --peer=%s: want %s, %s or %s", cfg.Peer, Peer31, Peer6, PeerHTML5)
+	}
+	if cfg.Peer == PeerHTML5 && cfg.RealHello {
+		return nil, fmt.Errorf("bench: no captured hello of the %s client", PeerHTML5)
 	}
 	if cfg.Peer == Peer6 && cfg.Proxy == ProxyXpra {
 		// Debian's xpra proxy is 3.1.3: it cannot decode rencodeplus.

@@ -113,9 +113,13 @@ func (s *server) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		// Answer in the encoding the peer uses, as xpra servers do.
 		if enc := sc.r.Header().Flags.Encoding(); enc != sc.w.Encoding || !sc.hello {
-			sc.w = peerWriter(Peer31)
-			if enc == frame.RencodePlus {
+			switch enc {
+			case frame.RencodePlus:
 				sc.w = peerWriter(Peer6)
+			case frame.Bencode:
+				sc.w = peerWriter(PeerHTML5)
+			default:
+				sc.w = peerWriter(Peer31)
 			}
 		}
 		return s.handle(c, sc, p)

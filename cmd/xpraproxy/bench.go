@@ -21,7 +21,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpraproxy-root, xpra, haproxy, direct")
 	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss (one port)")
 	fs.StringVar(&cfg.ServerPeer, "server-peer", "", "the simulated server's own generation when it is not --peer's: it refuses the client's and xpraproxy bridges the two (issue 17)")
-	fs.StringVar(&cfg.Peer, "peer", "3.1", "the simulated peers' xpra generation: 3.1 (rencode, flat hellos) or 6.x (rencodeplus, nested hellos, lz4 frames)")
+	fs.StringVar(&cfg.Peer, "peer", "3.1", "the simulated peers' xpra generation: 3.1 (rencode, flat hellos), 6.x (rencodeplus, nested hellos, lz4 frames) or 3.1-html5 (bencode only, as the 3.1 HTML5 client)")
 	fs.StringVar(&cfg.Users, "users", "", "xpraproxy's user database: a postgresql:// or mysql:// URI (the sql module) instead of a sqlite file")
 	fs.BoolVar(&cfg.RealHello, "real-hello", false, "clients send a real client's captured hello (3.1.3: 67 KB, 6.5.5: 4.4 KB, encoded)")
 	fs.StringVar(&cfg.Workload, "workload", "idle", "idle, stream, pingpong, connect, soak")
