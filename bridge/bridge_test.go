@@ -314,3 +314,30 @@ func TestKeymap31to6(t *testing.T) {
 		t.Errorf("keymap-changed for 6.x: %v", changed)
 	}
 }
+
+// A hostile 3.1 hello's own "keymap" (no 3.1 client sends one) is not
+// taken for a keymap: nothing panics, xkbmap_* entries replace it.
+func TestKeymapHostile(t *testing.T) {
+	for _, caps := range []frame.Dict{
+		frame.NewDict("keymap", int64(5), "keyboard_sync", true),
+		frame.NewDict("keymap", []any{"x"}, "xkbmap_layout", "us", "keyboard_sync", true),
+		frame.NewDict("keymap", frame.NewDict("layout", "fr"), "keyboard_sync", true),
+	} {
+		h := ClientHello(caps, Gen31, Gen6, LZ4)
+		KeymapConfig(caps)
+		n := 0
+		for _, kv := range h {
+			if k, _ := frame.AsText(kv.Key); k == "keymap" {
+				n++
+			}
+		}
+		if n > 1 {
+			t.Errorf("two keymaps: %v", h)
+		}
+		if caps.Has("xkbmap_layout") {
+			if km, _ := h.Dict("keymap"); !km.Has("layout") {
+				t.Errorf("xkbmap_layout must be the keymap's layout: %v", h)
+			}
+		}
+	}
+}

@@ -33,6 +33,11 @@ func FuzzTranslate(f *testing.F) {
 			}
 		}
 	}
+	// A hello whose "keymap" is not a dict (it crashed the keymap
+	// translation once).
+	if b, err := frame.Rencode.Append(nil, []any{"hello", frame.NewDict("keymap", int64(5), "keyboard_sync", true)}); err == nil {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, from := range []Gen{Gen31, Gen6} {
 			to := Gen6

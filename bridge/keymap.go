@@ -53,8 +53,8 @@ func unnestKeymap(d frame.Dict) frame.Dict {
 	return out
 }
 
-// nestKeymap moves d's xkbmap_<key> entries into a "keymap" dict (none:
-// d as it is).
+// nestKeymap moves d's xkbmap_<key> entries into a "keymap" dict, which
+// replaces any "keymap" d had (none: d as it is).
 func nestKeymap(d frame.Dict) frame.Dict {
 	var km, out frame.Dict
 	for _, kv := range d {
@@ -63,7 +63,9 @@ func nestKeymap(d frame.Dict) frame.Dict {
 			km = append(km, frame.Pair{Key: name, Value: kv.Value})
 			continue
 		}
-		out = append(out, kv)
+		if k != "keymap" {
+			out = append(out, kv)
+		}
 	}
 	if km == nil {
 		return d
@@ -82,11 +84,15 @@ func keyboard31to6(caps frame.Dict) frame.Dict {
 	if i < 0 {
 		return out
 	}
+	km, isDict := out[i].Value.(frame.Dict)
+	if !isDict {
+		return out // not a keymap (a 3.1 client sends none of its own)
+	}
 	if !out.Has("keyboard") {
 		out.Set("keyboard", true)
 	}
 	if v, ok := out.Get("keyboard_sync"); ok {
-		km := append(frame.Dict(nil), out[i].Value.(frame.Dict)...)
+		km = append(frame.Dict(nil), km...)
 		km.Set("sync", v)
 		out[i].Value = km
 	}

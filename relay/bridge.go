@@ -7,6 +7,7 @@ package relay
 
 import (
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -115,7 +116,17 @@ func (b *bridging) accepts(c frame.Compression) bool {
 }
 
 // bridgeFrame handles one whole frame of a bridged pipe.
-func (p *pipe) bridgeFrame(h frame.Header, whole []byte) error {
+func (p *pipe) bridgeFrame(h frame.Header, whole []byte) (err error) {
+	// The translators walk values a stranger chose; a bug there (one was
+	// found: a hello's "keymap" that was no dict) must end this session,
+	// not the process. Pass-through pipes never come here.
+	defer func() {
+		if r := recover(); r != nil {
+			p.s.logger().Error("bridging failed: a bug; the session ends", "user", p.s.logUser(),
+				"panic", logsafe.String(fmt.Sprint(r)), "stack", string(debug.Stack()))
+			err = fmt.Errorf("relay: bridging failed (an internal error)")
+		}
+	}()
 	b := p.bridge
 	payload := whole[frame.HeaderSize:]
 	if h.Index > 0 {
