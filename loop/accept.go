@@ -21,12 +21,6 @@ import (
 // applies the connection caps before anything is read, and hands each
 // socket to the least busy loop.
 
-// acceptCtx carries a new connection's listener and its ticket to OnOpen.
-type acceptCtx struct {
-	l *Listener
-	t *ticket
-}
-
 // ticket is one accepted client connection's place in the caps: it counts
 // against MaxConnections until closed, and against MaxLoginConnections
 // and its source's MaxLoginsPerSource until the client has logged in.
@@ -188,7 +182,7 @@ func (s *Server) accepted(l *Listener, c net.Conn) {
 		c.Close()
 		return
 	}
-	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), &acceptCtx{l: l, t: t}), c)
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), &conn{role: roleAccepted, t: t, pre: &pre{l: l}}), c)
 	ch, err := s.eng.Register(ctx)
 	if err != nil {
 		t.closed()

@@ -134,7 +134,7 @@ func TestWebSocketRequireMask(t *testing.T) {
 			ws.Cipher(payload, hdr.Mask, 0)
 		}
 		fc.in = append(buf.Bytes(), payload...)
-		w := newWSConn(fc, nil, 1<<16)
+		w := newWSConn(fc, 1<<16)
 		w.requireMask = true
 		err := w.decode()
 		if masked && (err != nil || w.InboundBuffered() != 3) {

@@ -6,9 +6,11 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/xpraproxy/xpraproxy/frame"
@@ -32,12 +34,26 @@ func (h *host) CountHandshake(result string) { h.srv.CountHandshake(result) }
 // Admitted: the client logged in and leaves the pre-login caps.
 func (h *host) Admitted(*relay.Session) { h.t.admitted() }
 
-// Detach closes the loop's connection now, on the loop, so that nothing
-// more is read from it; the socket lives on in a dup.
-func (h *host) Detach(c relay.Conn) {
-	if sock := socketOf(c); sock != nil {
-		_ = h.el.Close(sock)
+// Release gives the client's connection to another process (relay.Host):
+// a plain socket as a dup, the loop's connection closed at once (on the
+// loop) so that nothing more is read from it; a TLS connection's
+// plaintext through a splice, the record layer staying here.
+func (h *host) Release(c relay.Conn) (*os.File, error) {
+	sock := socketOf(c)
+	if sock == nil {
+		return nil, errors.New("loop: not a connection of this loop")
 	}
+	cn := connOf(sock)
+	if cn != nil && cn.tls != nil {
+		return h.srv.splice(sock, cn)
+	}
+	fd, err := syscall.Dup(sock.Fd())
+	if err != nil {
+		return nil, fmt.Errorf("loop: duplicate the client socket: %w", err)
+	}
+	syscall.CloseOnExec(fd)
+	_ = h.el.Close(sock)
+	return os.NewFile(uintptr(fd), "client"), nil
 }
 
 // socketOf is gnet's own connection under the layers a session reads
@@ -47,8 +63,6 @@ func socketOf(c any) gnet.Conn {
 	case *wsConn:
 		return socketOf(v.Conn)
 	case *tlsConn:
-		return v.Conn
-	case peerConn:
 		return v.Conn
 	case gnet.Conn:
 		return v
@@ -80,7 +94,7 @@ func (h *host) Go(kind relay.WorkKind, work, done func()) bool {
 // Enroll moves a logged-in backend onto the session's loop; OnOpen then
 // hands it to the session.
 func (h *host) Enroll(sess *relay.Session, b *relay.Backend) error {
-	ch, err := h.el.Enroll(gnet.NewContext(context.Background(), &serverCtx{s: sess, b: b}), b.Conn)
+	ch, err := h.el.Enroll(gnet.NewContext(context.Background(), &conn{role: roleServer, sess: sess, pre: &pre{backend: b}}), b.Conn)
 	if err != nil {
 		return err
 	}

@@ -334,7 +334,7 @@ func FuzzWSDecode(f *testing.F) {
 	f.Add([]byte{0x82, 0x7e, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fc := &fakeGnet{in: data}
-		w := newWSConn(fc, nil, 1<<16)
+		w := newWSConn(fc, 1<<16)
 		err := w.decode()
 		if w.InboundBuffered() > len(data) {
 			t.Fatalf("decoded %d bytes from %d", w.InboundBuffered(), len(data))

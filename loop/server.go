@@ -8,20 +8,17 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/xpraproxy/xpraproxy/frame"
-	"github.com/xpraproxy/xpraproxy/internal/cmem"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -88,13 +85,9 @@ type Options struct {
 	Config *relay.Config
 	// FirstID is the id of the first accepted connection (default 1).
 	FirstID uint64
-	// BurstGCPercent is the Go GC target while logins run: a burst of
-	// handshakes allocates decoded hellos (a 3.1 client's is 67 KB that
-	// decodes to thousands of values) that are garbage a moment later,
-	// and the steady target tuned for idle density makes the collector
-	// run after every few of them. The steady target comes back a second
-	// after the burst. 0, or a steady target at or above it: unchanged.
-	BurstGCPercent int
+	// ControlTimeout bounds how long a control request (info, list,
+	// stop) waits for a busy loop; default 2 s.
+	ControlTimeout time.Duration
 }
 
 // Server serves listeners until Stop.
@@ -124,19 +117,18 @@ type Server struct {
 	total atomic.Int64 // buffered bytes, summed by the sweeps
 	count atomic.Int64 // open client sessions
 
-	tlsConns atomic.Int64 // TLS bridges (two goroutines each; root proxies)
+	spliced atomic.Int64 // client connections spliced to a worker (splice.go)
+
+	encOnce   sync.Once
+	encConfig *relay.Config // Options.Config for TLS links (adopted)
 
 	// Traffic relayed (added at each full sweep and at each close), and
 	// handshake outcomes.
 	c2s, s2c relay.Traffic
 	outcomes sync.Map // result string → *atomic.Int64
 
-	// Memory of handshake bursts goes back to the OS once they are over.
 	ticks      int          // sweeps so far (ticker goroutine only)
-	handshakes atomic.Int64 // off-loop jobs finished
-	released   int64        // handshakes at the last release (ticker only)
-	releasedAt time.Time
-	gc         burstGC // ticker only
+	handshakes atomic.Int64 // off-loop jobs finished (Activity)
 }
 
 // loopState is touched only on its own loop.
@@ -144,28 +136,10 @@ type loopState struct {
 	el       gnet.EventLoop
 	sessions map[*relay.Session]struct{}
 	urgent   map[*relay.Session]struct{} // swept at every tick
-	pending  map[gnet.Conn]*sniffCtx     // HTTP requests in progress
-	sending  map[gnet.Conn]*sniffCtx     // HTTP responses being written
-	buffered atomic.Int64
-}
-
-// adoptCtx marks a connection handed over by another process.
-type adoptCtx struct{ h *relay.Handoff }
-
-type clientCtx struct {
-	s     *relay.Session
-	ls    *loopState
-	t     *ticket    // nil for adopted connections
-	sniff *sniffInfo // protocol not confirmed yet
-	ws    *wsConn    // WebSocket framing
-	tls   *tlsConn   // TLS on the loop
-}
-
-type serverCtx struct {
-	s  *relay.Session
-	b  *relay.Backend
-	ls *loopState
-	ws *wsConn // ws:// and wss:// targets
+	pending  map[gnet.Conn]*conn         // HTTP requests in progress
+	sending  map[gnet.Conn]*conn         // HTTP responses being written
+	splices  map[*splice]struct{}        // clients spliced to workers
+	buffered atomic.Int64                // read by the ticker
 }
 
 // New makes a server; Run starts it.
@@ -184,6 +158,9 @@ func New(listeners []Listener, opts Options) *Server {
 	}
 	if opts.SocketMode == 0 {
 		opts.SocketMode = 0o600
+	}
+	if opts.ControlTimeout <= 0 {
+		opts.ControlTimeout = onLoopsTimeout
 	}
 	if opts.HTTPTimeout <= 0 {
 		opts.HTTPTimeout = 10 * time.Second
@@ -232,7 +209,16 @@ func (s *Server) Stats() frame.Dict {
 		"connections", s.conns.Load(),
 		"logging-in", s.logins.Load(),
 		"refused", s.refusals.Load(),
+		"spliced", s.spliced.Load(),
 	)
+}
+
+// Activity is how busy the logins keep the proxy, for the process's
+// memory tuning (cmd/xpraproxy owns the GC target and returning memory to
+// the OS): the off-loop jobs finished so far, and whether any is queued or
+// running. Safe from any goroutine.
+func (s *Server) Activity() (handshakes int64, busy bool) {
+	return s.handshakes.Load(), s.auth.busy() || s.dial.busy()
 }
 
 func (l Listener) url() string { return l.Network + "://" + l.Address }
@@ -340,139 +326,10 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
 		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{},
-			pending: map[gnet.Conn]*sniffCtx{}, sending: map[gnet.Conn]*sniffCtx{}}
+			pending: map[gnet.Conn]*conn{}, sending: map[gnet.Conn]*conn{}, splices: map[*splice]struct{}{}}
 		s.loops[el] = ls
 	}
 	return ls
-}
-
-// OnOpen starts a session for a client, or hands an enrolled backend to
-// its session.
-func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	now := time.Now()
-	if sc, ok := c.Context().(*serverCtx); ok {
-		sc.ls = s.loopState(c.EventLoop())
-		b := sc.b
-		sc.b = nil // the server's hello is not kept for the session's life
-		var conn relay.Conn = c
-		if b.WS != nil {
-			sc.ws = newWSConn(c, nil, frame.AbsMaxPacketSize+1<<20)
-			sc.ws.remaining = b.WS.Remaining
-			conn = sc.ws
-		}
-		sc.s.ServerOpened(conn, b, now)
-		return nil, gnet.None
-	}
-	if ac, ok := c.Context().(*adoptCtx); ok {
-		return s.adopted(c, ac.h, now)
-	}
-	ls := s.loopState(c.EventLoop())
-	if tc, ok := c.Context().(*tlsCtx); ok {
-		// The decrypted side of a TLS bridge: sniff again.
-		ctx := s.startSession(c, ls, tc.l.configFor(tc.mode), peerConn{c, tc.peer}, tc.t, now)
-		ctx.sniff = &sniffInfo{l: tc.l, mode: tc.mode, peer: tc.peer}
-		return nil, gnet.None
-	}
-	ac, ok := c.Context().(*acceptCtx)
-	if !ok {
-		s.log.Error("connection without a listener", "local", c.LocalAddr())
-		return nil, gnet.Close
-	}
-	l := ac.l
-	ctx := s.startSession(c, ls, l.Config, c, ac.t, now)
-	if l.Network == "tcp" {
-		ctx.sniff = &sniffInfo{l: l, mode: l.mode()}
-	}
-	return nil, gnet.None
-}
-
-// OnTraffic feeds the bytes to the connection's session. A TLS
-// connection's ciphertext is decrypted first, and everything after sees
-// the plaintext (c becomes the tlsConn).
-func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
-	now := time.Now()
-	if hs, ok := c.Context().(*tlsHandshake); ok {
-		return s.handshakeTraffic(c, hs)
-	}
-	if tl := tlsOf(c.Context()); tl != nil {
-		err := tl.decrypt()
-		if act := s.traffic(tl, now); act != gnet.None || err == nil {
-			return act
-		}
-		if !errors.Is(err, io.EOF) {
-			s.log.Debug("tls stream broken", "peer", c.RemoteAddr().String(), "err", err)
-		}
-		return gnet.Close
-	}
-	return s.traffic(c, now)
-}
-
-func (s *Server) traffic(c gnet.Conn, now time.Time) gnet.Action {
-	switch ctx := c.Context().(type) {
-	case *clientCtx:
-		if ctx.sniff != nil {
-			if act, handled := s.sniff(c, ctx, now); handled {
-				return act
-			}
-		}
-		if ctx.ws != nil {
-			return s.wsTraffic(ctx, now)
-		}
-		ctx.s.ClientTraffic(now)
-	case *sniffCtx:
-		return s.serveHTTP(c, ctx, s.loopState(c.EventLoop()), now)
-	case *serverCtx:
-		if ctx.ws != nil {
-			if err := ctx.ws.decode(); err != nil {
-				ctx.ws.Conn.Discard(ctx.ws.Conn.InboundBuffered())
-				if !errors.Is(err, errWSClosed) {
-					s.log.Warn("bad websocket framing from the server", "session", ctx.s.ID, "err", err)
-				}
-				return gnet.Close
-			}
-		}
-		ctx.s.ServerTraffic(now)
-	default:
-		c.Discard(c.InboundBuffered())
-	}
-	return gnet.None
-}
-
-// OnClose tells the session which side went away.
-func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
-	switch ctx := c.Context().(type) {
-	case *clientCtx:
-		ctx.t.closed()
-		ctx.s.OnClientClosed(err)
-		if _, ok := ctx.ls.sessions[ctx.s]; ok {
-			delete(ctx.ls.sessions, ctx.s)
-			delete(ctx.ls.urgent, ctx.s)
-			s.count.Add(-1)
-			c2s, s2c := ctx.s.TrafficDelta()
-			s.c2s.Add(c2s)
-			s.s2c.Add(s2c)
-			if s.opts.OnClosed != nil {
-				s.opts.OnClosed(ctx.s.ID)
-			}
-		}
-	case *serverCtx:
-		ctx.s.OnServerClosed(err)
-	case *sniffCtx:
-		ctx.t.closed()
-		ls := s.loopState(c.EventLoop())
-		key := c
-		if ctx.tls != nil {
-			key = ctx.tls
-		}
-		delete(ls.pending, key)
-		delete(ls.sending, key)
-	case *tlsHandshake:
-		ctx.closed()
-	}
-	if tl := tlsOf(c.Context()); tl != nil {
-		tl.dropBuffers()
-	}
-	return gnet.None
 }
 
 // OnTick posts a sweep to every loop. It runs on gnet's ticker goroutine,
@@ -495,8 +352,6 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		total += ls.buffered.Load()
 	}
 	s.total.Store(total)
-	s.tuneGC()
-	s.releaseMemory()
 	over := s.opts.MaxBufferTotal > 0 && total > s.opts.MaxBufferTotal
 	s.ticks++
 	full := over || s.ticks%s.opts.FullSweepEvery == 0
@@ -508,122 +363,4 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		}))
 	}
 	return s.opts.SweepInterval, gnet.None
-}
-
-// releaseMemory returns the memory of a burst of handshakes (decoded
-// hellos, sqlite lookups, worker stacks) to the OS once the burst is over,
-// Go's heap and the C heap (sqlite's page caches) alike,
-// at most every 10 s: the density of idle sessions is the point of the
-// proxy. Runs on the ticker goroutine.
-func (s *Server) releaseMemory() {
-	done := s.handshakes.Load()
-	if done == s.released || s.auth.busy() || s.dial.busy() || time.Since(s.releasedAt) < 10*time.Second {
-		return
-	}
-	s.released, s.releasedAt = done, time.Now()
-	debug.FreeOSMemory()
-	cmem.Trim()
-}
-
-// burstGC is the GC target's state across handshake bursts.
-type burstGC struct {
-	seen     int64 // handshakes at the last tick
-	lastBusy time.Time
-	inBurst  bool
-	steady   int // the target to come back to
-}
-
-// tuneGC raises the GC target while handshakes run and restores it a
-// second after the last one (ticker goroutine).
-func (s *Server) tuneGC() {
-	if s.opts.BurstGCPercent <= 0 {
-		return
-	}
-	g := &s.gc
-	done := s.handshakes.Load()
-	busy := done != g.seen || s.auth.busy() || s.dial.busy()
-	g.seen = done
-	now := time.Now()
-	switch {
-	case busy:
-		g.lastBusy = now
-		if !g.inBurst {
-			prev := debug.SetGCPercent(s.opts.BurstGCPercent)
-			if prev < 0 || prev >= s.opts.BurstGCPercent {
-				debug.SetGCPercent(prev) // off, or already at least that
-				return
-			}
-			g.steady, g.inBurst = prev, true
-		}
-	case g.inBurst && now.Sub(g.lastBusy) > time.Second:
-		debug.SetGCPercent(g.steady)
-		g.inBurst = false
-	}
-}
-
-// sweep runs on ls's loop: the urgent sessions (backpressure, closing)
-// every tick; every session (timeouts, buffer accounting, the budget) on a
-// full sweep, which keeps the idle CPU of thousands of sessions low.
-func (s *Server) sweep(ls *loopState, full, overBudget bool) {
-	now := time.Now()
-	for c, sc := range ls.sending {
-		s.sendMore(c, sc, ls, now)
-	}
-	if !full {
-		for sess := range ls.urgent {
-			sess.Sweep(now)
-			if !sess.Urgent() {
-				delete(ls.urgent, sess)
-			}
-		}
-		return
-	}
-	var (
-		held    int64
-		biggest *relay.Session
-		most    int
-		// Strangers are shed before users: the largest session still
-		// logging in goes first.
-		stranger     *relay.Session
-		strangerHeld int
-	)
-	for c, sc := range ls.pending {
-		held += int64(c.InboundBuffered() + c.OutboundBuffered())
-		if now.After(sc.deadline) {
-			delete(ls.pending, c)
-			c.Write(httpResponse(408, "Request Timeout", "request timeout\n", true))
-			c.Close()
-		}
-	}
-	for c := range ls.sending {
-		held += int64(c.InboundBuffered() + c.OutboundBuffered())
-	}
-	var c2s, s2c relay.TrafficTotals
-	for sess := range ls.sessions {
-		n := sess.Sweep(now)
-		held += int64(n)
-		a, b := sess.TrafficDelta()
-		c2s, s2c = c2s.Plus(a), s2c.Plus(b)
-		if sess.Relaying() && n > most {
-			biggest, most = sess, n
-		}
-		if !sess.LoggedIn() && !sess.Closed() && n > strangerHeld {
-			stranger, strangerHeld = sess, n
-		}
-		if !sess.Urgent() {
-			delete(ls.urgent, sess)
-		}
-	}
-	// Over the global budget, each loop sheds its largest relaying
-	// session per sweep until the total falls.
-	switch {
-	case !overBudget:
-	case stranger != nil:
-		stranger.Shed()
-	case biggest != nil && most > 0:
-		biggest.Shed()
-	}
-	ls.buffered.Store(held)
-	s.c2s.Add(c2s)
-	s.s2c.Add(s2c)
 }

@@ -3,7 +3,6 @@ package loop
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -138,20 +137,18 @@ func (s *tlsSocket) SetDeadline(time.Time) error      { return nil }
 func (s *tlsSocket) SetReadDeadline(time.Time) error  { return nil }
 func (s *tlsSocket) SetWriteDeadline(time.Time) error { return nil }
 
-// tlsHandshake is the context of a connection whose handshake runs.
+// tlsHandshake is a connection's TLS handshake in progress.
 type tlsHandshake struct {
-	si   *sniffInfo
-	t    *ticket
 	sock *tlsSocket
 	tc   *tls.Conn
 }
 
 // startLoopTLS begins a TLS handshake on c, which stays on its loop.
-func (s *Server) startLoopTLS(c gnet.Conn, si *sniffInfo, t *ticket) gnet.Action {
+func (s *Server) startLoopTLS(c gnet.Conn, cn *conn) gnet.Action {
 	sock := newTLSSocket(c)
-	hs := &tlsHandshake{si: si, t: t, sock: sock, tc: tls.Server(sock, si.l.TLS)}
-	c.SetContext(hs)
-	timeout := min(si.l.Config.LoginTimeout, s.opts.HTTPTimeout)
+	hs := &tlsHandshake{sock: sock, tc: tls.Server(sock, cn.pre.l.TLS)}
+	cn.role, cn.pre.hs = roleHandshake, hs
+	timeout := min(cn.pre.l.Config.LoginTimeout, s.opts.HTTPTimeout)
 	go func() {
 		// A TLS handshake needs seconds, not the login timeout: a
 		// half-open handshake holds a goroutine.
@@ -163,12 +160,13 @@ func (s *Server) startLoopTLS(c gnet.Conn, si *sniffInfo, t *ticket) gnet.Action
 		sock.mu.Unlock()
 		_ = c.Wake(nil)
 	}()
-	return s.handshakeTraffic(c, hs)
+	return s.handshakeTraffic(c, cn)
 }
 
 // handshakeTraffic passes the client's bytes to the handshake and sends
 // what it wrote; once it is done, the decrypted stream is sniffed again.
-func (s *Server) handshakeTraffic(c gnet.Conn, hs *tlsHandshake) gnet.Action {
+func (s *Server) handshakeTraffic(c gnet.Conn, cn *conn) gnet.Action {
+	hs := cn.pre.hs
 	sock := hs.sock
 	n := c.InboundBuffered()
 	sock.mu.Lock()
@@ -201,35 +199,19 @@ func (s *Server) handshakeTraffic(c gnet.Conn, hs *tlsHandshake) gnet.Action {
 	// the socket and crypto/tls.
 	sock.onLoop = true
 	inner := modeInnerAny
-	if hs.si.mode == modeHTTP || hs.si.mode == modeTLSHTTP {
+	if cn.pre.mode == modeHTTP || cn.pre.mode == modeTLSHTTP {
 		inner = modeInnerHTTP
 	}
-	tl := &tlsConn{Conn: c, tc: hs.tc, sock: sock}
-	ctx := s.startSession(tl, s.loopState(c.EventLoop()), hs.si.l.configFor(inner), tl, hs.t, time.Now())
-	ctx.sniff = &sniffInfo{l: hs.si.l, mode: inner, peer: c.RemoteAddr()}
+	cn.tls = &tlsConn{Conn: c, tc: hs.tc, sock: sock}
+	cn.role, cn.pre.hs, cn.pre.mode = roleSniff, nil, inner
+	s.startSession(cn.tls, cn, cn.pre.l.configFor(inner), cn.tls, time.Now())
 	return s.OnTraffic(c) // the client may have sent more already
 }
 
-// handshakeClosed: the connection went away during the handshake.
+// closed: the connection went away during the handshake.
 func (hs *tlsHandshake) closed() {
-	hs.t.closed()
 	hs.sock.mu.Lock()
 	hs.sock.closed = true
 	hs.sock.mu.Unlock()
 	hs.sock.cond.Broadcast()
 }
-
-// tlsOf returns the TLS layer of a connection's context, if any.
-func tlsOf(ctx any) *tlsConn {
-	switch v := ctx.(type) {
-	case *clientCtx:
-		return v.tls
-	case *sniffCtx:
-		return v.tls
-	}
-	return nil
-}
-
-// errTLSHandoff: a worker cannot take over a TLS session whose record
-// layer lives in this process.
-var errTLSHandoff = errors.New("a TLS session terminated on the event loop cannot be handed to a worker")

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // tlsConn is a TLS connection's decrypted stream on the loop; it is a
@@ -220,6 +222,7 @@ func (t *tlsConn) dropBuffers() {
 	t.in, t.off = nil, 0
 }
 
-// Transport is relay.Transported: the record layer lives in this
-// process, so a worker cannot take the socket over.
-func (t *tlsConn) Transport() (string, error) { return "", errTLSHandoff }
+// HandoffLink is relay.Transported: the record layer stays in this
+// process (crypto/tls cannot hand a live session's keys to another), and
+// a worker gets the plaintext through a splice (splice.go).
+func (t *tlsConn) HandoffLink() (relay.Link, error) { return relay.Link{TLS: true}, nil }

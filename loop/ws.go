@@ -9,6 +9,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // wsConn carries an xpra stream in WebSocket binary frames over a gnet
@@ -19,8 +21,6 @@ import (
 // going out in one writev.
 type wsConn struct {
 	gnet.Conn
-	peer net.Addr // the real peer when c is a TLS bridge
-
 	in  []byte // decoded payload not yet consumed by the relay
 	off int
 
@@ -43,24 +43,18 @@ type wsConn struct {
 // errWSClosed: the peer sent a close frame (answered).
 var errWSClosed = errors.New("loop: websocket closed by the peer")
 
-func newWSConn(c gnet.Conn, peer net.Addr, maxFrame int64) *wsConn {
-	return &wsConn{Conn: c, peer: peer, max: maxFrame}
+func newWSConn(c gnet.Conn, maxFrame int64) *wsConn {
+	return &wsConn{Conn: c, max: maxFrame}
 }
 
-// Transport is relay.Transported: a worker can take the connection over
-// only between frames.
-func (w *wsConn) Transport() (string, error) {
+// HandoffLink is relay.Transported: a worker can take the connection
+// over only between frames, and goes on applying the masking rule.
+func (w *wsConn) HandoffLink() (relay.Link, error) {
 	if w.remaining > 0 || w.Conn.InboundBuffered() > 0 {
-		return "", errors.New("packet received before the server's hello")
+		return relay.Link{}, errors.New("packet received before the server's hello")
 	}
-	return "ws", nil
-}
-
-func (w *wsConn) RemoteAddr() net.Addr {
-	if w.peer != nil {
-		return w.peer
-	}
-	return w.Conn.RemoteAddr()
+	_, overTLS := w.Conn.(*tlsConn)
+	return relay.Link{Transport: "ws", RequireMask: w.requireMask, TLS: overTLS}, nil
 }
 
 // decode moves every complete or partial data frame payload from gnet's

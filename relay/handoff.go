@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
@@ -30,17 +29,31 @@ type Handoff struct {
 	// own encoder, so that every value keeps its type.
 	Hello   []byte    `json:"hello"`
 	Started time.Time `json:"started"`
-	// Transport is "ws" when the client speaks xpra in WebSocket frames
-	// (the worker goes on framing); TLS stays in the process that
-	// terminated it, which passes the decrypted end.
-	Transport string `json:"transport,omitempty"`
+	// Link is what the accepting process learnt of the client's
+	// transport that the worker must go on applying.
+	Link Link `json:"link"`
 }
 
-// Transported is a client connection that wraps the xpra stream (the
-// WebSocket framing); Transport names it for a handoff, and fails while a
-// frame is half read.
+// Link is a client's transport as a handoff carries it: what the
+// process that accepted the connection decided for it and the worker's
+// relay must keep to.
+type Link struct {
+	// Transport is "ws" when the client speaks xpra in WebSocket frames
+	// (the worker goes on framing); "" for a plain stream.
+	Transport string `json:"transport,omitempty"`
+	// RequireMask: the client must mask its WebSocket frames (its
+	// upgrade came from a browser, or --websocket-require-mask).
+	RequireMask bool `json:"require_mask,omitempty"`
+	// TLS: the client's link is TLS, terminated by the accepting
+	// process (which holds the key); the worker reads its plaintext.
+	TLS bool `json:"tls,omitempty"`
+}
+
+// Transported is a client connection that wraps the xpra stream (TLS,
+// WebSocket framing); HandoffLink describes it for a handoff, and fails
+// while a frame is half read.
 type Transported interface {
-	Transport() (string, error)
+	HandoffLink() (Link, error)
 }
 
 // HandOffFunc passes a client's socket and its handoff to the worker for
@@ -48,9 +61,10 @@ type Transported interface {
 // socket) whether it fails or not.
 type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
 
-// handOff moves the client to a worker: its socket is dup'ed and the
-// loop's connection closed at once, so that this process reads nothing
-// more from it.
+// handOff moves the client to a worker: the host releases the client's
+// connection as a socket for the worker (the socket itself, or the
+// plaintext end of a splice when the transport stays here), so that
+// this session reads nothing more from it.
 func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *StartRequest, acct authn.Account, opts []authn.Option) {
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
@@ -71,22 +85,20 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 		h.Pool = pool.Name
 	}
 	if t, ok := s.client.(Transported); ok {
-		if h.Transport, err = t.Transport(); err != nil {
+		if h.Link, err = t.HandoffLink(); err != nil {
 			s.disconnect("protocol error", err.Error())
 			return
 		}
 	}
-	fd, err := syscall.Dup(s.client.Fd())
+	s.admit()
+	s.state = stateHandedOff
+	f, err := s.host.Release(s.client)
 	if err != nil {
-		s.logger().Warn("cannot duplicate the client socket", "err", err)
+		s.logger().Warn("cannot hand the client socket over", "err", err)
+		s.state = stateBusy
 		s.disconnect("server error", "cannot relay the connection")
 		return
 	}
-	syscall.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), "client")
-	s.admit()
-	s.state = stateHandedOff
-	s.host.Detach(s.client)
 	enc, log := s.enc, s.logger()
 	s.login = login{}
 	handOff := func() error { return s.cfg.HandOff(h, acct, f) }

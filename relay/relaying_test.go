@@ -358,8 +358,8 @@ func TestHandOffAndAdopt(t *testing.T) {
 	p := newPeer(t, cfg)
 	p.c.FD = fds[0]
 	p.login(xpratest.Hello("foo"), "bar")
-	if got == nil || !p.h.Detached || gotUID != 65534 || len(got.Candidates) != 1 || got.User != "foo" {
-		t.Fatalf("handoff: %+v detached %v uid %d", got, p.h.Detached, gotUID)
+	if got == nil || !p.h.Released || gotUID != 65534 || len(got.Candidates) != 1 || got.User != "foo" {
+		t.Fatalf("handoff: %+v released %v uid %d", got, p.h.Released, gotUID)
 	}
 	// The worker's side.
 	h := &xpratest.Host{}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"os"
 	"log/slog"
 	"net"
 	"strconv"
@@ -52,10 +53,14 @@ type Host interface {
 	// Post runs fn on the session's loop, from any goroutine (encoder
 	// results).
 	Post(fn func())
-	// Detach closes the loop's client connection at once, without
-	// writing or shutting anything down: the socket lives on in another
-	// process. The session then counts as closed.
-	Detach(c Conn)
+	// Release gives the client's connection up for another process (a
+	// privilege-separated worker): a socket from which that process reads
+	// and writes the client's xpra stream — the connection's own (a dup,
+	// the loop's connection closed at once, without writing or shutting
+	// anything down), or the plaintext end of a splice when the
+	// transport (TLS, a stream) must stay in this process. The session
+	// then counts as closed here; the caller owns the file.
+	Release(c Conn) (*os.File, error)
 	// Stats are the proxy's own figures (sessions, memory) that a
 	// session's info includes; nil for none. Called from any goroutine.
 	Stats() frame.Dict
@@ -225,6 +230,11 @@ func (s *Session) Urgent() bool {
 
 // Relaying reports whether the session passes packets through.
 func (s *Session) Relaying() bool { return s.state == stateRelay }
+
+// MaxBuffer is the bytes the session may hold queued for a slow peer
+// (--max-session-buffer; 0: no limit): what a transport kept outside the
+// session (a splice) may hold too.
+func (s *Session) MaxBuffer() int { return s.cfg.MaxSessionBuffer }
 
 // Closed reports whether the session is over.
 func (s *Session) Closed() bool { return s.state == stateClosed }

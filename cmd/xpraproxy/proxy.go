@@ -107,6 +107,9 @@ func proxyMain(args []string) int {
 		log.Info("stopping", "signal", s.String())
 		ctl.Shutdown()
 	}()
+	tuning := make(chan struct{})
+	defer close(tuning)
+	go runMemTuner(srv, o.burstGC, tuning)
 	go func() {
 		<-srv.Ready()
 		log.Info("xpraproxy ready", "version", relay.Version, "display", o.display, "pid", os.Getpid())
@@ -403,7 +406,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
 		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
-		WSRequireMask: o.wsRequireMask, BurstGCPercent: o.burstGC})
+		WSRequireMask: o.wsRequireMask})
 	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
 	ctl.srv, ctl.log = srv, log
 	return srv, ctl, nil

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,7 +137,7 @@ type Host struct {
 	Server   *Conn // the backend's side once enrolled
 	Admits   int
 	Watched  int
-	Detached bool
+	Released bool // Release was called
 	// Refuse makes Go report a full queue.
 	Refuse bool
 	// Outcomes counts handshake results (CountHandshake).
@@ -175,7 +177,18 @@ func (h *Host) CountHandshake(result string) {
 }
 func (h *Host) Watch(*relay.Session) { h.Watched++ }
 func (h *Host) Post(fn func())       { h.post(fn) }
-func (h *Host) Detach(c relay.Conn)  { h.Detached = true; c.Close() }
+
+// Release hands the client's socket over as the loop does for a plain
+// socket: a dup, the connection closed.
+func (h *Host) Release(c relay.Conn) (*os.File, error) {
+	fd, err := syscall.Dup(c.Fd())
+	if err != nil {
+		return nil, err
+	}
+	h.Released = true
+	c.Close()
+	return os.NewFile(uintptr(fd), "client"), nil
+}
 
 // Enroll closes the backend's socket (its hello is in b) and serves the
 // session's server side from a Conn, as the loop would.

@@ -1,0 +1,211 @@
+package loop
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// A splice joins a client whose transport must stay in this process to
+// the worker that relays its session (a root proxy, docs/privsep.md).
+// TLS stays here because crypto/tls cannot hand a live session's keys to
+// another process and the private key is root's alone; a stream's
+// transport (an SSH channel, a QUIC stream) likewise lives in the library
+// that holds its keys. The worker gets one end of a socketpair and reads
+// the client's plaintext xpra stream from it as from any socket; the
+// other end joins the client's loop, which moves the bytes between the
+// two as they come, decrypting and encrypting on the way. No goroutine,
+// and no packet is decoded here: the supervisor only moves plaintext.
+//
+// Both ends are connections of one loop; a splice is touched only there.
+// What either direction may hold queued is bounded by the session's
+// buffer limit: past it the splice ends (both sockets close, the worker
+// sees its client gone), since gnet reads whatever comes and the bytes
+// have no packet boundary here at which a disconnect could be written.
+type splice struct {
+	srv     *Server
+	ls      *loopState
+	id      uint64    // the session handed over, for logs
+	outer   gnet.Conn // the client's socket
+	tls     *tlsConn  // its record layer
+	inner   gnet.Conn // this process's end of the socketpair, once open
+	max     int       // bytes one direction may hold queued
+	drainBy time.Time // the worker's end closed: the client gets what is queued until then
+	ended   bool
+}
+
+// drainTime bounds how long a client gets to read what its worker sent
+// before closing.
+const drainTime = 10 * time.Second
+
+// splice turns the client connection sock (with its TLS layer) into the
+// outer end of a splice and returns the socket the worker gets. It runs
+// on the loop; the session leaves this loop's sets.
+func (s *Server) splice(sock gnet.Conn, cn *conn) (*os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("loop: splice: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "splice")
+	nc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		syscall.Close(fds[1])
+		return nil, fmt.Errorf("loop: splice: %w", err)
+	}
+	sp := &splice{srv: s, ls: cn.ls, outer: sock, tls: cn.tls, max: max(cn.sess.MaxBuffer(), 1<<20), id: cn.sess.ID}
+	el := sock.EventLoop()
+	// gnet dups the socket and closes nc itself.
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), &conn{role: roleSplice, sp: sp}), nc)
+	if err != nil {
+		nc.Close()
+		syscall.Close(fds[1])
+		return nil, fmt.Errorf("loop: splice: %w", err)
+	}
+	go func() {
+		if r := <-ch; r.Err != nil {
+			_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				sp.fail("cannot join the worker's socket to the loop: " + r.Err.Error())
+				return nil
+			}))
+		}
+	}()
+	s.dropSession(cn)
+	cn.role, cn.sp, cn.sess, cn.ws = roleSplice, sp, nil, nil
+	cn.ls.splices[sp] = struct{}{}
+	s.spliced.Add(1)
+	return os.NewFile(uintptr(fds[1]), "client"), nil
+}
+
+// opened: the worker's end is on the loop; what the client sent
+// meanwhile goes first.
+func (sp *splice) opened(c gnet.Conn) {
+	if sp.ended {
+		c.Close()
+		return
+	}
+	sp.inner = c
+	sp.toWorker()
+}
+
+// traffic moves what arrived on either end to the other.
+func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
+	if cn.tls == nil {
+		sp.toClient()
+		return gnet.None
+	}
+	err := sp.tls.decrypt()
+	sp.toWorker()
+	if err != nil {
+		// The client closed its TLS stream (or broke it): the worker
+		// sees its client gone once what came before is passed on.
+		sp.end()
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// toWorker passes the client's plaintext to the worker.
+func (sp *splice) toWorker() {
+	n := sp.tls.InboundBuffered()
+	if n == 0 || sp.ended {
+		return
+	}
+	if sp.inner == nil {
+		if n > sp.max {
+			sp.fail(fmt.Sprintf("the client sent more than %d bytes before its worker was reached", sp.max))
+		}
+		return
+	}
+	b, _ := sp.tls.Peek(n)
+	sp.inner.Write(b)
+	sp.tls.Discard(n)
+	if sp.inner.OutboundBuffered() > sp.max {
+		sp.fail(fmt.Sprintf("the worker did not read %d bytes of its client's", sp.inner.OutboundBuffered()))
+	}
+}
+
+// toClient encrypts the worker's bytes to the client.
+func (sp *splice) toClient() {
+	n := sp.inner.InboundBuffered()
+	if n == 0 {
+		return
+	}
+	if sp.ended {
+		sp.inner.Discard(n)
+		return
+	}
+	b, _ := sp.inner.Peek(n)
+	_, err := sp.tls.Write(b)
+	sp.inner.Discard(n)
+	switch {
+	case err != nil:
+		sp.fail("cannot write to the client: " + err.Error())
+	case sp.outer.OutboundBuffered() > sp.max:
+		sp.fail(fmt.Sprintf("connection too slow: more than %d bytes buffered", sp.max))
+	}
+}
+
+// held is the bytes the splice holds in user space.
+func (sp *splice) held() int {
+	n := sp.outer.InboundBuffered() + sp.outer.OutboundBuffered() + sp.tls.InboundBuffered()
+	if sp.inner != nil {
+		n += sp.inner.InboundBuffered() + sp.inner.OutboundBuffered()
+	}
+	return n
+}
+
+// closed: one end's connection is gone.
+func (sp *splice) closed(cn *conn) {
+	if cn.tls != nil {
+		// The client: nothing more to relay.
+		cn.t.closed()
+		delete(sp.ls.splices, sp)
+		sp.srv.spliced.Add(-1)
+		sp.end()
+		return
+	}
+	// The worker ended the session: the client gets what is queued (the
+	// worker's disconnect packet), then close_notify.
+	sp.inner = nil
+	if sp.ended {
+		return
+	}
+	sp.ended = true
+	if sp.outer.OutboundBuffered() == 0 {
+		sp.tls.Close()
+		return
+	}
+	sp.drainBy = time.Now().Add(drainTime)
+}
+
+// end closes the worker's end (it sees its client gone).
+func (sp *splice) end() {
+	sp.ended = true
+	if sp.inner != nil {
+		sp.inner.Close()
+	}
+}
+
+// fail ends both sides of a splice that cannot go on.
+func (sp *splice) fail(why string) {
+	if sp.ended {
+		return
+	}
+	sp.srv.log.Warn("splice to the worker ended", "session", sp.id, "peer", sp.outer.RemoteAddr().String(), "why", why)
+	sp.end()
+	sp.tls.Close()
+}
+
+// sweep closes a drained client (loop only).
+func (sp *splice) sweep(now time.Time) {
+	if !sp.drainBy.IsZero() && (sp.outer.OutboundBuffered() == 0 || now.After(sp.drainBy)) {
+		sp.drainBy = time.Time{}
+		sp.tls.Close()
+	}
+}
