@@ -2,6 +2,8 @@ package loop
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +57,19 @@ func (p *workPool) busy() bool { return len(p.jobs) > 0 || p.active.Load() > 0 }
 
 const workerIdle = 10 * time.Second
 
+// run does a job's work. A panic there (an authentication module, a
+// router, a session start) is the job's failure, never the process's:
+// relay's sessions catch their own and end that login with a reason, and
+// this is the last line for any other job. done still runs on the loop.
+func (p *workPool) run(j job) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.srv.log.Error("panic in off-loop work", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	j.work()
+}
+
 func (p *workPool) worker() {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
@@ -62,7 +77,7 @@ func (p *workPool) worker() {
 		select {
 		case j := <-p.jobs:
 			p.active.Add(1)
-			j.work()
+			p.run(j)
 			p.active.Add(-1)
 			p.srv.handshakes.Add(1)
 			_ = j.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
@@ -117,6 +118,12 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 	}
 	var err2 error
 	queued := s.host.Go(WorkDial, func() {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic handing a client over", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				fail(fmt.Errorf("panic: %v", r))
+			}
+		}()
 		if err2 = handOff(); err2 != nil {
 			fail(err2)
 		}
@@ -134,6 +141,10 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time) (*Session, error) {
 	s := NewSession(h.ID, cfg, host, client, now)
 	s.peer, s.user, s.started = h.Peer, h.User, h.Started
+	if h.Link != (Link{}) {
+		link := h.Link
+		s.link = &link
+	}
 	var (
 		r   frame.Reader
 		err error

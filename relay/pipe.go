@@ -492,6 +492,22 @@ func (s *Session) clientInfo() frame.Dict {
 	return d
 }
 
+// linkInfo is the client's connection as info shows it: its address and,
+// for a client adopted from another process, the transport found there.
+func (s *Session) linkInfo() frame.Dict {
+	d := frame.NewDict("peer", s.peer)
+	if s.link != nil {
+		if s.link.Transport != "" {
+			d.Set("transport", s.link.Transport)
+		}
+		d.Set("tls", s.link.TLS)
+		if s.link.Transport == "ws" {
+			d.Set("websocket-require-mask", s.link.RequireMask)
+		}
+	}
+	return d
+}
+
 // Summary describes the session alone, cheaply enough to list thousands:
 // who, where to, traffic, latency and the process that relays it.
 func (s *Session) Summary() frame.Dict {
@@ -501,7 +517,7 @@ func (s *Session) Summary() frame.Dict {
 	d.Set("user", s.user)
 	d.Set("state", s.state.String())
 	d.Set("uptime", int64(time.Since(s.started).Seconds()))
-	d.Set("client", frame.NewDict("peer", s.peer))
+	d.Set("client", s.linkInfo())
 	if s.display != "" {
 		d.Set("display", s.display)
 		d.Set("target", s.target)

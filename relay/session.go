@@ -2,9 +2,10 @@ package relay
 
 import (
 	"fmt"
-	"os"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,7 @@ type Session struct {
 	display   string
 	target    string
 	pool      string // the pool the target came from
+	link      *Link  // an adopted client's transport as the accepting process found it; nil otherwise
 
 	deadline time.Time // login deadline, or the close grace end
 	drainBy  time.Time // closing: hard deadline for the queued bytes
@@ -310,16 +312,33 @@ func (s *Session) ServerTraffic(now time.Time) {
 // goroutines.
 func (s *Session) offLoop(kind WorkKind, work, then, abandoned func()) {
 	s.state = stateBusy
+	var panicked any
+	guarded := func() {
+		// A module, a router or a session start that panics ends this
+		// login with a reason, never the process.
+		defer func() {
+			if r := recover(); r != nil {
+				panicked = r
+				s.cfg.Log.Error("panic in off-loop work", "session", s.ID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
+		}()
+		work()
+	}
 	done := func() {
 		if s.state != stateBusy {
-			if abandoned != nil {
+			if abandoned != nil && panicked == nil {
 				abandoned()
 			}
 			return
 		}
+		if panicked != nil {
+			s.outcome("error")
+			s.disconnect("server error", "internal error, see the proxy's log")
+			return
+		}
 		then()
 	}
-	if !s.host.Go(kind, work, done) {
+	if !s.host.Go(kind, guarded, done) {
 		s.outcome("busy")
 		s.logger().Warn("off-loop work queue full", "user", s.logUser(), "kind", int(kind))
 		s.disconnect("server error", "the proxy is too busy, try again later")
