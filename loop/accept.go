@@ -123,6 +123,12 @@ func (s *Server) listen() error {
 }
 
 func (s *Server) closeListeners() {
+	s.mu.Lock()
+	for _, c := range s.anchors {
+		c.Close()
+	}
+	s.anchors = nil
+	s.mu.Unlock()
 	for i := range s.listeners {
 		if ln := s.listeners[i].ln; ln != nil {
 			ln.Close()

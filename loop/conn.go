@@ -40,9 +40,10 @@ const (
 	roleServer                // a session's backend: sess (pre.backend until OnOpen)
 	roleAdopted               // a client handed over by another process, OnOpen not run yet: pre.handoff
 	roleSplice                // one end of a splice to a worker (splice.go): sp
+	roleAnchor                // the server's own connection that makes its loop known (anchorLoops)
 )
 
-var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice"}
+var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice", "anchor"}
 
 func (r role) String() string {
 	if int(r) < len(roleNames) {
@@ -73,6 +74,13 @@ func connOf(c gnet.Conn) *conn {
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cn := connOf(c)
 	if cn == nil {
+		if c.LocalAddr().String() == s.anchorPath {
+			// One of the server's own connections that make every loop
+			// known (anchorLoops).
+			c.SetContext(&conn{role: roleAnchor})
+			s.loopState(c.EventLoop())
+			return nil, gnet.None
+		}
 		s.log.Error("connection without a role", "local", c.LocalAddr())
 		return nil, gnet.Close
 	}
@@ -93,7 +101,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return s.adopted(c, cn, now)
 	case roleAccepted:
 		l := cn.pre.l
-		s.startSession(c, cn, l.Config, c, now)
+		s.startSession(c.EventLoop(), cn, l.Config, c, now)
 		if l.Network == "tcp" {
 			cn.role, cn.pre.mode = roleSniff, l.mode()
 		} else {
@@ -207,8 +215,8 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 
 // startSession makes the relay session of a connection that speaks xpra
 // (rc is c, or the WebSocket framing over it) and counts it.
-func (s *Server) startSession(c gnet.Conn, cn *conn, cfg *relay.Config, rc relay.Conn, now time.Time) {
-	h := &host{srv: s, el: c.EventLoop(), ls: cn.ls, t: cn.t}
+func (s *Server) startSession(el gnet.EventLoop, cn *conn, cfg *relay.Config, rc relay.Conn, now time.Time) {
+	h := &host{srv: s, el: el, ls: cn.ls, t: cn.t}
 	cn.sess = relay.NewSession(s.nextID.Add(1), cfg, h, rc, now)
 	if w, ok := rc.(*wsConn); ok {
 		cn.ws = w

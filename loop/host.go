@@ -39,35 +39,30 @@ func (h *host) Admitted(*relay.Session) { h.t.admitted() }
 // loop) so that nothing more is read from it; a TLS connection's
 // plaintext through a splice, the record layer staying here.
 func (h *host) Release(c relay.Conn) (*os.File, error) {
-	sock := socketOf(c)
-	if sock == nil {
-		return nil, errors.New("loop: not a connection of this loop")
+	switch end := transportOf(c).(type) {
+	case *tlsConn:
+		return h.srv.splice(connOf(end.Conn), end)
+	case *streamConn:
+		return h.srv.splice(end.cn, end)
+	case gnet.Conn:
+		fd, err := syscall.Dup(end.Fd())
+		if err != nil {
+			return nil, fmt.Errorf("loop: duplicate the client socket: %w", err)
+		}
+		syscall.CloseOnExec(fd)
+		_ = h.el.Close(end)
+		return os.NewFile(uintptr(fd), "client"), nil
 	}
-	cn := connOf(sock)
-	if cn != nil && cn.tls != nil {
-		return h.srv.splice(sock, cn)
-	}
-	fd, err := syscall.Dup(sock.Fd())
-	if err != nil {
-		return nil, fmt.Errorf("loop: duplicate the client socket: %w", err)
-	}
-	syscall.CloseOnExec(fd)
-	_ = h.el.Close(sock)
-	return os.NewFile(uintptr(fd), "client"), nil
+	return nil, errors.New("loop: not a connection of this loop")
 }
 
-// socketOf is gnet's own connection under the layers a session reads
-// through (gnet's loop methods take nothing else).
-func socketOf(c any) gnet.Conn {
-	switch v := c.(type) {
-	case *wsConn:
-		return socketOf(v.Conn)
-	case *tlsConn:
-		return v.Conn
-	case gnet.Conn:
-		return v
+// transportOf is the connection under a client's WebSocket framing: its
+// TLS layer, its stream, or gnet's socket.
+func transportOf(c relay.Conn) relay.Conn {
+	if w, ok := c.(*wsConn); ok {
+		return w.Conn
 	}
-	return nil
+	return c
 }
 
 // Post runs fn on the session's loop.

@@ -112,10 +112,17 @@ type Server struct {
 	stopping      atomic.Bool
 	files         fileCache
 
-	mu    sync.Mutex
-	loops map[gnet.EventLoop]*loopState
-	total atomic.Int64 // buffered bytes, summed by the sweeps
-	count atomic.Int64 // open client sessions
+	mu        sync.Mutex
+	loops     map[gnet.EventLoop]*loopState
+	loopOrder []*loopState // the loops in the order they became known (streams take them in turn)
+	nextLoop  int
+	// anchorPath is gnet's own listener, which only the server dials:
+	// one connection per loop there makes every loop known before any
+	// client arrives (a server of streams alone has no other).
+	anchorPath string
+	anchors    []net.Conn
+	total      atomic.Int64 // buffered bytes, summed by the sweeps
+	count      atomic.Int64 // open client sessions
 
 	spliced atomic.Int64 // client connections spliced to a worker (splice.go)
 
@@ -257,7 +264,8 @@ func (s *Server) Run() error {
 		return fmt.Errorf("loop: %w", err)
 	}
 	defer os.RemoveAll(private)
-	err = gnet.Rotate(s, []string{"unix://" + filepath.Join(private, "gnet")}, opts...)
+	s.anchorPath = filepath.Join(private, "gnet")
+	err = gnet.Rotate(s, []string{"unix://" + s.anchorPath}, opts...)
 	s.closeListeners()
 	if err == nil && !s.stopping.Load() {
 		// gnet logs why and returns nil; a supervisor must see a
@@ -265,6 +273,37 @@ func (s *Server) Run() error {
 		err = errors.New("loop: the event loops ended unexpectedly")
 	}
 	return err
+}
+
+// anchorLoops dials gnet's own listener once per event loop, one at a
+// time: the least-connections balancer gives each dial a loop without
+// connections, so every loop becomes known (OnOpen, roleAnchor). They
+// stay open until Stop and hold no session.
+func (s *Server) anchorLoops() {
+	n := s.opts.Loops
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	for range n {
+		before := s.knownLoops()
+		c, err := net.Dial("unix", s.anchorPath)
+		if err != nil {
+			s.log.Warn("cannot reach the loops' own listener", "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.anchors = append(s.anchors, c)
+		s.mu.Unlock()
+		for deadline := time.Now().Add(time.Second); s.knownLoops() == before && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func (s *Server) knownLoops() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.loops)
 }
 
 // Ready is closed once the listeners accept connections and the loops
@@ -328,6 +367,7 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{},
 			pending: map[gnet.Conn]*conn{}, sending: map[gnet.Conn]*conn{}, splices: map[*splice]struct{}{}}
 		s.loops[el] = ls
+		s.loopOrder = append(s.loopOrder, ls)
 	}
 	return ls
 }
@@ -336,10 +376,13 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 // which must not touch connections itself.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.upOnce.Do(func() {
-		for i := range s.listeners {
-			go s.acceptLoop(&s.listeners[i])
-		}
-		close(s.up)
+		go func() {
+			s.anchorLoops()
+			for i := range s.listeners {
+				go s.acceptLoop(&s.listeners[i])
+			}
+			close(s.up)
+		}()
 	})
 	s.mu.Lock()
 	states := make([]*loopState, 0, len(s.loops))

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,25 +29,40 @@ import (
 // sees its client gone), since gnet reads whatever comes and the bytes
 // have no packet boundary here at which a disconnect could be written.
 type splice struct {
-	srv     *Server
-	ls      *loopState
-	id      uint64    // the session handed over, for logs
-	outer   gnet.Conn // the client's socket
-	tls     *tlsConn  // its record layer
-	inner   gnet.Conn // this process's end of the socketpair, once open
-	max     int       // bytes one direction may hold queued
-	drainBy time.Time // the worker's end closed: the client gets what is queued until then
-	ended   bool
+	srv      *Server
+	ls       *loopState
+	id       uint64    // the session handed over, for logs
+	client   spliceEnd // the client's plaintext: its TLS layer, or its stream
+	clientCn *conn     // the client's connection (its ticket)
+	inner    gnet.Conn // this process's end of the socketpair, once open
+	innerCn  *conn     // its role
+	max      int       // bytes one direction may hold queued
+	drainBy  time.Time // the worker's end closed: the client gets what is queued until then
+	ended    bool
+}
+
+// spliceEnd is the client's side of a splice: a tlsConn or a streamConn.
+type spliceEnd interface {
+	InboundBuffered() int
+	OutboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Write(p []byte) (int, error)
+	Close() error
+	RemoteAddr() net.Addr
 }
 
 // drainTime bounds how long a client gets to read what its worker sent
 // before closing.
 const drainTime = 10 * time.Second
 
-// splice turns the client connection sock (with its TLS layer) into the
-// outer end of a splice and returns the socket the worker gets. It runs
+// splice turns the client connection cn (whose plaintext is end) into the
+// client side of a splice and returns the socket the worker gets. It runs
 // on the loop; the session leaves this loop's sets.
-func (s *Server) splice(sock gnet.Conn, cn *conn) (*os.File, error) {
+func (s *Server) splice(cn *conn, end spliceEnd) (*os.File, error) {
+	if cn == nil || cn.sess == nil {
+		return nil, errors.New("loop: splice: not a client session")
+	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("loop: splice: %w", err)
@@ -58,10 +74,11 @@ func (s *Server) splice(sock gnet.Conn, cn *conn) (*os.File, error) {
 		syscall.Close(fds[1])
 		return nil, fmt.Errorf("loop: splice: %w", err)
 	}
-	sp := &splice{srv: s, ls: cn.ls, outer: sock, tls: cn.tls, max: max(cn.sess.MaxBuffer(), 1<<20), id: cn.sess.ID}
-	el := sock.EventLoop()
+	sp := &splice{srv: s, ls: cn.ls, client: end, clientCn: cn, max: max(cn.sess.MaxBuffer(), 1<<20), id: cn.sess.ID}
+	sp.innerCn = &conn{role: roleSplice, sp: sp}
+	el := cn.ls.el
 	// gnet dups the socket and closes nc itself.
-	ch, err := el.Enroll(gnet.NewContext(context.Background(), &conn{role: roleSplice, sp: sp}), nc)
+	ch, err := el.Enroll(gnet.NewContext(context.Background(), sp.innerCn), nc)
 	if err != nil {
 		nc.Close()
 		syscall.Close(fds[1])
@@ -93,13 +110,14 @@ func (sp *splice) opened(c gnet.Conn) {
 	sp.toWorker()
 }
 
-// traffic moves what arrived on either end to the other.
+// traffic moves what arrived on either gnet end to the other: the
+// worker's bytes, or a TLS client's records.
 func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
-	if cn.tls == nil {
+	if cn == sp.innerCn {
 		sp.toClient()
 		return gnet.None
 	}
-	err := sp.tls.decrypt()
+	err := cn.tls.decrypt()
 	sp.toWorker()
 	if err != nil {
 		// The client closed its TLS stream (or broke it): the worker
@@ -112,7 +130,7 @@ func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
 
 // toWorker passes the client's plaintext to the worker.
 func (sp *splice) toWorker() {
-	n := sp.tls.InboundBuffered()
+	n := sp.client.InboundBuffered()
 	if n == 0 || sp.ended {
 		return
 	}
@@ -122,9 +140,9 @@ func (sp *splice) toWorker() {
 		}
 		return
 	}
-	b, _ := sp.tls.Peek(n)
+	b, _ := sp.client.Peek(n)
 	sp.inner.Write(b)
-	sp.tls.Discard(n)
+	sp.client.Discard(n)
 	if sp.inner.OutboundBuffered() > sp.max {
 		sp.fail(fmt.Sprintf("the worker did not read %d bytes of its client's", sp.inner.OutboundBuffered()))
 	}
@@ -141,19 +159,19 @@ func (sp *splice) toClient() {
 		return
 	}
 	b, _ := sp.inner.Peek(n)
-	_, err := sp.tls.Write(b)
+	_, err := sp.client.Write(b)
 	sp.inner.Discard(n)
 	switch {
 	case err != nil:
 		sp.fail("cannot write to the client: " + err.Error())
-	case sp.outer.OutboundBuffered() > sp.max:
+	case sp.client.OutboundBuffered() > sp.max:
 		sp.fail(fmt.Sprintf("connection too slow: more than %d bytes buffered", sp.max))
 	}
 }
 
 // held is the bytes the splice holds in user space.
 func (sp *splice) held() int {
-	n := sp.outer.InboundBuffered() + sp.outer.OutboundBuffered() + sp.tls.InboundBuffered()
+	n := sp.client.InboundBuffered() + sp.client.OutboundBuffered()
 	if sp.inner != nil {
 		n += sp.inner.InboundBuffered() + sp.inner.OutboundBuffered()
 	}
@@ -162,7 +180,7 @@ func (sp *splice) held() int {
 
 // closed: one end's connection is gone.
 func (sp *splice) closed(cn *conn) {
-	if cn.tls != nil {
+	if cn != sp.innerCn {
 		// The client: nothing more to relay.
 		cn.t.closed()
 		delete(sp.ls.splices, sp)
@@ -177,8 +195,8 @@ func (sp *splice) closed(cn *conn) {
 		return
 	}
 	sp.ended = true
-	if sp.outer.OutboundBuffered() == 0 {
-		sp.tls.Close()
+	if sp.client.OutboundBuffered() == 0 {
+		sp.client.Close()
 		return
 	}
 	sp.drainBy = time.Now().Add(drainTime)
@@ -197,15 +215,15 @@ func (sp *splice) fail(why string) {
 	if sp.ended {
 		return
 	}
-	sp.srv.log.Warn("splice to the worker ended", "session", sp.id, "peer", sp.outer.RemoteAddr().String(), "why", why)
+	sp.srv.log.Warn("splice to the worker ended", "session", sp.id, "peer", sp.client.RemoteAddr().String(), "why", why)
 	sp.end()
-	sp.tls.Close()
+	sp.client.Close()
 }
 
 // sweep closes a drained client (loop only).
 func (sp *splice) sweep(now time.Time) {
-	if !sp.drainBy.IsZero() && (sp.outer.OutboundBuffered() == 0 || now.After(sp.drainBy)) {
+	if !sp.drainBy.IsZero() && (sp.client.OutboundBuffered() == 0 || now.After(sp.drainBy)) {
 		sp.drainBy = time.Time{}
-		sp.tls.Close()
+		sp.client.Close()
 	}
 }

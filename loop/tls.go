@@ -204,7 +204,7 @@ func (s *Server) handshakeTraffic(c gnet.Conn, cn *conn) gnet.Action {
 	}
 	cn.tls = &tlsConn{Conn: c, tc: hs.tc, sock: sock}
 	cn.role, cn.pre.hs, cn.pre.mode = roleSniff, nil, inner
-	s.startSession(cn.tls, cn, cn.pre.l.configFor(inner), cn.tls, time.Now())
+	s.startSession(c.EventLoop(), cn, cn.pre.l.configFor(inner), cn.tls, time.Now())
 	return s.OnTraffic(c) // the client may have sent more already
 }
 

@@ -41,7 +41,7 @@ func (s *Server) upgrade(c gnet.Conn, cn *conn, req *http.Request, now time.Time
 	// travels with a handoff (wsConn.HandoffLink).
 	w.requireMask = s.opts.WSRequireMask || req.Header.Get("Origin") != ""
 	cn.role, cn.pre = roleClient, nil
-	s.startSession(c, cn, cfg, w, now)
+	s.startSession(c.EventLoop(), cn, cfg, w, now)
 	return s.wsTraffic(cn, now)
 }
 

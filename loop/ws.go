@@ -8,7 +8,6 @@ import (
 	"net"
 
 	"github.com/gobwas/ws"
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -20,9 +19,9 @@ import (
 // payload; outbound writes become one frame each, header and payload
 // going out in one writev.
 type wsConn struct {
-	gnet.Conn
-	in  []byte // decoded payload not yet consumed by the relay
-	off int
+	relay.Conn        // the socket, its TLS layer or a stream
+	in         []byte // decoded payload not yet consumed by the relay
+	off        int
 
 	// The frame being read.
 	remaining int64 // payload bytes of the current data frame still to come
@@ -43,7 +42,7 @@ type wsConn struct {
 // errWSClosed: the peer sent a close frame (answered).
 var errWSClosed = errors.New("loop: websocket closed by the peer")
 
-func newWSConn(c gnet.Conn, maxFrame int64) *wsConn {
+func newWSConn(c relay.Conn, maxFrame int64) *wsConn {
 	return &wsConn{Conn: c, max: maxFrame}
 }
 
