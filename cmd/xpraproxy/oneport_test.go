@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // writeCert makes a self-signed certificate and key for 127.0.0.1 in the
@@ -29,17 +30,26 @@ func writeCert(t *testing.T) (string, string) {
 }
 
 // The real GTK client of each generation attaches through one port with tcp://,
-// ws://, ssl:// and wss://, and sees the server's window pixel for pixel.
-func TestOnePortRealClient(t *testing.T) { forEachGen(t, testOnePortRealClient) }
+// ws://, ssl:// and wss://, and sees the server's window pixel for pixel;
+// as root too, where ssl:// and wss:// reach the worker through a splice
+// (the record layer stays in the main process, on its loop).
+func TestOnePortRealClient(t *testing.T) {
+	forEachGen(t, func(t *testing.T, g *generation) { testOnePortRealClient(t, g, false) })
+}
 
-func testOnePortRealClient(t *testing.T, g *generation) {
+func TestOnePortRealClientAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	forEachGen(t, func(t *testing.T, g *generation) { testOnePortRealClient(t, g, true) })
+}
+
+func testOnePortRealClient(t *testing.T, g *generation, root bool) {
 	a := g.srv(t, "sessionA")
 	cert, key := writeCert(t)
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		// The proxy reaches the real server over WebSocket too (xpra's tcp
 		// sockets accept the upgrade).
 		[]string{"wsuser", "pw", "nobody", "nogroup", fmt.Sprintf("ws://127.0.0.1:%d/", a.port)})
-	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key)
+	p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key)
 	for _, scheme := range []string{"tcp", "ws", "ssl", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			url := fmt.Sprintf("%s://foo:bar@127.0.0.1:%d/", scheme, p.port)
@@ -61,5 +71,12 @@ func testOnePortRealClient(t *testing.T, g *generation) {
 	})
 	if log := p.logText(); strings.Contains(log, "=bar") {
 		t.Errorf("a password reached the log")
+	}
+	if root {
+		// Every TLS session went through a worker: the main process
+		// relayed nothing itself.
+		if !strings.Contains(p.logText(), "connection handed to worker") {
+			t.Errorf("no handoff in a root proxy's log:\n%s", tail([]byte(p.logText()), 2000))
+		}
 	}
 }
