@@ -1,6 +1,10 @@
-// Package loop is xpraproxy's reactor: gnet event loops serving every
-// listener, the backends enrolled beside their clients, the timers, the
-// bounded pool of off-loop work and the global buffer budget.
+// Package loop is xpraproxy's reactor, a thin adapter between gnet and
+// relay's sessions: gnet event loops serving every listener, the backends
+// enrolled beside their clients, the transports it terminates (TLS,
+// WebSocket), streams from other libraries, the splices of a root proxy,
+// the timers, the bounded pools of off-loop work and the global buffer
+// budget. docs/loop.md says which goroutine runs what and, for every
+// exported method, whether it is loop-only.
 package loop
 
 import (
@@ -149,7 +153,7 @@ type loopState struct {
 	buffered atomic.Int64                // read by the ticker
 }
 
-// New makes a server; Run starts it.
+// New makes a server; Run starts it. Safe from any goroutine.
 func New(listeners []Listener, opts Options) *Server {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = 100 * time.Millisecond
@@ -200,8 +204,9 @@ func New(listeners []Listener, opts Options) *Server {
 }
 
 // Stats describes the whole proxy for the local control socket: sessions,
-// connections, buffered bytes and the Go runtime's memory. It never runs
-// on a loop; a caller that wants live heap figures collects first.
+// connections, buffered bytes and the Go runtime's memory. Safe from any
+// goroutine (it stops the world briefly: not from a loop's hot path); a
+// caller that wants live heap figures collects first.
 func (s *Server) Stats() frame.Dict {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
@@ -232,6 +237,7 @@ func (l Listener) url() string { return l.Network + "://" + l.Address }
 
 // Run serves until Stop is called or the engine fails. Stale unix sockets
 // are removed before binding; live ones are an error (another server).
+// Call it once, from any goroutine but a loop; it blocks.
 func (s *Server) Run() error {
 	if err := s.listen(); err != nil {
 		return err
@@ -307,10 +313,12 @@ func (s *Server) knownLoops() int {
 }
 
 // Ready is closed once the listeners accept connections and the loops
-// run (gnet calls OnBoot before it starts them).
+// run, every loop known (gnet calls OnBoot before it starts them). Safe
+// from any goroutine.
 func (s *Server) Ready() <-chan struct{} { return s.up }
 
-// Stop ends the engine and every connection.
+// Stop ends the engine and every connection. Safe from any goroutine but
+// a loop.
 func (s *Server) Stop(ctx context.Context) error {
 	select {
 	case <-s.booted:
@@ -322,10 +330,12 @@ func (s *Server) Stop(ctx context.Context) error {
 	return s.eng.Stop(ctx)
 }
 
-// Sessions is the number of open client connections.
+// Sessions is the number of open client sessions. Safe from any
+// goroutine.
 func (s *Server) Sessions() int64 { return s.count.Load() }
 
-// Buffered is the bytes held in user space, as of the last sweep.
+// Buffered is the bytes held in user space, as of the last sweep. Safe
+// from any goroutine.
 func (s *Server) Buffered() int64 { return s.total.Load() }
 
 func clearStaleSocket(path string) error {
@@ -343,7 +353,8 @@ func clearStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-// OnBoot records the engine and restricts unix socket permissions.
+// OnBoot records the engine and restricts unix socket permissions (gnet,
+// once, before the loops run).
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
 	for _, l := range s.listeners {
