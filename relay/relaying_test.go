@@ -380,6 +380,9 @@ func TestHandOffAndAdopt(t *testing.T) {
 	}
 }
 
+// The encoder pool cmd/ and privsep/ set in Config.Video.
+var _ relay.VideoPool = (*gpu.Pool)(nil)
+
 // Proxy video: a server's raw-RGB draw marked proxy=True reaches an h264
 // client compressed by the proxy's encoder pool (openh264 on the CPU);
 // a draw without the mark passes as it is.

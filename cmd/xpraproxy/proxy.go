@@ -288,7 +288,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		if err != nil {
 			return nil, nil, err
 		}
-		base.Video = pool
+		if pool != nil {
+			// Not a nil *gpu.Pool in the interface: the relay reads a
+			// non-nil Video as "offer proxy video".
+			base.Video = pool
+		}
 	}
 	if os.Geteuid() == 0 {
 		exe, err := os.Executable()
