@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/authn/sqliteauth"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -132,14 +133,14 @@ func embeddedDefault(o *proxyOptions) error {
 	}
 	db := filepath.Join(dir, "users.sdb")
 	if _, err := os.Stat(db); os.IsNotExist(err) {
-		s, err := authn.CreateSQLite(db)
+		s, err := sqliteauth.Create(db)
 		if err != nil {
 			return err
 		}
 		s.Close()
 		fmt.Fprintf(os.Stderr, "xpraproxy: created the user database %s\n", db)
 	}
-	if s, err := authn.OpenSQLite(db); err == nil {
+	if s, err := sqliteauth.Open(db); err == nil {
 		users, _ := s.Users()
 		s.Close()
 		if len(users) == 0 {
