@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -184,63 +183,6 @@ func TestMultifile(t *testing.T) {
 	}
 	if id, err := m.Authenticate(Request{Username: "moo", Verify: verifierFor("cow")}); err != nil || len(id.Displays) != 0 {
 		t.Errorf("moo: %+v %v", id, err)
-	}
-}
-
-func TestSQLiteBothWaysWithXpra(t *testing.T) {
-	const script = "/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py"
-	if _, err := os.Stat(script); err != nil {
-		t.Fatalf("xpra's sqlite_auth.py is missing (README's test command installs xpra): %v", err)
-	}
-	py := func(args ...string) string {
-		out, err := exec.Command("/usr/bin/python3", append([]string{script}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("sqlite_auth.py %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	dir := t.TempDir()
-	// xpra creates, we read.
-	theirs := filepath.Join(dir, "theirs.sdb")
-	py(theirs, "create")
-	py(theirs, "add", "foo", "bar", "nobody", "nogroup", "tcp://127.0.0.1:10100/")
-	py(theirs, "add", "moo", "cow", "nobody", "nogroup", "tcp://127.0.0.1:10101/", "", "compression=0")
-	db, err := OpenSQLite(theirs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := db.Lookup("moo", verifierFor("cow"), nil, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if id.UID != "nobody" || id.GID != "nogroup" || len(id.Displays) != 1 || id.Displays[0] != "tcp://127.0.0.1:10101/" ||
-		len(id.SessionOptions) != 1 || id.SessionOptions[0] != (Option{"compression", "0"}) {
-		t.Errorf("moo: %+v", id)
-	}
-	if _, err := db.Lookup("foo", verifierFor("cow"), nil, "", ""); !errors.Is(err, ErrAuthFailed) {
-		t.Errorf("wrong password: %v", err)
-	}
-	if _, err := db.Lookup("nobody", verifierFor(""), nil, "", ""); !errors.Is(err, ErrAuthFailed) {
-		t.Errorf("unknown user: %v", err)
-	}
-	db.Close()
-	// We create, xpra reads.
-	ours := filepath.Join(dir, "ours.sdb")
-	db, err = CreateSQLite(ours)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Add(User{Username: "foo", Password: "bar", UID: "1000", GID: "1000", Displays: ":10,tcp://h:1/", SessionOptions: "compression_level=0"})
-	db.Close()
-	out := py(ours, "authenticate", "foo", "bar")
-	if !strings.Contains(out, "success") || !strings.Contains(out, "tcp://h:1/") {
-		t.Errorf("xpra on our database: %s", out)
-	}
-	if out := py(ours, "list"); !strings.Contains(out, "foo") {
-		t.Errorf("xpra list: %s", out)
-	}
-	if _, err := CreateSQLite(ours); err == nil {
-		t.Error("create over an existing table succeeded")
 	}
 }
 

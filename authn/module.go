@@ -165,46 +165,10 @@ type Env struct {
 	Dir    string
 }
 
-type constructor func(Spec, Env) (Module, error)
-
-// modules is the registry: one line per module.
-var modules = map[string]constructor{
-	"allow":     newAllow,
-	"none":      newNone,
-	"reject":    newReject,
-	"fail":      newFail,
-	"password":  newPassword,
-	"env":       newEnvModule,
-	"file":      newFile,
-	"multifile": newMultifile,
-	"sqlite":    newSQLite,
-	"sql":       newSQL,
-	"mysql":     newSQL,
-	"exec":      newExec,
-	"pam":       newPAM,
-	"ldap":      newLDAP,
-	"ldap3":     newLDAP,
-	"hosts":     newHosts,
-	"peercred":  newPeercred,
-}
-
-// New builds the module a spec names, checking its options.
-func New(spec Spec, env Env) (Module, error) {
-	c, ok := modules[spec.Name]
-	if !ok {
-		names := make([]string, 0, len(modules))
-		for n := range modules {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("authn: unknown authentication module %q (known: %s)", spec.Name, strings.Join(names, ", "))
-	}
-	return c(spec, env)
-}
-
-// checkOptions rejects options a module does not know, so that a typo
-// does not silently weaken authentication.
-func checkOptions(spec Spec, known ...string) error {
+// CheckOptions rejects options a module does not know, so that a typo
+// does not silently weaken authentication: every constructor calls it
+// with the options it takes.
+func (spec Spec) CheckOptions(known ...string) error {
 	for k := range spec.Options {
 		if !slices.Contains(known, k) {
 			return fmt.Errorf("authn: module %s has no option %q (known: %s)", spec.Name, k, strings.Join(known, ", "))

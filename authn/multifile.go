@@ -16,10 +16,10 @@ type multifile struct {
 }
 
 func newMultifile(spec Spec, env Env) (Module, error) {
-	if err := checkOptions(spec, "filename"); err != nil {
+	if err := spec.CheckOptions("filename"); err != nil {
 		return nil, err
 	}
-	path := resolve(env, spec.Options["filename"])
+	path := env.Resolve(spec.Options["filename"])
 	if path == "" {
 		return nil, fmt.Errorf("authn: the multifile module needs filename=")
 	}

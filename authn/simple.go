@@ -25,7 +25,7 @@ func (m localModule) identity(user string) *Identity {
 }
 
 func newLocal(spec Spec, extra ...string) (localModule, error) {
-	if err := checkOptions(spec, append(extra, "uid", "gid")...); err != nil {
+	if err := spec.CheckOptions(append(extra, "uid", "gid")...); err != nil {
 		return localModule{}, err
 	}
 	return localModule{name: spec.Name, uid: spec.Options["uid"], gid: spec.Options["gid"]}, nil
@@ -134,7 +134,9 @@ func newEnvModule(spec Spec, env Env) (Module, error) {
 	}}, nil
 }
 
-func resolve(env Env, name string) string {
+// Resolve makes a module's relative filename relative to Dir, as xpra's
+// exec_cwd does.
+func (env Env) Resolve(name string) string {
 	if name == "" || filepath.IsAbs(name) || env.Dir == "" {
 		return name
 	}
@@ -148,7 +150,7 @@ func newFile(spec Spec, env Env) (Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := resolve(env, spec.Options["filename"])
+	path := env.Resolve(spec.Options["filename"])
 	if path == "" {
 		return nil, fmt.Errorf("authn: the file module needs filename=")
 	}
@@ -174,7 +176,7 @@ func newExec(spec Spec, env Env) (Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := resolve(env, spec.Options["command"])
+	cmd := env.Resolve(spec.Options["command"])
 	if cmd == "" {
 		return nil, fmt.Errorf("authn: the exec module needs command=")
 	}

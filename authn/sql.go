@@ -66,10 +66,14 @@ func OpenSQL(uri string, maxConns int, timeout time.Duration) (*UserDB, error) {
 			return nil, fmt.Errorf("authn: sql %s: %w", name, err)
 		}
 		db = sql.OpenDB(conn)
-	case "sqlite":
-		path := strings.TrimPrefix(uri[len(u.Scheme)+1:], "//")
-		return OpenSQLite(path)
 	default:
+		// sqlite:/// and any other scheme a package registered.
+		if db, ok, err := openDatabase(scheme, uri); ok {
+			return db, err
+		}
+		if scheme == "sqlite" {
+			return nil, fmt.Errorf("authn: sql: sqlite:/// databases are not in this program (they need cgo; a program that offers them imports %s)", cgoModules["sqlite"])
+		}
 		return nil, fmt.Errorf("authn: sql: unsupported database %q (postgresql://, mysql://, sqlite:///)", u.Scheme)
 	}
 	db.SetMaxOpenConns(maxConns)
@@ -113,7 +117,7 @@ type sqlModule struct {
 }
 
 func newSQL(spec Spec, _ Env) (Module, error) {
-	if err := checkOptions(spec, "uri", "password_query", "sessions_query", "passwords", "max_connections", "timeout"); err != nil {
+	if err := spec.CheckOptions("uri", "password_query", "sessions_query", "passwords", "max_connections", "timeout"); err != nil {
 		return nil, err
 	}
 	uri := spec.Options["uri"]
@@ -123,7 +127,7 @@ func newSQL(spec Spec, _ Env) (Module, error) {
 	if spec.Name == "mysql" && !strings.HasPrefix(uri, "mysql") && !strings.HasPrefix(uri, "mariadb") {
 		return nil, fmt.Errorf("authn: mysql: the uri must be mysql://user:pass@host/db")
 	}
-	if err := checkQueries(spec.Name, spec.Options["password_query"], spec.Options["sessions_query"]); err != nil {
+	if err := CheckQueries(spec.Name, spec.Options["password_query"], spec.Options["sessions_query"]); err != nil {
 		return nil, err
 	}
 	m := &sqlModule{name: spec.Name, passwordQ: spec.Options["password_query"], sessionsQ: spec.Options["sessions_query"]}

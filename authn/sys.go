@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/msteinert/pam/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,99 +30,6 @@ func Why(err error) string {
 	var r *Refusal
 	if errors.As(err, &r) {
 		return r.Reason
-	}
-	return ""
-}
-
-// ---- pam ----
-
-// pamModule checks the username and password with a PAM service, as
-// xpra's pam module (default service "login"), then the account (expired
-// or locked accounts are refused with PAM's reason). The account's uid and
-// gid come from the password database.
-type pamModule struct {
-	service      string
-	checkAccount bool
-}
-
-func newPAM(spec Spec, _ Env) (Module, error) {
-	if err := checkOptions(spec, "service", "check-account"); err != nil {
-		return nil, err
-	}
-	m := pamModule{service: spec.Options["service"], checkAccount: true}
-	if m.service == "" {
-		m.service = "login"
-	}
-	if v, ok := spec.Options["check-account"]; ok {
-		m.checkAccount = v != "0" && !strings.EqualFold(v, "false") && !strings.EqualFold(v, "no")
-	}
-	return m, nil
-}
-
-func (m pamModule) Name() string         { return "pam" }
-func (m pamModule) Challenge() bool      { return true }
-func (m pamModule) NeedsCleartext() bool { return true }
-
-func (m pamModule) Authenticate(req Request) (*Identity, error) {
-	if req.Password == nil || req.Username == "" {
-		return nil, ErrAuthFailed
-	}
-	password := string(req.Password)
-	t, err := pam.StartFunc(m.service, req.Username, func(s pam.Style, msg string) (string, error) {
-		switch s {
-		case pam.PromptEchoOff:
-			return password, nil
-		case pam.PromptEchoOn:
-			return req.Username, nil
-		}
-		return "", nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("authn: pam service %q: %w", m.service, err)
-	}
-	defer t.End()
-	if err := t.Authenticate(pam.DisallowNullAuthtok); err != nil {
-		// A locked account fails here like a wrong password; say which
-		// when the shadow file (root only) tells.
-		if shadowState(req.Username) == "locked" {
-			return nil, &Refusal{Reason: "account locked"}
-		}
-		return nil, ErrAuthFailed
-	}
-	if m.checkAccount {
-		if err := t.AcctMgmt(pam.DisallowNullAuthtok); err != nil {
-			// Debian's common-account turns pam_unix's ACCT_EXPIRED into
-			// pam_deny's AUTH_ERR: the shadow entry gives the reason.
-			switch {
-			case errors.Is(err, pam.ErrAcctExpired) || shadowState(req.Username) == "expired":
-				return nil, &Refusal{Reason: "account expired"}
-			case errors.Is(err, pam.ErrNewAuthtokReqd):
-				return nil, &Refusal{Reason: "password expired"}
-			}
-			return nil, &Refusal{Reason: "account refused by PAM"}
-		}
-	}
-	return &Identity{Username: req.Username}, nil
-}
-
-// shadowState reads the account's /etc/shadow entry: "locked" (the hash
-// starts with "!"), "expired" (expiry date passed), or "".
-func shadowState(name string) string {
-	data, err := os.ReadFile("/etc/shadow")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) < 8 || f[0] != name {
-			continue
-		}
-		if strings.HasPrefix(f[1], "!") {
-			return "locked"
-		}
-		if days, err := strconv.Atoi(f[7]); err == nil && days >= 0 && int64(days) <= time.Now().Unix()/86400 {
-			return "expired"
-		}
 	}
 	return ""
 }
@@ -144,7 +50,7 @@ type ldapModule struct {
 }
 
 func newLDAP(spec Spec, _ Env) (Module, error) {
-	if err := checkOptions(spec, "host", "port", "tls", "cacert", "username_format", "uid", "gid", "encoding", "authentication"); err != nil {
+	if err := spec.CheckOptions("host", "port", "tls", "cacert", "username_format", "uid", "gid", "encoding", "authentication"); err != nil {
 		return nil, err
 	}
 	m := ldapModule{name: spec.Name, host: spec.Options["host"], cacert: spec.Options["cacert"],
@@ -241,7 +147,7 @@ func (m ldapModule) Authenticate(req Request) (*Identity, error) {
 type hostsModule struct{ allow, deny string }
 
 func newHosts(spec Spec, _ Env) (Module, error) {
-	if err := checkOptions(spec, "allow", "deny"); err != nil {
+	if err := spec.CheckOptions("allow", "deny"); err != nil {
 		return nil, err
 	}
 	m := hostsModule{allow: spec.Options["allow"], deny: spec.Options["deny"]}
@@ -366,7 +272,7 @@ type peercredModule struct {
 }
 
 func newPeercred(spec Spec, _ Env) (Module, error) {
-	if err := checkOptions(spec, "allow-uids", "allow-gids"); err != nil {
+	if err := spec.CheckOptions("allow-uids", "allow-gids"); err != nil {
 		return nil, err
 	}
 	var m peercredModule

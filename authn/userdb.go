@@ -26,6 +26,14 @@ type UserDB struct {
 	Name string
 }
 
+// NewUserDB is xpra's users table in db, for the packages that open
+// databases of their own (authn/sqliteauth). dialect is "sqlite",
+// "postgresql" or "mysql" (the placeholders its queries use); name
+// describes db in errors and logs and must hold no secret.
+func NewUserDB(db *sql.DB, dialect, name string) *UserDB {
+	return &UserDB{db: db, dialect: dialect, Name: name}
+}
+
 // Schema is xpra's users table (sqlite_auth.py and sql_auth.py `create`),
 // so that databases made by either tool work with both.
 const Schema = `CREATE TABLE users (username VARCHAR(255) NOT NULL, password VARCHAR(255), uid VARCHAR(63), gid VARCHAR(63), displays VARCHAR(8191), env_options VARCHAR(8191), session_options VARCHAR(8191))`
@@ -289,8 +297,9 @@ func (u *UserDB) Lookup(username string, verify func([]byte) bool, password []by
 	}, nil
 }
 
-// checkQueries refuses module queries that are not SELECT statements.
-func checkQueries(module string, queries ...string) error {
+// CheckQueries refuses module queries that are not SELECT statements
+// (a module's password_query and sessions_query options).
+func CheckQueries(module string, queries ...string) error {
 	for _, q := range queries {
 		if q != "" && !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q)), "SELECT") {
 			return fmt.Errorf("authn: %s: queries must be SELECT statements", module)

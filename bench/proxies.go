@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/authn/sqliteauth"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/route"
 )
@@ -99,7 +100,7 @@ func benchUsers(n int, target, password string) []authn.User {
 
 // writeUsers makes the sqlite database both proxies read.
 func writeUsers(path string, n int, target, password string) error {
-	db, err := authn.CreateSQLite(path)
+	db, err := sqliteauth.Create(path)
 	if err != nil {
 		return err
 	}

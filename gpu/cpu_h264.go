@@ -164,7 +164,7 @@ func (c *CPUH264) Encode(jobs []Job) {
 }
 
 func (c *CPUH264) one(f *Frame, state *any) Result {
-	isRGB, err := f.check()
+	isRGB, err := checkFrame(f)
 	if err != nil {
 		return Result{Err: err}
 	}

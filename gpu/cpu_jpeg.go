@@ -83,7 +83,7 @@ func (c *CPUJPEG) Encode(jobs []Job) {
 }
 
 func (c *CPUJPEG) one(h C.tjhandle, f *Frame) Result {
-	if _, err := f.check(); err != nil {
+	if _, err := checkFrame(f); err != nil {
 		return Result{Err: err}
 	}
 	code, err := formatCode(f.Format)

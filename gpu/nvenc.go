@@ -318,7 +318,7 @@ func (n *NVENC) Encode(jobs []Job) {
 	submitted := make([]*nvencState, len(jobs))
 	for i := range jobs {
 		f := jobs[i].Frame
-		isRGB, err := f.check()
+		isRGB, err := checkFrame(f)
 		if err != nil {
 			jobs[i].Out.Err = err
 			continue

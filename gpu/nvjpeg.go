@@ -231,7 +231,7 @@ func (n *NVJPEG) Encode(jobs []Job) {
 	ok := make([]bool, len(jobs))
 	for i := range jobs {
 		f := jobs[i].Frame
-		isRGB, err := f.check()
+		isRGB, err := checkFrame(f)
 		rgb := b2i(isRGB)
 		if err != nil {
 			jobs[i].Out.Err = err

@@ -5,23 +5,21 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/video"
 )
 
-// Frame is one screen update to compress: raw pixels of a window.
-type Frame struct {
-	Window  uint64 // the window's key, unique across sessions
-	Width   int
-	Height  int
-	Stride  int    // bytes per row
-	Format  string // BGRX, BGRA, RGBX or RGBA (xpra's rgb_format)
-	Pixels  []byte
-	Quality int   // 1-100; 0: the back end's default
-	Seq     int64 // the draw's packet sequence, for the caller
-}
+// Frame and Result are video's (the values relay/ hands the pool and gets
+// back, in a package without cgo so that relay/ need not import gpu/);
+// the aliases keep the back ends' code in gpu's own names.
+type (
+	Frame  = video.Frame
+	Result = video.Result
+)
 
-// check validates a frame for the back ends and says whether its bytes are
-// in RGB (not BGR) order.
-func (f *Frame) check() (rgb bool, err error) {
+// checkFrame validates a frame for the back ends and says whether its
+// bytes are in RGB (not BGR) order.
+func checkFrame(f *Frame) (rgb bool, err error) {
 	switch f.Format {
 	case "BGRX", "BGRA":
 	case "RGBX", "RGBA":
@@ -40,19 +38,6 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// Result is a compressed frame, or why it is not.
-type Result struct {
-	Frame    *Frame
-	Encoding string         // what Data is: "jpeg", "h264"
-	Data     []byte         // compressed picture
-	Options  map[string]any // decoder hints for the client's draw packet
-	Err      error
-	// Replaced are the sequences of older frames of the window that this
-	// one replaced before they were encoded: the caller acknowledges them.
-	Replaced []int64
-	Batch    int // frames the back end compressed in the same call
 }
 
 // Job is one frame of a batch, with its window's back-end state.
@@ -136,6 +121,13 @@ func NewPool(b Backend, cfg PoolConfig) *Pool {
 
 // Backend is the pool's back end.
 func (p *Pool) Backend() Backend { return p.backend }
+
+// Name is the back end's name (relay.VideoPool: the session's info).
+func (p *Pool) Name() string { return p.backend.Name() }
+
+// Encodings are what the back end makes (relay.VideoPool: what servers are
+// offered, and which clients get proxy video).
+func (p *Pool) Encodings() []string { return p.backend.Encodings() }
 
 // Submit queues f; done runs later on a pool goroutine with the result.
 // A newer frame of a window replaces an older one that has not started

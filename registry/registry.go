@@ -20,8 +20,23 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
-	"github.com/xpraproxy/xpraproxy/relay"
 )
+
+// Record is what the registry keeps of one relaying session: no secrets
+// (the display is redacted), small enough to snapshot thousands every
+// few seconds. It is the registry's own type, not relay.Record, so that
+// registry/ depends on no session code; it has relay.Record's fields, so
+// cmd/ converts one to the other with Record(r).
+type Record struct {
+	ID      uint64
+	User    string
+	Display string // redacted
+	Pool    string // the pool it came from, "" for none
+	Client  string // the client's address
+	Started time.Time
+	Active  time.Time // last traffic
+	Bytes   int64     // both directions
+}
 
 // Config says which instance this is and how it writes.
 type Config struct {
@@ -41,7 +56,7 @@ type Config struct {
 	MaxUserSessions int
 	// Records lists the instance's relaying sessions; complete is false
 	// when the list may be missing some.
-	Records func() (recs []relay.Record, complete bool)
+	Records func() (recs []Record, complete bool)
 	// Stop ends one of this instance's sessions (xpraproxy stop through
 	// the registry); false when there is no such session.
 	Stop func(id uint64) bool
@@ -167,8 +182,8 @@ func (r *Registry) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	resync := r.resync
 	current := make(map[uint64]bool, len(recs))
-	var up []relay.Record
-	var affinity []relay.Record
+	var up []Record
+	var affinity []Record
 	for _, rec := range recs {
 		current[rec.ID] = true
 		w, ok := r.known[rec.ID]
@@ -187,7 +202,7 @@ func (r *Registry) Flush(ctx context.Context) error {
 		case !w.reserved.IsZero() && now.Sub(w.reserved) < reserveTTL:
 			keep = append(keep, id)
 			if resync {
-				up = append(up, relay.Record{ID: id, User: w.user, Display: w.display, Started: w.reserved, Active: w.reserved})
+				up = append(up, Record{ID: id, User: w.user, Display: w.display, Started: w.reserved, Active: w.reserved})
 			}
 		case complete:
 			gone = append(gone, id)

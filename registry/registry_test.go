@@ -15,28 +15,27 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/internal/dbtest"
 	"github.com/xpraproxy/xpraproxy/internal/disconnect"
-	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // fakeInstance is an instance's relaying sessions, as its loops would
 // list them.
 type fakeInstance struct {
 	mu      sync.Mutex
-	recs    map[uint64]relay.Record
+	recs    map[uint64]Record
 	stopped []uint64
 }
 
-func (f *fakeInstance) records() ([]relay.Record, bool) {
+func (f *fakeInstance) records() ([]Record, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []relay.Record
+	var out []Record
 	for _, r := range f.recs {
 		out = append(out, r)
 	}
 	return out, true
 }
 
-func (f *fakeInstance) add(r relay.Record) {
+func (f *fakeInstance) add(r Record) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.Started, r.Active = time.Now(), time.Now()
@@ -54,7 +53,7 @@ func (f *fakeInstance) stop(id uint64) bool {
 
 func open(t *testing.T, uri, name string, maxUser int) (*Registry, *fakeInstance) {
 	t.Helper()
-	f := &fakeInstance{recs: map[uint64]relay.Record{}}
+	f := &fakeInstance{recs: map[uint64]Record{}}
 	r, err := Open(Config{URI: uri, Name: name, Address: name + ":14500", Interval: 200 * time.Millisecond, Expiry: 2 * time.Second,
 		ActivityEvery: time.Millisecond, MaxUserSessions: maxUser, Records: f.records, Stop: f.stop,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -78,9 +77,9 @@ func TestFleet(t *testing.T) {
 	pg := dbtest.Postgres(t)
 	a, fa := open(t, pg.URI, "host/127.0.0.2:14500", 2)
 	b, fb := open(t, pg.URI, "host/127.0.0.3:14500", 2)
-	fa.add(relay.Record{ID: 1, User: "alice", Display: "tcp://h:1/", Pool: "farm", Client: "10.0.0.1", Bytes: 10})
-	fb.add(relay.Record{ID: 1, User: "bob", Display: "tcp://h:2/", Pool: "farm", Client: "10.0.0.2"})
-	fb.add(relay.Record{ID: 2, User: "bob", Display: ":10"})
+	fa.add(Record{ID: 1, User: "alice", Display: "tcp://h:1/", Pool: "farm", Client: "10.0.0.1", Bytes: 10})
+	fb.add(Record{ID: 1, User: "bob", Display: "tcp://h:2/", Pool: "farm", Client: "10.0.0.2"})
+	fb.add(Record{ID: 2, User: "bob", Display: ":10"})
 	flush(t, a, b, a)
 
 	// Fleet-wide counts leave out the instance's own sessions (it counts
@@ -170,7 +169,7 @@ func TestFleet(t *testing.T) {
 
 	// The database goes away: flushes fail, then resync when it is back.
 	pg.Stop()
-	fa.add(relay.Record{ID: 3, User: "erin", Display: ":11"})
+	fa.add(Record{ID: 3, User: "erin", Display: ":11"})
 	if err := a.Flush(context.Background()); err == nil {
 		t.Error("a flush without a database succeeded")
 	}
@@ -201,7 +200,7 @@ func TestFlushCost(t *testing.T) {
 	r, f := open(t, pg.URI, "big", 0)
 	r.cfg.ActivityEvery = time.Hour
 	for i := range 9000 {
-		f.add(relay.Record{ID: uint64(i + 1), User: fmt.Sprintf("u%d", i), Display: "tcp://h:1/", Pool: "farm"})
+		f.add(Record{ID: uint64(i + 1), User: fmt.Sprintf("u%d", i), Display: "tcp://h:1/", Pool: "farm"})
 	}
 	commits := func() int64 {
 		conn, err := pgx.Connect(context.Background(), pg.URI)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/xpraproxy/xpraproxy/authn"
-	"github.com/xpraproxy/xpraproxy/gpu"
 	"github.com/xpraproxy/xpraproxy/route"
 )
 
@@ -39,7 +38,8 @@ type Config struct {
 	UserSocketDirs []string
 	// Video, when set, is the encoder pool of proxy video: servers are
 	// offered it and their raw-RGB draws are compressed here (docs/gpu.md).
-	Video *gpu.Pool
+	// A nil *gpu.Pool in it is not "no pool": leave it nil instead.
+	Video VideoPool
 	// Pools are the target pools that `pool:NAME` displays name.
 	Pools route.Pools
 	// Fleet, when set, is the session registry's view of the other

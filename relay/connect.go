@@ -202,8 +202,8 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 		if to != 0 {
 			hello = bridge.ClientHello(hello, clientGen, to, bridge.LZ4OrZlib)
 			helloEnc = to.Encoding()
-		} else if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Backend().Encodings()) {
-			for _, kv := range VideoCaps(s.cfg.Video.Backend()) {
+		} else if s.cfg.Video != nil && !link.Uncompressed() && clientDecodes(caps, s.cfg.Video.Encodings()) {
+			for _, kv := range VideoCaps(s.cfg.Video.Encodings()) {
 				k, _ := frame.AsText(kv.Key)
 				hello.Set(k, kv.Value)
 			}

@@ -557,7 +557,7 @@ func (s *Session) Summary() frame.Dict {
 	}
 	d.Set("buffered", int64(s.Buffered()))
 	if s.cfg.Video != nil && s.video != nil {
-		d.Set("video", frame.NewDict("backend", s.cfg.Video.Backend().Name(), "encoded", s.video.encoded,
+		d.Set("video", frame.NewDict("backend", s.cfg.Video.Name(), "encoded", s.video.encoded,
 			"passed-through", s.video.passed, "pending", s.video.pending))
 	}
 	return d

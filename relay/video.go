@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/xpraproxy/xpraproxy/frame"
-	"github.com/xpraproxy/xpraproxy/gpu"
+	"github.com/xpraproxy/xpraproxy/video"
 )
 
 // Proxy video (xpra's #504, spec §5.9): the proxy tells the server it can
@@ -15,16 +15,40 @@ import (
 // server accepted get here; their server→client pipe holds raw chunks
 // until it knows whether their packet is such a draw.
 
+// VideoPool is the encoder pool of proxy video as a session uses it
+// (*gpu.Pool is one, set by cmd/ and privsep/). It is an interface, with
+// the values in package video, so that the session core builds without
+// the encoders' C libraries (CGO_ENABLED=0). Every method is safe from any
+// goroutine: sessions of every loop share one pool.
+type VideoPool interface {
+	// Name names the back end, for info.
+	Name() string
+	// Encodings are what it makes ("h264"): offered to servers, and only
+	// clients that decode one of them get proxy video.
+	Encodings() []string
+	// Submit queues f without blocking; done runs later, on a goroutine
+	// of the pool's, with the result. A newer frame of a window may
+	// replace an older one not yet started: done then runs once, for the
+	// newer, listing the older's sequence in Replaced. When Submit returns
+	// an error (a full pool) done never runs and the caller sends the
+	// pixels through unencoded.
+	Submit(f *video.Frame, done func(video.Result)) error
+	// CloseWindow frees the encoder state of a window (xpra's
+	// lost-window); a frame in flight finishes first.
+	CloseWindow(key uint64)
+}
+
 // rgbFormats are the pixel layouts the back ends take (xpra only proxies
 // encoders that read RGB directly).
 var rgbFormats = []string{"BGRX", "BGRA", "RGBX", "RGBA"}
 
 // VideoCaps are the hello keys that offer proxy video to the server: for
-// each encoding of the back end and each RGB layout, one encoder spec
-// with xpra's video_spec fields, boosted so that the server prefers it.
-func VideoCaps(b gpu.Backend) frame.Dict {
+// each encoding of the pool (VideoPool.Encodings) and each RGB layout, one
+// encoder spec with xpra's video_spec fields, boosted so that the server
+// prefers it.
+func VideoCaps(encodings []string) frame.Dict {
 	encs := frame.NewDict()
-	for _, e := range b.Encodings() {
+	for _, e := range encodings {
 		cs := frame.NewDict()
 		for _, f := range rgbFormats {
 			out := f
@@ -126,7 +150,7 @@ func (p *pipe) videoDraw(t *frame.Type, whole []byte) (bool, error) {
 // videoFrame recognises a proxy-video draw: ["draw", wid, x, y, w, h,
 // encoding, pixels, seq, rowstride, {proxy: True, rgb_format, ...}] whose
 // pixels came as raw chunk 7 (or inline).
-func (s *Session) videoFrame(pkt frame.Packet, held []heldChunk) (*gpu.Frame, bool) {
+func (s *Session) videoFrame(pkt frame.Packet, held []heldChunk) (*video.Frame, bool) {
 	if len(pkt) < 11 {
 		return nil, false
 	}
@@ -159,20 +183,20 @@ func (s *Session) videoFrame(pkt frame.Packet, held []heldChunk) (*gpu.Frame, bo
 	if len(held) > 1 || pixels == nil || w <= 0 || h <= 0 {
 		return nil, false
 	}
-	return &gpu.Frame{Window: s.ID<<20 | uint64(wid)&0xFFFFF, Width: int(w), Height: int(h), Stride: int(stride),
+	return &video.Frame{Window: s.ID<<20 | uint64(wid)&0xFFFFF, Width: int(w), Height: int(h), Stride: int(stride),
 		Format: strings.ToUpper(format), Pixels: pixels, Quality: int(quality), Seq: seq}, true
 }
 
 // submitVideo hands a frame to the pool; the result comes back on the
 // session's loop. A full pool means plain RGB now.
-func (s *Session) submitVideo(f *gpu.Frame, pkt frame.Packet) {
+func (s *Session) submitVideo(f *video.Frame, pkt frame.Packet) {
 	s.video.pending++
-	err := s.cfg.Video.Submit(f, func(r gpu.Result) {
+	err := s.cfg.Video.Submit(f, func(r video.Result) {
 		s.host.Post(func() { s.videoDone(r, pkt) })
 	})
 	if err != nil {
 		s.video.pending--
-		s.videoDone(gpu.Result{Frame: f, Err: err}, pkt)
+		s.videoDone(video.Result{Frame: f, Err: err}, pkt)
 	}
 }
 
@@ -180,7 +204,7 @@ func (s *Session) submitVideo(f *gpu.Frame, pkt frame.Packet) {
 // video pipe nothing is ever half written to the client, so any moment is
 // a packet boundary. Frames the pool replaced are acknowledged to the
 // server as the client would have.
-func (s *Session) videoDone(r gpu.Result, pkt frame.Packet) {
+func (s *Session) videoDone(r video.Result, pkt frame.Packet) {
 	s.video.pending--
 	if s.state != stateRelay || s.s2c == nil {
 		return

@@ -45,14 +45,14 @@ func setupFleet(o *proxyOptions, base *relay.Config, ctl *control, log *slog.Log
 	}
 	reg, err := registry.Open(registry.Config{URI: o.registry, Name: name, Address: addr,
 		Interval: o.registryInterval, Expiry: o.registryExpiry, MaxUserSessions: o.maxUserSessions,
-		Records: func() ([]relay.Record, bool) {
+		Records: func() ([]registry.Record, bool) {
 			if ctl.sup != nil {
-				return ctl.sup.Records()
+				return registryRecords(ctl.sup.Records())
 			}
 			if ctl.srv == nil {
 				return nil, false
 			}
-			return ctl.srv.Records()
+			return registryRecords(ctl.srv.Records())
 		},
 		Stop: ctl.StopSession, Log: log})
 	if err != nil {
@@ -67,6 +67,16 @@ func setupFleet(o *proxyOptions, base *relay.Config, ctl *control, log *slog.Log
 		"max-user-sessions", o.maxUserSessions)
 	go reg.Run(context.Background())
 	return nil
+}
+
+// registryRecords converts the relay's records to the registry's (the
+// same fields: registry/ does not import relay/), once per flush.
+func registryRecords(recs []relay.Record, complete bool) ([]registry.Record, bool) {
+	out := make([]registry.Record, len(recs))
+	for i, r := range recs {
+		out[i] = registry.Record(r)
+	}
+	return out, complete
 }
 
 // fleetInfo is what `xpra info` shows of the fleet: the live instances

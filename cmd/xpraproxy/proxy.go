@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/authn/sqliteauth"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -135,14 +136,14 @@ func embeddedDefault(o *proxyOptions) error {
 	}
 	db := filepath.Join(dir, "users.sdb")
 	if _, err := os.Stat(db); os.IsNotExist(err) {
-		s, err := authn.CreateSQLite(db)
+		s, err := sqliteauth.Create(db)
 		if err != nil {
 			return err
 		}
 		s.Close()
 		fmt.Fprintf(os.Stderr, "xpraproxy: created the user database %s\n", db)
 	}
-	if s, err := authn.OpenSQLite(db); err == nil {
+	if s, err := sqliteauth.Open(db); err == nil {
 		users, _ := s.Users()
 		s.Close()
 		if len(users) == 0 {
@@ -291,7 +292,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		if err != nil {
 			return nil, nil, err
 		}
-		base.Video = pool
+		if pool != nil {
+			// Not a nil *gpu.Pool in the interface: the relay reads a
+			// non-nil Video as "offer proxy video".
+			base.Video = pool
+		}
 	}
 	if os.Geteuid() == 0 {
 		exe, err := os.Executable()

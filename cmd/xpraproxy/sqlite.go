@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/authn/sqliteauth"
 )
 
 const (
@@ -29,9 +30,9 @@ func sqliteMain(args []string, stdout, stderr io.Writer) int {
 	file := args[0]
 	open := func(create bool) (*authn.UserDB, error) {
 		if create {
-			return authn.CreateSQLite(file)
+			return sqliteauth.Create(file)
 		}
-		return authn.OpenSQLite(file)
+		return sqliteauth.Open(file)
 	}
 	return userDBMain("sqlite", open, args[1:], false, stdout, stderr)
 }

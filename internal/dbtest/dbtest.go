@@ -35,6 +35,11 @@ type Server struct {
 	exit chan error
 	log  string
 	stop syscall.Signal // the server's fast shutdown
+	// ready, when set, is a command that succeeds once the server takes
+	// queries: PostgreSQL accepts TCP connections while it is still
+	// starting up and refuses their logins ("the database system is
+	// starting up"), which failed tests on a loaded machine.
+	ready []string
 }
 
 // account is the system user a server runs as: PostgreSQL and MariaDB
@@ -100,7 +105,14 @@ func (s *Server) Start() {
 	for {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), time.Second); err == nil {
 			c.Close()
-			return
+			if s.ready == nil {
+				return
+			}
+			ready := exec.Command(s.ready[0], s.ready[1:]...)
+			ready.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+			if ready.Run() == nil {
+				return
+			}
 		}
 		select {
 		case err := <-s.exit:
@@ -141,7 +153,8 @@ func Postgres(t testing.TB) *Server {
 	port := testenv.FreePort()
 	s := &Server{t: t, dir: dir, Port: port, cred: cred, log: filepath.Join(dir, "server.log"), stop: syscall.SIGINT,
 		args: []string{bin + "postgres", "-D", data, "-k", dir, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
-			"-c", "fsync=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"}}
+			"-c", "fsync=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"},
+		ready: []string{bin + "pg_isready", "-q", "-h", dir, "-p", strconv.Itoa(port), "-U", "postgres"}}
 	s.Start()
 	t.Cleanup(s.Stop)
 	pw := secret()
