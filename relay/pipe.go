@@ -450,11 +450,13 @@ func (p *pipe) writeHandled(w frame.Writer, pkt frame.Packet) error {
 	if p.bridge != nil {
 		return p.bridgeWrite(pkt)
 	}
-	out, err := w.AppendPacket(nil, pkt)
+	bb, err := encodeOwn(w, pkt)
 	if err != nil {
 		return err
 	}
-	return p.write(out)
+	err = p.write(bb.B)
+	putOwn(bb)
+	return err
 }
 
 // Info is the proxy's own description of this session, for `xpra info`
