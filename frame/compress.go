@@ -231,11 +231,12 @@ func Compress(c Compression, src []byte) (Compression, []byte, error) {
 	return 0, nil, fmt.Errorf("frame: compression %s is not supported", c.Algo().name())
 }
 
-// appendCompressed is Compress appending its output to dst. lz4 (every
+// AppendCompress is Compress appending its output to dst. lz4 (every
 // bridged or recompressed link's compressor) compresses straight into
 // dst's spare room: no buffer of its own, pooled or not (docs/memory.md,
-// "Pooled buffers"). src may be a part of dst before len(dst).
-func appendCompressed(dst []byte, c Compression, src []byte) (Compression, []byte, error) {
+// "Pooled buffers"). src may be a part of dst before len(dst); on error
+// dst is returned as it was.
+func AppendCompress(dst []byte, c Compression, src []byte) (Compression, []byte, error) {
 	if c != NoCompression && c.Level() > 0 && c.Algo() == AlgoLZ4 {
 		return AlgoLZ4 | Compression(c.Level()), appendLZ4(dst, src, c.Level()), nil
 	}

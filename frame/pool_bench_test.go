@@ -12,7 +12,7 @@ import (
 // where Writer.AppendPacket puts the lz4 output of a main packet or a
 // chunk before it lands in the frame buffer: a fresh buffer per call (as
 // Compress did), a 64 KiB sync.Pool scratch, a bytebufferpool scratch,
-// or dst itself (appendCompressed, what the Writer does now). The frame
+// or dst itself (AppendCompress, what the Writer does now). The frame
 // buffer dst is reused across iterations, as the relay's pooled encode
 // buffer is.
 //
@@ -62,7 +62,7 @@ func BenchmarkPoolCompress(b *testing.B) {
 		b.Run(sz.name+"/into-dst", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				cc, out, _ := appendCompressed(append(dst[:0], make([]byte, HeaderSize)...), c, sz.src)
+				cc, out, _ := AppendCompress(append(dst[:0], make([]byte, HeaderSize)...), c, sz.src)
 				Header{Compression: cc, Size: uint32(len(out) - HeaderSize)}.Put(out)
 				dst = out
 			}
@@ -83,10 +83,10 @@ func pixelsLike(n int) []byte {
 	return b
 }
 
-// TestAppendCompressedMatchesCompress: compressing into dst yields the
+// TestAppendCompressMatchesCompress: compressing into dst yields the
 // bytes Compress does, for every algorithm, after whatever dst held, and
 // with src inside dst (the main packet's body).
-func TestAppendCompressedMatchesCompress(t *testing.T) {
+func TestAppendCompressMatchesCompress(t *testing.T) {
 	for _, c := range []Compression{AlgoLZ4 | 1, AlgoLZ4 | 7, AlgoZlib | 1, NoCompression} {
 		for _, src := range [][]byte{nil, []byte("x"), pattern(5000, 1), pixelsLike(3000)} {
 			wantC, want, err := Compress(c, src)
@@ -94,12 +94,12 @@ func TestAppendCompressedMatchesCompress(t *testing.T) {
 				t.Fatal(err)
 			}
 			prefix := []byte("prefix")
-			gotC, got, err := appendCompressed(append([]byte(nil), prefix...), c, src)
+			gotC, got, err := AppendCompress(append([]byte(nil), prefix...), c, src)
 			if err != nil || gotC != wantC || !bytes.Equal(got, append(prefix, want...)) {
 				t.Errorf("%v, %d bytes: %v %v, %d bytes, want %v, %d", c, len(src), err, gotC, len(got), wantC, len(want)+len(prefix))
 			}
 			inside := append(append([]byte(nil), prefix...), src...)
-			_, got, _ = appendCompressed(inside, c, inside[len(prefix):])
+			_, got, _ = AppendCompress(inside, c, inside[len(prefix):])
 			if !bytes.Equal(got[len(inside):], want) {
 				t.Errorf("%v, %d bytes, src inside dst: output differs", c, len(src))
 			}

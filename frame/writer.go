@@ -70,7 +70,7 @@ func (w *Writer) AppendPacket(dst []byte, p Packet) ([]byte, error) {
 		case []byte:
 			if level > 0 && len(v) > large && i < MaxChunkIndex {
 				at := len(dst)
-				c, out, err := appendCompressed(append(dst, make([]byte, HeaderSize)...), w.Compression, v)
+				c, out, err := AppendCompress(append(dst, make([]byte, HeaderSize)...), w.Compression, v)
 				if err != nil {
 					return dst[:at], err
 				}
@@ -99,7 +99,7 @@ func (w *Writer) AppendPacket(dst []byte, p Packet) ([]byte, error) {
 	if level > 0 && len(body) > minComp {
 		// Compressed after the body in the same buffer, then moved over it.
 		end := len(dst)
-		c, out, err := appendCompressed(dst, w.Compression, body)
+		c, out, err := AppendCompress(dst, w.Compression, body)
 		if err != nil {
 			return dst[:start], err
 		}
