@@ -78,6 +78,10 @@ func TestWorkloads(t *testing.T) {
 					if proxy != ProxyDirect && res.ProxyRSS <= 0 {
 						t.Errorf("no proxy RSS: %+v", res)
 					}
+					// As root the relays are the workers': they count.
+					if proxy == ProxyXpraproxyRoot && (res.ProxyProcesses < 2 || !strings.Contains(res.ProxyCounted, "xpraproxy worker")) {
+						t.Errorf("root proxy: counted %q (%d processes)", res.ProxyCounted, res.ProxyProcesses)
+					}
 				}
 				// With 4 sessions the per-session difference is noise; the
 				// figure must at least be readable.

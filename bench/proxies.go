@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -241,56 +239,6 @@ func tailText(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
-}
-
-// procStats sums RSS (bytes) and CPU time over pid and its descendants.
-func procStats(pid int) (rss int64, cpu time.Duration) {
-	if pid <= 0 {
-		return 0, 0
-	}
-	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		if len(f) > 1 {
-			pp, _ := strconv.Atoi(f[1])
-			children[pp] = append(children[pp], n)
-		}
-	}
-	tick := time.Second / 100 // USER_HZ
-	var walk func(int)
-	walk = func(p int) {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
-			sc := bufio.NewScanner(bytes.NewReader(b))
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "VmRSS:") {
-					kb, _ := strconv.ParseInt(strings.Fields(sc.Text())[1], 10, 64)
-					rss += kb * 1024
-				}
-			}
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p)); err == nil {
-			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-			if len(f) > 12 {
-				u, _ := strconv.ParseInt(f[11], 10, 64)
-				s, _ := strconv.ParseInt(f[12], 10, 64)
-				cpu += time.Duration(u+s) * tick
-			}
-		}
-		for _, c := range children[p] {
-			walk(c)
-		}
-	}
-	walk(pid)
-	return rss, cpu
 }
 
 // proxyHeap asks xpraproxy, over its own unix socket, for its Go heap.

@@ -55,7 +55,10 @@ type Config struct {
 }
 
 // Result is what a run measured; the JSON names are the contract with
-// BENCHMARKS.md and scripts.
+// BENCHMARKS.md and scripts. The proxy's memory and CPU are those of the
+// process the bench started and all its descendants (xpraproxy-root: the
+// supervisor and its workers; xpra: its forked instances), summed;
+// ProxyCounted says which processes the end-of-run figures cover.
 type Result struct {
 	Proxy              string  `json:"proxy"`
 	Transport          string  `json:"transport,omitempty"`
@@ -70,6 +73,15 @@ type Result struct {
 	ProxyRSSBaseline   int64   `json:"proxy_rss_baseline_bytes"`
 	ProxyRSS           int64   `json:"proxy_rss_bytes"`
 	ProxyRSSPerSession float64 `json:"proxy_rss_bytes_per_session"` // at the end of the run: steady state for idle
+	// PSS (proportional set size, smaps_rollup) divides each shared page
+	// among the processes mapping it: beside the RSS sum it shows how much
+	// of a process tree's RSS is pages counted in more than one process.
+	ProxyPSSBaseline       int64   `json:"proxy_pss_baseline_bytes,omitempty"`
+	ProxyPSS               int64   `json:"proxy_pss_bytes,omitempty"`
+	ProxyPSSPerSession     float64 `json:"proxy_pss_bytes_per_session,omitempty"`
+	ProxyProcessesBaseline int     `json:"proxy_processes_baseline,omitempty"`
+	ProxyProcesses         int     `json:"proxy_processes,omitempty"`
+	ProxyCounted           string  `json:"proxy_counted,omitempty"` // "1 xpraproxy proxy + 1 xpraproxy worker"
 	// ProxyRSSOpenPerSession is the same right after the sessions opened
 	// (the handshake burst's memory not yet returned).
 	ProxyRSSOpenPerSession float64 `json:"proxy_rss_open_bytes_per_session,omitempty"`
@@ -235,7 +247,8 @@ func Run(cfg Config) (*Result, error) {
 	}
 	defer p.stop()
 	time.Sleep(300 * time.Millisecond)
-	res.ProxyRSSBaseline, _ = procStats(p.pid())
+	before := readTree(p.pid(), true)
+	res.ProxyRSSBaseline, res.ProxyPSSBaseline, res.ProxyProcessesBaseline = before.RSS, before.PSS, len(before.Procs)
 	heap0 := proxyHeap(p)
 
 	cl, err := newClients(cfg.Loops, benchPassword, cfg.Transport, cfg.Peer, cfg.RealHello)
@@ -367,11 +380,15 @@ func Run(cfg Config) (*Result, error) {
 	elapsed := time.Since(start)
 	res.DurationS = elapsed.Seconds()
 	res.GeneratorCPUPercent = 100 * float64(rusage()-cpu0) / float64(elapsed)
-	var pcpu1 time.Duration
-	res.ProxyRSS, pcpu1 = procStats(p.pid())
-	res.ProxyCPUPercent = 100 * float64(pcpu1-pcpu0) / float64(elapsed)
+	after := readTree(p.pid(), true)
+	res.ProxyRSS, res.ProxyPSS = after.RSS, after.PSS
+	res.ProxyProcesses, res.ProxyCounted = len(after.Procs), after.Counted()
+	res.ProxyCPUPercent = 100 * float64(after.CPU-pcpu0) / float64(elapsed)
 	if p.pid() > 0 {
 		res.ProxyRSSPerSession = float64(res.ProxyRSS-res.ProxyRSSBaseline) / float64(res.Ready)
+		if res.ProxyPSS > 0 && res.ProxyPSSBaseline > 0 {
+			res.ProxyPSSPerSession = float64(res.ProxyPSS-res.ProxyPSSBaseline) / float64(res.Ready)
+		}
 	}
 	if heap1 := proxyHeap(p); heap1 > 0 {
 		res.ProxyHeap = heap1
@@ -432,9 +449,10 @@ func runConnect(cfg Config, res *Result, p *proxyProc, cl *clients, source func(
 	res.Ready, res.Failed = cl.ready.Load(), cl.failed.Load()
 	res.SetupsPerS = float64(res.Ready) / elapsed.Seconds()
 	res.GeneratorCPUPercent = 100 * float64(rusage()-cpu0) / float64(elapsed)
-	var pcpu1 time.Duration
-	res.ProxyRSS, pcpu1 = procStats(p.pid())
-	res.ProxyCPUPercent = 100 * float64(pcpu1-pcpu0) / float64(elapsed)
+	after := readTree(p.pid(), true)
+	res.ProxyRSS, res.ProxyPSS = after.RSS, after.PSS
+	res.ProxyProcesses, res.ProxyCounted = len(after.Procs), after.Counted()
+	res.ProxyCPUPercent = 100 * float64(after.CPU-pcpu0) / float64(elapsed)
 	res.LastError = cl.lastError()
 	return res, nil
 }

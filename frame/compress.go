@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/andybalholm/brotli"
@@ -230,10 +231,32 @@ func Compress(c Compression, src []byte) (Compression, []byte, error) {
 	return 0, nil, fmt.Errorf("frame: compression %s is not supported", c.Algo().name())
 }
 
+// AppendCompress is Compress appending its output to dst. lz4 (every
+// bridged or recompressed link's compressor) compresses straight into
+// dst's spare room: no buffer of its own, pooled or not (docs/memory.md,
+// "Pooled buffers"). src may be a part of dst before len(dst); on error
+// dst is returned as it was.
+func AppendCompress(dst []byte, c Compression, src []byte) (Compression, []byte, error) {
+	if c != NoCompression && c.Level() > 0 && c.Algo() == AlgoLZ4 {
+		return AlgoLZ4 | Compression(c.Level()), appendLZ4(dst, src, c.Level()), nil
+	}
+	c, data, err := Compress(c, src)
+	if err != nil {
+		return 0, dst, err
+	}
+	return c, append(dst, data...), nil
+}
+
 // compressLZ4 writes xpra's lz4 format: the uncompressed size as a
 // little-endian uint32, then one raw LZ4 block.
-func compressLZ4(src []byte, level int) []byte {
-	out := make([]byte, 4+lz4.CompressBlockBound(len(src)))
+func compressLZ4(src []byte, level int) []byte { return appendLZ4(nil, src, level) }
+
+// appendLZ4 appends compressLZ4's output to dst. src must not overlap
+// dst's spare capacity (a part of dst[:len(dst)] is fine).
+func appendLZ4(dst, src []byte, level int) []byte {
+	start := len(dst)
+	dst = slices.Grow(dst, 4+lz4.CompressBlockBound(len(src)))
+	out := dst[start : start+4+lz4.CompressBlockBound(len(src))]
 	binary.LittleEndian.PutUint32(out, uint32(len(src)))
 	var n int
 	if level >= 7 {
@@ -252,7 +275,7 @@ func compressLZ4(src []byte, level int) []byte {
 		// a literal-only block is valid for every decoder.
 		n = storeLZ4Literals(src, out[4:])
 	}
-	return out[:4+n]
+	return dst[:start+4+n]
 }
 
 // storeLZ4Literals encodes src as one literal-only LZ4 sequence, valid for

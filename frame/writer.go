@@ -69,11 +69,13 @@ func (w *Writer) AppendPacket(dst []byte, p Packet) ([]byte, error) {
 			}
 		case []byte:
 			if level > 0 && len(v) > large && i < MaxChunkIndex {
-				c, data, err := Compress(w.Compression, v)
+				at := len(dst)
+				c, out, err := AppendCompress(append(dst, make([]byte, HeaderSize)...), w.Compression, v)
 				if err != nil {
-					return dst, err
+					return dst[:at], err
 				}
-				dst = appendFrame(dst, Header{Compression: c, Index: uint8(i)}, data)
+				dst = out
+				Header{Compression: c, Index: uint8(i), Size: uint32(len(dst) - at - HeaderSize)}.Put(dst[at:])
 				setArg(i, "")
 			}
 		}
@@ -95,13 +97,15 @@ func (w *Writer) AppendPacket(dst []byte, p Packet) ([]byte, error) {
 	}
 	body := dst[start+HeaderSize:]
 	if level > 0 && len(body) > minComp {
-		c, data, err := Compress(w.Compression, body)
+		// Compressed after the body in the same buffer, then moved over it.
+		end := len(dst)
+		c, out, err := AppendCompress(dst, w.Compression, body)
 		if err != nil {
 			return dst[:start], err
 		}
 		h.Compression = c
-		dst = append(dst[:start+HeaderSize], data...)
-		body = data
+		dst = out[:start+HeaderSize+copy(out[start+HeaderSize:], out[end:])]
+		body = dst[start+HeaderSize:]
 	}
 	h.Size = uint32(len(body))
 	h.Put(dst[start:])

@@ -71,8 +71,11 @@ func (b *bridging) countDraw(pkt frame.Packet) {
 	b.draws[coding]++
 }
 
-// encodeBuffers hold a bridged packet while it is encoded and written;
-// a pipe keeps none between packets.
+// encodeBuffers hold a bridged packet while it is encoded and written,
+// and a main packet compressed for the client (rewrite); a pipe keeps
+// none between packets. A sync.Pool, not bytebufferpool: these packets
+// mix small and large sizes, and bytebufferpool drops the large ones
+// (docs/memory.md, "Pooled buffers").
 var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // newBridging is the bridge mode of a pipe from a peer of from to a peer

@@ -29,13 +29,13 @@ func (s *Session) relayError(p *pipe, err error) {
 // send writes a packet of the proxy's own to the client, in the client's
 // encoder, uncompressed (these packets are small).
 func (s *Session) send(p frame.Packet) {
-	w := frame.Writer{Encoding: s.enc}
-	b, err := w.AppendPacket(nil, p)
+	bb, err := encodeOwn(frame.Writer{Encoding: s.enc}, p)
 	if err != nil {
 		s.logger().Error("cannot encode packet", "packet", p.String(), "err", err)
 		return
 	}
-	s.client.Write(b)
+	s.client.Write(bb.B)
+	putOwn(bb)
 }
 
 // disconnect sends the client an xpra disconnect packet (or xpra's text
@@ -71,9 +71,9 @@ func (s *Session) closeServer(why string) {
 		return
 	}
 	if s.state == stateRelay && (s.c2s == nil || s.c2s.finishPacket()) {
-		w := s.serverWriter()
-		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", "server shutdown", why}); err == nil {
-			s.server.Write(b)
+		if bb, err := encodeOwn(s.serverWriter(), frame.Packet{"disconnect", "server shutdown", why}); err == nil {
+			s.server.Write(bb.B)
+			putOwn(bb)
 		}
 	}
 	s.server.Close()

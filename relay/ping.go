@@ -57,9 +57,9 @@ func (s *Session) maybePing(now time.Time) {
 	ms := monoMS()
 	pkt := frame.Packet{"ping", ms, now.UnixMilli(), string(pg.uuid)}
 	if pg.clientEcho && s.s2c.atBoundary() {
-		w := frame.Writer{Encoding: s.enc}
-		if b, err := w.AppendPacket(nil, pkt); err == nil {
-			s.s2c.write(b)
+		if bb, err := encodeOwn(frame.Writer{Encoding: s.enc}, pkt); err == nil {
+			s.s2c.write(bb.B)
+			putOwn(bb)
 			pg.clientSent = now
 		}
 	}

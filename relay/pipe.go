@@ -372,12 +372,19 @@ func (p *pipe) rewrite(h frame.Header, payload, whole []byte) error {
 		return p.writeFrame(h, data)
 	case p.transforms() && !p.toServer && h.Index == 0 && !h.Compression.Compressed() &&
 		p.compress.Compressed() && len(payload) > frame.DefaultMinCompressSize:
-		c, data, err := frame.Compress(p.compress, payload)
-		if err != nil {
-			return err
+		// Header and compressed payload in one pooled buffer, one write.
+		bp := encodeBuffers.Get().(*[]byte)
+		c, out, err := frame.AppendCompress(append((*bp)[:0], make([]byte, frame.HeaderSize)...), p.compress, payload)
+		if err == nil {
+			h.Compression, h.Size = c, uint32(len(out)-frame.HeaderSize)
+			h.Put(out)
+			err = p.write(out)
 		}
-		h.Compression = c
-		return p.writeFrame(h, data)
+		if cap(out) <= 1<<20 {
+			*bp = out[:0]
+			encodeBuffers.Put(bp)
+		}
+		return err
 	}
 	return p.write(whole)
 }
@@ -450,11 +457,13 @@ func (p *pipe) writeHandled(w frame.Writer, pkt frame.Packet) error {
 	if p.bridge != nil {
 		return p.bridgeWrite(pkt)
 	}
-	out, err := w.AppendPacket(nil, pkt)
+	bb, err := encodeOwn(w, pkt)
 	if err != nil {
 		return err
 	}
-	return p.write(out)
+	err = p.write(bb.B)
+	putOwn(bb)
+	return err
 }
 
 // Info is the proxy's own description of this session, for `xpra info`

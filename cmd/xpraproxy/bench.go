@@ -62,12 +62,16 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "proxy\tworkload\tsessions\tready\tfailed\tproxy RSS/session\tproxy heap/session\tproxy CPU\tgenerator CPU\tMB/s\tMB/s/session\tp50 µs\tp99 µs\tp999 µs\tsetups/s\n")
-	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f B\t%.0f B\t%.0f%%\t%.0f%%\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.1f\n",
-		res.Proxy, res.Workload, res.Sessions, res.Ready, res.Failed, res.ProxyRSSPerSession, res.ProxyHeapPerSession,
+	fmt.Fprintf(tw, "proxy\tworkload\tsessions\tready\tfailed\tproxy RSS/session\tproxy PSS/session\tproxy heap/session\tproxy CPU\tgenerator CPU\tMB/s\tMB/s/session\tp50 µs\tp99 µs\tp999 µs\tsetups/s\n")
+	fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f B\t%.0f B\t%.0f B\t%.0f%%\t%.0f%%\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.1f\n",
+		res.Proxy, res.Workload, res.Sessions, res.Ready, res.Failed, res.ProxyRSSPerSession, res.ProxyPSSPerSession, res.ProxyHeapPerSession,
 		res.ProxyCPUPercent, res.GeneratorCPUPercent, res.MBytesPerS, res.MBytesPerSPerSession,
 		res.P50us, res.P99us, res.P999us, res.SetupsPerS)
 	tw.Flush()
+	if res.ProxyCounted != "" {
+		// RSS, PSS and CPU sum the proxy's whole process tree.
+		fmt.Fprintf(stdout, "proxy processes counted: %s (before the sessions: %d)\n", res.ProxyCounted, res.ProxyProcessesBaseline)
+	}
 	if res.Workload == bench.WorkloadSoak {
 		fmt.Fprintf(stdout, "soak: proxy RSS max %d B (baseline %d B); slow readers: %d disconnected with a reason, %d cut, %d read everything\n",
 			res.ProxyRSSMax, res.ProxyRSSBaseline, res.SlowDisconnected, res.SlowCut, res.SlowDrained)
