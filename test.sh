@@ -32,5 +32,5 @@ CGO_ENABLED=0 go build ./frame/ ./bridge/ ./route/ ./relay/
 go test -race -count=1 -timeout 15m ./...
 # Allocation counts through sync.Pool mean nothing under -race (it drops
 # what is put back on purpose): those tests run once without it.
-go test -count=1 -run 'Allocat' ./frame/ ./relay/
+go test -count=1 -run 'Allocat' ./relay/
 go test -run '^$' -bench . -benchtime 20x -count=1 ./...
