@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
@@ -76,13 +77,14 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 			return
 		}
 	}
-	fd, err := syscall.Dup(s.client.Fd())
+	// Close-on-exec from the start: a worker being started meanwhile (of
+	// another account) must not inherit this client's socket.
+	fd, err := unix.FcntlInt(uintptr(s.client.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		s.logger().Warn("cannot duplicate the client socket", "err", err)
 		s.disconnect("server error", "cannot relay the connection")
 		return
 	}
-	syscall.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "client")
 	s.admit()
 	s.state = stateHandedOff
@@ -147,10 +149,16 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	s.claimed = ClaimedVersion(caps)
 	s.authed = true // by the process that handed it over
 	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
+	// The pools live in the process that picked the candidates: it is
+	// told which member was used and which failed.
+	var track PoolTracker
+	if cfg.Track != nil {
+		track = cfg.Track(h.Pool)
+	}
 	if h.Start != nil {
-		s.startAndConnect(h.Start, h.Options)
+		s.startAndConnect(h.Start, track, h.Options)
 	} else {
-		s.connect(h.Candidates, nil, h.Options)
+		s.connect(h.Candidates, h.Pool, track, h.Options)
 	}
 	return s, nil
 }
