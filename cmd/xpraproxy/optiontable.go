@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/relay"
 	"github.com/xpraproxy/xpraproxy/route"
 )
 
@@ -229,7 +230,7 @@ func proxyOptionTable() []option {
 			help: "a proxy that is not root may start sessions as its own account"},
 		{names: []string{"proxy-start-commands"}, arg: "CMD[,CMD...]", set: list(func(o *proxyOptions) *[]string { return &o.startCommands }),
 			help: "commands a client may run in a new session (--start=...); * for any"},
-		{names: []string{"proxy-start-xpra"}, arg: "PROG[,PROG...]", shown: "xpra", set: list(func(o *proxyOptions) *[]string { return &o.startXpra }),
+		{names: []string{"proxy-start-xpra"}, arg: "PROG[,PROG...]", def: relay.DefaultXpra, set: list(func(o *proxyOptions) *[]string { return &o.startXpra }),
 			help: "the xpra programs that start sessions, one per generation: each client gets the first its generation can use (a row's start-xpra=P[:P] overrides)"},
 		{names: []string{"proxy-start-env"}, arg: "VAR[,VAR...]", set: list(func(o *proxyOptions) *[]string { return &o.startEnv }),
 			help: "environment variables a client may set in a new session"},

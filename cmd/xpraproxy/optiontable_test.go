@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 func noEnv(string) string { return "" }
@@ -49,7 +51,7 @@ func TestOptionTable(t *testing.T) {
 		maxPacket: 16 << 20, maxSession: 32 << 20, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, bridge: true, workers: "uid",
 		video: "auto", poolProbe: 5 * time.Second, ping: 5 * time.Second, maxStart: 4, workerIdle: 60 * time.Second,
 		maxConns: -1, maxLogins: -1, maxPerSource: 16, loginPacket: 256 << 10, throttle: true, maxTargetDials: 32,
-		registryInterval: 2 * time.Second, registryExpiry: 15 * time.Second}
+		registryInterval: 2 * time.Second, registryExpiry: 15 * time.Second, startXpra: []string{"xpra"}}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("defaults:\n%+v\nwant\n%+v", def, want)
 	}
@@ -85,5 +87,25 @@ func TestOptionTable(t *testing.T) {
 	if o, err := parseProxyArgsEnv([]string{"--daemon", "--login-throttle=no", "--max-connections=auto", "--proxy-start-commands=xterm, xclock,"}, noEnv); err != nil ||
 		!o.daemon || o.throttle || o.maxConns != -1 || strings.Join(o.startCommands, " ") != "xterm xclock" {
 		t.Errorf("flags and lists: %+v %v", o, err)
+	}
+}
+
+// relay.DefaultLimits is what the option table's defaults give: a proxy
+// started without options and a Limits made in code agree (the values
+// live in the table and in relay once each, never in this test).
+func TestDefaultLimits(t *testing.T) {
+	o, err := parseProxyArgsEnv(nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := o.limits(), relay.DefaultLimits()
+	// No option sets it: the bytes a client may send while its server is
+	// dialed.
+	got.ConnectBuffer = want.ConnectBuffer
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the option table's defaults give\n%+v\nrelay.DefaultLimits() is\n%+v", got, want)
+	}
+	if n := got.Normalized(); !reflect.DeepEqual(n, got) {
+		t.Errorf("the defaults are not normalised: %+v", n)
 	}
 }

@@ -29,6 +29,8 @@ func workerMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "xpraproxy worker:", err)
 		return 1
 	}
+	// Until the config arrives: the proxy's own default (the main
+	// process's --gc-percent comes with it, privsep.WorkerConfig).
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
 	}
