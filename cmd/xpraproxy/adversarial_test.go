@@ -270,10 +270,9 @@ func processTree(root int) []int {
 func TestAdversarialSuite(t *testing.T) { runSiege(t, "xpraproxy") }
 
 // TestAdversarialSuiteRoot runs the fast cases (all but rootSkipped)
-// against a root proxy,
-// whose logged-in clients are relayed by workers running as their
-// accounts: the same answers, bounds (over the process tree: the main
-// process and its workers) and checks.
+// against a root proxy, whose logged-in clients are relayed by workers
+// running as their accounts: the same answers, bounds (over the process
+// tree: the main process and its workers) and checks.
 func TestAdversarialSuiteRoot(t *testing.T) {
 	testenv.NeedRoot(t)
 	runSiege(t, "xpraproxy-root")
