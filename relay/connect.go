@@ -182,9 +182,9 @@ func (s *Session) startAndConnect(r *StartRequest, track PoolTracker, opts []aut
 // connect dials the target off the loop, then moves the logged-in
 // backend onto the session's loop; track, when set, is told which of
 // cands (those of the pool named pool, if any) failed and which was
-// used. A target of the other xpra generation
-// is bridged (docs/bridge.md) when nothing of the client's own is
-// available and bridging is not off.
+// used. A target of the other xpra generation is bridged
+// (docs/bridge.md) when nothing of the client's own is available and
+// bridging is not off.
 func (s *Session) connect(cands []route.Candidate, pool string, track PoolTracker, opts []authn.Option) {
 	var (
 		b        *Backend
