@@ -10,11 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/relay"
+	"golang.org/x/sys/unix"
 )
 
 // host implements relay.Host for sessions of one loop.
@@ -45,11 +45,12 @@ func (h *host) Release(c relay.Conn) (*os.File, error) {
 	case *streamConn:
 		return h.srv.splice(end.cn, end)
 	case gnet.Conn:
-		fd, err := syscall.Dup(end.Fd())
+		// Close-on-exec from the start: a worker (of another account)
+		// being started meanwhile must not inherit this client's socket.
+		fd, err := unix.FcntlInt(uintptr(end.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("loop: duplicate the client socket: %w", err)
 		}
-		syscall.CloseOnExec(fd)
 		_ = h.el.Close(end)
 		return os.NewFile(uintptr(fd), "client"), nil
 	}

@@ -47,7 +47,7 @@ func testWorkerMain(args []string) int {
 		err = Drop(acct)
 	}
 	if err == nil {
-		err = RunWorker(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		err = RunWorker(slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
 	}
 	if err != nil {
 		os.Stderr.WriteString("worker: " + err.Error() + "\n")

@@ -44,15 +44,21 @@ type Supervisor struct {
 	// OnEnded, when set, is told that a handed-off connection ended (or
 	// was lost with its worker): the target pools release it.
 	OnEnded func(id uint64)
+	// Pools are the main process's target pools: the workers' reports of
+	// the members their sessions used or found dead reach them here.
+	Pools route.Pools
 
 	mu       sync.Mutex
 	workers  map[string]*worker0 // by account key
 	starting map[string]chan struct{}
 	routes   map[uint64]*worker0 // connection id → its worker
 	records  map[uint64]relay.Record
-	closed   bool
-	serial   int
-	wg       sync.WaitGroup
+	// gone are the traffic and handshake counters of workers that
+	// exited, as they last reported them: counters only grow.
+	gone   loop.Counters
+	closed bool
+	serial int
+	wg     sync.WaitGroup
 
 	Started, Crashed atomic.Int64
 }
@@ -68,6 +74,8 @@ type worker0 struct {
 	sessions int       // routed connections (under Supervisor.mu)
 	idleAt   time.Time // when sessions last fell to 0
 	retiring bool
+	last     *loop.Counters // as last reported (under Supervisor.mu)
+	folded   bool           // last is in Supervisor.gone: it exited
 
 	seq     atomic.Uint64
 	pmu     sync.Mutex
@@ -96,38 +104,23 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 	if err != nil {
 		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "cannot start the proxy instance", Err: err}
 	}
-	// Route first: the worker may report the session's end at once.
+	// Route and record first: the worker may report where the session
+	// went, or its end, at once.
+	rec := relay.Record{ID: h.ID, User: h.User, Pool: h.Pool, Client: h.Peer, Started: h.Started, Active: h.Started}
+	if len(h.Candidates) > 0 {
+		// The pool's pick, until the worker reports the member it used.
+		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
+	}
 	s.mu.Lock()
 	s.routes[h.ID] = w
+	s.records[h.ID] = rec
 	s.mu.Unlock()
 	if err := w.ch.send(&message{Op: "session", Handoff: h}, client); err != nil {
 		s.unroute(h.ID)
 		return &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "cannot reach the proxy instance", Err: err}
 	}
 	s.Log.Info("connection handed to worker", "session", h.ID, "user", logsafe.String(h.User), "uid", acct.UID, "worker", w.pid)
-	rec := relay.Record{ID: h.ID, User: h.User, Pool: h.Pool, Client: h.Peer, Started: h.Started, Active: h.Started}
-	if len(h.Candidates) > 0 {
-		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
-	}
-	s.mu.Lock()
-	if s.routes[h.ID] != nil {
-		s.records[h.ID] = rec
-	}
-	s.mu.Unlock()
 	return nil
-}
-
-// Records are the handed-off connections as a session registry keeps
-// them: user, first candidate, client and start; their byte counts stay
-// with the workers.
-func (s *Supervisor) Records() ([]relay.Record, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]relay.Record, 0, len(s.records))
-	for _, r := range s.records {
-		out = append(out, r)
-	}
-	return out, true
 }
 
 func key(a authn.Account) string {
@@ -275,13 +268,30 @@ func (s *Supervisor) watch(w *worker0) {
 				c <- m
 			}
 		case "ended":
+			if m.Counters != nil {
+				s.mu.Lock()
+				w.last = m.Counters
+				s.mu.Unlock()
+			}
 			s.unroute(m.ID)
+		case "use", "failed":
+			s.tracked(w, m)
 		}
 	}
 	w.ch.close()
 	close(w.dead)
 	err := w.cmd.Wait()
 	s.mu.Lock()
+	w.folded = true
+	if w.last != nil {
+		s.gone.C2S, s.gone.S2C = s.gone.C2S.Plus(w.last.C2S), s.gone.S2C.Plus(w.last.S2C)
+		for k, v := range w.last.Handshakes {
+			if s.gone.Handshakes == nil {
+				s.gone.Handshakes = map[string]int64{}
+			}
+			s.gone.Handshakes[k] += v
+		}
+	}
 	lost := 0
 	for id, rw := range s.routes {
 		if rw == w {
@@ -459,15 +469,41 @@ func (s *Supervisor) Workers() frame.Dict {
 }
 
 // Counters sums the workers' counters; Workers is how many are running.
+// Traffic and handshakes are counters that only grow: those of workers
+// that exited stay (as of their last report, which an exiting worker
+// makes with each session's end), and a worker that does not answer in
+// time counts with its last answer.
 func (s *Supervisor) Counters() (loop.Counters, int) {
-	sum := loop.Counters{Handshakes: map[string]int64{}}
 	ws := s.live()
-	for _, w := range ws {
-		r, err := w.request(&message{Op: "counters"})
-		if err != nil || r.Counters == nil {
+	fresh := make([]*loop.Counters, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r, err := w.request(&message{Op: "counters"}); err == nil {
+				fresh[i] = r.Counters
+			}
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sum := loop.Counters{Handshakes: map[string]int64{}, C2S: s.gone.C2S, S2C: s.gone.S2C}
+	for k, v := range s.gone.Handshakes {
+		sum.Handshakes[k] = v
+	}
+	for i, w := range ws {
+		if w.folded {
+			continue // exited meanwhile: counted in gone
+		}
+		if fresh[i] != nil {
+			w.last = fresh[i]
+		}
+		c := w.last
+		if c == nil {
 			continue
 		}
-		c := r.Counters
 		sum.Sessions += c.Sessions
 		sum.Buffered += c.Buffered
 		sum.C2S, sum.S2C = sum.C2S.Plus(c.C2S), sum.S2C.Plus(c.S2C)

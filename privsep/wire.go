@@ -20,8 +20,10 @@ import (
 )
 
 // message is one control message. The main process sends config (first),
-// session (with the client's socket), stop, info, sessions, counters and
-// exit; a worker sends ready, reply (to Seq), ended and shutdown.
+// session (with the client's socket), stop, info, sessions, counters,
+// records and exit; a worker sends ready, reply (to Seq), ended (with its
+// counters), use and failed (where a session went: pool ID, Display,
+// Next) and shutdown.
 type message struct {
 	Op       string         `json:"op"`
 	Seq      uint64         `json:"seq,omitempty"`
@@ -30,10 +32,17 @@ type message struct {
 	Config   *WorkerConfig  `json:"config,omitempty"`
 	Info     []byte         `json:"info,omitempty"` // an xpra frame: ["info", dict]
 	Counters *loop.Counters `json:"counters,omitempty"`
-	PID      int            `json:"pid,omitempty"`
-	Socket   string         `json:"socket,omitempty"`
-	OK       bool           `json:"ok,omitempty"`
-	Err      string         `json:"err,omitempty"`
+	Records  []relay.Record `json:"records,omitempty"`
+	// Pool, Display and Next are a use or failed report: the session's
+	// pool ("" for none), the member (unredacted: the main process
+	// matches it) and, for failed, the one tried next.
+	Pool    string `json:"pool,omitempty"`
+	Display string `json:"display,omitempty"`
+	Next    string `json:"next,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	Socket  string `json:"socket,omitempty"`
+	OK      bool   `json:"ok,omitempty"`
+	Err     string `json:"err,omitempty"`
 }
 
 // Datagrams carry at most partSize bytes after a one-byte flag (1: more

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,15 @@ type WorkerConfig struct {
 	Hostname   string   `json:"hostname"`
 	// Video is --proxy-video-encoders; the worker runs its own pool.
 	Video string `json:"video,omitempty"`
+	// GCPercent, when set, is the Go GC target the main process runs
+	// with (--gc-percent): a worker holds the sessions' buffers, so the
+	// density the option tunes is the worker's. nil: GOGC, as the main
+	// process's environment passes it.
+	GCPercent *int `json:"gc_percent,omitempty"`
+	// BurstGCPercent is --burst-gc-percent: the GC target while a worker's
+	// sessions start, for the program's memory tuning (RunWorker's started
+	// hook).
+	BurstGCPercent int `json:"burst_gc_percent,omitempty"`
 }
 
 // ControlFD is the descriptor on which a worker finds its control socket.
@@ -130,7 +140,10 @@ func ParseAccount(uid, gid, groups string) (authn.Account, error) {
 // RunWorker is the worker process after Drop: it reads its config from
 // the control socket, serves handed-over clients on its own loops until
 // the main process goes away or says exit, and reports each session's end.
-func RunWorker(log *slog.Logger) error {
+// started, when set, is called once the loops run: the program's
+// process-wide tuning (the GC target in login bursts, returning memory to
+// the OS) is the program's, as in the main process.
+func RunWorker(log *slog.Logger, started func(srv *loop.Server, cfg WorkerConfig)) error {
 	// The parent-death signal was cleared by the uid change: re-arm it,
 	// then make sure the parent did not die in between.
 	ppid := os.Getppid()
@@ -149,33 +162,39 @@ func RunWorker(log *slog.Logger) error {
 	if err != nil || m.Op != "config" || m.Config == nil {
 		return fmt.Errorf("privsep: no config from the main process: %v", err)
 	}
-	w := &worker{ch: ch, cfg: *m.Config, log: log, ended: make(chan uint64, 1024)}
+	w := &worker{ch: ch, cfg: *m.Config, log: log, ended: make(chan uint64, 1024), started: started}
 	return w.run()
 }
 
 type worker struct {
 	ch    *channel
 	cfg   WorkerConfig
+	rcfg  *relay.Config // the sessions' (cfg.Limits normalised)
 	log   *slog.Logger
 	srv   *loop.Server
 	sock  string
 	ended chan uint64
+	// started is RunWorker's hook.
+	started func(*loop.Server, WorkerConfig)
 }
 
 func (w *worker) run() error {
-	rcfg := &relay.Config{
-		// The main process's values, as they are (one road).
-		Limits:      w.cfg.Limits,
-		Hostname:    w.cfg.Hostname,
-		UID:         os.Getuid(),
-		Log:         w.log,
-		Connects:    &relay.ConnectLimiter{PerTarget: w.cfg.Limits.MaxTargetConnects},
-		Generations: &relay.Generations{},
+	if w.cfg.GCPercent != nil {
+		debug.SetGCPercent(*w.cfg.GCPercent)
 	}
 	me := currentUser()
+	var dirs []string
 	for _, d := range w.cfg.SocketDirs {
-		rcfg.SocketDirs = append(rcfg.SocketDirs, route.ExpandDir(d, me))
+		dirs = append(dirs, route.ExpandDir(d, me))
 	}
+	// The main process's values, made into a Config as it makes its own
+	// (one road).
+	cfg := relay.NewConfig(w.cfg.Limits, relay.Process{Hostname: w.cfg.Hostname, UID: os.Getuid(), SocketDirs: dirs, Log: w.log})
+	rcfg := &cfg
+	w.rcfg = rcfg
+	// The pools and the sessions' records are the main process's: it
+	// hears where each session went.
+	rcfg.Track = func(pool string) relay.PoolTracker { return &poolReports{w: w, pool: pool} }
 	if pool, why, err := gpu.StartPool(w.cfg.Video); err != nil {
 		w.log.Warn("proxy video off", "err", err)
 	} else if pool != nil {
@@ -226,6 +245,9 @@ func (w *worker) run() error {
 	case err := <-errc:
 		return fmt.Errorf("privsep: worker loops: %w", err)
 	}
+	if w.started != nil {
+		w.started(w.srv, w.cfg)
+	}
 	go w.reportEnded()
 	if err := w.ch.send(&message{Op: "ready", PID: os.Getpid(), Socket: w.sock}, nil); err != nil {
 		return err
@@ -264,6 +286,13 @@ func (w *worker) serve() error {
 		case "counters":
 			c := w.srv.Counters()
 			w.reply(m, &message{OK: true, Counters: &c})
+		case "records":
+			// Answered off this goroutine: the loops may take up to
+			// their bound, and stop or session must not wait for it.
+			go func() {
+				recs, complete := w.srv.Records()
+				w.reply(m, &message{OK: complete, Records: recs})
+			}()
 		case "exit":
 			w.log.Info("worker exiting at the main process's request")
 			return nil
@@ -316,11 +345,38 @@ func (w *worker) sessionEnded(id uint64) {
 	}
 }
 
+// reportEnded tells the main process of each session's end, with the
+// worker's counters then: what it relayed stays counted after the worker
+// exits.
 func (w *worker) reportEnded() {
 	for id := range w.ended {
-		if err := w.ch.send(&message{Op: "ended", ID: id}, nil); err != nil {
+		c := w.srv.Counters()
+		if err := w.ch.send(&message{Op: "ended", ID: id, Counters: &c}, nil); err != nil {
 			return
 		}
+	}
+}
+
+// poolReports is a handed-off session's relay.PoolTracker in a worker:
+// the main process holds the pools (and the record of where the session
+// went), so each report is a control message to it. It runs off the
+// loops (in the dial's work).
+type poolReports struct {
+	w    *worker
+	pool string
+}
+
+func (r *poolReports) Use(id uint64, display string) {
+	r.send(&message{Op: "use", ID: id, Pool: r.pool, Display: display})
+}
+
+func (r *poolReports) Failed(id uint64, display, next string) {
+	r.send(&message{Op: "failed", ID: id, Pool: r.pool, Display: display, Next: next})
+}
+
+func (r *poolReports) send(m *message) {
+	if err := r.w.ch.send(m, nil); err != nil {
+		r.w.log.Warn("cannot report to the main process", "op", m.Op, "session", m.ID, "err", err)
 	}
 }
 
@@ -352,7 +408,7 @@ type workerControl struct{ w *worker }
 func (c *workerControl) Info() frame.Dict {
 	d := relay.ProcessInfo()
 	d.Set("worker", true)
-	d.Set("limits", c.w.cfg.Limits.Info())
+	d.Set("limits", c.w.rcfg.Limits.Info())
 	d.Set("server", c.w.srv.Stats())
 	d.Set("sessions", c.w.srv.SessionsInfo())
 	return d

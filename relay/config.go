@@ -42,6 +42,11 @@ type Config struct {
 	Video VideoPool
 	// Pools are the target pools that `pool:NAME` displays name.
 	Pools route.Pools
+	// Track, when set, gives the PoolTracker of a session handed over by
+	// another process (pool is "" for a session of no pool): a root
+	// proxy's worker reports through it to the main process, which holds
+	// the pools and the sessions' records.
+	Track func(pool string) PoolTracker
 	// Fleet, when set, is the session registry's view of the other
 	// instances: their counts per pool member and users' affinities.
 	Fleet route.Fleet
@@ -61,13 +66,53 @@ type Config struct {
 	Generations *Generations
 }
 
+// PoolTracker is told which member of a pool a session reached and which
+// it found dead on the way; *route.Pool is one (in-process), a root
+// proxy's worker has one that reports to the main process. Both run off
+// the loop and may block briefly.
+type PoolTracker interface {
+	// Use: session id relays to display.
+	Use(id uint64, display string)
+	// Failed: display did not answer; id moves on to next ("" for none).
+	Failed(id uint64, display, next string)
+}
+
+// Process is what a Config takes from the process its sessions run in,
+// beside the operator's Limits: the same Limits give an in-process proxy
+// and a root proxy's worker the same sessions.
+type Process struct {
+	// Hostname names local sessions' sockets ($HOSTNAME-$DISPLAY).
+	Hostname string
+	// UID is the process's uid, whose local sessions count.
+	UID int
+	// SocketDirs are where local sessions are found (expanded).
+	SocketDirs []string
+	Log        *slog.Logger
+}
+
+// NewConfig is the one way the proxy builds a Config: l normalised
+// (Limits.Normalized) and everything derived from it made once, so that
+// a new option is one Limits field and one row in the option table. The
+// caller adds what only its process has (modules, handoff, pools, video).
+func NewConfig(l Limits, p Process) Config {
+	l = l.Normalized()
+	return Config{
+		Limits:        l,
+		Hostname:      p.Hostname,
+		UID:           p.UID,
+		SocketDirs:    p.SocketDirs,
+		Log:           p.Log,
+		Connects:      &ConnectLimiter{PerTarget: l.MaxTargetConnects},
+		Generations:   &Generations{},
+		StartPrograms: &XpraPrograms{Paths: l.StartXpra},
+	}
+}
+
 // nobodyUID is Debian's nobody, never given sessions of its own.
 const nobodyUID = 65534
 
-// Defaults of the pre-login bounds.
+// Bounds before login that no option changes.
 const (
-	DefaultLoginPacketSize = 256 << 10
-	DefaultConnectBuffer   = 1 << 20
 	// LoginPacketValues bounds the values one packet decodes to before
 	// login: a real 3.1.3 hello has about 6,000 (6.5's 740), and a list
 	// of small integers decodes to 16 bytes per byte received.

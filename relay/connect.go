@@ -87,10 +87,17 @@ func (s *Session) authenticated() {
 		// As in xpra, a proxy that is not root relays (and starts
 		// sessions) as itself.
 		if start != nil {
-			s.startAndConnect(start, id.SessionOptions)
+			s.startAndConnect(start, nil, id.SessionOptions)
 			return
 		}
-		s.connect(plan.Candidates, plan.Pool, id.SessionOptions)
+		var (
+			name  string
+			track PoolTracker // a nil *route.Pool must stay a nil interface
+		)
+		if plan.Pool != nil {
+			name, track = plan.Pool.Name, plan.Pool
+		}
+		s.connect(plan.Candidates, name, track, id.SessionOptions)
 	}, nil)
 }
 
@@ -145,8 +152,8 @@ func (s *Session) startRequest(sns frame.Dict, acct authn.Account, root bool, op
 }
 
 // startAndConnect starts the new session as this process's user, then
-// connects to it.
-func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
+// connects to it; track (nil in-process) is told where it went.
+func (s *Session) startAndConnect(r *StartRequest, track PoolTracker, opts []authn.Option) {
 	// `xpra start` takes seconds: the login deadline moves.
 	s.deadline = time.Now().Add(3*s.cfg.ConnectTimeout + time.Second)
 	var (
@@ -168,15 +175,17 @@ func (s *Session) startAndConnect(r *StartRequest, opts []authn.Option) {
 			return
 		}
 		s.logger().Info("new session started", "user", s.logUser(), "display", c.Display)
-		s.connect([]route.Candidate{c}, nil, opts)
+		s.connect([]route.Candidate{c}, "", track, opts)
 	}, nil)
 }
 
 // connect dials the target off the loop, then moves the logged-in
-// backend onto the session's loop. A target of the other xpra generation
-// is bridged (docs/bridge.md) when nothing of the client's own is
-// available and bridging is not off.
-func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []authn.Option) {
+// backend onto the session's loop; track, when set, is told which of
+// cands (those of the pool named pool, if any) failed and which was
+// used. A target of the other xpra generation is bridged
+// (docs/bridge.md) when nothing of the client's own is available and
+// bridging is not off.
+func (s *Session) connect(cands []route.Candidate, pool string, track PoolTracker, opts []authn.Option) {
 	var (
 		b        *Backend
 		err      error
@@ -222,8 +231,8 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 		s.cfg.Connects.Release(key)
 		if derr == nil {
 			s.cfg.Generations.Learn(key, PeerEncoders(b.Hello))
-			if pool != nil {
-				pool.Use(s.ID, c.Display)
+			if track != nil {
+				track.Use(s.ID, c.Display)
 			}
 		}
 		return derr
@@ -264,8 +273,8 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			}
 			// A pool member that does not answer: the next one.
 			next := cands[i+1].Display
-			if pool != nil {
-				pool.Failed(s.ID, c.Display, next)
+			if track != nil {
+				track.Failed(s.ID, c.Display, next)
 			}
 			s.logger().Warn("target unreachable, trying the next in its pool", "target", c.Target.String(), "next", route.RedactDisplay(next))
 		}
@@ -280,7 +289,7 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			s.logger().Warn(w, "user", s.logUser())
 		}
 		if errors.Is(err, errTargetBusy) {
-			s.retryConnect(cands, pool, opts)
+			s.retryConnect(cands, pool, track, opts)
 			return
 		}
 		if err != nil {
@@ -288,9 +297,7 @@ func (s *Session) connect(cands []route.Candidate, pool *route.Pool, opts []auth
 			return
 		}
 		s.display, s.target = route.RedactDisplay(display), target.String()
-		if pool != nil {
-			s.pool = pool.Name
-		}
+		s.pool = pool
 		s.c2s = &pipe{s: s, link: link, toServer: true}
 		s.s2c = &pipe{s: s, link: link}
 		if bridged != 0 {
@@ -342,7 +349,7 @@ const connectRetry = 25 * time.Millisecond
 // waits: a burst of logins to one server queues, and a server that never
 // answers delays only the logins to it. Past the login deadline the
 // client is told why.
-func (s *Session) retryConnect(cands []route.Candidate, pool *route.Pool, opts []authn.Option) {
+func (s *Session) retryConnect(cands []route.Candidate, pool string, track PoolTracker, opts []authn.Option) {
 	if time.Now().Add(connectRetry).After(s.deadline) {
 		s.connectFailed(errTargetBusy)
 		return
@@ -350,7 +357,7 @@ func (s *Session) retryConnect(cands []route.Candidate, pool *route.Pool, opts [
 	time.AfterFunc(connectRetry, func() {
 		s.host.Post(func() {
 			if s.state == stateBusy {
-				s.connect(cands, pool, opts)
+				s.connect(cands, pool, track, opts)
 			}
 		})
 	})

@@ -170,10 +170,16 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	s.claimed = ClaimedVersion(caps)
 	s.authed = true // by the process that handed it over
 	s.deadline = now.Add(cfg.ConnectTimeout + time.Second)
+	// The pools live in the process that picked the candidates: it is
+	// told which member was used and which failed.
+	var track PoolTracker
+	if cfg.Track != nil {
+		track = cfg.Track(h.Pool)
+	}
 	if h.Start != nil {
-		s.startAndConnect(h.Start, h.Options)
+		s.startAndConnect(h.Start, track, h.Options)
 	} else {
-		s.connect(h.Candidates, nil, h.Options)
+		s.connect(h.Candidates, h.Pool, track, h.Options)
 	}
 	return s, nil
 }

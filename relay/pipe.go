@@ -575,21 +575,6 @@ func (s *Session) Summary() frame.Dict {
 // Name is the connection's instance name, as xpra's proxy-PID.
 func (s *Session) Name() string { return "proxy-" + strconv.FormatUint(s.ID, 10) }
 
-// ProcessInfo is what every info answer starts with: versions and the
-// process that serves it.
-func ProcessInfo() frame.Dict {
-	host, _ := os.Hostname()
-	return frame.NewDict(
-		"version", XpraVersion,
-		"xpraproxy.version", Version,
-		"mode", "proxy",
-		"hostname", host,
-		"pid", os.Getpid(),
-		"uid", os.Getuid(),
-		"gid", os.Getgid(),
-	)
-}
-
 // addInfo puts the proxy's info into a server info dict: nested under
 // "proxy", or as flattened "proxy.*" keys when the server flattened its.
 func (s *Session) addInfo(info frame.Dict) frame.Dict {

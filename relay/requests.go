@@ -5,6 +5,8 @@ package relay
 
 import (
 	"fmt"
+	"os"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -106,4 +108,31 @@ func (s *Session) readStop() {
 			s.disconnect("protocol error", fmt.Sprintf("unexpected %s", p.Type()))
 		}
 	}
+}
+
+// ProcessInfo is what every info answer starts with: versions and the
+// process that serves it.
+func ProcessInfo() frame.Dict {
+	host, _ := os.Hostname()
+	return frame.NewDict(
+		"version", XpraVersion,
+		"xpraproxy.version", Version,
+		"mode", "proxy",
+		"hostname", host,
+		"pid", os.Getpid(),
+		"uid", os.Getuid(),
+		"gid", os.Getgid(),
+		"gc-percent", gcPercent(),
+	)
+}
+
+// gcPercent is the Go GC target the process runs with (--gc-percent or
+// GOGC), read without setting it; -1: off.
+func gcPercent() int64 {
+	m := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		return -1
+	}
+	return int64(m[0].Value.Uint64())
 }

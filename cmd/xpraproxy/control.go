@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ type control struct {
 	srv     *loop.Server
 	sup     *privsep.Supervisor // nil unless root
 	reg     *registry.Registry  // nil without --session-registry
+	pools   route.Pools
 	log     *slog.Logger
 	once    sync.Once
 }
@@ -51,6 +53,9 @@ func (c *control) Info() frame.Dict {
 		d.Set("workers", c.sup.Workers())
 	}
 	d.Set("sessions", sessions)
+	if len(c.pools) > 0 {
+		d.Set("pools", poolsInfo(c.pools))
+	}
 	if c.reg != nil {
 		d.Set("fleet", fleetInfo(c.reg))
 	}
@@ -88,6 +93,28 @@ func (c *control) Shutdown() {
 			}
 		}()
 	})
+}
+
+// poolsInfo is what info shows of the target pools: each member's
+// liveness and the sessions the main process counts on it (as root, as
+// its workers report them), members in their configured order.
+func poolsInfo(pools route.Pools) frame.Dict {
+	d := frame.NewDict()
+	names := make([]string, 0, len(pools))
+	for n := range pools {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := pools[n]
+		st := p.Status()
+		members := frame.NewDict()
+		for i, disp := range p.Displays() {
+			members.Set(strconv.Itoa(i), frame.NewDict("target", route.RedactDisplay(disp), "live", st[disp][0] == 1, "sessions", st[disp][1]))
+		}
+		d.Set(n, frame.NewDict("policy", p.Policy, "members", members))
+	}
+	return d
 }
 
 // sweepWorkers retires idle workers until the proxy stops.

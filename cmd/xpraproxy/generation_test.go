@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,6 +99,16 @@ func (g *generation) srv(t *testing.T, name string) *xpraServer {
 // stop stops the server with its own generation's xpra.
 func (s *xpraServer) stop() ([]byte, error) {
 	return s.gen.commandIn(s.runtime, true, "stop", s.display, "--socket-dir="+s.sockDir, "--socket-dirs="+s.sockDir).CombinedOutput()
+}
+
+// kill ends the server at once, as a crash would, and its X server with
+// it, which xpra stop would have ended: 3.1.3 names it
+// Xvfb-for-Xpra-:N, 6.x Xvfb-for-Xpra-N (a pattern for one only left
+// the other's running after the tests).
+func (s *xpraServer) kill() {
+	n := regexp.QuoteMeta(strings.TrimPrefix(s.display, ":"))
+	exec.Command("pkill", "-9", "-f", "xpra.* start :"+n+" ").Run()
+	exec.Command("pkill", "-9", "-f", "^Xvfb-for-Xpra-:?"+n+"( |$)").Run()
 }
 
 // mmapServer is the server of each generation that offers mmap (the

@@ -35,41 +35,29 @@ type proxyOptions struct {
 	socketDirs []string
 	daemon     bool
 	logFile    string
-	idle       time.Duration
-	login      time.Duration
-	challenge  time.Duration
-	connect    time.Duration
-	maxPacket  int64
-	maxSession int64
+	// lim are the values sessions obey, filled by the option table's
+	// setters: an option of the sessions is a row there and a field of
+	// relay.Limits, nothing more.
+	lim        relay.Limits
 	maxTotal   int64
 	loops      int
 	profileDir string
 	gcPercent  int
 	burstGC    int
-	bridge     bool
 	ignored    []string
 	// Privilege separation (root only) and metrics.
 	workers    string // "uid" or "connection"
 	workerIdle time.Duration
 	metrics    string        // HOST:PORT of the Prometheus endpoint
 	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
-	ping       time.Duration // --proxy-ping: the proxy's own pings to both peers
-	startNew   bool          // --proxy-start-sessions (xpra's)
-	maxStart   int           // --max-started-sessions per user
 	pools      []string      // --pool=NAME:POLICY:TARGET,...
 	poolProbe  time.Duration // --pool-probe-interval
 	// The front door (docs/frontdoor.md).
-	startAsSelf    bool     // --proxy-start-as-proxy-user
-	startCommands  []string // --proxy-start-commands
-	startXpra      []string // --proxy-start-xpra
-	startEnv       []string // --proxy-start-env
-	maxConns       int      // --max-connections (-1: from RLIMIT_NOFILE)
-	maxLogins      int      // --max-login-connections (-1: from RLIMIT_NOFILE)
-	maxPerSource   int      // --max-logins-per-source
-	loginPacket    int64    // --max-login-packet-size
-	throttle       bool     // --login-throttle
-	maxTargetDials int      // --max-target-connects
-	wsRequireMask  bool     // --websocket-require-mask
+	maxConns      int  // --max-connections (-1: from RLIMIT_NOFILE)
+	maxLogins     int  // --max-login-connections (-1: from RLIMIT_NOFILE)
+	maxPerSource  int  // --max-logins-per-source
+	throttle      bool // --login-throttle
+	wsRequireMask bool // --websocket-require-mask
 	// The fleet (docs/fleet.md).
 	registry         string        // --session-registry
 	registryName     string        // --registry-name
@@ -282,6 +270,16 @@ const defaultHTMLDir = "/usr/share/xpra/www"
 // about 6.4 KB to 3.5 KB at 9,000 sessions (BENCHMARKS.md).
 const defaultGCPercent = 25
 
+// gcTarget is the GC target the proxy sets, and whether it sets one:
+// GOGC from the environment stands unless --gc-percent gives another
+// value than the default.
+func (o *proxyOptions) gcTarget(getenv func(string) (string, bool)) (int, bool) {
+	if _, set := getenv("GOGC"); set && o.gcPercent == defaultGCPercent {
+		return 0, false
+	}
+	return o.gcPercent, true
+}
+
 // defaultBurstGCPercent is the GC target while logins run (loop.Options);
 // 0 keeps the steady one. Raising it trades idle density for login rate:
 // with real 3.1 hellos, 100 took setups/s from 303 to 522 and 200 to about
@@ -306,23 +304,4 @@ var defaultSocketDirTemplates = []string{"/run/user/$UID/xpra", "/run/xpra", "~/
 
 // limits are the options sessions obey, as one value: the in-process
 // loops and a root proxy's workers get exactly this.
-func (o *proxyOptions) limits() relay.Limits {
-	return relay.Limits{
-		LoginTimeout:       o.login,
-		ChallengeTimeout:   o.challenge,
-		ConnectTimeout:     o.connect,
-		IdleTimeout:        o.idle,
-		MaxPacketSize:      int(o.maxPacket),
-		MaxSessionBuffer:   int(o.maxSession),
-		PingInterval:       o.ping,
-		LoginPacketSize:    int(o.loginPacket),
-		MaxTargetConnects:  o.maxTargetDials,
-		StartSessions:      o.startNew,
-		NoBridge:           !o.bridge,
-		MaxStartedSessions: o.maxStart,
-		StartAsProxyUser:   o.startAsSelf,
-		StartCommands:      o.startCommands,
-		StartEnv:           o.startEnv,
-		StartXpra:          o.startXpra,
-	}
-}
+func (o *proxyOptions) limits() relay.Limits { return o.lim }

@@ -26,7 +26,7 @@ func TestParseProxyArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.display != ":100" || len(o.binds) != 3 || o.socketDir != "/tmp" || strings.Join(o.socketDirs, " ") != "/a /b /c" ||
-		o.daemon || o.logFile != "/tmp/l" || o.idle != 30*time.Second || o.maxSession != 8<<20 || len(o.ignored) != 1 {
+		o.daemon || o.logFile != "/tmp/l" || o.lim.IdleTimeout != 30*time.Second || o.lim.MaxSessionBuffer != 8<<20 || len(o.ignored) != 1 {
 		t.Fatalf("%+v", o)
 	}
 	b := o.binds[0]

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/relay"
 	"github.com/xpraproxy/xpraproxy/route"
 )
 
@@ -41,9 +42,10 @@ func seconds(f func(*proxyOptions) *time.Duration) func(*proxyOptions, string, s
 	}
 }
 
-func size(f func(*proxyOptions) *int64) func(*proxyOptions, string, string) error {
-	return func(o *proxyOptions, name, v string) (err error) {
-		*f(o), err = parseSize(name, v)
+func size[T int | int64](f func(*proxyOptions) *T) func(*proxyOptions, string, string) error {
+	return func(o *proxyOptions, name, v string) error {
+		n, err := parseSize(name, v)
+		*f(o) = T(n)
 		return err
 	}
 }
@@ -181,18 +183,18 @@ func proxyOptionTable() []option {
 		{names: []string{"daemon"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.daemon }),
 			help: "run in the background"},
 		{names: []string{"log-file"}, arg: "FILE", set: text(func(o *proxyOptions) *string { return &o.logFile }), help: "log here (default: stderr)"},
-		{names: []string{"idle-timeout"}, arg: "SECONDS", def: "0", set: seconds(func(o *proxyOptions) *time.Duration { return &o.idle }),
+		{names: []string{"idle-timeout"}, arg: "SECONDS", def: "0", set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.IdleTimeout }),
 			help: "end a relayed session with no traffic for this long (0: never)"},
-		{names: []string{"login-timeout"}, arg: "SECONDS", def: "31", set: seconds(func(o *proxyOptions) *time.Duration { return &o.login }),
+		{names: []string{"login-timeout"}, arg: "SECONDS", def: "31", set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.LoginTimeout }),
 			help: "a client must have logged in (hello and challenge) within this"},
 		{names: []string{"challenge-timeout"}, arg: "SECONDS", def: "120", env: "XPRA_CHALLENGE_TIMEOUT",
-			set:  seconds(func(o *proxyOptions) *time.Duration { return &o.challenge }),
+			set:  seconds(func(o *proxyOptions) *time.Duration { return &o.lim.ChallengeTimeout }),
 			help: "time a challenged client has to answer (a person may be typing a password)"},
 		{names: []string{"connect-timeout"}, arg: "SECONDS", def: "20", env: "XPRA_SOCKET_TIMEOUT",
-			set: seconds(func(o *proxyOptions) *time.Duration { return &o.connect }), help: "dialing and logging in to a server"},
+			set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.ConnectTimeout }), help: "dialing and logging in to a server"},
 		{names: []string{"max-packet-size"}, arg: "SIZE", def: "16M", env: "XPRA_MAX_PACKET_SIZE",
-			set: size(func(o *proxyOptions) *int64 { return &o.maxPacket }), help: "largest packet a client may send after login"},
-		{names: []string{"max-session-buffer"}, arg: "SIZE", def: "32M", set: size(func(o *proxyOptions) *int64 { return &o.maxSession }),
+			set: size(func(o *proxyOptions) *int { return &o.lim.MaxPacketSize }), help: "largest packet a client may send after login"},
+		{names: []string{"max-session-buffer"}, arg: "SIZE", def: "32M", set: size(func(o *proxyOptions) *int { return &o.lim.MaxSessionBuffer }),
 			help: "bytes one session may hold queued for a slow peer"},
 		{names: []string{"max-buffer-total"}, arg: "SIZE", def: "1G", set: size(func(o *proxyOptions) *int64 { return &o.maxTotal }),
 			help: "bytes all sessions together may hold queued"},
@@ -203,19 +205,23 @@ func proxyOptionTable() []option {
 			help: "connections not logged in yet"},
 		{names: []string{"max-logins-per-source"}, arg: "N", def: "16", set: count(func(o *proxyOptions) *int { return &o.maxPerSource }, false),
 			help: "connections still logging in from one address (0: no cap)"},
-		{names: []string{"max-login-packet-size"}, arg: "SIZE", def: "256K", set: size(func(o *proxyOptions) *int64 { return &o.loginPacket }),
+		{names: []string{"max-login-packet-size"}, arg: "SIZE", def: "256K", set: size(func(o *proxyOptions) *int { return &o.lim.LoginPacketSize }),
 			help: "largest packet before login (raw chunks are refused before login)"},
-		{names: []string{"bridge"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.bridge }),
+		{names: []string{"bridge"}, arg: "yes|no", def: "yes", flag: true, set: func(o *proxyOptions, name, v string) error {
+			on, err := parseBool(name, v)
+			o.lim.NoBridge = !on
+			return err
+		},
 			help: "translate between xpra 3.1 and 6.x peers when a client's server is of the other generation (docs/bridge.md; a displays row's session option bridge=no turns it off for that row)"},
 		{names: []string{"login-throttle"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.throttle }),
 			help: "lock out addresses (and usernames for failing addresses) after failed logins"},
-		{names: []string{"max-target-connects"}, arg: "N", def: "32", set: count(func(o *proxyOptions) *int { return &o.maxTargetDials }, false),
+		{names: []string{"max-target-connects"}, arg: "N", def: "32", set: count(func(o *proxyOptions) *int { return &o.lim.MaxTargetConnects }, false),
 			help: "dials in progress to one server"},
 		{names: []string{"websocket-require-mask"}, arg: "yes|no", def: "no", flag: true,
 			set:  boolean(func(o *proxyOptions) *bool { return &o.wsRequireMask }),
 			help: "close every ws client that sends unmasked frames (without it: browsers only; xpra's python clients do not mask)"},
 		{names: []string{"proxy-ping"}, arg: "SECONDS", def: "5", env: "XPRA_PROXY_PING_INTERVAL",
-			set:  seconds(func(o *proxyOptions) *time.Duration { return &o.ping }),
+			set:  seconds(func(o *proxyOptions) *time.Duration { return &o.lim.PingInterval }),
 			help: "the proxy pings both peers (latency in info); their echoes are not forwarded (0: off)"},
 		{names: []string{"pool"}, arg: "NAME:POLICY:TARGET[,TARGET...]", set: func(o *proxyOptions, _, v string) error {
 			o.pools = append(o.pools, v)
@@ -223,17 +229,17 @@ func proxyOptionTable() []option {
 		}, help: "a target pool that a displays entry \"pool:NAME\" names; POLICY: " + strings.Join(route.Policies(), ", ")},
 		{names: []string{"pool-probe-interval"}, arg: "SECONDS", def: "5", set: seconds(func(o *proxyOptions) *time.Duration { return &o.poolProbe }),
 			help: "how often every pool member is probed"},
-		{names: []string{"proxy-start-sessions"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.startNew }),
+		{names: []string{"proxy-start-sessions"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.lim.StartSessions }),
 			help: "clients may start new sessions (xpra start tcp://proxy/...); as root they run as the user's own account, never root or nobody"},
-		{names: []string{"proxy-start-as-proxy-user"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.startAsSelf }),
+		{names: []string{"proxy-start-as-proxy-user"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.lim.StartAsProxyUser }),
 			help: "a proxy that is not root may start sessions as its own account"},
-		{names: []string{"proxy-start-commands"}, arg: "CMD[,CMD...]", set: list(func(o *proxyOptions) *[]string { return &o.startCommands }),
+		{names: []string{"proxy-start-commands"}, arg: "CMD[,CMD...]", set: list(func(o *proxyOptions) *[]string { return &o.lim.StartCommands }),
 			help: "commands a client may run in a new session (--start=...); * for any"},
-		{names: []string{"proxy-start-xpra"}, arg: "PROG[,PROG...]", shown: "xpra", set: list(func(o *proxyOptions) *[]string { return &o.startXpra }),
+		{names: []string{"proxy-start-xpra"}, arg: "PROG[,PROG...]", def: relay.DefaultXpra, set: list(func(o *proxyOptions) *[]string { return &o.lim.StartXpra }),
 			help: "the xpra programs that start sessions, one per generation: each client gets the first its generation can use (a row's start-xpra=P[:P] overrides)"},
-		{names: []string{"proxy-start-env"}, arg: "VAR[,VAR...]", set: list(func(o *proxyOptions) *[]string { return &o.startEnv }),
+		{names: []string{"proxy-start-env"}, arg: "VAR[,VAR...]", set: list(func(o *proxyOptions) *[]string { return &o.lim.StartEnv }),
 			help: "environment variables a client may set in a new session"},
-		{names: []string{"max-started-sessions"}, arg: "N", def: "4", set: count(func(o *proxyOptions) *int { return &o.maxStart }, false),
+		{names: []string{"max-started-sessions"}, arg: "N", def: "4", set: count(func(o *proxyOptions) *int { return &o.lim.MaxStartedSessions }, false),
 			help: "a user may start a session while fewer than N of theirs run (0: no limit)"},
 		{names: []string{"session-registry"}, arg: "postgresql://USER:PASS@HOST/DB", set: text(func(o *proxyOptions) *string { return &o.registry }),
 			help: "share sessions with the other instances of a fleet in this PostgreSQL database: fleet-wide least-sessions, affinity, --max-user-sessions, xpraproxy sessions/stop (docs/fleet.md)"},

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 func noEnv(string) string { return "" }
@@ -45,10 +47,10 @@ func TestOptionTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &proxyOptions{login: 31 * time.Second, challenge: 120 * time.Second, connect: 20 * time.Second,
-		maxPacket: 16 << 20, maxSession: 32 << 20, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, bridge: true, workers: "uid",
-		video: "auto", poolProbe: 5 * time.Second, ping: 5 * time.Second, maxStart: 4, workerIdle: 60 * time.Second,
-		maxConns: -1, maxLogins: -1, maxPerSource: 16, loginPacket: 256 << 10, throttle: true, maxTargetDials: 32,
+	// The sessions' values are relay.DefaultLimits (TestDefaultLimits).
+	want := &proxyOptions{lim: def.lim, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, workers: "uid",
+		video: "auto", poolProbe: 5 * time.Second, workerIdle: 60 * time.Second,
+		maxConns: -1, maxLogins: -1, maxPerSource: 16, throttle: true,
 		registryInterval: 2 * time.Second, registryExpiry: 15 * time.Second}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("defaults:\n%+v\nwant\n%+v", def, want)
@@ -66,7 +68,7 @@ func TestOptionTable(t *testing.T) {
 	// xpra's environment variables set what the command line does not.
 	env := map[string]string{"XPRA_CHALLENGE_TIMEOUT": "7", "XPRA_PROXY_MAX_CONCURRENT_CONNECTIONS": "200", "XPRA_PROXY_PING_INTERVAL": "2"}
 	o, err := parseProxyArgsEnv([]string{"--proxy-ping=9"}, func(k string) string { return env[k] })
-	if err != nil || o.challenge != 7*time.Second || o.maxLogins != 200 || o.ping != 9*time.Second {
+	if err != nil || o.lim.ChallengeTimeout != 7*time.Second || o.maxLogins != 200 || o.lim.PingInterval != 9*time.Second {
 		t.Errorf("env: %+v %v", o, err)
 	}
 	if o.limits().ChallengeTimeout != 7*time.Second {
@@ -83,7 +85,27 @@ func TestOptionTable(t *testing.T) {
 		}
 	}
 	if o, err := parseProxyArgsEnv([]string{"--daemon", "--login-throttle=no", "--max-connections=auto", "--proxy-start-commands=xterm, xclock,"}, noEnv); err != nil ||
-		!o.daemon || o.throttle || o.maxConns != -1 || strings.Join(o.startCommands, " ") != "xterm xclock" {
+		!o.daemon || o.throttle || o.maxConns != -1 || strings.Join(o.lim.StartCommands, " ") != "xterm xclock" {
 		t.Errorf("flags and lists: %+v %v", o, err)
+	}
+}
+
+// relay.DefaultLimits is what the option table's defaults give: a proxy
+// started without options and a Limits made in code agree (the values
+// live in the table and in relay once each, never in this test).
+func TestDefaultLimits(t *testing.T) {
+	o, err := parseProxyArgsEnv(nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := o.limits(), relay.DefaultLimits()
+	// No option sets it: the bytes a client may send while its server is
+	// dialed.
+	got.ConnectBuffer = want.ConnectBuffer
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the option table's defaults give\n%+v\nrelay.DefaultLimits() is\n%+v", got, want)
+	}
+	if n := got.Normalized(); !reflect.DeepEqual(n, got) {
+		t.Errorf("the defaults are not normalised: %+v", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // poolClient is a minimal xpra client (3.1's or 6.x's dialect) speaking
@@ -116,33 +118,44 @@ func dialPoolClient(t *testing.T, g *generation, addr, user, password string, le
 // clients and servers without any echo of them reaching a client.
 func TestPoolRealServers(t *testing.T) { forEachGen(t, testPoolRealServers) }
 
-func testPoolRealServers(t *testing.T, g *generation) {
-	var servers []*xpraServer
-	var mu sync.Mutex
+// poolServers starts n servers of the generation (sharing on) named
+// prefix0..., each stopped when the test ends, the ones that started
+// included when another did not.
+func poolServers(t *testing.T, g *generation, prefix string, n int) []*xpraServer {
+	t.Helper()
+	servers := make([]*xpraServer, n)
 	var wg sync.WaitGroup
-	for i := 0; i < 3; i++ {
+	for i := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := g.startXpra(fmt.Sprintf("pool%d", i), "--sharing=yes")
+			s, err := g.startXpra(fmt.Sprintf("%s%d", prefix, i), "--sharing=yes")
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			mu.Lock()
-			servers = append(servers, s)
-			mu.Unlock()
+			servers[i] = s
 		}()
 	}
 	wg.Wait()
-	if len(servers) != 3 {
-		t.Fatal("pool servers did not start")
-	}
 	t.Cleanup(func() {
 		for _, s := range servers {
-			s.stop()
+			if s != nil {
+				s.stop()
+				s.kill() // one a test killed, or that does not stop
+			}
 		}
 	})
+	for _, s := range servers {
+		if s == nil {
+			t.Fatal("pool servers did not start")
+		}
+	}
+	return servers
+}
+
+func testPoolRealServers(t *testing.T, g *generation) {
+	servers := poolServers(t, g, "pool", 3)
 	var targets []string
 	for _, s := range servers {
 		targets = append(targets, target(s))
@@ -174,8 +187,7 @@ func testPoolRealServers(t *testing.T, g *generation) {
 
 	// Kill the first server outright.
 	victim := servers[0]
-	exec.Command("pkill", "-9", "-f", "xpra.* start "+victim.display+" ").Run()
-	exec.Command("pkill", "-9", "-f", "Xvfb-for-Xpra-"+victim.display+"( |$)").Run()
+	victim.kill()
 	ended := 0
 	deadline := time.After(20 * time.Second)
 	for ended < 10 {
@@ -209,5 +221,99 @@ func testPoolRealServers(t *testing.T, g *generation) {
 	out, _ := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
 	if !regexp.MustCompile(`(?m)\.latency\.own-echoes=[1-9]`).Match(out) {
 		t.Errorf("the proxy's pings were never answered:\n%s", tail(out, 1500))
+	}
+}
+
+// poolCounts reads the pool's members from the proxy's `xpra info`:
+// target → sessions counted on it, and whether it is live.
+func poolCounts(t *testing.T, p *proxy, pool string) (map[string]int, map[string]bool) {
+	t.Helper()
+	out, err := gen31.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xpra info: %v\n%s", err, tail(out, 1500))
+	}
+	fields := map[string]map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^pools\.`+regexp.QuoteMeta(pool)+`\.members\.(\d+)\.(\w+)=(.*)$`).FindAllStringSubmatch(string(out), -1) {
+		if fields[m[1]] == nil {
+			fields[m[1]] = map[string]string{}
+		}
+		fields[m[1]][m[2]] = strings.TrimSpace(m[3])
+	}
+	sessions, live := map[string]int{}, map[string]bool{}
+	for _, f := range fields {
+		n, _ := strconv.Atoi(f["sessions"])
+		sessions[f["target"]] = n
+		live[f["target"]] = strings.EqualFold(f["live"], "true") || f["live"] == "1"
+	}
+	if len(sessions) == 0 {
+		t.Fatalf("xpra info shows no members of pool %s:\n%s", pool, tail(out, 2000))
+	}
+	return sessions, live
+}
+
+// As root, a least-sessions pool of two real 3.1.3 servers: the workers
+// that relay report the members they used and found dead to the main
+// process, which holds the pool, so 4 clients spread 2/2 (the counts in
+// its `xpra info`), and when one server is killed its clients are told
+// and new ones fail over to the other (the probe is slow on purpose: the
+// worker's dial finds the member dead).
+func TestRootPoolRealServers(t *testing.T) {
+	testenv.NeedRoot(t)
+	g := gen31
+	servers := poolServers(t, g, "rootpool", 2)
+	a, b := target(servers[0]), target(servers[1])
+	db := sqliteDB(t, []string{"pooluser", "pw", "nobody", "nogroup", "pool:farm"})
+	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		"--pool=farm:least-sessions:"+a+","+b, "--pool-probe-interval=600")
+	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
+	var leaked atomic.Int64
+	var clients []*poolClient
+	for i := 0; i < 4; i++ {
+		clients = append(clients, dialPoolClient(t, g, addr, "pooluser", "pw", &leaked))
+	}
+	if ws := workers(t, p); len(ws) != 1 || ws[0].user != "nobody" {
+		t.Fatalf("want the sessions in one worker as nobody, ps shows %+v", ws)
+	}
+	var sessions map[string]int
+	var live map[string]bool
+	eventually(t, "the pool counts 2/2", 10*time.Second, func() bool {
+		sessions, live = poolCounts(t, p, "farm")
+		return sessions[a] == 2 && sessions[b] == 2
+	})
+
+	servers[0].kill()
+	ended := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for ended < 2 && time.Now().Before(deadline) {
+		for _, c := range clients {
+			select {
+			case why := <-c.disconnect:
+				if !strings.Contains(why, "server connection lost") {
+					t.Errorf("reason: %q", why)
+				}
+				ended++
+			default:
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ended != 2 {
+		t.Fatalf("%d of the killed server's 2 clients were told", ended)
+	}
+	eventually(t, "the killed server's sessions released", 10*time.Second, func() bool {
+		sessions, _ = poolCounts(t, p, "farm")
+		return sessions[a] == 0 && sessions[b] == 2
+	})
+	// The pool still thinks the killed member live (no probe since), and
+	// it has the fewest sessions: the next client's dial fails over.
+	for i := 0; i < 2; i++ {
+		dialPoolClient(t, g, addr, "pooluser", "pw", &leaked)
+	}
+	sessions, live = poolCounts(t, p, "farm")
+	if sessions[a] != 0 || sessions[b] != 4 || live[a] || !live[b] {
+		t.Errorf("after the failover: sessions %v, live %v (want 0 and 4, %s dead)", sessions, live, a)
+	}
+	if log := p.logText(); !strings.Contains(log, "trying the next in its pool") {
+		t.Errorf("no failover in the log:\n%s", tail([]byte(log), 2000))
 	}
 }

@@ -266,8 +266,9 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 }
 
 // Every session option reaches a root proxy's worker as the main process
-// has it (one road: relay.Limits): each set to a value that is not its
-// default, read back from the proxy's info and from the worker's own.
+// has it (one road: relay.Limits), and so does the GC target: each set
+// to a value that is not its default, read back from the proxy's info
+// and from the worker's own.
 func TestOptionsReachWorkers(t *testing.T) {
 	testenv.NeedRoot(t)
 	a := gen31.srv(t, "sessionA")
@@ -276,7 +277,8 @@ func TestOptionsReachWorkers(t *testing.T) {
 		"--login-timeout=17", "--connect-timeout=13", "--idle-timeout=3600", "--max-packet-size=20M",
 		"--max-session-buffer=40M", "--proxy-ping=7", "--max-login-packet-size=300K", "--max-target-connects=9",
 		"--proxy-start-sessions=yes", "--max-started-sessions=3", "--proxy-start-as-proxy-user=yes",
-		"--proxy-start-commands=xterm,xclock", "--proxy-start-env=LANG", "--proxy-start-xpra=/usr/bin/xpra,/opt/xpra6")
+		"--proxy-start-commands=xterm,xclock", "--proxy-start-env=LANG", "--proxy-start-xpra=/usr/bin/xpra,/opt/xpra6",
+		"--gc-percent=37")
 	c := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
 	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
 	limits := func(args ...string) map[string]string {
@@ -286,7 +288,7 @@ func TestOptionsReachWorkers(t *testing.T) {
 		}
 		m := map[string]string{}
 		for _, line := range strings.Split(string(out), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "limits.") {
+			if k, v, ok := strings.Cut(line, "="); ok && (strings.HasPrefix(k, "limits.") || k == "gc-percent") {
 				m[k] = v
 			}
 		}
@@ -302,7 +304,9 @@ func TestOptionsReachWorkers(t *testing.T) {
 		"limits.idle_timeout": "3600000000000", "limits.max_packet_size": "20971520", "limits.max_session_buffer": "41943040",
 		"limits.ping_interval": "7000000000", "limits.login_packet_size": "307200", "limits.max_target_connects": "9",
 		"limits.start_sessions": "true", "limits.max_started_sessions": "3", "limits.start_as_proxy_user": "true",
-		"limits.start_commands": "xterm,xclock", "limits.start_env": "LANG", "limits.start_xpra": "/usr/bin/xpra,/opt/xpra6"}
+		"limits.start_commands": "xterm,xclock", "limits.start_env": "LANG", "limits.start_xpra": "/usr/bin/xpra,/opt/xpra6",
+		// Not a session limit: the worker runs with the proxy's GC target.
+		"gc-percent": "37"}
 	if len(main) < len(want) {
 		t.Fatalf("the proxy's info has %d limits: %v", len(main), main)
 	}

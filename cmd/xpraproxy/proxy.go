@@ -48,8 +48,8 @@ func proxyMain(args []string) int {
 	if o.display == "" {
 		o.display = defaultDisplay
 	}
-	if _, set := os.LookupEnv("GOGC"); !set || o.gcPercent != defaultGCPercent {
-		debug.SetGCPercent(o.gcPercent)
+	if pct, ok := o.gcTarget(os.LookupEnv); ok {
+		debug.SetGCPercent(pct)
 	}
 	if len(o.binds) == 0 && len(o.tcpAuth) == 0 && len(o.auth) == 0 {
 		if err := embeddedDefault(o); err != nil {
@@ -251,18 +251,8 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		dirs[i] = route.ExpandDir(templates[i], me)
 	}
 	hostname := route.SocketHostname()
-	limits := o.limits()
-	base := relay.Config{
-		Limits:        limits,
-		SocketDirs:    dirs,
-		Hostname:      hostname,
-		OwnDisplay:    o.display,
-		UID:           os.Getuid(),
-		StartPrograms: &relay.XpraPrograms{Paths: limits.StartXpra},
-		Connects:      &relay.ConnectLimiter{PerTarget: limits.MaxTargetConnects},
-		Generations:   &relay.Generations{},
-		Log:           log,
-	}
+	base := relay.NewConfig(o.limits(), relay.Process{Hostname: hostname, UID: os.Getuid(), SocketDirs: dirs, Log: log})
+	base.OwnDisplay = o.display
 	if o.throttle {
 		base.Throttle = relay.NewThrottle(log)
 	}
@@ -283,7 +273,9 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		base.Pools = pools
 		go pools.ProbeEvery(o.poolProbe, make(chan struct{}))
 	}
-	ctl := &control{display: o.display, limits: limits}
+	// What sessions obey (normalised) is what info shows and workers get.
+	limits := base.Limits
+	ctl := &control{display: o.display, limits: limits, pools: pools}
 	if err := setupFleet(o, &base, ctl, log); err != nil {
 		return nil, nil, err
 	}
@@ -303,20 +295,26 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		if err != nil {
 			return nil, nil, err
 		}
+		wcfg := privsep.WorkerConfig{
+			Limits:         limits,
+			MaxBufferTotal: o.maxTotal,
+			Loops:          o.loops,
+			SocketDirs:     templates,
+			Hostname:       hostname,
+			Video:          o.video,
+			BurstGCPercent: o.burstGC,
+		}
+		if pct, ok := o.gcTarget(os.LookupEnv); ok {
+			wcfg.GCPercent = &pct
+		}
 		ctl.sup = &privsep.Supervisor{
 			Exe:           exe,
 			PerConnection: o.workers == "connection",
 			IdleTimeout:   o.workerIdle,
 			Output:        logOut,
 			Log:           log,
-			Config: privsep.WorkerConfig{
-				Limits:         limits,
-				MaxBufferTotal: o.maxTotal,
-				Loops:          o.loops,
-				SocketDirs:     templates,
-				Hostname:       hostname,
-				Video:          o.video,
-			},
+			Config:        wcfg,
+			Pools:         pools,
 		}
 		base.HandOff = ctl.sup.HandOff
 		limit := base.UserLimit

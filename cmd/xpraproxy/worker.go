@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/debug"
 
+	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 )
 
@@ -29,11 +30,16 @@ func workerMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "xpraproxy worker:", err)
 		return 1
 	}
+	// Until the config arrives: the proxy's own default (the main
+	// process's --gc-percent comes with it, privsep.WorkerConfig).
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", os.Getpid(), "uid", acct.UID)
-	if err := privsep.RunWorker(log); err != nil {
+	// The same memory tuning as the main process's (memtune.go), for as
+	// long as the worker lives.
+	tune := func(srv *loop.Server, cfg privsep.WorkerConfig) { go runMemTuner(srv, cfg.BurstGCPercent, nil) }
+	if err := privsep.RunWorker(log, tune); err != nil {
 		log.Error("worker failed", "err", err)
 		return 1
 	}
