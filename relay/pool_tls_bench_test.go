@@ -10,8 +10,7 @@ import (
 // The access patterns of loop/tlsconn.go's two pools, replayed without
 // crypto (the pools are what is compared; AES-GCM on a 16 KiB record
 // costs microseconds either way), for docs/memory.md "Pooled buffers".
-// They live here, not beside tlsconn.go, while loop/ is being rewritten
-// (issue 24): move them there with it.
+// They sit beside relay's pool benchmarks, whose keptMeter they share.
 //
 // plainBuffers: a TLS connection borrows a plaintext buffer when records
 // arrive, decrypts into it with at least a record's room (16 KiB) free,

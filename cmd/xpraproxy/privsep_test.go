@@ -272,15 +272,21 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 func TestOptionsReachWorkers(t *testing.T) {
 	testenv.NeedRoot(t)
 	a := gen31.srv(t, "sessionA")
+	cert, key := writeCert(t)
 	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)})
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		"--login-timeout=17", "--connect-timeout=13", "--idle-timeout=3600", "--max-packet-size=20M",
 		"--max-session-buffer=40M", "--proxy-ping=7", "--max-login-packet-size=300K", "--max-target-connects=9",
 		"--proxy-start-sessions=yes", "--max-started-sessions=3", "--proxy-start-as-proxy-user=yes",
 		"--proxy-start-commands=xterm,xclock", "--proxy-start-env=LANG", "--proxy-start-xpra=/usr/bin/xpra,/opt/xpra6",
-		"--gc-percent=37")
+		"--gc-percent=37", "--ssl-cert="+cert, "--ssl-key="+key)
 	c := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
 	pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+	// A second client over wss://: what the main process decided for its
+	// link (TLS terminated there, WebSocket framing, the masking rule for
+	// a client without an Origin) is what the worker's session says.
+	cw := attach(t, fmt.Sprintf("wss://foo:bar@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
+	pixelsMatch(t, a, cw, fmt.Sprintf("sessionA on wss://foo@127.0.0.1:%d/", p.port))
 	limits := func(args ...string) map[string]string {
 		out, err := exec.Command(env.bin, append([]string{"info"}, append(args, "--socket-dir="+p.sockDir)...)...).CombinedOutput()
 		if err != nil {
@@ -319,5 +325,46 @@ func TestOptionsReachWorkers(t *testing.T) {
 		if main[k] != v {
 			t.Errorf("%s = %q, want %q (the option did not take)", k, main[k], v)
 		}
+	}
+	// The per-connection policies, from the worker's list of its sessions.
+	out, err := exec.Command(env.bin, "info", fmt.Sprintf(":proxy-worker-%d", w.pid), "--socket-dir="+p.sockDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xpraproxy info of the worker: %v\n%s", err, out)
+	}
+	links := map[string]map[string]string{} // session -> client.* facts
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		name, fact, isClient := strings.Cut(strings.TrimPrefix(k, "sessions."), ".client.")
+		if !ok || !strings.HasPrefix(k, "sessions.") || !isClient {
+			continue
+		}
+		if links[name] == nil {
+			links[name] = map[string]string{}
+		}
+		links[name][fact] = v
+	}
+	var plain, ws map[string]string
+	for _, l := range links {
+		if l["transport"] == "ws" {
+			ws = l
+		} else {
+			plain = l
+		}
+	}
+	if len(links) != 2 || plain == nil || ws == nil {
+		t.Fatalf("the worker's sessions' links: %v\n%s", links, out)
+	}
+	for fact, v := range map[string]string{"tls": "true", "websocket-require-mask": "false", "generation": "3.1"} {
+		if !strings.EqualFold(ws[fact], v) {
+			t.Errorf("the wss client's session in the worker: %s = %q, want %q (%v)", fact, ws[fact], v, ws)
+		}
+	}
+	for fact, v := range map[string]string{"generation": "3.1"} {
+		if !strings.EqualFold(plain[fact], v) {
+			t.Errorf("the tcp client's session in the worker: %s = %q, want %q (%v)", fact, plain[fact], v, plain)
+		}
+	}
+	if plain["transport"] != "" || strings.EqualFold(plain["tls"], "true") {
+		t.Errorf("the tcp client's session in the worker claims a transport: %v", plain)
 	}
 }
