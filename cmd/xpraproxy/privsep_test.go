@@ -271,9 +271,9 @@ func testRootPrivilegeSeparation(t *testing.T, g *generation) {
 // and from the worker's own.
 func TestOptionsReachWorkers(t *testing.T) {
 	testenv.NeedRoot(t)
-	a := gen31.srv(t, "sessionA")
+	a, b := gen31.srv(t, "sessionA"), gen31.srv(t, "sessionB")
 	cert, key := writeCert(t)
-	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)})
+	db := sqliteDB(t, []string{"foo", "bar", testUser, testUser, target(a)}, []string{"moo", "cow", testUser, testUser, target(b)})
 	p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		"--login-timeout=17", "--connect-timeout=13", "--idle-timeout=3600", "--max-packet-size=20M",
 		"--max-session-buffer=40M", "--proxy-ping=7", "--max-login-packet-size=300K", "--max-target-connects=9",
@@ -285,8 +285,9 @@ func TestOptionsReachWorkers(t *testing.T) {
 	// A second client over wss://: what the main process decided for its
 	// link (TLS terminated there, WebSocket framing, the masking rule for
 	// a client without an Origin) is what the worker's session says.
-	cw := attach(t, fmt.Sprintf("wss://foo:bar@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
-	pixelsMatch(t, a, cw, fmt.Sprintf("sessionA on wss://foo@127.0.0.1:%d/", p.port))
+	// (Another server: a second client of sessionA would take it over.)
+	cw := attach(t, fmt.Sprintf("wss://moo:cow@127.0.0.1:%d/", p.port), "--ssl-server-verify-mode=none")
+	pixelsMatch(t, b, cw, fmt.Sprintf("sessionB on wss://moo@127.0.0.1:%d/", p.port))
 	limits := func(args ...string) map[string]string {
 		out, err := exec.Command(env.bin, append([]string{"info"}, append(args, "--socket-dir="+p.sockDir)...)...).CombinedOutput()
 		if err != nil {
