@@ -3,10 +3,11 @@
 # root (a supervisor handing sessions to `xpraproxy worker` processes:
 # RSS, PSS and CPU summed over the tree) and HAProxy, in one run,
 # interleaved, ROUNDS rounds: idle tcp at 1,000 and 9,000 sessions, idle
-# TLS at 2,000 (HAProxy terminating TLS), stream with 1 and 100 sessions
+# TLS at 500 and 2,000 (HAProxy terminating TLS), stream with 1 and 100 sessions
 # over tcp and TLS. One JSON line per run in
 # bench/results/density-<commit>.jsonl, then a markdown table of medians
-# (range) with the ratios to HAProxy and root / non-root.
+# (range) with the ratios to HAProxy and root / non-root, and the
+# marginal cost of one more idle session between the two counts.
 #
 # Usage (as root; builds bin/xpraproxy from the work tree unless
 # XPRAPROXY names a binary): bash bench/density.sh [OUT.jsonl]
@@ -16,6 +17,7 @@
 #   DENSITY_IDLE=15s     measured phase of an idle run
 #   DENSITY_STREAM=5s    measured phase of a stream run
 #   DENSITY_TABLE=FILE   only print the table of an earlier run's rows
+#   DENSITY_ONLY=idle    only the idle rows
 # At full size the bench process holds 18,000 sockets at 9,000 sessions
 # (clients and simulated servers) and xpraproxy as many: under the open
 # file limit of 20,000 per process (Go raises the soft limit to the hard).
@@ -65,6 +67,26 @@ for k in sorted(groups, key=lambda k: (k[0] != "idle", k[1] != "tcp", k[2])):
         x, root, ha = m.get("xpraproxy"), m.get("xpraproxy-root"), m.get("haproxy")
         print("| {} | {} | {:,} | {} | {} | {} | {} | {} | {} | {} |".format(
             k[0], k[1], k[2], name, *cells, ratio(x, ha), ratio(root, ha), ratio(root, x)))
+# The marginal cost of an idle session: between two session counts of
+# one transport, the difference of the medians of what the proxy's tree
+# grew by, over the difference of the counts. Fixed costs (a root proxy's
+# worker starting with the first login, code pages touched by the first
+# logins) cancel; what is left is what one more session costs.
+pairs = {"tcp": (1000, 9000), "ssl": (500, 2000)}
+for t, (lo_n, hi_n) in pairs.items():
+    lo_g, hi_g = groups.get(("idle", t, lo_n)), groups.get(("idle", t, hi_n))
+    if not lo_g or not hi_g:
+        continue
+    for name, total in [("RSS", lambda r: r["proxy_rss_bytes"] - r["proxy_rss_baseline_bytes"]),
+                        ("PSS", lambda r: r.get("proxy_pss_bytes", 0) - r.get("proxy_pss_baseline_bytes", 0))]:
+        m = {}
+        for p in proxies:
+            if p in lo_g and p in hi_g:
+                m[p] = (statistics.median(total(r) for r in hi_g[p]) - statistics.median(total(r) for r in lo_g[p])) / (hi_n - lo_n)
+        cells = ["{:,.0f}".format(m[p]) if p in m else "–" for p in proxies]
+        x, root, ha = m.get("xpraproxy"), m.get("xpraproxy-root"), m.get("haproxy")
+        print("| idle | {} | {:,} → {:,} | marginal {} B/session | {} | {} | {} | {} | {} | {} |".format(
+            t, lo_n, hi_n, name, *cells, ratio(x, ha), ratio(root, ha), ratio(root, x)))
 print()
 print("Medians (range) of {} runs; RSS, PSS and CPU sum each proxy's process tree. Counted:".format(len(rows)))
 for p, c in sorted(counted):
@@ -112,7 +134,10 @@ for rep in $(seq "$rounds"); do
   for s in 1000 9000; do
     for p in xpraproxy xpraproxy-root haproxy; do run --proxy=$p --workload=idle --sessions="$(n $s)" --duration="$idle"; done
   done
-  for p in xpraproxy xpraproxy-root haproxy; do run --proxy=$p --transport=ssl --workload=idle --sessions="$(n 2000)" --duration="$idle"; done
+  for s in 500 2000; do
+    for p in xpraproxy xpraproxy-root haproxy; do run --proxy=$p --transport=ssl --workload=idle --sessions="$(n $s)" --duration="$idle"; done
+  done
+  [ "${DENSITY_ONLY:-}" = idle ] && continue
   for t in tcp ssl; do
     for s in 1 100; do
       for p in xpraproxy xpraproxy-root haproxy; do run --proxy=$p --transport=$t --workload=stream --sessions="$(n $s)" --duration="$stream"; done
