@@ -255,7 +255,7 @@ func TestSupervisorWorkers(t *testing.T) {
 	// Idle retirement: the last session ends, the sweep retires it.
 	sup.mu.Lock()
 	w3.sessions = 1
-	sup.routes[42] = w3
+	sup.routes[42] = routed{w: w3}
 	sup.mu.Unlock()
 	sup.unroute(42)
 	sup.IdleTimeout = time.Millisecond
@@ -326,7 +326,7 @@ func TestSupervisorPerConnection(t *testing.T) {
 		t.Fatalf("same worker for two connections: %v", err)
 	}
 	sup.mu.Lock()
-	sup.routes[1] = a
+	sup.routes[1] = routed{w: a}
 	sup.mu.Unlock()
 	sup.unroute(1) // its only connection ended
 	deadline := time.Now().Add(5 * time.Second)

@@ -17,11 +17,12 @@ import (
 func (s *Supervisor) tracked(w *worker0, m *message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec, ok := s.records[m.ID]
-	if !ok || s.routes[m.ID] != w || m.Pool != rec.Pool {
+	r, ok := s.routes[m.ID]
+	if !ok || r.w != w || m.Pool != r.pool {
 		return
 	}
-	p := s.Pools[rec.Pool]
+	rec, recorded := s.records[m.ID]
+	p := s.Pools[r.pool]
 	switch m.Op {
 	case "use":
 		if p != nil {
@@ -36,7 +37,9 @@ func (s *Supervisor) tracked(w *worker0, m *message) {
 			rec.Display = route.RedactDisplay(m.Next)
 		}
 	}
-	s.records[m.ID] = rec
+	if recorded {
+		s.records[m.ID] = rec
+	}
 }
 
 // Records are the handed-off connections as a session registry keeps
@@ -71,7 +74,7 @@ func (s *Supervisor) Records() ([]relay.Record, bool) {
 		}
 		for _, got := range r.Records {
 			rec, ok := s.records[got.ID]
-			if !ok || s.routes[got.ID] != w {
+			if !ok || s.routes[got.ID].w != w {
 				continue // ended meanwhile, or not this worker's
 			}
 			// Who and from where are what the main process

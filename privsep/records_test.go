@@ -20,8 +20,16 @@ import (
 // session found dead and the one it used (the main process's pool counts
 // move, its record names the member used), the session's bytes in its
 // record, and its traffic, which stays counted after the worker exits.
+// Without a session registry (NoRecords) the pool counts move the same and
+// no record is kept.
 func TestSupervisorReports(t *testing.T) {
 	testenv.NeedRoot(t)
+	for _, noRecords := range []bool{false, true} {
+		t.Run(map[bool]string{false: "records", true: "no records"}[noRecords], func(t *testing.T) { testSupervisorReports(t, noRecords) })
+	}
+}
+
+func testSupervisorReports(t *testing.T, noRecords bool) {
 	srv, err := xpratest.StartServer()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +45,7 @@ func TestSupervisorReports(t *testing.T) {
 	logs := &logBuf{}
 	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs, Pools: route.Pools{"farm": pool},
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: 2 * time.Second},
-			Hostname: "test"}}
+			Hostname: "test"}, NoRecords: noRecords}
 	sup.OnEnded = sup.Pools.Release
 	defer sup.Close(5 * time.Second)
 
@@ -73,7 +81,15 @@ func TestSupervisorReports(t *testing.T) {
 		return st[deadURL] == [2]int{0, 0} && st[srv.URL()] == [2]int{1, 1}
 	})
 	var rec relay.Record
+	if noRecords {
+		if recs, _ := sup.Records(); len(recs) != 0 {
+			t.Errorf("records kept without a registry: %+v", recs)
+		}
+	}
 	waitFor(t, "a record with the member used and its bytes", func() bool {
+		if noRecords {
+			return true
+		}
 		recs, complete := sup.Records()
 		if len(recs) == 1 {
 			rec = recs[0]

@@ -47,11 +47,16 @@ type Supervisor struct {
 	// Pools are the main process's target pools: the workers' reports of
 	// the members their sessions used or found dead reach them here.
 	Pools route.Pools
+	// NoRecords: nothing reads the sessions' records (no session
+	// registry), so the main process keeps none: a few hundred bytes per
+	// handed-off session that a root proxy without a fleet need not hold
+	// (BENCHMARKS.md, density in both modes). Records then lists nothing.
+	NoRecords bool
 
 	mu       sync.Mutex
 	workers  map[string]*worker0 // by account key
 	starting map[string]chan struct{}
-	routes   map[uint64]*worker0 // connection id → its worker
+	routes   map[uint64]routed // connection id → its worker
 	records  map[uint64]relay.Record
 	// gone are the traffic and handshake counters of workers that
 	// exited, as they last reported them: counters only grow.
@@ -61,6 +66,13 @@ type Supervisor struct {
 	wg     sync.WaitGroup
 
 	Started, Crashed atomic.Int64
+}
+
+// routed is where a handed-off connection went: its worker, and the pool
+// it was handed with (a worker's reports about another are dropped).
+type routed struct {
+	w    *worker0
+	pool string
 }
 
 // worker0 is the main process's handle on one worker process.
@@ -87,7 +99,7 @@ func (s *Supervisor) init() {
 	if s.workers == nil {
 		s.workers = map[string]*worker0{}
 		s.starting = map[string]chan struct{}{}
-		s.routes = map[uint64]*worker0{}
+		s.routes = map[uint64]routed{}
 		s.records = map[uint64]relay.Record{}
 	}
 }
@@ -112,8 +124,10 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
 	}
 	s.mu.Lock()
-	s.routes[h.ID] = w
-	s.records[h.ID] = rec
+	s.routes[h.ID] = routed{w: w, pool: h.Pool}
+	if !s.NoRecords {
+		s.records[h.ID] = rec
+	}
 	s.mu.Unlock()
 	if err := w.ch.send(&message{Op: "session", Handoff: h}, client); err != nil {
 		s.unroute(h.ID)
@@ -293,8 +307,8 @@ func (s *Supervisor) watch(w *worker0) {
 		}
 	}
 	lost := 0
-	for id, rw := range s.routes {
-		if rw == w {
+	for id, r := range s.routes {
+		if r.w == w {
 			delete(s.routes, id)
 			delete(s.records, id)
 			lost++
@@ -334,10 +348,11 @@ func (s *Supervisor) watch(w *worker0) {
 func (s *Supervisor) unroute(id uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.routes[id]
-	if w == nil {
+	r, ok := s.routes[id]
+	if !ok {
 		return
 	}
+	w := r.w
 	delete(s.routes, id)
 	delete(s.records, id)
 	if s.OnEnded != nil {
@@ -403,7 +418,7 @@ func (w *worker0) request(m *message) (*message, error) {
 func (s *Supervisor) route(id uint64) *worker0 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.routes[id]
+	return s.routes[id].w
 }
 
 func (s *Supervisor) live() []*worker0 {

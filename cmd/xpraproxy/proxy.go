@@ -315,6 +315,8 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			Log:           log,
 			Config:        wcfg,
 			Pools:         pools,
+			// Only a session registry reads the records.
+			NoRecords: o.registry == "",
 		}
 		base.HandOff = ctl.sup.HandOff
 		limit := base.UserLimit
