@@ -23,18 +23,27 @@ import (
 
 // ticket is one accepted client connection's place in the caps: it counts
 // against MaxConnections until closed, and against MaxLoginConnections
-// and its source's MaxLoginsPerSource until the client has logged in.
-// Releasing is idempotent and safe from any goroutine.
+// and its source's MaxLoginsPerSource until the client has logged in or
+// made way for a newer connection (admit.go). Releasing is idempotent
+// and safe from any goroutine.
 type ticket struct {
-	srv   *Server
-	src   string
-	login atomic.Bool
-	open  atomic.Bool
+	srv *Server
+	src string
+	// stage mirrors w.stage for the loops' fast path (progress): written
+	// under srv.adm.mu, read anywhere.
+	stage   atomic.Uint32
+	login   atomic.Bool
+	open    atomic.Bool
+	evicted bool     // under srv.adm.mu: made way before it was bound to its loop
+	w       *waiting // under srv.adm.mu: its place in the admission queues while it logs in
 }
 
 // admitted: the client logged in.
 func (t *ticket) admitted() {
 	if t != nil && t.login.CompareAndSwap(true, false) {
+		t.srv.adm.mu.Lock()
+		t.srv.adm.remove(t)
+		t.srv.adm.mu.Unlock()
 		t.srv.logins.Add(-1)
 		t.srv.sources.release(t.src)
 	}
@@ -81,13 +90,13 @@ func (c *sourceCounts) release(src string) {
 }
 
 // admit applies the caps to a new connection from src: a ticket, or the
-// reason it is refused.
+// reason it is refused. When the pre-login cap is full the connection
+// takes the place of a less advanced one (admit.go), which is told so on
+// its loop; it is refused only when every pre-login connection is
+// authenticated.
 func (s *Server) admit(src string) (*ticket, string) {
 	if max := s.opts.MaxConnections; max > 0 && s.conns.Load() >= int64(max) {
 		return nil, "too many connections"
-	}
-	if max := s.opts.MaxLoginConnections; max > 0 && s.logins.Load() >= int64(max) {
-		return nil, "too many connections waiting to log in, try again later"
 	}
 	if !s.sources.take(src, s.opts.MaxLoginsPerSource) {
 		return nil, "too many connections waiting to log in from your address"
@@ -95,8 +104,22 @@ func (s *Server) admit(src string) (*ticket, string) {
 	t := &ticket{srv: s, src: src}
 	t.login.Store(true)
 	t.open.Store(true)
+	ev, largest, ok := s.adm.enter(t, s.opts.MaxLoginConnections, time.Now())
+	if !ok {
+		s.sources.release(src)
+		return nil, "too many connections waiting to log in, try again later"
+	}
 	s.logins.Add(1)
 	s.conns.Add(1)
+	if ev != nil {
+		s.evict(ev)
+		if now := time.Now().UnixNano(); now-s.evictLog.Load() > int64(10*time.Second) {
+			// Once per interval: a crowd is evicted by the thousand.
+			s.evictLog.Store(now)
+			s.log.Warn("pre-login connections at their cap: the least advanced make way for new ones",
+				"cap", s.opts.MaxLoginConnections, "evicted", s.evictions.Load(), "largest-prefix", largest.String())
+		}
+	}
 	return t, ""
 }
 

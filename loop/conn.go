@@ -107,6 +107,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		} else {
 			cn.role, cn.pre = roleClient, nil
 		}
+		if !cn.t.bind(cn, c) {
+			// It made way for a newer connection before it got here.
+			s.evicted(cn, c)
+		}
 	case roleSplice:
 		cn.sp.opened(c)
 	default:
@@ -125,6 +129,9 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		c.Discard(c.InboundBuffered())
 		return gnet.None
 	}
+	// A client that sent bytes is a step further in its login (admit.go):
+	// one atomic load once it is past that.
+	cn.t.progress(stageBytes)
 	switch cn.role {
 	case roleHandshake:
 		return s.handshakeTraffic(c, cn)

@@ -20,18 +20,19 @@ import (
 // is counted at each full sweep (about a second old).
 type Counters struct {
 	Sessions, Buffered int64
-	// Connections open, those still logging in, and those refused by the
-	// connection caps (main process only).
-	Connections, LoggingIn, Refused int64
-	C2S, S2C                        relay.TrafficTotals
-	Handshakes                      map[string]int64
+	// Connections open, those still logging in, those refused by the
+	// connection caps, and pre-login connections that made way for new
+	// ones when the pre-login cap was full (main process only).
+	Connections, LoggingIn, Refused, Evicted int64
+	C2S, S2C                                 relay.TrafficTotals
+	Handshakes                               map[string]int64
 }
 
 // Counters sums the loops' traffic and the handshake outcomes. Safe from
 // any goroutine.
 func (s *Server) Counters() Counters {
 	c := Counters{Sessions: s.count.Load(), Buffered: s.total.Load(), Handshakes: map[string]int64{},
-		Connections: s.conns.Load(), LoggingIn: s.logins.Load(), Refused: s.refusals.Load()}
+		Connections: s.conns.Load(), LoggingIn: s.logins.Load(), Refused: s.refusals.Load(), Evicted: s.evictions.Load()}
 	c.C2S, c.S2C = s.c2s.Load(), s.s2c.Load()
 	s.outcomes.Range(func(k, v any) bool {
 		c.Handshakes[k.(string)] = v.(*atomic.Int64).Load()

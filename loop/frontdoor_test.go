@@ -176,7 +176,8 @@ func TestBudgetShedsStrangersFirst(t *testing.T) {
 	}
 }
 
-// The connection caps refuse before reading, with xpra's plain-text line.
+// The connection caps refuse before reading, with xpra's plain-text line;
+// the pre-login cap evicts instead (admit.go).
 func TestConnectionCaps(t *testing.T) {
 	fs := startFakeServer(t, "")
 	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/")},
@@ -210,8 +211,14 @@ func TestConnectionCaps(t *testing.T) {
 	if r := refusal("127.0.0.3"); r != "" {
 		t.Fatalf("another address: %q", r)
 	}
-	if r := refusal("127.0.0.4"); !strings.Contains(r, "too many connections waiting to log in") {
+	// The pre-login cap is full: a newcomer takes the place of the
+	// longest waiting silent connection of the largest block (its own).
+	if r := refusal("127.0.0.4"); r != "" {
 		t.Errorf("5th logging in: %q", r)
+	}
+	held[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if b, _ := io.ReadAll(held[0]); !strings.HasPrefix(string(b), evictedLine) {
+		t.Errorf("the oldest silent connection: %q", b)
 	}
 	// A logged-in user leaves the pre-login count.
 	for _, c := range held {

@@ -34,6 +34,17 @@ func (h *host) CountHandshake(result string) { h.srv.CountHandshake(result) }
 // Admitted: the client logged in and leaves the pre-login caps.
 func (h *host) Admitted(*relay.Session) { h.t.admitted() }
 
+// Progress: the client's login reached st; the less advanced a
+// connection, the sooner it makes way when the pre-login cap is full.
+func (h *host) Progress(_ *relay.Session, st relay.LoginStage) {
+	switch st {
+	case relay.LoginHello:
+		h.t.progress(stageHello)
+	case relay.LoginAuthenticated:
+		h.t.progress(stageAuthed)
+	}
+}
+
 // Release gives the client's connection to another process (relay.Host):
 // a plain socket as a dup, the loop's connection closed at once (on the
 // loop) so that nothing more is read from it; a TLS connection's

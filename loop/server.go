@@ -112,7 +112,10 @@ type Server struct {
 	// The connection caps (accept.go).
 	conns, logins atomic.Int64
 	sources       sourceCounts
+	adm           admission // the pre-login tickets, for evictions (admit.go)
 	refusals      atomic.Int64
+	evictions     atomic.Int64 // pre-login connections that made way for new ones
+	evictLog      atomic.Int64 // when an eviction was last logged (unix ns)
 	stopping      atomic.Bool
 	files         fileCache
 
@@ -221,6 +224,7 @@ func (s *Server) Stats() frame.Dict {
 		"connections", s.conns.Load(),
 		"logging-in", s.logins.Load(),
 		"refused", s.refusals.Load(),
+		"evicted", s.evictions.Load(),
 		"spliced", s.spliced.Load(),
 	)
 }

@@ -158,6 +158,9 @@ func (sc *streamConn) start(ls *loopState, o StreamOptions) {
 		rc = w
 	}
 	sc.srv.startSession(sc.el, sc.cn, o.Config, rc, time.Now())
+	if !sc.t.bind(sc.cn, nil) {
+		sc.srv.evicted(sc.cn, nil)
+	}
 	go sc.readLoop()
 }
 
@@ -228,6 +231,7 @@ func (sc *streamConn) deliver(chunk []byte, pooled *[]byte) {
 // streamTraffic is OnTraffic for a stream's connection (loop).
 func (s *Server) streamTraffic(sc *streamConn) {
 	cn := sc.cn
+	cn.t.progress(stageBytes)
 	switch cn.role {
 	case roleClient:
 		now := time.Now()

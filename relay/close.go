@@ -217,6 +217,25 @@ func (s *Session) Reject(reason string, extra ...string) {
 	s.disconnect(reason, extra...)
 }
 
+// Evict ends a session that has not logged in because a newer
+// connection takes its place under the reactor's pre-login cap (the
+// reactor chose it: the least advanced, longest waiting of the largest
+// address block). It is logged at debug level only: a crowd is evicted
+// by the thousand, and the reactor logs the evictions as a whole. The
+// connection closes at the next sweep once the reason is out, without
+// the close grace: a crowd that churns evictions must not hold file
+// descriptors in closing connections.
+func (s *Session) Evict(reason string, extra ...string) {
+	if s.authed {
+		return
+	}
+	s.cfg.Log.Debug("evicted before login", "session", s.ID, "peer", s.peer, "state", s.state.String())
+	s.disconnect(reason, extra...)
+	if s.state == stateClosing {
+		s.deadline = s.started // already past
+	}
+}
+
 // Stop ends the session on request (xpraproxy stop :proxy-ID), telling
 // both peers why.
 func (s *Session) Stop(why string) {

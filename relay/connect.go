@@ -23,6 +23,7 @@ import (
 // authenticated: answer requests, else find the session and connect.
 func (s *Session) authenticated() {
 	s.authed = true
+	s.host.Progress(s, LoginAuthenticated)
 	s.cfg.Throttle.Succeeded(s.source())
 	s.reader.MaxPacketSize = s.cfg.MaxPacketSize
 	s.reader.MaxValues = 0

@@ -105,6 +105,7 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	}
 	s.enc = s.reader.Header().Flags.Encoding()
 	s.helloSeen = true
+	s.host.Progress(s, LoginHello)
 	s.claimed = ClaimedVersion(caps)
 	if _, ok := caps.Text("version"); !ok {
 		s.disconnect("version error", "remote version not available!")

@@ -44,6 +44,10 @@ type Host interface {
 	// Admitted tells the reactor, once, that the client has logged in:
 	// it no longer counts against the pre-login limits.
 	Admitted(s *Session)
+	// Progress tells the reactor, once per stage and in order, how far
+	// the login has come: when its pre-login cap is full, the least
+	// advanced connection makes way for a new one (Evict).
+	Progress(s *Session, st LoginStage)
 	// Enroll moves the backend's socket onto the session's loop; the
 	// reactor then calls ServerOpened.
 	Enroll(s *Session, b *Backend) error
@@ -69,6 +73,16 @@ type Host interface {
 	// goroutine.
 	CountHandshake(result string)
 }
+
+// LoginStage is how far a client's login has come, as the session tells
+// the reactor (Host.Progress); before LoginHello the reactor itself
+// knows whether any bytes came.
+type LoginStage uint8
+
+const (
+	LoginHello         LoginStage = iota + 1 // the hello was read: a challenge or authentication follows
+	LoginAuthenticated                       // every module passed: the session is being found, started or dialed
+)
 
 // WorkKind names the pool that runs a piece of off-loop work: password
 // checks and backend dials have separate pools, so that logins to a target

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zlib"
@@ -180,8 +182,9 @@ var attackCases = []attackCase{
 		return fmt.Sprintf("100 from one address: %d refused at once, 16 held until the login timeout", refused)
 	}},
 	{"pre-login cap", 32, func(s *siege) string {
-		// 10 addresses × 16: more than the 120 the proxy lets log in at
-		// once (RLIMIT_NOFILE 1024); the rest are refused with a reason.
+		// 10 addresses × 16 in one /24: more than the 120 the proxy lets
+		// log in at once (RLIMIT_NOFILE 1024); each beyond takes the
+		// place of the longest waiting, which is told why.
 		srcs := s.tenAddresses()
 		conns := s.rawDial(160, srcs)
 		defer hold(conns)()
@@ -195,10 +198,11 @@ var attackCases = []attackCase{
 			}
 		}
 		if refused < 160-120 {
-			s.failf("pre-login cap: only %d of 160 refused", refused)
+			s.failf("pre-login cap: only %d of 160 evicted", refused)
 		}
-		return fmt.Sprintf("160 silent from 10 addresses: %d refused (cap 120)", refused)
+		return fmt.Sprintf("160 silent from 10 addresses: %d evicted with a reason (cap 120)", refused)
 	}},
+	{"crowd of 100 addresses", 32, crowdCase},
 	{"1000 abandoned connections", 32, func(s *siege) string {
 		for range 40 {
 			src := s.source()
@@ -472,4 +476,96 @@ func (s *siege) relaying(user, password string) *xpratest.Client {
 		return nil
 	}
 	return c
+}
+
+// crowdCase: 100 addresses in 25 /24s, two connections each holding half
+// a hello and reconnecting when evicted or timed out (200, more than the
+// 120 the proxy lets log in at once) for 8 s. A correct login from a
+// fresh address gets in within a second throughout (docs/frontdoor.md:
+// the crowd's largest blocks make way).
+func crowdCase(s *siege) string {
+	half := append(frame.Header{Flags: frame.FlagRencode, Size: 1000}.Append(nil), make([]byte, 100)...)
+	var (
+		stop                       = make(chan struct{})
+		wg                         sync.WaitGroup
+		mu                         sync.Mutex
+		open                       = map[net.Conn]bool{}
+		evicted, timedOut, strange atomic.Int64
+		firstStrange               atomic.Value
+	)
+	for i := range 200 {
+		a := i / 2
+		src := fmt.Sprintf("127.1.%d.%d", a%25, 1+a/25)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := d.Dial("tcp", s.addr)
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				open[c] = true
+				mu.Unlock()
+				c.Write(half)
+				out, _ := readAll(c, 15*time.Second)
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				c.Close()
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				switch {
+				case strings.Contains(out, "made way for a newer connection"):
+					evicted.Add(1)
+				case strings.Contains(out, "login timeout"):
+					timedOut.Add(1)
+				default:
+					strange.Add(1)
+					firstStrange.CompareAndSwap(nil, out)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second) // the crowd fills the cap
+	logins, slowest := 0, time.Duration(0)
+	for start := time.Now(); time.Since(start) < 8*time.Second; time.Sleep(300 * time.Millisecond) {
+		t0 := time.Now()
+		c, p, err := s.login("good", "goodpw")
+		d := time.Since(t0)
+		slowest = max(slowest, d)
+		if err != nil || p.Type() != "hello" || d > time.Second {
+			s.failf("crowd: a correct login from a fresh address: %v %v after %v", err, words(p), d)
+		}
+		if c != nil {
+			c.Close()
+		}
+		logins++
+	}
+	close(stop)
+	mu.Lock()
+	for c := range open {
+		c.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
+	if evicted.Load() == 0 {
+		s.failf("crowd: no connection was evicted (the cap never filled?)")
+	}
+	if n := strange.Load(); n > 0 {
+		s.failf("crowd: %d connections read neither an eviction nor a login timeout, such as %q", n, truncate(fmt.Sprint(firstStrange.Load()), 200))
+	}
+	return fmt.Sprintf("200 half-hellos from 100 addresses in 25 /24s for 8 s: %d evicted, %d timed out; %d correct logins from fresh addresses, slowest %v",
+		evicted.Load(), timedOut.Load(), logins, slowest.Round(time.Millisecond))
 }

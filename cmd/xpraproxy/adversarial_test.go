@@ -410,6 +410,10 @@ func runSiege(t *testing.T, kind string) {
 	if m := regexp.MustCompile(`(?m)^xpraproxy_refused_connections_total (\d+)$`).FindStringSubmatch(string(body)); !root && (m == nil || m[1] == "0") {
 		t.Errorf("metrics do not count the refused connections: %v", m)
 	}
+	// Evictions come from the crowd's case, which runs as root too.
+	if m := regexp.MustCompile(`(?m)^xpraproxy_evicted_connections_total (\d+)$`).FindStringSubmatch(string(body)); m == nil || m[1] == "0" {
+		t.Errorf("metrics do not count the evicted connections: %v", m)
+	}
 	if strings.Contains(string(body), "SECRETPW") {
 		t.Error("a backend password reached the metrics")
 	}

@@ -25,6 +25,7 @@ type proxyCollector struct {
 	handshakes, bytes, packets  *prometheus.Desc
 	workerStarts, workerCrashes *prometheus.Desc
 	conns, loggingIn, refused   *prometheus.Desc
+	evicted                     *prometheus.Desc
 }
 
 func newProxyCollector(ctl *control) *proxyCollector {
@@ -44,12 +45,13 @@ func newProxyCollector(ctl *control) *proxyCollector {
 		conns:         d("connections", "Client connections open in the main process (--max-connections)."),
 		loggingIn:     d("login_connections", "Client connections not yet logged in (--max-login-connections)."),
 		refused:       d("refused_connections_total", "Connections refused by the connection caps."),
+		evicted:       d("evicted_connections_total", "Pre-login connections that made way for new ones when --max-login-connections was reached."),
 	}
 }
 
 func (p *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{p.sessions, p.buffered, p.workers, p.handshakes, p.bytes, p.packets,
-		p.workerStarts, p.workerCrashes, p.conns, p.loggingIn, p.refused} {
+		p.workerStarts, p.workerCrashes, p.conns, p.loggingIn, p.refused, p.evicted} {
 		ch <- d
 	}
 }
@@ -59,6 +61,7 @@ func (p *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(p.conns, prometheus.GaugeValue, float64(c.Connections))
 	ch <- prometheus.MustNewConstMetric(p.loggingIn, prometheus.GaugeValue, float64(c.LoggingIn))
 	ch <- prometheus.MustNewConstMetric(p.refused, prometheus.CounterValue, float64(c.Refused))
+	ch <- prometheus.MustNewConstMetric(p.evicted, prometheus.CounterValue, float64(c.Evicted))
 	nworkers := 0
 	if sup := p.ctl.sup; sup != nil {
 		var wc loop.Counters

@@ -136,6 +136,7 @@ type Host struct {
 	pending  sync.WaitGroup
 	Server   *Conn // the backend's side once enrolled
 	Admits   int
+	Stages   []relay.LoginStage // Progress's, in order
 	Watched  int
 	Released bool // Release was called
 	// Refuse makes Go report a full queue.
@@ -164,7 +165,10 @@ func (h *Host) Go(kind relay.WorkKind, work, done func()) bool {
 }
 
 func (h *Host) Admitted(*relay.Session) { h.Admits++ }
-func (h *Host) Stats() frame.Dict       { return nil }
+
+// Progress records the login stages the session reported, in order.
+func (h *Host) Progress(_ *relay.Session, st relay.LoginStage) { h.Stages = append(h.Stages, st) }
+func (h *Host) Stats() frame.Dict                              { return nil }
 
 // CountHandshake records outcomes in Outcomes.
 func (h *Host) CountHandshake(result string) {
