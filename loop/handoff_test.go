@@ -109,18 +109,7 @@ func TestRootTLSSplice(t *testing.T) {
 		clients = append(clients, tc)
 	}
 	for i, tc := range clients {
-		tc.send(frame.Packet{"ping", i, 0, strings.Repeat("x", 100_000+i)})
-		if p := tc.recv(t); p.Type() != "ping_echo" {
-			t.Fatalf("ping %d: %s", i, p)
-		}
-		const n, size = 3, 300_000
-		tc.send(frame.Packet{"stream", n, size})
-		for k := range n {
-			p := tc.recv(t)
-			if px, _ := p[7].([]byte); p.Type() != "draw" || len(px) != size || px[size-1] != byte(k) {
-				t.Fatalf("session %d draw %d: %s", i, k, p)
-			}
-		}
+		bigBothWays(t, i, tc)
 	}
 	if got := statInt(road.main.Stats(), "spliced"); got != sessions {
 		t.Errorf("main process: %d spliced connections, want %d", got, sessions)

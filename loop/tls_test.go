@@ -58,6 +58,25 @@ func tlsClient(t *testing.T, addr string, wrap func(net.Conn) net.Conn) *testCli
 	return tc
 }
 
+// bigBothWays sends client i a ping of several records (cut by a
+// dribbling client anywhere) and asks its server for three 300 KB
+// draws: each must come back whole.
+func bigBothWays(t *testing.T, i int, tc *testClient) {
+	t.Helper()
+	tc.send(frame.Packet{"ping", i, 0, strings.Repeat("x", 100_000+i)})
+	if p := tc.recv(t); p.Type() != "ping_echo" {
+		t.Fatalf("ping %d: %s", i, p)
+	}
+	const n, size = 3, 300_000
+	tc.send(frame.Packet{"stream", n, size})
+	for k := range n {
+		p := tc.recv(t)
+		if px, _ := p[7].([]byte); p.Type() != "draw" || len(px) != size || px[size-1] != byte(k) {
+			t.Fatalf("session %d draw %d: %s", i, k, p)
+		}
+	}
+}
+
 // The record layer runs on the loop: records cut anywhere, in both
 // directions, big packets and small, and no goroutine stays behind once
 // the sessions run.
@@ -78,19 +97,7 @@ func TestLoopTLS(t *testing.T) {
 		clients = append(clients, tc)
 	}
 	for i, tc := range clients {
-		big := strings.Repeat("x", 100_000+i) // several records, cut by the dribble
-		tc.send(frame.Packet{"ping", i, 0, big})
-		if p := tc.recv(t); p.Type() != "ping_echo" {
-			t.Fatalf("ping %d: %s", i, p)
-		}
-		const n, size = 3, 300_000
-		tc.send(frame.Packet{"stream", n, size})
-		for k := range n {
-			p := tc.recv(t)
-			if px, _ := p[7].([]byte); p.Type() != "draw" || len(px) != size || px[size-1] != byte(k) {
-				t.Fatalf("session %d draw %d: %s", i, k, p)
-			}
-		}
+		bigBothWays(t, i, tc)
 	}
 	buf := make([]byte, 1<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])

@@ -224,13 +224,30 @@ func windowID(display string, server bool, title string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%v: %s", err, tail(out, 300))
 	}
+	// The largest window with that title: a client may also have small
+	// ones whose name contains it (seen: a 10x17 one of a 6.x client on a
+	// loaded machine, matched for 30 s while the real one was there).
+	best, bestArea := "", -1
 	for _, line := range strings.Split(string(out), "\n") {
-		if m := windowLine.FindStringSubmatch(line); m != nil && strings.Contains(m[2], title) {
-			return m[1], nil
+		m := windowLine.FindStringSubmatch(line)
+		if m == nil || !strings.Contains(m[2], title) {
+			continue
+		}
+		area := 0
+		if g := windowSize.FindStringSubmatch(line[len(m[0]):]); g != nil {
+			w, _ := strconv.Atoi(g[1])
+			h, _ := strconv.Atoi(g[2])
+			area = w * h
+		}
+		if area > bestArea {
+			best, bestArea = m[1], area
 		}
 	}
-	return "", nil
+	return best, nil
 }
+
+// windowSize is the WIDTHxHEIGHT+X+Y after a window's name in xwininfo -tree.
+var windowSize = regexp.MustCompile(`(\d+)x(\d+)[+-]\d+[+-]\d+`)
 
 // snapshot captures a window as PNG.
 func snapshot(display string, server bool, id, path string) error {
