@@ -27,6 +27,27 @@ type poolClient struct {
 	disconnect chan string
 }
 
+// serverLost waits up to within for want of the clients to be told their
+// server is gone ("server connection lost"), and returns how many were.
+func serverLost(t *testing.T, clients []*poolClient, want int, within time.Duration) int {
+	t.Helper()
+	ended := 0
+	for deadline := time.Now().Add(within); ended < want && time.Now().Before(deadline); {
+		for _, c := range clients {
+			select {
+			case why := <-c.disconnect:
+				if !strings.Contains(why, "server connection lost") {
+					t.Errorf("reason: %q", why)
+				}
+				ended++
+			default:
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ended
+}
+
 func dialPoolClient(t *testing.T, g *generation, addr, user, password string, leaked *atomic.Int64) *poolClient {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -188,25 +209,8 @@ func testPoolRealServers(t *testing.T, g *generation) {
 	// Kill the first server outright.
 	victim := servers[0]
 	victim.kill()
-	ended := 0
-	deadline := time.After(20 * time.Second)
-	for ended < 10 {
-		select {
-		case <-deadline:
-			t.Fatalf("%d of the killed server's 10 sessions ended", ended)
-		default:
-		}
-		for _, c := range clients {
-			select {
-			case why := <-c.disconnect:
-				if !strings.Contains(why, "server connection lost") {
-					t.Errorf("reason: %q", why)
-				}
-				ended++
-			default:
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	if ended := serverLost(t, clients, 10, 20*time.Second); ended != 10 {
+		t.Fatalf("%d of the killed server's 10 sessions ended", ended)
 	}
 	for i := 0; i < 6; i++ {
 		dialPoolClient(t, g, addr, "pooluser", "pw", &leaked)
@@ -282,22 +286,7 @@ func TestRootPoolRealServers(t *testing.T) {
 	})
 
 	servers[0].kill()
-	ended := 0
-	deadline := time.Now().Add(20 * time.Second)
-	for ended < 2 && time.Now().Before(deadline) {
-		for _, c := range clients {
-			select {
-			case why := <-c.disconnect:
-				if !strings.Contains(why, "server connection lost") {
-					t.Errorf("reason: %q", why)
-				}
-				ended++
-			default:
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if ended != 2 {
+	if ended := serverLost(t, clients, 2, 20*time.Second); ended != 2 {
 		t.Fatalf("%d of the killed server's 2 clients were told", ended)
 	}
 	eventually(t, "the killed server's sessions released", 10*time.Second, func() bool {
