@@ -382,14 +382,7 @@ func (sc *streamConn) writeLoop() {
 
 // CloseWrite half-closes once the queue is out (relay's shutdownWrite).
 func (sc *streamConn) CloseWrite() error {
-	sc.mu.Lock()
-	sc.halfReq = true
-	start := !sc.writing
-	sc.writing = true
-	sc.mu.Unlock()
-	if start {
-		go sc.writeLoop()
-	}
+	sc.afterQueue(func() { sc.halfReq = true })
 	return nil
 }
 
@@ -400,18 +393,24 @@ func (sc *streamConn) Close() error {
 		return nil
 	}
 	sc.closing = true
+	sc.afterQueue(func() { sc.closeReq = true })
+	if !sc.gone {
+		sc.post(func() { sc.ended(nil) })
+	}
+	return nil
+}
+
+// afterQueue records a request (under mu) that the writer carries out
+// once the queue is written, starting the writer if none runs.
+func (sc *streamConn) afterQueue(request func()) {
 	sc.mu.Lock()
-	sc.closeReq = true
+	request()
 	start := !sc.writing
 	sc.writing = true
 	sc.mu.Unlock()
 	if start {
 		go sc.writeLoop()
 	}
-	if !sc.gone {
-		sc.post(func() { sc.ended(nil) })
-	}
-	return nil
 }
 
 func (sc *streamConn) RemoteAddr() net.Addr { return sc.remote }
