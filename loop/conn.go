@@ -41,9 +41,11 @@ const (
 	roleAdopted               // a client handed over by another process, OnOpen not run yet: pre.handoff
 	roleSplice                // one end of a splice to a worker (splice.go): sp
 	roleAnchor                // the server's own connection that makes its loop known (anchorLoops)
+	roleParking               // gnet's connection of a socket just parked, until its close (park.go): pre.park
+	roleResumed               // a parked socket handed back to gnet, OnOpen not run yet: pre.park
 )
 
-var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice", "anchor"}
+var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice", "anchor", "parking", "resumed"}
 
 func (r role) String() string {
 	if int(r) < len(roleNames) {
@@ -61,6 +63,7 @@ type pre struct {
 	http    *httpState     // roleHTTP
 	backend *relay.Backend // roleServer until OnOpen
 	handoff *relay.Handoff // roleAdopted until OnOpen
+	park    *parked        // roleParking, roleResumed
 }
 
 func connOf(c gnet.Conn) *conn {
@@ -113,6 +116,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		}
 	case roleSplice:
 		cn.sp.opened(c)
+	case roleResumed:
+		return nil, s.resumed(c, cn.pre.park)
 	default:
 		s.log.Error("connection opened in an unexpected role", "role", cn.role.String())
 		return nil, gnet.Close
@@ -137,6 +142,9 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		return s.handshakeTraffic(c, cn)
 	case roleSplice:
 		return cn.sp.traffic(c, cn)
+	case roleParking:
+		cn.pre.park.take(c)
+		return gnet.None
 	}
 	now := time.Now()
 	if cn.tls == nil {
@@ -211,6 +219,11 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		cn.t.closed()
 	case roleSplice:
 		cn.sp.closed(cn)
+	case roleParking:
+		cn.pre.park.take(c)
+		return gnet.None
+	case roleResumed:
+		return gnet.None
 	default:
 		cn.t.closed()
 	}

@@ -77,6 +77,12 @@ func transportOf(c relay.Conn) relay.Conn {
 	return c
 }
 
+// PauseReading parks c's socket (park.go); loop only.
+func (h *host) PauseReading(c relay.Conn) { h.srv.pauseReading(h.ls, c) }
+
+// ResumeReading hands c's socket back to gnet (park.go); loop only.
+func (h *host) ResumeReading(c relay.Conn) { h.srv.resumeReading(h.ls, c) }
+
 // Post runs fn on the session's loop.
 func (h *host) Post(fn func()) {
 	_ = h.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {

@@ -32,6 +32,13 @@ import (
 // TLS, serving html as the HTML5 client's directory.
 func startOnePort(t *testing.T, fs *xpratest.Server, html string) string {
 	t.Helper()
+	addr, _ := startOnePortServer(t, fs, html)
+	return addr
+}
+
+// startOnePortServer is startOnePort with the proxy's Server.
+func startOnePortServer(t *testing.T, fs *xpratest.Server, html string) (string, *Server) {
+	t.Helper()
 	tlsCfg, err := selfsigned.Config()
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,7 @@ func startOnePort(t *testing.T, fs *xpratest.Server, html string) string {
 	go func() { errc <- srv.Run() }()
 	<-srv.Ready()
 	t.Cleanup(func() { srv.Stop(context.Background()); <-errc })
-	return addr
+	return addr, srv
 }
 
 // wsStream is an xpra stream over a WebSocket client connection.

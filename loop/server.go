@@ -132,6 +132,7 @@ type Server struct {
 	count      atomic.Int64 // open client sessions
 
 	spliced atomic.Int64 // client connections spliced to a worker (splice.go)
+	parks   atomic.Int64 // sockets parked by flow control (park.go)
 
 	encOnce   sync.Once
 	encConfig *relay.Config // Options.Config for TLS links (adopted)
@@ -153,7 +154,10 @@ type loopState struct {
 	pending  map[gnet.Conn]*conn         // HTTP requests in progress
 	sending  map[gnet.Conn]*conn         // HTTP responses being written
 	splices  map[*splice]struct{}        // clients spliced to workers
+	flows    map[*conn]*flow             // connections whose reading is paused (park.go)
 	buffered atomic.Int64                // read by the ticker
+
+	flowQueued, flowArmed bool // a flowTick is queued, or its timer set
 }
 
 // New makes a server; Run starts it. Safe from any goroutine.
@@ -226,6 +230,7 @@ func (s *Server) Stats() frame.Dict {
 		"refused", s.refusals.Load(),
 		"evicted", s.evictions.Load(),
 		"spliced", s.spliced.Load(),
+		"parked", s.parks.Load(),
 	)
 }
 
@@ -342,6 +347,10 @@ func (s *Server) Sessions() int64 { return s.count.Load() }
 // from any goroutine.
 func (s *Server) Buffered() int64 { return s.total.Load() }
 
+// Parks is how many times flow control took a socket away from gnet
+// (park.go). Safe from any goroutine.
+func (s *Server) Parks() int64 { return s.parks.Load() }
+
 func clearStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -380,7 +389,7 @@ func (s *Server) loopState(el gnet.EventLoop) *loopState {
 	ls := s.loops[el]
 	if ls == nil {
 		ls = &loopState{el: el, sessions: map[*relay.Session]struct{}{}, urgent: map[*relay.Session]struct{}{},
-			pending: map[gnet.Conn]*conn{}, sending: map[gnet.Conn]*conn{}, splices: map[*splice]struct{}{}}
+			pending: map[gnet.Conn]*conn{}, sending: map[gnet.Conn]*conn{}, splices: map[*splice]struct{}{}, flows: map[*conn]*flow{}}
 		s.loops[el] = ls
 		s.loopOrder = append(s.loopOrder, ls)
 	}

@@ -31,6 +31,7 @@ type tlsConn struct {
 	off    int
 	pooled *[]byte // in's backing when it came from plainBuffers
 	eof    bool    // the peer closed the TLS stream (or broke it)
+	hold   bool    // flow control paused the session's reading: decrypt nothing more (park.go)
 	err    error
 }
 
@@ -51,7 +52,7 @@ func (t *tlsConn) decrypt() error {
 	if t.eof {
 		return t.err
 	}
-	for {
+	for !t.hold {
 		if cap(t.in)-len(t.in) < plainChunk {
 			t.grow()
 		}
@@ -67,6 +68,7 @@ func (t *tlsConn) decrypt() error {
 			return err
 		}
 	}
+	return nil
 }
 
 // grow makes room for another record: a pooled buffer first, then a

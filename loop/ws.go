@@ -34,6 +34,7 @@ type wsConn struct {
 	requireMask bool
 	closed      bool // a close frame was sent
 	broken      bool // bad framing: the rest is discarded
+	hold        bool // flow control paused the session's reading: decode nothing more (park.go)
 	hdr         [ws.MaxHeaderSize]byte
 	rd          bytes.Reader
 	iov         [][]byte
@@ -60,7 +61,7 @@ func (w *wsConn) HandoffLink() (relay.Link, error) {
 // buffer into w.in, answering pings and closes. Control frames are small
 // and handled whole.
 func (w *wsConn) decode() error {
-	for {
+	for !w.hold {
 		avail := w.Conn.InboundBuffered()
 		if avail == 0 {
 			return nil
@@ -139,6 +140,7 @@ func (w *wsConn) decode() error {
 			return fmt.Errorf("loop: unknown websocket opcode %d", h.OpCode)
 		}
 	}
+	return nil
 }
 
 // writeFrame sends one unmasked frame (servers never mask).

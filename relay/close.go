@@ -160,16 +160,11 @@ func (s *Session) Sweep(now time.Time) int {
 			s.disconnect("idle timeout")
 			break
 		}
-		for _, p := range []*pipe{s.c2s, s.s2c} {
-			if p.paused && p.dst.OutboundBuffered() <= lowWater {
-				p.paused = false
-				s.pump(p)
-			}
+		if s.stalled(now) {
+			break
 		}
-		if held := s.Buffered(); s.cfg.MaxSessionBuffer > 0 && held > s.cfg.MaxSessionBuffer {
-			s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", held)
-			s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
-		}
+		s.Flow()
+		s.overLimit()
 	case stateClosing:
 		drained := s.client.OutboundBuffered() == 0
 		cf, ws := s.client.(closeFramer)
@@ -197,6 +192,17 @@ func (s *Session) Buffered() int {
 		n += s.server.InboundBuffered() + s.server.OutboundBuffered()
 	}
 	return n
+}
+
+// overLimit ends the session when it holds more than its buffer limit.
+func (s *Session) overLimit() {
+	if s.state != stateRelay {
+		return
+	}
+	if limit, held := s.bufferLimit(), s.Buffered(); limit > 0 && held > limit {
+		s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", held)
+		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", limit))
+	}
 }
 
 // Shed ends the session because the proxy is over its global budget.

@@ -36,9 +36,16 @@ type Limits struct {
 	// MaxPacketSize bounds each frame a client sends after login, and the
 	// packets the proxy inspects; 0: the default (16 MiB).
 	MaxPacketSize int `json:"max_packet_size"`
-	// MaxSessionBuffer bounds the bytes one session may hold queued for
-	// a slow peer; 0: the default (32 MiB).
+	// MaxSessionBuffer bounds the bytes one session may hold in user
+	// space, both ways; a packet that must be held whole (bridged,
+	// inspected) may take it beyond, by half; 0: the default (4 MiB).
+	// Flow control keeps a relaying session far under it (flow.go):
+	// reaching it means a source could not be paused.
 	MaxSessionBuffer int `json:"max_session_buffer"`
+	// StallTimeout ends a session whose peer has read nothing of what
+	// is queued for it for this long ("connection too slow"); slower
+	// readers are slowed, never cut; 0: never.
+	StallTimeout time.Duration `json:"stall_timeout"`
 	// PingInterval is how often the proxy pings both peers itself (xpra's
 	// proxy: 5 s); 0: never.
 	PingInterval time.Duration `json:"ping_interval"`
@@ -82,10 +89,13 @@ const (
 	DefaultChallengeTimeout = 120 * time.Second
 	DefaultConnectTimeout   = 20 * time.Second
 	DefaultMaxPacketSize    = 16 << 20
-	DefaultMaxSessionBuffer = 32 << 20
+	DefaultMaxSessionBuffer = 4 << 20
 	DefaultLoginPacketSize  = 256 << 10
 	DefaultConnectBuffer    = 1 << 20
 	DefaultXpra             = "xpra"
+	// DefaultStallTimeout: a client stopped (suspended, its window
+	// dragged on some desktops) for less keeps its session.
+	DefaultStallTimeout = 60 * time.Second
 )
 
 // DefaultLimits are the limits of a proxy started without options: what
@@ -96,6 +106,7 @@ func DefaultLimits() Limits {
 	// Those whose zero is a setting (never, no bound) but whose default
 	// is not zero.
 	l.PingInterval = 5 * time.Second
+	l.StallTimeout = DefaultStallTimeout
 	l.MaxTargetConnects = 32
 	l.MaxStartedSessions = 4
 	return l
@@ -126,7 +137,7 @@ func (l Limits) Normalized() Limits {
 		l.StartXpra = []string{DefaultXpra}
 	}
 	// Negative values mean nothing either: the same as zero.
-	l.IdleTimeout, l.PingInterval = max(l.IdleTimeout, 0), max(l.PingInterval, 0)
+	l.IdleTimeout, l.PingInterval, l.StallTimeout = max(l.IdleTimeout, 0), max(l.PingInterval, 0), max(l.StallTimeout, 0)
 	l.MaxTargetConnects, l.MaxStartedSessions = max(l.MaxTargetConnects, 0), max(l.MaxStartedSessions, 0)
 	return l
 }

@@ -9,14 +9,6 @@ import (
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
 
-// Backpressure marks: a pipe stops consuming its source while its
-// destination holds more than highWater unsent bytes, and resumes (from
-// Sweep) under lowWater.
-const (
-	highWater = 1 << 20
-	lowWater  = 256 << 10
-)
-
 // inspectLimit is the largest main packet held whole to learn its type;
 // larger ones (never control packets in practice) are cut through.
 const inspectLimit = 1 << 20
@@ -41,7 +33,7 @@ type pipe struct {
 	// midPacket: raw chunks went out and their main packet has not, so
 	// nothing of the proxy's own may be sent yet.
 	midPacket bool
-	paused    bool // dst is over highWater
+	paused    bool // dst went over highWater; its source is not read (flow.go)
 	// compress: see link. video: a server→client pipe of a proxy-video
 	// session, which holds raw chunks (held) until their packet shows
 	// whether it is a draw to encode.
@@ -65,6 +57,9 @@ type pipe struct {
 	// last one, whose echo came back through the other pipe.
 	pingAt int64
 	rtt    time.Duration
+	// pausedAt is when the pipe paused (unix ns): a destination that
+	// reads nothing for StallTimeout is cut.
+	pausedAt int64
 }
 
 // name says which direction the pipe relays, for errors.
@@ -135,9 +130,24 @@ func (p *pipe) scan(buf []byte) (int, error) {
 	p.iov = p.iov[:0]
 	p.need = 0
 	off := 0
+	// A destination already backed up gets its bytes a step at a time,
+	// so that it never holds more than the high-water mark and a step.
+	step := len(buf)
+	if p.dst.OutboundBuffered() > 0 {
+		step = flushStep
+	}
+	gathered := 0
 	for off < len(buf) && !p.paused {
+		if gathered >= step {
+			if err := p.flush(); err != nil {
+				return off, err
+			}
+			gathered = 0
+			continue
+		}
 		if p.remaining > 0 {
-			n := min(len(buf)-off, p.remaining)
+			n := min(len(buf)-off, p.remaining, step-gathered)
+			gathered += n
 			p.iov = append(p.iov, buf[off:off+n])
 			off += n
 			p.remaining -= n
@@ -214,6 +224,7 @@ func (p *pipe) scan(buf []byte) (int, error) {
 			if !p.inspects(&t) {
 				p.Packets++
 				p.iov = append(p.iov, whole)
+				gathered += size
 				off += size
 				continue
 			}
@@ -252,9 +263,7 @@ func (p *pipe) flush() error {
 		return fmt.Errorf("relay: %s write: %w", p.name(), err)
 	}
 	p.Bytes += int64(n)
-	if p.dst.OutboundBuffered() > highWater {
-		p.paused = true
-	}
+	p.checkWater()
 	return nil
 }
 
@@ -309,9 +318,7 @@ func (p *pipe) write(b []byte) error {
 		return fmt.Errorf("relay: %s write: %w", p.name(), err)
 	}
 	p.Bytes += int64(len(b))
-	if p.dst.OutboundBuffered() > highWater {
-		p.paused = true
-	}
+	p.checkWater()
 	return nil
 }
 

@@ -51,6 +51,15 @@ type Host interface {
 	// Enroll moves the backend's socket onto the session's loop; the
 	// reactor then calls ServerOpened.
 	Enroll(s *Session, b *Backend) error
+	// PauseReading asks the reactor to stop reading c from the network
+	// until ResumeReading, so that c's peer is slowed by TCP (flow.go);
+	// what c already holds stays readable. Meanwhile the reactor may put
+	// another Conn in c's place (Session.Replace) and calls Flow soon
+	// and often. Idempotent; a Conn the reactor cannot pause (a stream
+	// with a window of its own) is left alone.
+	PauseReading(c Conn)
+	// ResumeReading undoes PauseReading and delivers what c holds.
+	ResumeReading(c Conn)
 	// Watch asks for Sweep at the short interval while the session
 	// Urgent(): a paused pipe or a closing connection. Other sessions are
 	// swept at the long interval, which bounds idle CPU.
@@ -382,11 +391,10 @@ func (s *Session) pump(p *pipe) {
 	if p.paused {
 		s.host.Watch(s)
 	}
-	// gnet keeps reading a paused source: enforce the limit on every
-	// read, not only at the next sweep.
-	if p.paused && s.state == stateRelay && s.cfg.MaxSessionBuffer > 0 && s.Buffered() > s.cfg.MaxSessionBuffer {
-		s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", s.Buffered())
-		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", s.cfg.MaxSessionBuffer))
+	// A source the reactor could not stop reading yet (flow.go) still
+	// grows: enforce the limit on every read, not only at the next sweep.
+	if p.paused && s.state == stateRelay {
+		s.overLimit()
 	}
 }
 

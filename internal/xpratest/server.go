@@ -7,7 +7,9 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -50,6 +52,8 @@ type Server struct {
 	hellos []frame.Dict
 	frames []frame.Header
 	ended  chan struct{}
+	// uploaded counts the payload bytes of "upload" packets received.
+	uploaded atomic.Int64
 }
 
 // StartServer listens on a free loopback port.
@@ -128,6 +132,9 @@ func (s *Server) Frames() []frame.Header {
 
 // Ended receives once for each connection that ended.
 func (s *Server) Ended() <-chan struct{} { return s.ended }
+
+// Uploaded is the payload bytes of the "upload" packets received so far.
+func (s *Server) Uploaded() int64 { return s.uploaded.Load() }
 
 func (s *Server) accept() {
 	for {
@@ -324,6 +331,14 @@ func (sc *serverConn) handle(p frame.Packet) bool {
 				return false
 			}
 		}
+	case "nap":
+		// Stop reading for a while: the proxy's flow control slows
+		// the client meanwhile.
+		ms, _ := frame.AsInt(p[1])
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	case "upload":
+		data, _ := p[1].([]byte)
+		sc.srv.uploaded.Add(int64(len(data)))
 	case "big":
 		return sc.send(frame.Packet{"big", strings.Repeat("abcdefgh", 1000)}) == nil
 	case "bye":

@@ -131,14 +131,16 @@ func (c *Conn) Packets(t testing.TB) []frame.Packet {
 // called, in its own goroutine as in the proxy, and its done callbacks,
 // Posts and enrolments wait until Run, which plays the loop's turn.
 type Host struct {
-	mu       sync.Mutex
-	queue    []func()
-	pending  sync.WaitGroup
-	Server   *Conn // the backend's side once enrolled
-	Admits   int
-	Stages   []relay.LoginStage // Progress's, in order
-	Watched  int
-	Released bool // Release was called
+	mu      sync.Mutex
+	queue   []func()
+	pending sync.WaitGroup
+	Server  *Conn // the backend's side once enrolled
+	Admits  int
+	Stages  []relay.LoginStage // Progress's, in order
+	Watched int
+	// Paused and Resumed count the flow-control requests.
+	Paused, Resumed int
+	Released        bool // Release was called
 	// Refuse makes Go report a full queue.
 	Refuse bool
 	// Outcomes counts handshake results (CountHandshake).
@@ -180,7 +182,13 @@ func (h *Host) CountHandshake(result string) {
 	h.Outcomes[result]++
 }
 func (h *Host) Watch(*relay.Session) { h.Watched++ }
-func (h *Host) Post(fn func())       { h.post(fn) }
+
+// PauseReading and ResumeReading count the requests; a test Conn keeps
+// whatever it was given, as a paused socket's buffered bytes stay
+// readable.
+func (h *Host) PauseReading(relay.Conn)  { h.Paused++ }
+func (h *Host) ResumeReading(relay.Conn) { h.Resumed++ }
+func (h *Host) Post(fn func())           { h.post(fn) }
 
 // Release hands the client's socket over as the loop does for a plain
 // socket: a dup, the connection closed.
