@@ -148,10 +148,18 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	now := time.Now()
 	if cn.tls == nil {
-		return s.traffic(c, cn, now)
+		act := s.traffic(c, cn, now)
+		if act == gnet.None && cn.ls != nil && len(cn.ls.flows) > 0 {
+			s.parkSoon(cn, c)
+		}
+		return act
 	}
 	err := cn.tls.decrypt()
-	if act := s.traffic(cn.tls, cn, now); act != gnet.None || err == nil {
+	act := s.traffic(cn.tls, cn, now)
+	if act == gnet.None && err == nil && cn.ls != nil && len(cn.ls.flows) > 0 {
+		s.parkSoon(cn, c)
+	}
+	if act != gnet.None || err == nil {
 		return act
 	}
 	if !errors.Is(err, io.EOF) {

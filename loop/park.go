@@ -37,6 +37,13 @@ import (
 // buffer of a few hundred KB is never left empty.
 const flowEvery = time.Millisecond
 
+// parkAt is how much a paused socket may hold in gnet's buffer before it
+// is parked. A fast reader's pause is over before its source sends this
+// much more (its kernel buffer drains in a millisecond): parking, a dup,
+// a close and an enrolment, is for sources that keep sending to a reader
+// that does not keep up.
+const parkAt = 16 << 10
+
 // flow is a connection whose reading the relay paused, from the pause
 // until gnet reads it again.
 type flow struct {
@@ -377,7 +384,7 @@ func (s *Server) park(f *flow) {
 		s.dropFlow(f)
 		return
 	}
-	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 {
+	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || g.InboundBuffered() < parkAt {
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.Fd()), unix.F_DUPFD_CLOEXEC, 0)
@@ -393,6 +400,15 @@ func (s *Server) park(f *flow) {
 	g.SetContext(&conn{role: roleParking, pre: &pre{park: p}})
 	_ = g.Close()
 	s.parks.Add(1)
+}
+
+// parkSoon parks c's socket at once when the relay paused it and it
+// holds enough; from OnTraffic, once the bytes are handled.
+func (s *Server) parkSoon(cn *conn, c gnet.Conn) {
+	if f := cn.ls.flows[cn]; f != nil && f.want && f.p == nil && !f.enrolling &&
+		c.InboundBuffered() >= parkAt && cn.sess != nil && cn.sess.Relaying() {
+		s.park(f)
+	}
 }
 
 // sessionSide is the relay.Conn of cn's side of its session.

@@ -259,7 +259,7 @@ func (s *Server) Run() error {
 		// One read per loop takes up to this much: draw packets are
 		// 10s of KiB, so 256 KiB means fewer events per packet. It is
 		// per loop, not per connection.
-		gnet.WithReadBufferCap(256 << 10),
+		gnet.WithReadBufferCap(64 << 10),
 		gnet.WithLogger(gnetLogger{s.log}),
 		// Adopt registers connections from other goroutines, which the
 		// round-robin balancer does not allow (gnet's docs).

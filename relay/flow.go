@@ -7,20 +7,22 @@ import (
 
 // Flow control (docs/memory.md, "Back-pressure"). A pipe whose
 // destination holds more than highWater unsent bytes stops consuming its
-// source and asks the reactor to stop reading the source's socket
-// (Host.PauseReading): the source's peer is then slowed by TCP, and the
-// bytes in flight wait in the kernel's socket buffers instead of the
-// proxy's. Once the destination is under lowWater the pipe consumes
-// again and the reactor reads again (Host.ResumeReading). The marks are
-// small because every paused session holds up to highWater+flushStep in
-// user space; the kernel's send buffer, not ours, keeps a fast reader
-// busy while its source is paused.
+// source and tells the reactor (Host.PauseReading), which stops reading
+// the source's socket once it too holds a little (loop/park.go): the
+// source's peer is then slowed by TCP, and the bytes in flight wait in
+// the kernel's socket buffers instead of the proxy's. Once the
+// destination is under lowWater the pipe consumes again, at the next
+// traffic either way or the reactor's next flow tick, and the reactor
+// reads again (Host.ResumeReading). The marks are small because every
+// paused session holds up to highWater+flushStep in user space; the
+// kernel's send buffer, not ours, keeps a fast reader busy while its
+// source is paused.
 const (
-	highWater = 128 << 10
-	lowWater  = 32 << 10
+	highWater = 32 << 10
+	lowWater  = 8 << 10
 	// flushStep bounds one writev to a destination that is already
 	// backed up, so that it holds at most highWater+flushStep.
-	flushStep = 64 << 10
+	flushStep = 16 << 10
 )
 
 // checkWater pauses the pipe when its destination is over the high-water
@@ -61,6 +63,17 @@ func (s *Session) Flow() bool {
 		paused = paused || p.paused
 	}
 	return paused
+}
+
+// drained resumes, before any traffic is handled, the pipes whose
+// destination drained: a fast reader's source resumes at its next read
+// or at the next acknowledgement coming back, not at a timer.
+func (s *Session) drained() {
+	for _, p := range [...]*pipe{s.c2s, s.s2c} {
+		if p.paused && p.dst.OutboundBuffered() <= lowWater {
+			p.unpause()
+		}
+	}
 }
 
 // stalled ends the session when a pipe has been paused without a break

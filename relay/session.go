@@ -303,7 +303,13 @@ func (s *Session) ClientTraffic(now time.Time) {
 	case stateHello, stateChallenge:
 		s.readHandshake(now)
 	case stateRelay:
-		s.pump(s.c2s)
+		s.drained()
+		if s.server.InboundBuffered() > 0 {
+			s.pump(s.s2c) // what waited for this client to drain
+		}
+		if s.state == stateRelay {
+			s.pump(s.c2s)
+		}
 	case stateStop:
 		s.readStop()
 	case stateBusy:
@@ -320,7 +326,13 @@ func (s *Session) ClientTraffic(now time.Time) {
 func (s *Session) ServerTraffic(now time.Time) {
 	s.active = now
 	if s.state == stateRelay {
-		s.pump(s.s2c)
+		s.drained()
+		if s.client.InboundBuffered() > 0 {
+			s.pump(s.c2s) // what waited for this server to drain
+		}
+		if s.state == stateRelay {
+			s.pump(s.s2c)
+		}
 	} else if s.server != nil {
 		s.server.Discard(s.server.InboundBuffered())
 	}
