@@ -188,6 +188,17 @@ func (p *parked) fail(err error) {
 	}))
 }
 
+// Slack is held's and out's spare capacity (relay.Slacker).
+func (p *parked) Slack() int { return cap(p.held) - p.InboundBuffered() + cap(p.out) - len(p.out) }
+
+// slackOf is what a layer below holds beyond its counts.
+func slackOf(c relay.Conn) int {
+	if sl, ok := c.(relay.Slacker); ok {
+		return sl.Slack()
+	}
+	return 0
+}
+
 // fill reads what the socket has into held (the tail of a frame the
 // session could not consume); false when there is nothing now or the
 // socket ended.
@@ -384,7 +395,7 @@ func (s *Server) park(f *flow) {
 		s.dropFlow(f)
 		return
 	}
-	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || g.InboundBuffered() < parkAt {
+	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget()) {
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.Fd()), unix.F_DUPFD_CLOEXEC, 0)
@@ -403,12 +414,20 @@ func (s *Server) park(f *flow) {
 }
 
 // parkSoon parks c's socket at once when the relay paused it and it
-// holds enough; from OnTraffic, once the bytes are handled.
+// holds enough — anything at all while the proxy is over its buffer
+// budget, so that the budget holds where bytes enter; from OnTraffic,
+// once the bytes are handled.
 func (s *Server) parkSoon(cn *conn, c gnet.Conn) {
 	if f := cn.ls.flows[cn]; f != nil && f.want && f.p == nil && !f.enrolling &&
-		c.InboundBuffered() >= parkAt && cn.sess != nil && cn.sess.Relaying() {
+		(c.InboundBuffered() >= parkAt || s.overBudget()) && cn.sess != nil && cn.sess.Relaying() {
 		s.park(f)
 	}
+}
+
+// overBudget reports whether the proxy held more than --max-buffer-total
+// at the last tick.
+func (s *Server) overBudget() bool {
+	return s.opts.MaxBufferTotal > 0 && s.total.Load() > s.opts.MaxBufferTotal
 }
 
 // sessionSide is the relay.Conn of cn's side of its session.

@@ -109,6 +109,12 @@ func (t *tlsConn) putBack() {
 
 func (t *tlsConn) InboundBuffered() int { return len(t.in) - t.off }
 
+// Slack is the ciphertext not yet decrypted and the plaintext buffer's
+// spare capacity, with what the socket's stand-in holds (relay.Slacker).
+func (t *tlsConn) Slack() int {
+	return cap(t.in) - t.InboundBuffered() + t.Conn.InboundBuffered() + slackOf(t.Conn)
+}
+
 func (t *tlsConn) Peek(n int) ([]byte, error) {
 	if n <= 0 {
 		n = t.InboundBuffered()

@@ -40,6 +40,12 @@ type wsConn struct {
 	iov         [][]byte
 }
 
+// Slack is the frames not yet decoded and the payload buffer's spare
+// capacity, with what the layer below holds (relay.Slacker).
+func (w *wsConn) Slack() int {
+	return cap(w.in) - w.InboundBuffered() + w.Conn.InboundBuffered() + slackOf(w.Conn)
+}
+
 // errWSClosed: the peer sent a close frame (answered).
 var errWSClosed = errors.New("loop: websocket closed by the peer")
 

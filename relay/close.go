@@ -185,11 +185,27 @@ func (s *Session) Sweep(now time.Time) int {
 	return s.Buffered()
 }
 
-// Buffered is the bytes held for this session in user space.
+// Buffered is the bytes held for this session in user space, counting
+// what its connections' layers hold beyond what they report (Slacker).
 func (s *Session) Buffered() int {
-	n := s.client.InboundBuffered() + s.client.OutboundBuffered()
+	n := held(s.client)
 	if s.server != nil {
-		n += s.server.InboundBuffered() + s.server.OutboundBuffered()
+		n += held(s.server)
+	}
+	return n
+}
+
+// Slacker is a Conn whose layers hold memory that InboundBuffered and
+// OutboundBuffered do not show: bytes of the layer below not yet decoded
+// (TLS records, WebSocket frames) and the spare capacity of its own
+// buffers. The session's limits and the proxy's budget count it, so that
+// what is counted is what is resident.
+type Slacker interface{ Slack() int }
+
+func held(c Conn) int {
+	n := c.InboundBuffered() + c.OutboundBuffered()
+	if sl, ok := c.(Slacker); ok {
+		n += sl.Slack()
 	}
 	return n
 }

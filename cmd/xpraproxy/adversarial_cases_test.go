@@ -439,6 +439,9 @@ var attackCases = []attackCase{
 		}
 		return fmt.Sprintf("refused: %s", truncate(words(p), 90))
 	}},
+	// adversarial_flood_test.go
+	{"slow readers vs flooding servers", floodBudgetMB, floodCase(false)},
+	{"bridged slow readers vs floods", floodBudgetMB, floodCase(true)},
 }
 
 // words is a packet's text, nested values included, for assertions.

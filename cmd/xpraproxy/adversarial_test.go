@@ -60,6 +60,8 @@ type siege struct {
 	tree bool
 	// unreachable: a correct login could not even connect.
 	unreachable bool
+	// flood: the flood cases' servers (adversarial_flood_test.go).
+	flood *floodTargets
 }
 
 // failf fails the test, or in report mode records the failure.
@@ -323,13 +325,16 @@ func runSiege(t *testing.T, kind string) {
 	}
 	t.Cleanup(silent.Close)
 	a := srv(t, "sessionA")
+	flood := startFloodTargets(t)
 	db := sqliteDB(t,
 		[]string{"gtk", "gtkpw", "", "", target(a)},
 		[]string{"good", "goodpw", "", "", echo.URL()},
 		[]string{"neighbour", "npw", "", "", echo.URL()},
 		[]string{"victim", "vpw", "", "", echo2.URL()},
 		[]string{"slow", "spw", "", "", silent.URL()},
-		[]string{"cred", "cpw", "", "", "tcp://backuser:SECRETPW@" + echo.Addr() + "/"})
+		[]string{"cred", "cpw", "", "", "tcp://backuser:SECRETPW@" + echo.Addr() + "/"},
+		[]string{"flood", "fpw", "", "", flood.plain.URL()},
+		[]string{"flood6", "fpw", "", "", flood.six.URL()})
 	dir, err := os.MkdirTemp(env.dir, "siege-tls-")
 	if err != nil {
 		t.Fatal(err)
@@ -347,12 +352,14 @@ func runSiege(t *testing.T, kind string) {
 		p = startLimitedXpraProxy(t, attackNofile, db, cert, key)
 	} else {
 		p = launchProxy(t, root, attackNofile, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--metrics="+metrics,
-			"--html=on", "--ssl-cert="+cert, "--ssl-key="+key, "--login-timeout=5", "--connect-timeout=5", "--proxy-ping=0")
+			"--html=on", "--ssl-cert="+cert, "--ssl-key="+key, "--login-timeout=5", "--connect-timeout=5", "--proxy-ping=0",
+			// The flood cases' budget; the other cases hold far less.
+			"--max-buffer-total=512M")
 	}
 	// A root proxy's sessions live in its workers: its RSS is its
 	// process tree's, as xpra's is.
 	s := &siege{t: t, p: p, pid: p.cmd.Process.Pid, addr: fmt.Sprintf("127.0.0.1:%d", p.port), echo: echo, victim: echo2,
-		strict: kind != "xpra", tree: kind != "xpraproxy"}
+		strict: kind != "xpra", tree: kind != "xpraproxy", flood: flood}
 
 	// The sessions watched throughout.
 	gtkURL := fmt.Sprintf("tcp://gtk:gtkpw@127.0.0.1:%d/", p.port)

@@ -12,9 +12,10 @@ import (
 // (which only reports how busy logins keep it: loop.Server.Activity). The
 // main process and every worker run one tuner each.
 
-// activity is what the tuner reads: loop.Server.Activity.
+// activity is what the tuner reads: loop.Server.Activity and Buffered.
 type activity interface {
 	Activity() (handshakes int64, busy bool)
+	Buffered() int64
 }
 
 // memTuner raises the GC target while handshakes run and restores it a
@@ -34,6 +35,7 @@ type memTuner struct {
 
 	released   int64 // handshakes at the last release
 	releasedAt time.Time
+	peak       int64 // the most the sessions' buffers held since the last release
 }
 
 // tuneEvery is how often the tuner looks.
@@ -52,6 +54,7 @@ func runMemTuner(src activity, burstGCPercent int, stop <-chan struct{}) {
 			done, busy := src.Activity()
 			t.tuneGC(done, busy, now)
 			t.release(done, busy, now)
+			t.releaseBuffers(src.Buffered(), now)
 		}
 	}
 }
@@ -90,6 +93,24 @@ func (t *memTuner) release(done int64, busy bool, now time.Time) {
 		return
 	}
 	t.released, t.releasedAt = done, now
+	debug.FreeOSMemory()
+	cmem.Trim()
+}
+
+// bufferRelease is the buffer peak after which drained buffers are given
+// back: slow readers, floods and sheds leave freed pages behind that the
+// steady GC target would keep for the next peak.
+const bufferRelease = 32 << 20
+
+// releaseBuffers gives the memory of the sessions' buffers back once they
+// have drained to under a quarter of a peak of at least bufferRelease, at
+// most every 10 s (with the burst release).
+func (t *memTuner) releaseBuffers(buffered int64, now time.Time) {
+	t.peak = max(t.peak, buffered)
+	if t.peak < bufferRelease || buffered > t.peak/4 || now.Sub(t.releasedAt) < 10*time.Second {
+		return
+	}
+	t.peak, t.releasedAt = 0, now
 	debug.FreeOSMemory()
 	cmem.Trim()
 }

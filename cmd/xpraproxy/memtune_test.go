@@ -70,3 +70,33 @@ func TestMemoryRelease(t *testing.T) {
 		t.Fatal("not released after 10 s")
 	}
 }
+
+// Drained buffers go back to the OS after a peak of at least
+// bufferRelease, once under a quarter of it, at most every 10 s.
+func TestBufferRelease(t *testing.T) {
+	now := time.Now()
+	m := &memTuner{}
+	m.releaseBuffers(bufferRelease/2, now)
+	m.releaseBuffers(0, now)
+	if !m.releasedAt.IsZero() {
+		t.Fatal("released after a small peak")
+	}
+	m.releaseBuffers(2*bufferRelease, now)
+	m.releaseBuffers(bufferRelease, now)
+	if !m.releasedAt.IsZero() {
+		t.Fatal("released while half the peak is still held")
+	}
+	m.releaseBuffers(bufferRelease/4, now)
+	if !m.releasedAt.Equal(now) || m.peak != 0 {
+		t.Fatal("not released once the buffers drained")
+	}
+	m.releaseBuffers(4*bufferRelease, now.Add(time.Second))
+	m.releaseBuffers(0, now.Add(2*time.Second))
+	if !m.releasedAt.Equal(now) {
+		t.Fatal("released twice within 10 s")
+	}
+	m.releaseBuffers(0, now.Add(11*time.Second))
+	if !m.releasedAt.Equal(now.Add(11 * time.Second)) {
+		t.Fatal("not released after 10 s")
+	}
+}
