@@ -139,6 +139,13 @@ func (s *siege) login(user, password string) (*xpratest.Client, frame.Packet, er
 // correctLogin asserts that a correct login reaches its server quickly.
 func (s *siege) correctLogin(when string) {
 	s.t.Helper()
+	s.correctLoginWithin(when, 3*time.Second)
+}
+
+// correctLoginWithin asserts that a correct login reaches its server
+// within d.
+func (s *siege) correctLoginWithin(when string, d time.Duration) {
+	s.t.Helper()
 	start := time.Now()
 	c, p, err := s.login("good", "goodpw")
 	var ne net.Error
@@ -153,8 +160,8 @@ func (s *siege) correctLogin(when string) {
 	if err := c.Ping(5 * time.Second); err != nil {
 		s.failf("%s: new session does not echo: %v", when, err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		s.failf("%s: correct login took %v", when, d)
+	if took := time.Since(start); took > d {
+		s.failf("%s: correct login took %v", when, took)
 	}
 }
 
