@@ -162,7 +162,11 @@ func newSQL(spec Spec, _ Env) (Module, error) {
 	return m, nil
 }
 
-func (m *sqlModule) Name() string  { return m.name }
+func (m *sqlModule) Name() string { return m.name }
+
+// Close releases the module's database connections: a reload replaces
+// the module and closes the old one once no login can still be using it.
+func (m *sqlModule) Close() error  { return m.db.Close() }
 func (*sqlModule) Challenge() bool { return true }
 
 // NeedsCleartext: with hashed passwords the client must send its

@@ -3,7 +3,9 @@ package loop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,26 +125,63 @@ func (s *Server) admit(src string) (*ticket, string) {
 	return t, ""
 }
 
+// slot is one listening socket and the settings its next connection
+// gets: a reload replaces the Listener, never the socket, and a
+// connection keeps the Listener it was accepted under.
+type slot struct {
+	ln  net.Listener
+	cur atomic.Pointer[Listener]
+}
+
 // listen opens the listeners (stale unix sockets removed first).
 func (s *Server) listen() error {
-	for i := range s.listeners {
-		l := &s.listeners[i]
-		if l.Network == "unix" {
-			if err := clearStaleSocket(l.Address); err != nil {
-				return err
-			}
-		}
-		ln, err := net.Listen(l.Network, l.Address)
-		if err != nil {
-			s.closeListeners()
-			return err
-		}
-		if l.Network == "unix" {
-			ln.(*net.UnixListener).SetUnlinkOnClose(true)
-		}
-		l.ln = ln
+	slots, err := s.bind(s.listeners)
+	if err != nil {
+		return err
 	}
+	s.mu.Lock()
+	s.slots = slots
+	s.mu.Unlock()
 	return nil
+}
+
+// bind opens a slot for each listener, or none: on an error the ones
+// already open are closed.
+func (s *Server) bind(ls []Listener) ([]*slot, error) {
+	var slots []*slot
+	for i := range ls {
+		sl, err := s.open(&ls[i])
+		if err != nil {
+			for _, sl := range slots {
+				sl.ln.Close()
+			}
+			return nil, err
+		}
+		slots = append(slots, sl)
+	}
+	return slots, nil
+}
+
+func (s *Server) open(l *Listener) (*slot, error) {
+	if l.Network == "unix" {
+		if err := clearStaleSocket(l.Address); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen(l.Network, l.Address)
+	if err != nil {
+		return nil, err
+	}
+	if l.Network == "unix" {
+		ln.(*net.UnixListener).SetUnlinkOnClose(true)
+		if err := os.Chmod(l.Address, s.opts.SocketMode); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cannot set socket permissions: %w", err)
+		}
+	}
+	sl := &slot{ln: ln}
+	sl.cur.Store(l)
+	return sl, nil
 }
 
 func (s *Server) closeListeners() {
@@ -151,11 +190,10 @@ func (s *Server) closeListeners() {
 		c.Close()
 	}
 	s.anchors = nil
+	slots := s.slots
 	s.mu.Unlock()
-	for i := range s.listeners {
-		if ln := s.listeners[i].ln; ln != nil {
-			ln.Close()
-		}
+	for _, sl := range slots {
+		sl.ln.Close()
 	}
 }
 
@@ -167,14 +205,14 @@ func resourceExhausted(err error) bool {
 }
 
 // acceptLoop serves one listener until it is closed.
-func (s *Server) acceptLoop(l *Listener) {
+func (s *Server) acceptLoop(sl *slot) {
 	var (
 		backoff  time.Duration
 		lastLog  time.Time
 		failures int
 	)
 	for {
-		c, err := l.ln.Accept()
+		c, err := sl.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -184,7 +222,7 @@ func (s *Server) acceptLoop(l *Listener) {
 				// Once per interval, however many: a flood of these
 				// lines would be a second exhaustion.
 				s.log.Warn("cannot accept connections; existing sessions go on, retrying",
-					"listener", l.url(), "err", err, "failures", failures, "open", s.conns.Load())
+					"listener", sl.cur.Load().url(), "err", err, "failures", failures, "open", s.conns.Load())
 				lastLog, failures = time.Now(), 0
 			}
 			if !resourceExhausted(err) {
@@ -195,7 +233,7 @@ func (s *Server) acceptLoop(l *Listener) {
 			continue
 		}
 		backoff = 0
-		s.accepted(l, c)
+		s.accepted(sl.cur.Load(), c)
 	}
 }
 

@@ -43,8 +43,21 @@ type Listener struct {
 	HTML string
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
-	ln        net.Listener  // accepted by acceptLoop
 }
+
+// prepare derives what a Listener's connections need from its fields;
+// once a Listener is in a slot it is never written again.
+func (l *Listener) prepare() {
+	l.tlsConfig = nil
+	if l.TLS != nil {
+		enc := *l.Config
+		enc.Encrypted = true
+		l.tlsConfig = &enc
+	}
+}
+
+// key is what a reload matches listeners by.
+func (l *Listener) key() string { return l.Network + "://" + l.Address }
 
 func (l *Listener) mode() mode {
 	switch l.Kind {
@@ -97,7 +110,7 @@ type Options struct {
 // Server serves listeners until Stop.
 type Server struct {
 	gnet.BuiltinEventEngine
-	listeners []Listener
+	listeners []Listener // as given to New; Run binds them into slots
 	opts      Options
 	log       *slog.Logger
 
@@ -128,8 +141,12 @@ type Server struct {
 	// client arrives (a server of streams alone has no other).
 	anchorPath string
 	anchors    []net.Conn
-	total      atomic.Int64 // buffered bytes, summed by the sweeps
-	count      atomic.Int64 // open client sessions
+	// slots are the listening sockets (accept.go, reload.go), under mu;
+	// reloadMu serialises reloads.
+	slots    []*slot
+	reloadMu sync.Mutex
+	total    atomic.Int64 // buffered bytes, summed by the sweeps
+	count    atomic.Int64 // open client sessions
 
 	spliced atomic.Int64 // client connections spliced to a worker (splice.go)
 	parks   atomic.Int64 // sockets parked by flow control (park.go)
@@ -200,12 +217,7 @@ func New(listeners []Listener, opts Options) *Server {
 		srv.nextID.Store(opts.FirstID - 1)
 	}
 	for i := range listeners {
-		l := &srv.listeners[i]
-		if l.TLS != nil {
-			enc := *l.Config
-			enc.Encrypted = true
-			l.tlsConfig = &enc
-		}
+		srv.listeners[i].prepare()
 	}
 	return srv
 }
@@ -370,15 +382,6 @@ func clearStaleSocket(path string) error {
 // once, before the loops run).
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
-	for _, l := range s.listeners {
-		if l.Network == "unix" {
-			if err := os.Chmod(l.Address, s.opts.SocketMode); err != nil {
-				s.stopping.Store(true)
-				s.log.Error("cannot set socket permissions", "path", l.Address, "err", err)
-				return gnet.Shutdown
-			}
-		}
-	}
 	close(s.booted)
 	return gnet.None
 }
@@ -402,9 +405,11 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.upOnce.Do(func() {
 		go func() {
 			s.anchorLoops()
-			for i := range s.listeners {
-				go s.acceptLoop(&s.listeners[i])
+			s.mu.Lock()
+			for _, sl := range s.slots {
+				go s.acceptLoop(sl)
 			}
+			s.mu.Unlock()
 			close(s.up)
 		}()
 	})

@@ -365,3 +365,52 @@ func TestSupervisorBurstStartsOneWorker(t *testing.T) {
 		t.Errorf("%d workers for one account", n)
 	}
 }
+
+// A reload's Reconfigure: the running worker keeps its session, takes no
+// new one and exits after its last; the next connection gets a worker
+// started with the new configuration.
+func TestSupervisorReconfigure(t *testing.T) {
+	testenv.NeedRoot(t)
+	logs := &logBuf{}
+	sup := &Supervisor{Exe: os.Args[0], IdleTimeout: time.Hour, Output: logs,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Config: WorkerConfig{Limits: relay.Limits{ConnectTimeout: time.Second}, Hostname: "test"}}
+	defer sup.Close(5 * time.Second)
+	old, err := sup.workerFor(nobody())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	sup.mu.Lock()
+	sup.routes[1] = routed{w: old}
+	sup.mu.Unlock()
+	sup.Reconfigure(WorkerConfig{Limits: relay.Limits{ConnectTimeout: 2 * time.Second}, Hostname: "reloaded"})
+	if syscall.Kill(old.pid, 0) != nil {
+		t.Fatal("the worker holding a session exited at the reload")
+	}
+	fresh, err := sup.workerFor(nobody())
+	if err != nil || fresh == old || fresh.pid == old.pid {
+		t.Fatalf("a new connection after the reload went to the old worker: %v", err)
+	}
+	if pids := sup.PIDs(); len(pids) != 2 {
+		t.Errorf("workers during the changeover: %v, want the old and the new", pids)
+	}
+	sup.mu.Lock()
+	cfg := sup.Config
+	sup.mu.Unlock()
+	if cfg.Hostname != "reloaded" {
+		t.Errorf("config after Reconfigure: %+v", cfg)
+	}
+	sup.unroute(1) // the old worker's last session ended
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(old.pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(old.pid, 0) == nil {
+		t.Fatalf("the old worker outlived its last session\n%s", logs)
+	}
+	if pids := sup.PIDs(); len(pids) != 1 || pids[0] != fresh.pid {
+		t.Errorf("after the changeover: workers %v, want only %d", pids, fresh.pid)
+	}
+	if sup.Crashed.Load() != 0 {
+		t.Errorf("a retired worker counted as crashed\n%s", logs)
+	}
+}

@@ -58,6 +58,9 @@ type Supervisor struct {
 	starting map[string]chan struct{}
 	routes   map[uint64]routed // connection id → its worker
 	records  map[uint64]relay.Record
+	// stale are workers started with a configuration a reload replaced:
+	// they keep their sessions, take no new ones and exit after the last.
+	stale map[*worker0]bool
 	// gone are the traffic and handshake counters of workers that
 	// exited, as they last reported them: counters only grow.
 	gone   loop.Counters
@@ -101,6 +104,7 @@ func (s *Supervisor) init() {
 		s.starting = map[string]chan struct{}{}
 		s.routes = map[uint64]routed{}
 		s.records = map[uint64]relay.Record{}
+		s.stale = map[*worker0]bool{}
 	}
 }
 
@@ -226,7 +230,9 @@ func (s *Supervisor) start(k string, acct authn.Account) (*worker0, error) {
 	child.Close()
 	w := &worker0{key: k, acct: acct, cmd: cmd, ch: ch, pid: cmd.Process.Pid,
 		pending: map[uint64]chan *message{}, dead: make(chan struct{})}
+	s.mu.Lock()
 	cfg := s.Config
+	s.mu.Unlock()
 	if err := ch.send(&message{Op: "config", Config: &cfg}, nil); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -322,6 +328,7 @@ func (s *Supervisor) watch(w *worker0) {
 			delete(s.workers, k)
 		}
 	}
+	delete(s.stale, w)
 	closing := s.closed || w.retiring
 	s.mu.Unlock()
 	if w.socket != "" {
@@ -363,7 +370,7 @@ func (s *Supervisor) unroute(id uint64) {
 		return
 	}
 	w.idleAt = time.Now()
-	if s.IdleTimeout <= 0 || s.PerConnection {
+	if s.IdleTimeout <= 0 || s.PerConnection || s.stale[w] {
 		s.retire(w)
 	}
 }
@@ -388,6 +395,33 @@ func (s *Supervisor) Sweep(now time.Time) {
 			s.retire(w)
 		}
 	}
+}
+
+// Reconfigure gives workers started from now on cfg (a reload): the
+// running ones keep their sessions under the configuration they were
+// started with, take no new ones, and exit when their last session ends.
+func (s *Supervisor) Reconfigure(cfg WorkerConfig) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	s.Config = cfg
+	for k, w := range s.workers {
+		delete(s.workers, k)
+		if w.retiring {
+			continue
+		}
+		s.stale[w] = true
+		if w.sessions == 0 {
+			s.retire(w)
+		}
+	}
+}
+
+// SetPools replaces Pools (a reload) for the reports read from now on.
+func (s *Supervisor) SetPools(p route.Pools) {
+	s.mu.Lock()
+	s.Pools = p
+	s.mu.Unlock()
 }
 
 // request asks a worker something and waits for its reply (2 s at most).
@@ -424,8 +458,11 @@ func (s *Supervisor) route(id uint64) *worker0 {
 func (s *Supervisor) live() []*worker0 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*worker0, 0, len(s.workers))
+	out := make([]*worker0, 0, len(s.workers)+len(s.stale))
 	for _, w := range s.workers {
+		out = append(out, w)
+	}
+	for w := range s.stale {
 		out = append(out, w)
 	}
 	slices.SortFunc(out, func(a, b *worker0) int { return a.pid - b.pid })
@@ -544,8 +581,11 @@ func (s *Supervisor) Close(timeout time.Duration) {
 	s.mu.Lock()
 	s.init()
 	s.closed = true
-	ws := make([]*worker0, 0, len(s.workers))
+	ws := make([]*worker0, 0, len(s.workers)+len(s.stale))
 	for _, w := range s.workers {
+		ws = append(ws, w)
+	}
+	for w := range s.stale {
 		ws = append(ws, w)
 	}
 	s.mu.Unlock()

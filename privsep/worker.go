@@ -426,6 +426,12 @@ func (c *workerControl) Shutdown() {
 	}()
 }
 
+// Reload is the main process's job: a worker runs with the options it was
+// started with until it exits (docs/reload.md).
+func (c *workerControl) Reload() (string, error) {
+	return "", errors.New("a worker is not reloaded: reload the main proxy process")
+}
+
 func mustNone() authn.Module {
 	m, err := authn.New(authn.Spec{Name: "none", Options: map[string]string{}}, authn.Env{Getenv: func(string) string { return "" }})
 	if err != nil {

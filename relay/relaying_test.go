@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -188,8 +189,10 @@ func TestProxyPings(t *testing.T) {
 // fakeControl is the proxy's view of its connections, for requests on a
 // local socket.
 type fakeControl struct {
-	stopped  []uint64
-	shutdown bool
+	stopped   []uint64
+	shutdown  bool
+	reloads   int
+	reloadErr string
 }
 
 func (f *fakeControl) Info() frame.Dict { return frame.NewDict("sessions", 7) }
@@ -198,6 +201,13 @@ func (f *fakeControl) SessionInfo(id uint64) (frame.Dict, bool) {
 }
 func (f *fakeControl) StopSession(id uint64) bool { f.stopped = append(f.stopped, id); return id == 5 }
 func (f *fakeControl) Shutdown()                  { f.shutdown = true }
+func (f *fakeControl) Reload() (string, error) {
+	f.reloads++
+	if f.reloadErr != "" {
+		return "", errors.New(f.reloadErr)
+	}
+	return "listeners kept 1", nil
+}
 
 // Requests on the proxy's own (local) socket: info of the proxy and of
 // one connection, stopping one connection, and xpra stop of the proxy.
@@ -228,6 +238,17 @@ func TestLocalRequests(t *testing.T) {
 	}
 	if got := ask("request", "id"); !strings.Contains(got, "display :100") {
 		t.Errorf("id: %s", got)
+	}
+	// xpraproxy reload: what changed, or the refusal as a disconnect.
+	if got := ask("request", "reload"); !strings.Contains(got, "reloaded listeners kept 1") || ctl.reloads != 1 {
+		t.Errorf("reload: %s (%d reloads)", got, ctl.reloads)
+	}
+	ctl.reloadErr = "reload refused: conf:3: unknown option"
+	if got := ask("request", "reload"); !strings.Contains(got, "disconnect server error reload refused: conf:3: unknown option") {
+		t.Errorf("refused reload: %s", got)
+	}
+	if got := ask("request", "reload", "proxy-instance", "proxy-5"); !strings.Contains(got, "permission error") {
+		t.Errorf("reload of an instance: %s", got)
 	}
 	// xpra stop: a hello with client-shutdown, then shutdown-server.
 	p := newPeer(t, cfg)

@@ -52,6 +52,9 @@ func (s *Session) answer(r string) {
 		// xpra's STOP_PROXY_SOCKET_TYPES: local sockets only.
 		s.disconnect("permission error", "cannot stop proxy server from a remote connection")
 		return
+	case r == "reload" && (!s.cfg.Local || ctl == nil || id != 0):
+		s.disconnect("permission error", "the proxy can only be reloaded from its local socket")
+		return
 	case r == "stop" && id == 0:
 		// xpra's protocol: a hello back, then the client's
 		// shutdown-server packet.
@@ -64,9 +67,17 @@ func (s *Session) answer(r string) {
 	var (
 		info frame.Dict
 		ok   bool
+		fail string
 	)
 	s.offLoop(WorkAuth, func() {
 		switch {
+		case r == "reload":
+			what, err := ctl.Reload()
+			if ok = err == nil; ok {
+				info = frame.NewDict("version", s.claimed, "reloaded", what)
+			} else {
+				fail = err.Error()
+			}
 		case r == "info" && id != 0:
 			info, ok = ctl.SessionInfo(id)
 		case r == "info":
@@ -77,6 +88,10 @@ func (s *Session) answer(r string) {
 			}
 		}
 	}, func() {
+		if fail != "" {
+			s.disconnect("server error", fail)
+			return
+		}
 		if !ok {
 			s.disconnect("session not found error", "no proxy instance "+instance)
 			return

@@ -114,6 +114,9 @@ type Control interface {
 	StopSession(id uint64) bool
 	// Shutdown stops the proxy (xpra stop :DISPLAY).
 	Shutdown()
+	// Reload reads the proxy's configuration again and applies it
+	// (xpraproxy reload): what changed, or why nothing did.
+	Reload() (string, error)
 }
 
 type state uint8

@@ -36,13 +36,33 @@ type control struct {
 	pools   route.Pools
 	log     *slog.Logger
 	once    sync.Once
+
+	// What a reload (reload.go) starts from: the arguments the proxy was
+	// started with, the sessions' config before any listener's modules,
+	// and the proxy's own socket.
+	args      []string
+	opts      *proxyOptions
+	base      relay.Config
+	sockDir   string
+	hostname  string
+	templates []string // the socket dirs workers expand for their account
+	reloadMu  sync.Mutex
+	// mu guards what a reload replaces and other goroutines read: base,
+	// limits, opts and the pools.
+	mu           sync.Mutex
+	poolSpecs    map[string]string
+	retiredPools []*route.Pool
+	stopProbes   chan struct{}
 }
 
 func (c *control) Info() frame.Dict {
 	d := relay.ProcessInfo()
 	d.Set("display", c.display)
 	d.Set("session-type", "xpraproxy")
-	d.Set("limits", c.limits.Info())
+	c.mu.Lock()
+	limits := c.limits
+	c.mu.Unlock()
+	d.Set("limits", limits.Info())
 	// Live heap figures (the load benchmarks read them): collect first.
 	// This runs off the loops, for the local control socket only.
 	runtime.GC()
@@ -53,8 +73,8 @@ func (c *control) Info() frame.Dict {
 		d.Set("workers", c.sup.Workers())
 	}
 	d.Set("sessions", sessions)
-	if len(c.pools) > 0 {
-		d.Set("pools", poolsInfo(c.pools))
+	if pools := c.currentPools(); len(pools) > 0 {
+		d.Set("pools", poolsInfo(pools))
 	}
 	if c.reg != nil {
 		d.Set("fleet", fleetInfo(c.reg))
@@ -169,7 +189,10 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 	if cmd == "list" {
 		return listSockets(sockets, stdout)
 	}
-	caps := frame.NewDict("version", relay.XpraVersion, "request", cmd, cmd+"_request", true)
+	caps := frame.NewDict("version", relay.XpraVersion, "request", cmd)
+	if cmd != "reload" {
+		caps.Set(cmd+"_request", true) // xpra 3.1's form
+	}
 	instance := ""
 	if strings.HasPrefix(strings.TrimPrefix(target, ":"), "proxy-") && !strings.HasPrefix(strings.TrimPrefix(target, ":"), "proxy-worker-") {
 		instance = strings.TrimPrefix(target, ":")
@@ -202,6 +225,9 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case cmd == "info":
 			printInfo(stdout, "", reply)
+		case cmd == "reload":
+			what, _ := reply.Text("reloaded")
+			fmt.Fprintf(stdout, "reloaded the proxy at %s: %s\n", path, what)
 		case instance != "":
 			fmt.Fprintf(stdout, "stopped proxy instance %s\n", instance)
 		default:

@@ -337,7 +337,14 @@ func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 // PSOCK name its port and socket directory, and waits for its port.
 func launchProxy(t *testing.T, root bool, nofile int, args ...string) *proxy {
 	t.Helper()
-	p := &proxy{port: freePort(), log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
+	return launchProxyOn(t, root, nofile, freePort(), args...)
+}
+
+// launchProxyOn is launchProxy with the port chosen by the caller (a
+// conf file names it).
+func launchProxyOn(t *testing.T, root bool, nofile, port int, args ...string) *proxy {
+	t.Helper()
+	p := &proxy{port: port, log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
 	p.display = freeDisplay()
 	p.sockDir = filepath.Join(env.dir, fmt.Sprintf("psock-%d", p.port))
 	full := []string{"proxy", p.display, "--socket-dir=" + p.sockDir, "--log-file=" + p.log}

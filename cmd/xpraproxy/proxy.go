@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,17 +44,12 @@ func proxyMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 2
 	}
-	if o.display == "" {
-		o.display = defaultDisplay
-	}
 	if pct, ok := o.gcTarget(os.LookupEnv); ok {
 		debug.SetGCPercent(pct)
 	}
-	if len(o.binds) == 0 && len(o.tcpAuth) == 0 && len(o.auth) == 0 {
-		if err := embeddedDefault(o); err != nil {
-			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
-			return 1
-		}
+	if err := prepareOptions(o); err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 1
 	}
 	if o.daemon {
 		return daemonize(o, args)
@@ -79,6 +73,7 @@ func proxyMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 1
 	}
+	ctl.args = args
 	if ctl.sup != nil {
 		log.Info("running as root: each connection is relayed by a worker running as its target account",
 			"workers", o.workers)
@@ -107,6 +102,14 @@ func proxyMain(args []string) int {
 		s := <-sig
 		log.Info("stopping", "signal", s.String())
 		ctl.Shutdown()
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			<-srv.Ready()
+			ctl.Reload() // logs its outcome
+		}
 	}()
 	tuning := make(chan struct{})
 	defer close(tuning)
@@ -219,19 +222,6 @@ func ownSocketDir(o *proxyOptions) string {
 // buildServer makes the reactor and its control plane. As root, every
 // listener hands authenticated clients to privilege-separated workers.
 func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Server, *control, error) {
-	cwd, _ := os.Getwd()
-	env := authn.Env{Getenv: os.Getenv, Dir: cwd}
-	modules := func(specs []authn.Spec) ([]authn.Module, error) {
-		var out []authn.Module
-		for _, s := range specs {
-			m, err := authn.New(s, env)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, m)
-		}
-		return out, nil
-	}
 	sockDir := ownSocketDir(o)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
@@ -271,11 +261,11 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	}
 	if len(pools) > 0 {
 		base.Pools = pools
-		go pools.ProbeEvery(o.poolProbe, make(chan struct{}))
 	}
 	// What sessions obey (normalised) is what info shows and workers get.
 	limits := base.Limits
-	ctl := &control{display: o.display, limits: limits, pools: pools}
+	ctl := &control{display: o.display, limits: limits, opts: o, templates: templates}
+	ctl.setPools(pools, o)
 	if err := setupFleet(o, &base, ctl, log); err != nil {
 		return nil, nil, err
 	}
@@ -295,18 +285,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		if err != nil {
 			return nil, nil, err
 		}
-		wcfg := privsep.WorkerConfig{
-			Limits:         limits,
-			MaxBufferTotal: o.maxTotal,
-			Loops:          o.loops,
-			SocketDirs:     templates,
-			Hostname:       hostname,
-			Video:          o.video,
-			BurstGCPercent: o.burstGC,
-		}
-		if pct, ok := o.gcTarget(os.LookupEnv); ok {
-			wcfg.GCPercent = &pct
-		}
+		wcfg := workerConfig(o, limits, templates, hostname)
 		ctl.sup = &privsep.Supervisor{
 			Exe:           exe,
 			PerConnection: o.workers == "connection",
@@ -321,91 +300,16 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 		base.HandOff = ctl.sup.HandOff
 		limit := base.UserLimit
 		ctl.sup.OnEnded = func(id uint64) {
-			pools.Release(id)
+			ctl.releasePool(id)
 			if limit != nil {
 				limit.Release(id)
 			}
 		}
 		base.UserSocketDirs = templates
 	}
-	var tlsCfg *tls.Config
-	if o.sslCert != "" {
-		key := o.sslKey
-		if key == "" {
-			key = o.sslCert // xpra accepts one PEM file with both
-		}
-		cert, err := tls.LoadX509KeyPair(o.sslCert, key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--ssl-cert/--ssl-key: %w", err)
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	var listeners []loop.Listener
-	add := func(b bind) error {
-		specs := b.auth
-		if len(specs) == 0 {
-			switch {
-			case len(o.kindAuth[b.kind]) > 0:
-				specs = o.kindAuth[b.kind]
-			case b.network == "tcp":
-				specs = o.tcpAuth
-			default:
-				specs = o.unixAuth
-			}
-		}
-		if (b.kind == "ssl" || b.kind == "wss") && tlsCfg == nil {
-			return fmt.Errorf("--bind-%s needs --ssl-cert", b.kind)
-		}
-		if len(specs) == 0 {
-			specs = o.auth
-		}
-		mods, err := modules(specs)
-		if err != nil {
-			return err
-		}
-		if os.Geteuid() == 0 {
-			for _, s := range specs {
-				if s.Name == "file" || s.Name == "env" || s.Name == "exec" {
-					log.Warn("this authentication module gives every username the same password; as root, each username runs as its own account",
-						"module", s.Name)
-				}
-			}
-		}
-		cfg := base
-		cfg.Modules = mods
-		cfg.Encrypted = b.network == "unix"
-		cfg.Local = b.network == "unix"
-		cfg.Control = ctl
-		if len(mods) == 0 {
-			log.Warn("no authentication module: every client will be refused (use auth=none to allow everyone)",
-				"listener", b.network+"://"+b.address)
-		}
-		names := make([]string, len(specs))
-		for i, s := range specs {
-			names[i] = s.String()
-		}
-		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
-			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html)
-		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg}
-		if b.network == "tcp" {
-			l.TLS, l.HTML = tlsCfg, o.html
-		}
-		listeners = append(listeners, l)
-		return nil
-	}
-	for _, b := range o.binds {
-		if err := add(b); err != nil {
-			return nil, nil, err
-		}
-	}
-	// The proxy's own socket, so that `xpra list` shows it. Its mode is
-	// 0600: only this user reaches it, so it needs no password unless
-	// --unix-auth/--auth say otherwise.
-	own := bind{network: "unix", kind: "unix", address: filepath.Join(sockDir, hostname+"-"+strings.TrimPrefix(o.display, ":"))}
-	if len(o.unixAuth) == 0 && len(o.auth) == 0 {
-		own.auth = []authn.Spec{{Name: "none", Options: map[string]string{}}}
-	}
-	if err := add(own); err != nil {
+	ctl.base, ctl.sockDir, ctl.hostname = base, sockDir, hostname
+	listeners, err := listenersFor(o, base, ctl, log)
+	if err != nil {
 		return nil, nil, err
 	}
 	conns, logins := o.connectionCaps()
@@ -416,6 +320,26 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	ctl.srv, ctl.log = srv, log
 	return srv, ctl, nil
 }
+
+// workerConfig is what a root proxy's workers are started with.
+func workerConfig(o *proxyOptions, limits relay.Limits, templates []string, hostname string) privsep.WorkerConfig {
+	wcfg := privsep.WorkerConfig{
+		Limits:         limits,
+		MaxBufferTotal: o.maxTotal,
+		Loops:          o.loops,
+		SocketDirs:     templates,
+		Hostname:       hostname,
+		Video:          o.video,
+		BurstGCPercent: o.burstGC,
+	}
+	if pct, ok := o.gcTarget(lookupEnv); ok {
+		wcfg.GCPercent = &pct
+	}
+	return wcfg
+}
+
+// lookupEnv is the process environment, as gcTarget reads it.
+func lookupEnv(k string) (string, bool) { return os.LookupEnv(k) }
 
 // startProfiles writes a CPU profile of the whole run and, at the end, a
 // heap profile into dir (--profile-dir, for the load benchmarks); with
