@@ -3,6 +3,9 @@ package loop
 import (
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"slices"
 )
 
 // ReloadResult says what a reload changed, by listener URL.
@@ -28,6 +31,9 @@ func (s *Server) Reload(ls []Listener) (ReloadResult, error) {
 	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if s.handedOver.Load() {
+		return res, errors.New("loop: the listeners were handed to a new process")
+	}
 	s.mu.Lock()
 	old := map[string]*slot{}
 	for _, sl := range s.slots {
@@ -98,4 +104,55 @@ func (s *Server) Listeners() []Listener {
 		out[i] = *sl.cur.Load()
 	}
 	return out
+}
+
+// ListenerFile is a listening socket as a file, for a successor process.
+type ListenerFile struct {
+	Network, Address string
+	File             *os.File // a dup: the caller closes it
+}
+
+// ListenerFiles dups every listening socket (an upgrade hands them
+// over). Safe from any goroutine.
+func (s *Server) ListenerFiles() ([]ListenerFile, error) {
+	s.mu.Lock()
+	slots := slices.Clone(s.slots)
+	s.mu.Unlock()
+	var out []ListenerFile
+	for _, sl := range slots {
+		fl, ok := sl.ln.(interface{ File() (*os.File, error) })
+		if !ok {
+			continue
+		}
+		f, err := fl.File()
+		if err != nil {
+			for _, o := range out {
+				o.File.Close()
+			}
+			return nil, fmt.Errorf("loop: %s: %w", sl.cur.Load().url(), err)
+		}
+		l := sl.cur.Load()
+		out = append(out, ListenerFile{Network: l.Network, Address: l.Address, File: f})
+	}
+	return out, nil
+}
+
+// StopAccepting closes this process's listening sockets without
+// unlinking unix ones (a successor serves them now); sessions and logins
+// in progress go on. Reload is refused from then on. Safe from any
+// goroutine.
+func (s *Server) StopAccepting() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.handedOver.Store(true)
+	s.mu.Lock()
+	slots := s.slots
+	s.slots = nil
+	s.mu.Unlock()
+	for _, sl := range slots {
+		if ul, ok := sl.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+		}
+		sl.ln.Close()
+	}
 }

@@ -41,6 +41,13 @@ type Listener struct {
 	// HTML is the HTML5 client's directory served to plain GETs ("":
 	// none).
 	HTML string
+	// Inherited is the listening socket when another process opened it
+	// (systemd's socket activation, the proxy it upgrades): it is served
+	// as it is, never bound or chmod-ed, and a unix one is unlinked at
+	// the end only when UnlinkInherited says the path is ours (a
+	// predecessor's, not systemd's).
+	Inherited       net.Listener
+	UnlinkInherited bool
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
 }
@@ -143,10 +150,11 @@ type Server struct {
 	anchors    []net.Conn
 	// slots are the listening sockets (accept.go, reload.go), under mu;
 	// reloadMu serialises reloads.
-	slots    []*slot
-	reloadMu sync.Mutex
-	total    atomic.Int64 // buffered bytes, summed by the sweeps
-	count    atomic.Int64 // open client sessions
+	slots      []*slot
+	reloadMu   sync.Mutex
+	handedOver atomic.Bool  // StopAccepting ran: a successor serves the listeners
+	total      atomic.Int64 // buffered bytes, summed by the sweeps
+	count      atomic.Int64 // open client sessions
 
 	spliced atomic.Int64 // client connections spliced to a worker (splice.go)
 	parks   atomic.Int64 // sockets parked by flow control (park.go)

@@ -417,6 +417,14 @@ func (s *Supervisor) Reconfigure(cfg WorkerConfig) {
 	}
 }
 
+// Routed is the number of connections handed to workers that have not
+// ended.
+func (s *Supervisor) Routed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.routes)
+}
+
 // SetPools replaces Pools (a reload) for the reports read from now on.
 func (s *Supervisor) SetPools(p route.Pools) {
 	s.mu.Lock()
@@ -577,7 +585,11 @@ func (s *Supervisor) PIDs() []int {
 
 // Close stops every worker: their control sockets close, they end their
 // sessions and exit; those still running after timeout are killed.
-func (s *Supervisor) Close(timeout time.Duration) {
+func (s *Supervisor) Close(timeout time.Duration) { s.CloseWith(timeout, "") }
+
+// CloseWith is Close, the workers' clients told why ("": the proxy
+// stopped).
+func (s *Supervisor) CloseWith(timeout time.Duration, why string) {
 	s.mu.Lock()
 	s.init()
 	s.closed = true
@@ -590,7 +602,7 @@ func (s *Supervisor) Close(timeout time.Duration) {
 	}
 	s.mu.Unlock()
 	for _, w := range ws {
-		w.ch.send(&message{Op: "exit"}, nil)
+		w.ch.send(&message{Op: "exit", Err: why}, nil)
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

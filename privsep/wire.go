@@ -40,6 +40,10 @@ type message struct {
 	Display string `json:"display,omitempty"`
 	Next    string `json:"next,omitempty"`
 	PID     int    `json:"pid,omitempty"`
+	// Network and Address name a listening socket an upgrade hands over
+	// (upgrade.go).
+	Network string `json:"network,omitempty"`
+	Address string `json:"address,omitempty"`
 	Socket  string `json:"socket,omitempty"`
 	OK      bool   `json:"ok,omitempty"`
 	Err     string `json:"err,omitempty"`

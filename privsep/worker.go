@@ -253,24 +253,26 @@ func (w *worker) run() error {
 		return err
 	}
 	w.log.Info("worker ready", "socket", w.sock)
-	err := w.serve()
+	why, err := w.serve()
 	// Tell every client why before the loops stop.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	w.srv.Shutdown(ctx, "proxy server stopped")
+	w.srv.Shutdown(ctx, why)
 	<-errc
 	return err
 }
 
-// serve answers the main process until it closes the socket or says exit.
-func (w *worker) serve() error {
+// serve answers the main process until it closes the socket or says exit,
+// and returns what the sessions left are told.
+func (w *worker) serve() (string, error) {
+	const stopped = "proxy server stopped"
 	for {
 		m, f, err := w.ch.recv()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || isEOF(err) {
-				return nil
+				return stopped, nil
 			}
-			return err
+			return stopped, err
 		}
 		switch m.Op {
 		case "session":
@@ -295,7 +297,10 @@ func (w *worker) serve() error {
 			}()
 		case "exit":
 			w.log.Info("worker exiting at the main process's request")
-			return nil
+			if m.Err != "" {
+				return m.Err, nil // the reason its sessions end (an upgrade's drain)
+			}
+			return stopped, nil
 		default:
 			if f != nil {
 				f.Close()
@@ -430,6 +435,11 @@ func (c *workerControl) Shutdown() {
 // started with until it exits (docs/reload.md).
 func (c *workerControl) Reload() (string, error) {
 	return "", errors.New("a worker is not reloaded: reload the main proxy process")
+}
+
+// Upgrade, likewise, replaces the main process, which starts new workers.
+func (c *workerControl) Upgrade() (string, error) {
+	return "", errors.New("a worker is not upgraded: upgrade the main proxy process")
 }
 
 func mustNone() authn.Module {

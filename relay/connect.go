@@ -30,7 +30,7 @@ func (s *Session) authenticated() {
 	s.logger().Info("authenticated", "user", s.logUser())
 	switch r := request(s.caps); r {
 	case "", "connect_test":
-	case "info", "stop", "id", "reload":
+	case "info", "stop", "id", "reload", "upgrade":
 		s.answer(r)
 		return
 	default:

@@ -208,6 +208,7 @@ func (f *fakeControl) Reload() (string, error) {
 	}
 	return "listeners kept 1", nil
 }
+func (f *fakeControl) Upgrade() (string, error) { return "new process 2 serves", nil }
 
 // Requests on the proxy's own (local) socket: info of the proxy and of
 // one connection, stopping one connection, and xpra stop of the proxy.
@@ -249,6 +250,9 @@ func TestLocalRequests(t *testing.T) {
 	}
 	if got := ask("request", "reload", "proxy-instance", "proxy-5"); !strings.Contains(got, "permission error") {
 		t.Errorf("reload of an instance: %s", got)
+	}
+	if got := ask("request", "upgrade"); !strings.Contains(got, "upgraded new process 2 serves") {
+		t.Errorf("upgrade: %s", got)
 	}
 	// xpra stop: a hello with client-shutdown, then shutdown-server.
 	p := newPeer(t, cfg)

@@ -52,8 +52,8 @@ func (s *Session) answer(r string) {
 		// xpra's STOP_PROXY_SOCKET_TYPES: local sockets only.
 		s.disconnect("permission error", "cannot stop proxy server from a remote connection")
 		return
-	case r == "reload" && (!s.cfg.Local || ctl == nil || id != 0):
-		s.disconnect("permission error", "the proxy can only be reloaded from its local socket")
+	case (r == "reload" || r == "upgrade") && (!s.cfg.Local || ctl == nil || id != 0):
+		s.disconnect("permission error", "the proxy can only be "+strings.TrimSuffix(r, "e")+"ed from its local socket")
 		return
 	case r == "stop" && id == 0:
 		// xpra's protocol: a hello back, then the client's
@@ -71,10 +71,14 @@ func (s *Session) answer(r string) {
 	)
 	s.offLoop(WorkAuth, func() {
 		switch {
-		case r == "reload":
-			what, err := ctl.Reload()
+		case r == "reload" || r == "upgrade":
+			do := ctl.Reload
+			if r == "upgrade" {
+				do = ctl.Upgrade
+			}
+			what, err := do()
 			if ok = err == nil; ok {
-				info = frame.NewDict("version", s.claimed, "reloaded", what)
+				info = frame.NewDict("version", s.claimed, strings.TrimSuffix(r, "e")+"ed", what)
 			} else {
 				fail = err.Error()
 			}

@@ -117,6 +117,9 @@ type Control interface {
 	// Reload reads the proxy's configuration again and applies it
 	// (xpraproxy reload): what changed, or why nothing did.
 	Reload() (string, error)
+	// Upgrade starts the proxy's new binary on its sockets (xpraproxy
+	// upgrade): what happened, or why nothing did.
+	Upgrade() (string, error)
 }
 
 type state uint8

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
@@ -53,6 +54,9 @@ type control struct {
 	poolSpecs    map[string]string
 	retiredPools []*route.Pool
 	stopProbes   chan struct{}
+
+	upgrading atomic.Bool     // an upgrade started (upgrade.go)
+	notify    mainPIDNotifier // nil without a service manager
 }
 
 func (c *control) Info() frame.Dict {
@@ -190,7 +194,7 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		return listSockets(sockets, stdout)
 	}
 	caps := frame.NewDict("version", relay.XpraVersion, "request", cmd)
-	if cmd != "reload" {
+	if cmd != "reload" && cmd != "upgrade" {
 		caps.Set(cmd+"_request", true) // xpra 3.1's form
 	}
 	instance := ""
@@ -225,9 +229,10 @@ func controlMain(cmd string, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case cmd == "info":
 			printInfo(stdout, "", reply)
-		case cmd == "reload":
-			what, _ := reply.Text("reloaded")
-			fmt.Fprintf(stdout, "reloaded the proxy at %s: %s\n", path, what)
+		case cmd == "reload" || cmd == "upgrade":
+			done := strings.TrimSuffix(cmd, "e") + "ed"
+			what, _ := reply.Text(done)
+			fmt.Fprintf(stdout, "%s the proxy at %s: %s\n", done, path, what)
 		case instance != "":
 			fmt.Fprintf(stdout, "stopped proxy instance %s\n", instance)
 		default:
@@ -340,7 +345,13 @@ func request(path string, caps frame.Dict, stop bool) (frame.Dict, error) {
 		return nil, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	deadline := 10 * time.Second
+	if r, _ := caps.Text("request"); r == "reload" || r == "upgrade" {
+		// A reload connects databases; an upgrade waits for the new
+		// process to serve (upgradeReadyTimeout).
+		deadline = upgradeReadyTimeout + 15*time.Second
+	}
+	c.SetDeadline(time.Now().Add(deadline))
 	w := frame.Writer{Encoding: frame.Rencode}
 	out, err := w.AppendPacket(nil, frame.Packet{"hello", caps})
 	if err != nil {

@@ -21,6 +21,7 @@ const usage = `usage:
   xpraproxy info [:DISPLAY|:proxy-ID]      show a proxy's (or one connection's) info
   xpraproxy stop [:DISPLAY|:proxy-ID]      stop a proxy, or one relayed connection
   xpraproxy reload [:DISPLAY]              read the configuration again (as SIGHUP; docs/reload.md)
+  xpraproxy upgrade [:DISPLAY]             start the binary now at the proxy's path on its sockets (as SIGUSR2; docs/upgrade.md)
   xpraproxy list                           list the sessions and proxies in the socket dirs
   xpraproxy sessions --registry=URI        every session of every instance of a fleet (docs/fleet.md)
   xpraproxy stop INSTANCE/ID --registry=URI  end a session wherever in the fleet it runs
@@ -60,7 +61,7 @@ func run(args []string) int {
 		return gpuMain(args[1:], os.Stdout, os.Stderr)
 	case "sessions":
 		return sessionsMain(args[1:], os.Stdout, os.Stderr)
-	case "info", "stop", "list", "reload":
+	case "info", "stop", "list", "reload", "upgrade":
 		return controlMain(args[0], args[1:], os.Stdout, os.Stderr)
 	case "bench":
 		return benchMain(args[1:], os.Stdout, os.Stderr)

@@ -48,6 +48,8 @@ type proxyOptions struct {
 	// Privilege separation (root only) and metrics.
 	workers    string // "uid" or "connection"
 	workerIdle time.Duration
+	// drainTimeout bounds how long an upgraded process keeps sessions.
+	drainTimeout time.Duration
 	metrics    string        // HOST:PORT of the Prometheus endpoint
 	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
 	pools      []string      // --pool=NAME:POLICY:TARGET,...

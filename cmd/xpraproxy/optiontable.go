@@ -258,6 +258,8 @@ func proxyOptionTable() []option {
 			help: "re-encode servers' raw-RGB video frames to H.264 (auto: only with a GPU encoder)"},
 		{names: []string{"proxy-workers"}, arg: "uid|connection", def: "uid", set: text(func(o *proxyOptions) *string { return &o.workers }, "uid", "connection"),
 			help: "as root: one relay worker per account, or per connection"},
+		{names: []string{"upgrade-drain-timeout"}, arg: "SECONDS", def: "3600", set: seconds(func(o *proxyOptions) *time.Duration { return &o.drainTimeout }),
+			help: "after an upgrade (SIGUSR2, xpraproxy upgrade) the old process's sessions go on this long at most, then are told the proxy was upgraded (docs/upgrade.md)"},
 		{names: []string{"worker-idle-timeout"}, arg: "SECONDS", def: "60", set: seconds(func(o *proxyOptions) *time.Duration { return &o.workerIdle }),
 			help: "as root: how long a worker without connections stays"},
 		{names: []string{"metrics"}, arg: "HOST:PORT", set: func(o *proxyOptions, _, v string) error {

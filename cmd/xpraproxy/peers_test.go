@@ -337,12 +337,12 @@ func startProxyAs(t *testing.T, root bool, args ...string) *proxy {
 // PSOCK name its port and socket directory, and waits for its port.
 func launchProxy(t *testing.T, root bool, nofile int, args ...string) *proxy {
 	t.Helper()
-	return launchProxyOn(t, root, nofile, freePort(), args...)
+	return launchProxyOn(t, root, nofile, freePort(), env.bin, args...)
 }
 
 // launchProxyOn is launchProxy with the port chosen by the caller (a
-// conf file names it).
-func launchProxyOn(t *testing.T, root bool, nofile, port int, args ...string) *proxy {
+// conf file names it) and the binary (an upgrade replaces it).
+func launchProxyOn(t *testing.T, root bool, nofile, port int, bin string, args ...string) *proxy {
 	t.Helper()
 	p := &proxy{port: port, log: filepath.Join(env.dir, fmt.Sprintf("proxy-%d.log", rand.IntN(1e9)))}
 	p.display = freeDisplay()
@@ -353,10 +353,10 @@ func launchProxyOn(t *testing.T, root bool, nofile, port int, args ...string) *p
 	}
 	os.MkdirAll(p.sockDir, 0o777)
 	os.Chmod(p.sockDir, 0o1777) // like /tmp: workers of any user make their sockets there
-	name := env.bin
+	name := bin
 	if nofile > 0 {
 		lim := strconv.Itoa(nofile)
-		name, full = "prlimit", append([]string{"--nofile=" + lim + ":" + lim, env.bin}, full...)
+		name, full = "prlimit", append([]string{"--nofile=" + lim + ":" + lim, bin}, full...)
 	}
 	if root {
 		p.cmd = exec.Command(name, full...)

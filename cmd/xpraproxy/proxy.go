@@ -39,27 +39,38 @@ func versionString() string {
 }
 
 func proxyMain(args []string) int {
-	o, err := parseProxyArgs(args)
+	// A process an upgrade started gets its predecessor's sockets first
+	// (docs/upgrade.md), and tells it why when it cannot serve.
+	succ, err := privsep.AdoptUpgrade(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
-		return 2
+		return 1
+	}
+	fail := func(code int, err error) int {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		if succ != nil {
+			succ.Fail(err)
+		}
+		return code
+	}
+	o, err := parseProxyArgs(args)
+	if err != nil {
+		return fail(2, err)
 	}
 	if pct, ok := o.gcTarget(os.LookupEnv); ok {
 		debug.SetGCPercent(pct)
 	}
 	if err := prepareOptions(o); err != nil {
-		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
-		return 1
+		return fail(1, err)
 	}
-	if o.daemon {
+	if o.daemon && succ == nil {
 		return daemonize(o, args)
 	}
 	logOut := io.Writer(os.Stderr)
 	if o.logFile != "" {
 		f, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
-			return 1
+			return fail(1, err)
 		}
 		defer f.Close()
 		logOut = f
@@ -68,10 +79,13 @@ func proxyMain(args []string) int {
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
 	}
-	srv, ctl, err := buildServer(o, log, logOut)
+	var adopt listenerSource
+	if succ != nil {
+		adopt = succ.Take
+	}
+	srv, ctl, err := buildServer(o, log, logOut, adopt)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
-		return 1
+		return fail(1, err)
 	}
 	ctl.args = args
 	if ctl.sup != nil {
@@ -114,13 +128,26 @@ func proxyMain(args []string) int {
 	tuning := make(chan struct{})
 	defer close(tuning)
 	go runMemTuner(srv, o.burstGC, tuning)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	go func() {
+		for range usr2 {
+			<-srv.Ready()
+			ctl.Upgrade() // logs its outcome
+		}
+	}()
 	go func() {
 		<-srv.Ready()
 		log.Info("xpraproxy ready", "version", relay.Version, "display", o.display, "pid", os.Getpid())
+		if succ != nil {
+			if err := succ.Ready(); err != nil {
+				log.Warn("upgrade: cannot tell the old process this one serves", "err", err)
+			}
+		}
 	}()
 	if err := srv.Run(); err != nil {
 		log.Error("proxy failed", "err", err)
-		return 1
+		return fail(1, err)
 	}
 	return 0
 }
@@ -221,7 +248,8 @@ func ownSocketDir(o *proxyOptions) string {
 
 // buildServer makes the reactor and its control plane. As root, every
 // listener hands authenticated clients to privilege-separated workers.
-func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Server, *control, error) {
+// adopt, when set, gives the sockets another process opened for listeners.
+func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer, adopt listenerSource) (*loop.Server, *control, error) {
 	sockDir := ownSocketDir(o)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
@@ -311,6 +339,13 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	listeners, err := listenersFor(o, base, ctl, log)
 	if err != nil {
 		return nil, nil, err
+	}
+	for i := range listeners {
+		if adopt != nil {
+			// A predecessor's sockets are ours now, paths included.
+			listeners[i].Inherited = adopt(listeners[i].Network, listeners[i].Address)
+			listeners[i].UnlinkInherited = true
+		}
 	}
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,

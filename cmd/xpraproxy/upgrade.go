@@ -1,0 +1,118 @@
+package main
+
+// Upgrade, step 1 of docs/upgrade.md: SIGUSR2 and `xpraproxy upgrade`
+// start the binary at this one's path with the same arguments, hand it
+// the listening sockets, and once it serves, this process stops accepting
+// and drains its sessions.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/privsep"
+)
+
+// upgradeReadyTimeout bounds how long the new process may take to serve.
+const upgradeReadyTimeout = 30 * time.Second
+
+// upgradeReason is what a drained session's client is told.
+const upgradeReason = "the proxy was upgraded"
+
+// Upgrade starts the successor and, once it serves, drains this process
+// in the background; it implements relay.Control. On failure nothing
+// changed. Safe from any goroutine but a loop.
+func (c *control) Upgrade() (string, error) {
+	if !c.upgrading.CompareAndSwap(false, true) {
+		return "", errors.New("an upgrade is already in progress")
+	}
+	pid, err := c.startSuccessor()
+	if err != nil {
+		c.upgrading.Store(false)
+		c.log.Error("upgrade failed; this process keeps serving", "err", err)
+		return "", err
+	}
+	c.log.Info("upgrade: the new process serves; this one stops accepting and drains its sessions",
+		"new-pid", pid, "drain-timeout", c.opts.drainTimeout)
+	go c.drain(c.opts.drainTimeout)
+	return fmt.Sprintf("new process %d serves; process %d drains its sessions", pid, os.Getpid()), nil
+}
+
+func (c *control) startSuccessor() (int, error) {
+	exe, err := os.Executable() // the path, which now holds the new binary
+	if err != nil {
+		return 0, fmt.Errorf("upgrade: %w", err)
+	}
+	files, err := c.srv.ListenerFiles()
+	if err != nil {
+		return 0, fmt.Errorf("upgrade: %w", err)
+	}
+	defer func() {
+		for _, f := range files {
+			f.File.Close()
+		}
+	}()
+	socks := make([]privsep.Socket, len(files))
+	for i, f := range files {
+		socks[i] = privsep.Socket{Network: f.Network, Address: f.Address, File: f.File}
+	}
+	u, err := privsep.StartUpgrade(exe, append([]string{"proxy"}, c.args...), os.Environ(), socks, os.Stderr, upgradeReadyTimeout)
+	if err != nil {
+		return 0, err
+	}
+	go func() {
+		// Reaped already; a successor dying while this process drains
+		// is worth a line.
+		if err := <-u.Exited(); err != nil {
+			c.log.Error("upgrade: the new process exited", "pid", u.PID, "status", err.Error())
+		}
+	}()
+	if c.notify != nil {
+		c.notify.MainPID(u.PID)
+	}
+	return u.PID, nil
+}
+
+// drain: the successor serves the listeners; this process ends when its
+// sessions have, or after timeout, telling the rest why.
+func (c *control) drain(timeout time.Duration) {
+	c.srv.StopAccepting()
+	deadline := time.Now().Add(timeout)
+	for c.liveSessions() > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := c.liveSessions(); n > 0 {
+		c.log.Info("upgrade: drain timeout; ending the sessions left", "sessions", n)
+	}
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if c.sup != nil {
+			c.sup.CloseWith(5*time.Second, upgradeReason)
+		}
+		if err := c.srv.Shutdown(ctx, upgradeReason); err != nil {
+			c.log.Warn("stopping", "err", err)
+		}
+	})
+}
+
+// liveSessions counts this process's sessions, and as root those its
+// workers relay.
+func (c *control) liveSessions() int {
+	n := int(c.srv.Sessions())
+	if c.sup != nil {
+		n += c.sup.Routed()
+	}
+	return n
+}
+
+// listenerSource is the socket another process opened for a listener
+// (a predecessor's, systemd's), or nil.
+type listenerSource func(network, address string) net.Listener
+
+// mainPIDNotifier tells the service manager which process is the
+// service now (systemd's MAINPID=).
+type mainPIDNotifier interface{ MainPID(pid int) }

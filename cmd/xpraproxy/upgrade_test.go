@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
+)
+
+// An upgrade, step 1 of docs/upgrade.md, with a real client of each
+// generation: a new binary that cannot start is refused and the old one
+// serves on; a good one takes the listening socket without a single
+// connection refused; a new client reaches it; the client attached before
+// goes on in the old process, pixel for pixel, until the drain timeout
+// ends it with the reason; then the old process is gone.
+func TestUpgradeRealClient(t *testing.T) {
+	forEachGen(t, func(t *testing.T, g *generation) { testUpgrade(t, g, false) })
+}
+
+func TestUpgradeRealClientAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	forEachGen(t, func(t *testing.T, g *generation) { testUpgrade(t, g, true) })
+}
+
+// installBinary puts a copy of src at dst by renaming a new file over it,
+// as a package manager replaces a running binary.
+func installBinary(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	tmp := dst + ".new"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testUpgrade(t *testing.T, g *generation, root bool) {
+	a, c := g.srv(t, "sessionA"), g.srv(t, "sessionC")
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
+		[]string{"moo", "cow", "nobody", "nogroup", target(c)})
+	dir, err := os.MkdirTemp(env.dir, "upgrade-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "xpraproxy")
+	installBinary(t, env.bin, bin)
+	const drain = 8 * time.Second
+	p := launchProxyOn(t, root, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		fmt.Sprintf("--upgrade-drain-timeout=%d", int(drain/time.Second)))
+	oldPID := p.cmd.Process.Pid
+	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
+	upgrade := func() (string, error) {
+		out, err := exec.Command(env.bin, "upgrade", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
+		return string(out), err
+	}
+
+	before := g.attach(t, fmt.Sprintf("tcp://foo:bar@%s/", addr))
+	title := fmt.Sprintf("sessionA on tcp://foo@%s/", addr)
+	pixelsMatch(t, a, before, title)
+
+	// A new binary that fails: refused with why, nothing changes.
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'cannot start: broken build' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installBinary(t, broken, bin)
+	if out, err := upgrade(); err == nil || !strings.Contains(out, "exited before it served") {
+		t.Fatalf("an upgrade to a broken binary: %v: %s", err, out)
+	}
+	if !strings.Contains(p.logText(), "upgrade failed; this process keeps serving") {
+		t.Errorf("the failed upgrade is not in the log:\n%s", tail([]byte(p.logText()), 1500))
+	}
+	if !before.running() {
+		t.Fatalf("the client exited at a failed upgrade:\n%s", tail([]byte(before.text()), 2000))
+	}
+
+	// The good binary: connections during the upgrade are never refused.
+	installBinary(t, env.bin, bin)
+	var dials, refused atomic.Int64
+	stopDial := make(chan struct{})
+	dialed := make(chan struct{})
+	go func() {
+		defer close(dialed)
+		for {
+			select {
+			case <-stopDial:
+				return
+			default:
+			}
+			dials.Add(1)
+			if nc, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+				refused.Add(1)
+			} else {
+				nc.Close()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	out, err := upgrade()
+	m := regexp.MustCompile(`new process (\d+) serves`).FindStringSubmatch(out)
+	if err != nil || m == nil {
+		close(stopDial)
+		t.Fatalf("upgrade: %v: %s", err, out)
+	}
+	newPID, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() {
+		syscall.Kill(newPID, syscall.SIGKILL)
+		for i := 0; i < 50 && syscall.Kill(newPID, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	time.Sleep(500 * time.Millisecond)
+	close(stopDial)
+	<-dialed
+	if refused.Load() != 0 {
+		t.Errorf("%d of %d connections refused during the upgrade", refused.Load(), dials.Load())
+	}
+
+	// New sessions reach the new process.
+	info, _ := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
+	if !strings.Contains(string(info), fmt.Sprintf("server.pid=%d", newPID)) {
+		t.Errorf("info after the upgrade is not the new process %d:\n%s", newPID, tail(info, 1500))
+	}
+	after := g.attach(t, fmt.Sprintf("tcp://moo:cow@%s/", addr))
+	pixelsMatch(t, c, after, fmt.Sprintf("sessionC on tcp://moo@%s/", addr))
+
+	// The old process drains: its client goes on, then is told why.
+	if !before.running() {
+		t.Fatalf("the client attached before the upgrade exited:\n%s", tail([]byte(before.text()), 2000))
+	}
+	pixelsMatch(t, a, before, title)
+	deadline := time.Now().Add(drain + 20*time.Second)
+	for !strings.Contains(before.text(), upgradeReason) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(before.text(), upgradeReason) {
+		t.Errorf("the drained client was not told %q:\n%s", upgradeReason, tail([]byte(before.text()), 2000))
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the old process %d exited with %v", oldPID, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the old process %d still runs after its drain", oldPID)
+	}
+	if !after.running() {
+		t.Fatalf("the client of the new process exited when the old one did:\n%s", tail([]byte(after.text()), 2000))
+	}
+	pixelsMatch(t, c, after, fmt.Sprintf("sessionC on tcp://moo@%s/", addr))
+	after.stop()
+	before.stop()
+}
