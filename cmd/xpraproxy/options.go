@@ -50,10 +50,10 @@ type proxyOptions struct {
 	workerIdle time.Duration
 	// drainTimeout bounds how long an upgraded process keeps sessions.
 	drainTimeout time.Duration
-	metrics    string        // HOST:PORT of the Prometheus endpoint
-	video      string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
-	pools      []string      // --pool=NAME:POLICY:TARGET,...
-	poolProbe  time.Duration // --pool-probe-interval
+	metrics      string        // HOST:PORT of the Prometheus endpoint
+	video        string        // --proxy-video-encoders: none, auto (a GPU back end if present), nvjpeg, cpu
+	pools        []string      // --pool=NAME:POLICY:TARGET,...
+	poolProbe    time.Duration // --pool-probe-interval
 	// The front door (docs/frontdoor.md).
 	maxConns      int  // --max-connections (-1: from RLIMIT_NOFILE)
 	maxLogins     int  // --max-login-connections (-1: from RLIMIT_NOFILE)
