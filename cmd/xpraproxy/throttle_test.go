@@ -10,7 +10,8 @@ package main
 // a lost connection), its windows are the server's pixel for pixel, and
 // meanwhile the session's queued bytes, sampled every 200 ms from the
 // proxy's info (sessions.proxy-N.buffered), stayed under the high-water
-// mark plus a packet, the proxy's RSS flat.
+// mark plus a packet, the proxy's RSS flat. As root the same, in the
+// worker that relays the session (its own info and RSS).
 //
 // What it measured on two cores (3 noise windows): the server sends 6-13
 // MB while its client is stopped; the kernel's socket buffers (the
@@ -31,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 const (
@@ -108,13 +111,28 @@ func TestThrottledRealClient(t *testing.T) {
 	if err := os.WriteFile(animPath, []byte(throttleNoise), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath) })
+	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath, false) })
 }
 
-// throttleInfo is the proxy's own info (`xpraproxy info`, its control
-// socket) as key=value lines.
-func throttleInfo(p *proxy) (map[string]string, error) {
-	out, err := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
+// As root the session relays in a worker (running as the row's account):
+// the same flow control there, read from the worker's own info.
+func TestThrottledRealClientAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	animPath := filepath.Join(env.dir, "throttle-noise-root.py")
+	if err := os.WriteFile(animPath, []byte(throttleNoise), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath, true) })
+}
+
+// throttleInfo is the info of the process relaying (`xpraproxy info`
+// of the proxy's display, or of a root proxy's worker) as key=value
+// lines.
+func throttleInfo(p *proxy, of string) (map[string]string, error) {
+	if of == "" {
+		of = p.display
+	}
+	out, err := exec.Command(env.bin, "info", of, "--socket-dir="+p.sockDir).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("xpraproxy info: %v: %s", err, tail(out, 500))
 	}
@@ -152,14 +170,16 @@ func throttleInt(info map[string]string, key string) int64 {
 	return n
 }
 
-func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
+var throttleWorkerKey = regexp.MustCompile(`^workers\.(\d+)\.uid$`)
+
+func testThrottledRealClient(t *testing.T, g *generation, animPath string, root bool) {
 	s, err := g.startXpra("throttle")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.stop() })
 	db := sqliteDB(t, []string{"slow", "pw", "nobody", "nogroup", target(s)})
-	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--stall-timeout=60")
+	p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--stall-timeout=60")
 	// rgb: large lossless draws from 3.1.3. Not for 6.x: its server
 	// sends the noise as webp or h264 whatever the client prefers (then
 	// refreshes it losslessly once it rests), and the setting-change it
@@ -243,7 +263,28 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 	}
 	time.Sleep(2 * time.Second) // streaming
 
-	info, err := throttleInfo(p)
+	// relaying is the process that relays the session: the proxy, or
+	// as root its only worker.
+	relaying, pid := "", p.cmd.Process.Pid
+	if root {
+		info, err := throttleInfo(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range info {
+			if m := throttleWorkerKey.FindStringSubmatch(k); m != nil {
+				if relaying != "" {
+					t.Fatalf("more than one worker:\n%v", info)
+				}
+				relaying = ":proxy-worker-" + m[1]
+				pid, _ = strconv.Atoi(m[1])
+			}
+		}
+		if relaying == "" {
+			t.Fatalf("a root proxy with no worker:\n%v", info)
+		}
+	}
+	info, err := throttleInfo(p, relaying)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +292,6 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 	if sess == "" {
 		t.Fatalf("the proxy should have one session:\n%v", info)
 	}
-	pid := p.cmd.Process.Pid
 	baseRSS := procStatus(pid, "VmRSS")
 	baseParked := throttleInt(info, "server.parked")
 	s2c := "sessions." + sess + ".server-to-client.bytes"
@@ -278,7 +318,7 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 	defer tick.Stop()
 	for time.Since(stopped) < throttleStop {
 		<-tick.C
-		info, err := throttleInfo(p)
+		info, err := throttleInfo(p, relaying)
 		if err != nil {
 			t.Fatalf("after %v stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
 		}
@@ -302,7 +342,7 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 	}
 	cont()
 	resumed := time.Now()
-	info, err = throttleInfo(p)
+	info, err = throttleInfo(p, relaying)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +370,7 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 	// rests the windows match.
 	for deadline := time.Now().Add(10 * time.Second); throttleInt(info, s2c) <= stopBytes && time.Now().Before(deadline); {
 		time.Sleep(200 * time.Millisecond)
-		info, _ = throttleInfo(p)
+		info, _ = throttleInfo(p, relaying)
 	}
 	if n := throttleInt(info, s2c); n <= stopBytes {
 		t.Errorf("nothing more reached the continued client (%d bytes, %d when continued)", n, stopBytes)
@@ -343,7 +383,7 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string) {
 		pixelsMatch(t, &w.srv, c, w.title)
 	}
 	pixelsMatch(t, s, c, title(s.name))
-	info, err = throttleInfo(p)
+	info, err = throttleInfo(p, relaying)
 	if err != nil {
 		t.Fatal(err)
 	}
