@@ -203,6 +203,20 @@ func freeDisplay() string {
 // freePort is xpratest's.
 func freePort() int { return testenv.FreePort() }
 
+// sharedDir is a new directory under the test run's, readable by the
+// test user a proxy may run as.
+func sharedDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(env.dir, prefix+"-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func tail(b []byte, n int) string {
 	if len(b) > n {
 		b = b[len(b)-n:]

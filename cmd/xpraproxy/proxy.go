@@ -117,25 +117,12 @@ func proxyMain(args []string) int {
 		log.Info("stopping", "signal", s.String())
 		ctl.Shutdown()
 	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for range hup {
-			<-srv.Ready()
-			ctl.Reload() // logs its outcome
-		}
-	}()
+	// Each logs its outcome.
+	onSignal(syscall.SIGHUP, srv, func() { ctl.Reload() })
+	onSignal(syscall.SIGUSR2, srv, func() { ctl.Upgrade() })
 	tuning := make(chan struct{})
 	defer close(tuning)
 	go runMemTuner(srv, o.burstGC, tuning)
-	usr2 := make(chan os.Signal, 1)
-	signal.Notify(usr2, syscall.SIGUSR2)
-	go func() {
-		for range usr2 {
-			<-srv.Ready()
-			ctl.Upgrade() // logs its outcome
-		}
-	}()
 	go func() {
 		<-srv.Ready()
 		log.Info("xpraproxy ready", "version", relay.Version, "display", o.display, "pid", os.Getpid())
@@ -150,6 +137,18 @@ func proxyMain(args []string) int {
 		return fail(1, err)
 	}
 	return 0
+}
+
+// onSignal runs do for each sig, once the server serves, one at a time.
+func onSignal(sig os.Signal, srv *loop.Server, do func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sig)
+	go func() {
+		for range c {
+			<-srv.Ready()
+			do()
+		}
+	}()
 }
 
 // embeddedDefault is what `xpraproxy proxy` with no bind or auth option

@@ -60,13 +60,7 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 	a, c := g.srv(t, "sessionA"), g.srv(t, "sessionC")
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		[]string{"moo", "cow", "nobody", "nogroup", target(c)})
-	dir, err := os.MkdirTemp(env.dir, "upgrade-")
-	if err == nil {
-		err = os.Chmod(dir, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedDir(t, "upgrade")
 	bin := filepath.Join(dir, "xpraproxy")
 	installBinary(t, env.bin, bin)
 	const drain = 8 * time.Second
