@@ -57,7 +57,7 @@ func installBinary(t *testing.T, src, dst string) {
 }
 
 func testUpgrade(t *testing.T, g *generation, root bool) {
-	a, c := g.srv(t, "sessionA"), g.srv(t, "sessionC")
+	a, c := g.srv(t, "sessionA"), g.srv(t, "sessionB") // sessionC is killed by an earlier test
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		[]string{"moo", "cow", "nobody", "nogroup", target(c)})
 	dir := sharedDir(t, "upgrade")
@@ -141,7 +141,7 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 		t.Errorf("info after the upgrade is not the new process %d:\n%s", newPID, tail(info, 1500))
 	}
 	after := g.attach(t, fmt.Sprintf("tcp://moo:cow@%s/", addr))
-	pixelsMatch(t, c, after, fmt.Sprintf("sessionC on tcp://moo@%s/", addr))
+	pixelsMatch(t, c, after, fmt.Sprintf("sessionB on tcp://moo@%s/", addr))
 
 	// The old process drains: its client goes on, then is told why.
 	if !before.running() {
@@ -168,7 +168,7 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 	if !after.running() {
 		t.Fatalf("the client of the new process exited when the old one did:\n%s", tail([]byte(after.text()), 2000))
 	}
-	pixelsMatch(t, c, after, fmt.Sprintf("sessionC on tcp://moo@%s/", addr))
+	pixelsMatch(t, c, after, fmt.Sprintf("sessionB on tcp://moo@%s/", addr))
 	after.stop()
 	before.stop()
 }
