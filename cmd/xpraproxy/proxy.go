@@ -40,7 +40,7 @@ func versionString() string {
 }
 
 func proxyMain(args []string) int {
-	o, err := parseProxyArgs(args)
+	o, prov, err := loadProxyOptions(args, os.Getenv, systemConfDir(os.Getenv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		return 2
@@ -73,6 +73,9 @@ func proxyMain(args []string) int {
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
+	}
+	if keys := prov.ignoredKeys(); len(keys) > 0 {
+		log.Info("xpra options in the conf files have no meaning for a proxy; ignored", "options", strings.Join(keys, " "))
 	}
 	srv, ctl, err := buildServer(o, log, logOut)
 	if err != nil {
