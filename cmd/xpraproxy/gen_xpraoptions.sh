@@ -7,6 +7,7 @@
 # (docs/config.md), and TestXpraOptionsData checks the file is current.
 #
 #   go generate ./cmd/xpraproxy
+#   sh gen_xpraoptions.sh OUT     # write OUT instead (the test does)
 #
 # XPRAPROXY_XPRA6 names the 6.x wrapper (default: what interop/xpra6.sh
 # prints, building it once if needed).
@@ -32,4 +33,4 @@ v6=$(PYTHONPATH="$site6" "$py" -s -c 'import xpra; print(xpra.__version__)')
     $1 != k { if (k != "") print k "\t" v; k = $1; v = $2; next }
     { v = v " " $2 }
     END { if (k != "") print k "\t" v }'
-} >"$here/xpraoptions.txt"
+} >"${1:-$here/xpraoptions.txt}"
