@@ -112,7 +112,7 @@ configuration files (docs/config.md): options are read, each level replacing the
 func showconfigMain(args []string, getenv func(string) string, confDir string, stdout, stderr io.Writer) int {
 	o, prov, err := loadProxyOptions(args, getenv, confDir)
 	if err != nil {
-		fmt.Fprintln(stderr, "xpraproxy:", redactValue(err.Error()))
+		fmt.Fprintln(stderr, "xpraproxy:", redactText(err.Error()))
 		return 2
 	}
 	fmt.Fprint(stdout, showconfig(o, prov))
@@ -196,15 +196,22 @@ func lastOnly(opt option, name string, ss []setting) bool {
 // (password=, value=, secret=, token=; the rest of its comma-separated
 // part, since xpra's colon form may follow it). Paths, key files
 // included, are not secrets and stay.
-func redactValue(v string) string {
+func redactValue(v string) string { return redact(v, false) }
+
+// redactText is redactValue for a message that quotes values (an error):
+// a secret also ends at white space or a quote, so that the words after
+// it stay.
+func redactText(s string) string { return redact(s, true) }
+
+func redact(v string, text bool) string {
 	parts := strings.Split(v, ",")
 	for i, p := range parts {
-		parts[i] = redactPart(p)
+		parts[i] = redactPart(p, text)
 	}
 	return strings.Join(parts, ",")
 }
 
-func redactPart(p string) string {
+func redactPart(p string, text bool) string {
 	// URIs: everything between "://" and the last '@' of its segment,
 	// after the user name's ':', is the password.
 	for at := 0; ; {
@@ -231,7 +238,11 @@ func redactPart(p string) string {
 	for _, sub := range strings.Split(p, ":") {
 		if k, _, ok := strings.Cut(sub, "="); ok && secretKey(k) {
 			eq := off + strings.IndexByte(sub, '=')
-			return p[:eq+1] + "***"
+			end := len(p)
+			if i := strings.IndexAny(p[eq+1:], " \t\n\"'`"); text && i >= 0 {
+				end = eq + 1 + i
+			}
+			return p[:eq+1] + "***" + p[end:]
 		}
 		off += len(sub) + 1
 	}

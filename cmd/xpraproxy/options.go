@@ -82,6 +82,10 @@ func parseBool(name, v string) (bool, error) {
 	case "no", "false", "off", "0":
 		return false, nil
 	}
+	// xpra's parse_bool: any other integer is bool(int(v)).
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		return n != 0, nil
+	}
 	return false, fmt.Errorf("--%s: %q is not yes or no", name, v)
 }
 
