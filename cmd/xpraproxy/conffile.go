@@ -105,6 +105,9 @@ func parseConf(name string, data []byte) ([]confEntry, error) {
 			return fmt.Errorf("%s:%d: not key = value", name, line)
 		}
 		key, value := strings.TrimFunc(s[:i], pySpace), strings.TrimFunc(s[i+1:], pySpace)
+		if key == "" { // "" then "= x": xpra reads a key "" that no option has
+			return fmt.Errorf("%s:%d: not key = value", name, line)
+		}
 		// xpra: `if current_value:` — an empty single value is replaced.
 		if count[key] == 1 && entries[first[key]].value == "" {
 			dropped[first[key]] = true

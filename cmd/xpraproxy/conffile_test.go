@@ -80,6 +80,7 @@ func TestParseConf(t *testing.T) {
 	for _, bad := range []struct{ text, want string }{
 		{"a = 1\nbind-tcp 0.0.0.0:1\n", "x.conf:2: not key = value"},
 		{"= x\n", "x.conf:1: not key = value"},
+		{"\\\n= x\n", "x.conf:1: not key = value"},
 		{"a = \xff\n", "x.conf:1: not UTF-8"},
 		{"a = " + strings.Repeat("x", maxConfLine) + "\n", "x.conf:1: line longer"},
 		{strings.Repeat("a = "+strings.Repeat("x", 1000)+"\\\n", 70), "x.conf:1: continued line longer"},

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -310,6 +313,53 @@ func TestHelpConf(t *testing.T) {
 		"within one level its values accumulate", "XPRAPROXY_CONF_DIR"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("help lacks %q", want)
+		}
+	}
+}
+
+// The real proxy started on xpra's own configuration serves, and logs the
+// xpra keys it ignores once, on one line.
+func TestConfIgnoredLoggedOnce(t *testing.T) {
+	etc := ""
+	for _, e := range xpraSites(t) {
+		etc = e
+	}
+	port := freePort()
+	sock := filepath.Join(env.dir, fmt.Sprintf("confsock-%d", port))
+	os.MkdirAll(sock, 0o777)
+	os.Chmod(sock, 0o777)
+	// xpra's log-file means a file in its log-dir: give the proxy stderr.
+	cmd := asUser(env.bin, "proxy", freeDisplay(), "--config="+etc, "--config="+etc, "--log-file=",
+		fmt.Sprintf("--bind-tcp=127.0.0.1:%d", port), "--tcp-auth=none", "--socket-dir="+sock)
+	var (
+		raw bytes.Buffer
+		mu  sync.Mutex
+	)
+	cmd.Stdout = syncBuf{&mu, &raw}
+	cmd.Stderr = cmd.Stdout
+	text := func() string { mu.Lock(); defer mu.Unlock(); return raw.String() }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; !strings.Contains(text(), "xpraproxy ready"); i++ {
+		if i > 100 {
+			t.Fatalf("not ready:\n%s", text())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	out := text()
+	if n := strings.Count(out, "have no meaning for a proxy; ignored"); n != 1 {
+		t.Errorf("the ignored keys are logged %d times:\n%s", n, out)
+	}
+	for _, k := range []string{" clipboard ", " key-shortcut ", " start-env "} {
+		if strings.Count(out, k) != 1 {
+			t.Errorf("%q is not listed once:\n%s", k, out)
 		}
 	}
 }

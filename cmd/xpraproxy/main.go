@@ -19,7 +19,7 @@ import (
 
 const usage = `usage:
   xpraproxy proxy [:DISPLAY] [options]     run the proxy server
-  xpraproxy showconfig [:DISPLAY] [options]  the options proxy would run with, and where each came from
+  xpraproxy showconfig [proxy's args]      the options proxy would run with, and where each came from
   xpraproxy sqlite FILE COMMAND [ARGS...]  manage an xpra sqlite user database
   xpraproxy sql [--cleartext] URI COMMAND [ARGS...]  the same on PostgreSQL or MySQL/MariaDB (hashed passwords)
   xpraproxy info [:DISPLAY|:proxy-ID]      show a proxy's (or one connection's) info

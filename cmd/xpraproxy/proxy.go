@@ -42,7 +42,7 @@ func versionString() string {
 func proxyMain(args []string) int {
 	o, prov, err := loadProxyOptions(args, os.Getenv, systemConfDir(os.Getenv))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		fmt.Fprintln(os.Stderr, "xpraproxy:", redactText(err.Error()))
 		return 2
 	}
 	if o.display == "" {
