@@ -305,6 +305,16 @@ func TestConfReload(t *testing.T) {
 	}
 }
 
+// The system directory is /etc/xpraproxy unless XPRAPROXY_CONF_DIR says.
+func TestSystemConfDir(t *testing.T) {
+	if d := systemConfDir(noEnv); d != "/etc/xpraproxy" {
+		t.Errorf("default %q", d)
+	}
+	if d := systemConfDir(func(k string) string { return map[string]string{"XPRAPROXY_CONF_DIR": "/opt/x"}[k] }); d != "/opt/x" {
+		t.Errorf("XPRAPROXY_CONF_DIR gives %q", d)
+	}
+}
+
 // `xpraproxy help` says how files and levels work, the replacement rule
 // included.
 func TestHelpConf(t *testing.T) {
