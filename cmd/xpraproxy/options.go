@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,6 +83,10 @@ func parseBool(name, v string) (bool, error) {
 		return true, nil
 	case "no", "false", "off", "0":
 		return false, nil
+	}
+	// xpra's parse_bool: any other integer is bool(int(v)).
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		return n != 0, nil
 	}
 	return false, fmt.Errorf("--%s: %q is not yes or no", name, v)
 }
@@ -175,15 +180,60 @@ func splitHostPort(s string) (string, string, error) {
 	return strings.Trim(host, "[]"), port, nil
 }
 
-// parseProxyArgs reads `xpraproxy proxy` arguments: an optional :DISPLAY
-// and --name=value / --name value options (the table in optiontable.go).
-// Options not given take xpra's environment variable where the table
-// names one, else the table's default.
+// parseProxyArgs reads `xpraproxy proxy` arguments and xpra's environment
+// variables, without any conf file (the proxy itself calls
+// loadProxyOptions, which adds them).
 func parseProxyArgs(args []string) (*proxyOptions, error) {
 	return parseProxyArgsEnv(args, os.Getenv)
 }
 
 func parseProxyArgsEnv(args []string, getenv func(string) string) (*proxyOptions, error) {
+	o, _, err := loadProxyOptions(args, getenv, "")
+	return o, err
+}
+
+// setting is one value an option got, and where it came from: "FILE:LINE",
+// "environment VAR", "command line" or "default".
+type setting struct {
+	name, value, from string
+}
+
+// provenance says where loadProxyOptions found each value (showconfig).
+type provenance struct {
+	// settings are the values the options were set from, in the order
+	// they were applied: defaults first, then the levels lowest first.
+	settings []setting
+	// ignored are the keys of xpra's conf files that the proxy has no
+	// option for, each once, with the first place it was seen.
+	ignored []setting
+	// files are the conf files read, in order.
+	files []string
+}
+
+// ignoredKeys are the ignored keys, sorted, for the one log line that
+// lists them.
+func (p *provenance) ignoredKeys() []string {
+	keys := make([]string, 0, len(p.ignored))
+	for _, s := range p.ignored {
+		keys = append(keys, s.name)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// loadProxyOptions makes the proxy's options from every level, lowest
+// first (docs/config.md): the table's defaults; confDir's xpraproxy.conf,
+// then its conf.d/*.conf sorted ("" reads none: tests); each --config, in
+// order; xpra's environment variables (the table's env column, read with
+// getenv); the command line. Each file is a level of its own, as in xpra.
+// An option given on a level replaces what lower levels gave it, a list
+// included; within one level values apply in order, so a repeatable
+// option accumulates and any other keeps its last value.
+//
+// It reads files and getenv, and changes nothing: a reload calls it again
+// with the original arguments and gets a complete new configuration or an
+// error, never half of one.
+func loadProxyOptions(args []string, getenv func(string) string, confDir string) (*proxyOptions, *provenance, error) {
 	table := proxyOptionTable()
 	byName := map[string]*option{}
 	for i := range table {
@@ -192,18 +242,113 @@ func parseProxyArgsEnv(args []string, getenv func(string) string) (*proxyOptions
 		}
 	}
 	o := &proxyOptions{}
-	for _, opt := range table {
-		v, from := opt.def, "default"
-		if opt.env != "" && getenv(opt.env) != "" {
-			v, from = getenv(opt.env), opt.env
-		}
-		if v == "" {
-			continue
-		}
-		if err := opt.set(o, opt.names[0], v); err != nil {
-			return nil, fmt.Errorf("%s: %w", from, err)
+	cmdline, err := parseCommandLine(o, args, byName)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// The files, found before anything is set: --config is pre-scanned
+	// from the command line.
+	prov := &provenance{}
+	if confDir != "" {
+		if prov.files, err = confDirFiles(confDir, "xpraproxy.conf"); err != nil {
+			return nil, nil, err
 		}
 	}
+	for _, s := range cmdline {
+		if s.name == "config" {
+			fs, err := configFiles(s.value)
+			if err != nil {
+				return nil, nil, err
+			}
+			prov.files = append(prov.files, fs...)
+		}
+	}
+	var levels [][]setting
+	xpra := xpraOptionNames()
+	seen := map[string]bool{}
+	for _, f := range prov.files {
+		entries, err := readConfFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		var level []setting
+		for _, e := range entries {
+			from := fmt.Sprintf("%s:%d", f, e.line)
+			switch {
+			case e.key == "config":
+				return nil, nil, fmt.Errorf("%s: config is a command-line option: a conf file cannot name another", from)
+			case byName[e.key] != nil:
+				level = append(level, setting{e.key, e.value, from})
+			case xpra[e.key] != "":
+				if !seen[e.key] {
+					seen[e.key] = true
+					prov.ignored = append(prov.ignored, setting{name: e.key, from: from})
+				}
+			default:
+				return nil, nil, fmt.Errorf("%s: unknown option %q (did you mean %s?)", from, e.key, nearestOption(e.key, suggestions(table, xpra)))
+			}
+		}
+		levels = append(levels, level)
+	}
+	nFiles := len(levels)
+	var envLevel []setting
+	for _, opt := range table {
+		if opt.env == "" {
+			continue
+		}
+		if v := getenv(opt.env); v != "" {
+			envLevel = append(envLevel, setting{opt.names[0], v, "environment " + opt.env})
+		}
+	}
+	levels = append(levels, envLevel, cmdline)
+
+	// Each name takes the values of the highest level that gives it.
+	top := map[string]int{}
+	for i, lv := range levels {
+		for _, s := range lv {
+			top[s.name] = i
+		}
+	}
+	// A file's empty value, and "auto" for a yes|no option, mean the
+	// default: the level still replaces lower levels' values.
+	isDefault := func(s setting, level int) bool {
+		return (level < nFiles && s.value == "") || (byName[s.name].flag && strings.EqualFold(s.value, "auto"))
+	}
+	var given []setting
+	set := map[string]bool{}
+	for i, lv := range levels {
+		for _, s := range lv {
+			if top[s.name] == i && !isDefault(s, i) {
+				given = append(given, s)
+				set[s.name] = true
+			}
+		}
+	}
+	var apply []setting
+	for _, opt := range table {
+		if opt.def != "" && !set[opt.names[0]] {
+			apply = append(apply, setting{opt.names[0], opt.def, "default"})
+		}
+	}
+	apply = append(apply, given...)
+	for _, s := range apply {
+		if err := byName[s.name].set(o, s.name, s.value); err != nil {
+			if s.from == "command line" {
+				return nil, nil, err
+			}
+			return nil, nil, fmt.Errorf("%s: %w", s.from, err)
+		}
+	}
+	prov.settings = apply
+	return o, prov, nil
+}
+
+// parseCommandLine reads an optional :DISPLAY into o and returns the
+// --name=value / --name value options in order (the table's names; xpra's
+// display-only options are noted in o.ignored), setting nothing else yet.
+func parseCommandLine(o *proxyOptions, args []string, byName map[string]*option) ([]setting, error) {
+	var out []setting
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "--") {
@@ -235,11 +380,23 @@ func parseProxyArgsEnv(args []string, getenv func(string) string) (*proxyOptions
 			i++
 			val = args[i]
 		}
-		if err := opt.set(o, name, val); err != nil {
-			return nil, err
-		}
+		out = append(out, setting{name, val, "command line"})
 	}
-	return o, nil
+	return out, nil
+}
+
+// suggestions are the names a misspelt key is compared with: the proxy's
+// options first (they win a tie), then xpra's.
+func suggestions(table []option, xpra map[string]string) []string {
+	var names, other []string
+	for _, opt := range table {
+		names = append(names, opt.names...)
+	}
+	for n := range xpra {
+		other = append(other, n)
+	}
+	sort.Strings(other)
+	return append(names, other...)
 }
 
 // connectionCaps are --max-connections and --max-login-connections, with

@@ -158,6 +158,11 @@ func htmlOption(o *proxyOptions, _, v string) error {
 // proxyOptionTable is every option of `xpraproxy proxy`, in help order.
 func proxyOptionTable() []option {
 	return []option{
+		// Read before every other option (loadProxyOptions), so its
+		// setter has nothing left to do.
+		{names: []string{"config"}, arg: "FILE|DIR", set: func(*proxyOptions, string, string) error { return nil },
+			help: "read options from this conf file, or a directory's xpraproxy.conf (or xpra.conf) and conf.d/*.conf (repeatable, in order; after " +
+				defaultConfDir + ", before the environment and the command line; docs/config.md)"},
 		{names: []string{"bind-tcp"}, arg: "HOST:PORT[,auth=MODULE[:k=v...]]", set: bindOption,
 			help: "listen on TCP (repeatable); one port also accepts ws and, with a certificate, TLS"},
 		{names: []string{"bind-unix"}, arg: "PATH[,auth=...]", set: bindOption, help: "listen on a unix socket (repeatable)"},

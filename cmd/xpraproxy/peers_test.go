@@ -75,6 +75,9 @@ func setup() error {
 		return err
 	}
 	env.dir = dir
+	// Every proxy the tests start reads this (absent) directory, never an
+	// /etc/xpraproxy that `make install` may have put on the machine.
+	os.Setenv("XPRAPROXY_CONF_DIR", filepath.Join(dir, "no-system-conf"))
 	if err := os.Chmod(dir, 0o777); err != nil {
 		return err
 	}
@@ -172,7 +175,7 @@ func asUser(name string, args ...string) *exec.Cmd {
 	gid, _ := strconv.Atoi(env.asUser.Gid)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	cmd.Env = []string{"HOME=" + env.asUser.HomeDir, "USER=" + testUser, "LOGNAME=" + testUser,
-		"XPRA_NOTTY=1", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
+		"XPRA_NOTTY=1", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "XPRAPROXY_CONF_DIR=" + os.Getenv("XPRAPROXY_CONF_DIR")}
 	return cmd
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,13 +48,14 @@ func proxyMain(args []string) int {
 		return 1
 	}
 	fail := func(code int, err error) int {
+		err = errors.New(redactText(err.Error()))
 		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
 		if succ != nil {
 			succ.Fail(err)
 		}
 		return code
 	}
-	o, err := parseProxyArgs(args)
+	o, prov, err := loadProxyOptions(args, os.Getenv, systemConfDir(os.Getenv))
 	if err != nil {
 		return fail(2, err)
 	}
@@ -78,6 +80,9 @@ func proxyMain(args []string) int {
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
+	}
+	if keys := prov.ignoredKeys(); len(keys) > 0 {
+		log.Info("xpra options in the conf files have no meaning for a proxy; ignored", "options", strings.Join(keys, " "))
 	}
 	var adopt listenerSource
 	if succ != nil {

@@ -5,8 +5,10 @@ package main
 // sessions relay; the rest is named as needing a restart.
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -228,9 +230,18 @@ func (c *control) releasePool(id uint64) {
 	c.allPools().Release(id)
 }
 
-// load reads the options as at start.
+// load reads the options as at start: the conf files as they are now,
+// the environment and the same command line. Errors name the file and
+// line, secrets redacted.
 func (c *control) load() (*proxyOptions, error) {
-	return parseProxyArgs(c.args)
+	o, prov, err := loadProxyOptions(c.args, os.Getenv, systemConfDir(os.Getenv))
+	if err != nil {
+		return nil, errors.New(redactText(err.Error()))
+	}
+	if keys := prov.ignoredKeys(); len(keys) > 0 {
+		c.log.Info("xpra options in the conf files have no meaning for a proxy; ignored", "options", strings.Join(keys, " "))
+	}
+	return o, nil
 }
 
 // currentPools is what info shows.
