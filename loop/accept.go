@@ -123,10 +123,20 @@ func (s *Server) admit(src string) (*ticket, string) {
 	return t, ""
 }
 
-// listen opens the listeners (stale unix sockets removed first).
+// listen opens the listeners (stale unix sockets removed first); an
+// inherited one is taken as it is.
 func (s *Server) listen() error {
 	for i := range s.listeners {
 		l := &s.listeners[i]
+		if l.Inherited != nil {
+			if ul, ok := l.Inherited.(*net.UnixListener); ok {
+				// Its path is the service manager's, which may
+				// hand the same socket to our next instance.
+				ul.SetUnlinkOnClose(false)
+			}
+			l.ln = l.Inherited
+			continue
+		}
 		if l.Network == "unix" {
 			if err := clearStaleSocket(l.Address); err != nil {
 				return err

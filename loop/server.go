@@ -41,6 +41,12 @@ type Listener struct {
 	// HTML is the HTML5 client's directory served to plain GETs ("":
 	// none).
 	HTML string
+	// Inherited, when set, is an already-open listening socket to serve
+	// instead of binding Network/Address (systemd socket activation): it
+	// is never bound, chmod-ed or unlinked here — a unix one's path
+	// belongs to whoever made it — and the rest of the path (caps,
+	// sniffing, TLS) is the same. Stop closes it.
+	Inherited net.Listener
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
 	ln        net.Listener  // accepted by acceptLoop
@@ -371,7 +377,7 @@ func clearStaleSocket(path string) error {
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
 	for _, l := range s.listeners {
-		if l.Network == "unix" {
+		if l.Network == "unix" && l.Inherited == nil {
 			if err := os.Chmod(l.Address, s.opts.SocketMode); err != nil {
 				s.stopping.Store(true)
 				s.log.Error("cannot set socket permissions", "path", l.Address, "err", err)
