@@ -51,6 +51,12 @@ func proxyMain(args []string) int {
 	if pct, ok := o.gcTarget(os.LookupEnv); ok {
 		debug.SetGCPercent(pct)
 	}
+	act, err := inheritSockets(o) // systemd socket activation (systemd.go)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 1
+	}
+	act.keepForeground(o)
 	if len(o.binds) == 0 && len(o.tcpAuth) == 0 && len(o.auth) == 0 {
 		if err := embeddedDefault(o); err != nil {
 			fmt.Fprintln(os.Stderr, "xpraproxy:", err)
@@ -71,6 +77,7 @@ func proxyMain(args []string) int {
 		logOut = f
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
+	act.log(log)
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
 	}
@@ -101,13 +108,18 @@ func proxyMain(args []string) int {
 		}
 		defer stop()
 	}
+	sd := newNotifier(log) // nil without NOTIFY_SOCKET (systemd.go)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sig
 		log.Info("stopping", "signal", s.String())
+		sd.Stopping()
 		ctl.Shutdown()
 	}()
+	notifying := make(chan struct{})
+	defer close(notifying)
+	go sd.serve(srv, ctl.serviceStatus, notifying)
 	tuning := make(chan struct{})
 	defer close(tuning)
 	go runMemTuner(srv, o.burstGC, tuning)
@@ -115,8 +127,11 @@ func proxyMain(args []string) int {
 		<-srv.Ready()
 		log.Info("xpraproxy ready", "version", relay.Version, "display", o.display, "pid", os.Getpid())
 	}()
-	if err := srv.Run(); err != nil {
+	err = srv.Run()
+	sd.Stopping() // also when a stop request, not a signal, ended it
+	if err != nil {
 		log.Error("proxy failed", "err", err)
+		sd.Status("failed: " + err.Error())
 		return 1
 	}
 	return 0
@@ -385,8 +400,8 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			names[i] = s.String()
 		}
 		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
-			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html)
-		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg}
+			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html, "inherited", b.ln != nil)
+		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg, Inherited: b.ln}
 		if b.network == "tcp" {
 			l.TLS, l.HTML = tlsCfg, o.html
 		}
