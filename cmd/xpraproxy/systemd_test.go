@@ -379,3 +379,72 @@ func TestAdoptSockets(t *testing.T) {
 	n.Stopping()
 	n.Status("x")
 }
+
+// `make install-files` puts the binary, the units and the example files in
+// place without overwriting an operator's configuration, and
+// `systemd-analyze verify` accepts the units. verify checks that
+// ExecStart's binary exists: the install goes to PREFIX=<temp>/usr, so the
+// installed unit's ExecStart names the installed copy of this build
+// (the Makefile rewrites /usr/bin/xpraproxy to $(PREFIX)/bin/xpraproxy).
+func TestUnitFiles(t *testing.T) {
+	stage := t.TempDir()
+	units := filepath.Join(stage, "units")
+	install := func() {
+		t.Helper()
+		out, err := exec.Command("make", "-C", "../..", "install-files", "BIN="+env.bin, "PREFIX="+filepath.Join(stage, "usr"),
+			"SYSCONFDIR="+filepath.Join(stage, "etc"), "SYSTEMDUNITDIR="+units).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make install-files: %v\n%s", err, out)
+		}
+	}
+	install()
+	conf := filepath.Join(stage, "etc", "xpraproxy", "xpraproxy.conf")
+	os.WriteFile(conf, []byte("# the operator's\n"), 0o644)
+	install()
+	if b, _ := os.ReadFile(conf); string(b) != "# the operator's\n" {
+		t.Errorf("a second install overwrote the configuration: %q", b)
+	}
+	for _, f := range []string{"usr/bin/xpraproxy", "units/xpraproxy.service", "units/xpraproxy.socket", "etc/default/xpraproxy"} {
+		if _, err := os.Stat(filepath.Join(stage, f)); err != nil {
+			t.Errorf("not installed: %v", err)
+		}
+	}
+	svc, _ := os.ReadFile(filepath.Join(units, "xpraproxy.service"))
+	if !strings.Contains(string(svc), "ExecStart="+filepath.Join(stage, "usr", "bin", "xpraproxy")+" proxy :14500 --daemon=no") {
+		t.Errorf("installed ExecStart does not name the installed binary:\n%s", svc)
+	}
+	// verify prints a unit's problems (an unknown key, a bad value) and
+	// still exits 0: its output must be empty too.
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no",
+		filepath.Join(units, "xpraproxy.socket"), filepath.Join(units, "xpraproxy.service")).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+
+	// Every key of the example configuration is an option of the table.
+	known := map[string]bool{}
+	for _, o := range proxyOptionTable() {
+		for _, n := range o.names {
+			known[n] = true
+		}
+	}
+	example, err := os.ReadFile("../../packaging/xpraproxy.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for _, line := range strings.Split(string(example), "\n") {
+		line = strings.TrimSpace(strings.TrimLeft(strings.TrimSpace(line), "#!"))
+		k, _, ok := strings.Cut(line, " = ")
+		if !ok || strings.Contains(k, " ") {
+			continue // prose
+		}
+		keys++
+		if !known[k] {
+			t.Errorf("packaging/xpraproxy.conf: %q is no option", k)
+		}
+	}
+	if keys < 4 {
+		t.Errorf("only %d keys found in the example configuration", keys)
+	}
+}
