@@ -448,3 +448,39 @@ func TestUnitFiles(t *testing.T) {
 		t.Errorf("only %d keys found in the example configuration", keys)
 	}
 }
+
+// FileDescriptorName sets an unbound socket's kind: "ws" makes the tcp
+// socket HTTP/WebSocket only (a real 3.1.3 `xpra info ws://` is answered,
+// raw xpra is not), and the unix socket, named by no --bind-unix, gets
+// --unix-auth.
+func TestSocketActivationNames(t *testing.T) {
+	a := srv(t, "sessionA")
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nobody", target(a)})
+	os.Chmod(db, 0o644)
+	notify, msgs := notifySocket(t)
+	p, sock, trigger := activatedProxy(t, false, notify, "ws:unix", "--tcp-auth=sqlite,filename="+db, "--unix-auth=sqlite,filename="+db)
+	nextState(t, msgs, "READY=1", 20*time.Second)
+	trigger.Close()
+	info := func(url string, extra ...string) string {
+		out, _ := gen31.command(false, append([]string{"info", url}, extra...)...).CombinedOutput()
+		return string(out)
+	}
+	if out := info(fmt.Sprintf("ws://foo:bar@127.0.0.1:%d/", p.port)); !strings.Contains(out, "mode=proxy") {
+		t.Errorf("xpra info ws:// on the socket named ws:\n%s", tail([]byte(out), 1500))
+	}
+	if out := info(fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port)); strings.Contains(out, "mode=proxy") {
+		t.Errorf("raw xpra answered on the socket named ws:\n%s", tail([]byte(out), 1500))
+	}
+	pw := filepath.Join(env.dir, fmt.Sprintf("bar-%d.txt", rand.IntN(1e9)))
+	os.WriteFile(pw, []byte("bar"), 0o600)
+	if out := info("socket://"+sock, "--username=foo", "--password-file="+pw); !strings.Contains(out, "mode=proxy") {
+		t.Errorf("xpra info over the unix socket with --unix-auth:\n%s", tail([]byte(out), 1500))
+	}
+	os.WriteFile(pw, []byte("wrong"), 0o600)
+	if out := info("socket://"+sock, "--username=foo", "--password-file="+pw); strings.Contains(out, "mode=proxy") {
+		t.Errorf("the unix socket let a wrong password in:\n%s", tail([]byte(out), 1500))
+	}
+	if log := p.logText(); !regexp.MustCompile(`listener=ws://127\.0\.0\.1:\d+ auth="?sqlite.*inherited=true`).MatchString(log) {
+		t.Errorf("the tcp socket was not served as ws:\n%s", log)
+	}
+}
