@@ -1,7 +1,15 @@
 # `make run` starts the proxy on its embedded default (README). As root,
 # each connection is relayed by a worker running as the target account
 # (nobody by default): no relay runs as root.
-.PHONY: build run test deps
+.PHONY: build run test deps install install-files
+
+# `make install` (as root, or with DESTDIR=stage for a package): the
+# binary, the systemd units and, unless one is there already, the example
+# configuration and /etc/default file (docs/service.md).
+PREFIX ?= /usr
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= /lib/systemd/system
+BIN ?= bin/xpraproxy
 
 # C libraries the build links (cgo): PAM, openh264 and libjpeg-turbo
 # (static), and the NVENC API headers (the library itself is dlopened).
@@ -25,3 +33,21 @@ run: build
 
 test:
 	./test.sh
+
+install: build install-files
+
+# install-files installs $(BIN) as it is (the tests install a binary they
+# built); the units' /usr/bin/xpraproxy becomes $(PREFIX)/bin/xpraproxy.
+install-files:
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/xpraproxy
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for u in xpraproxy.service xpraproxy.socket; do \
+		sed 's|/usr/bin/xpraproxy|$(PREFIX)/bin/xpraproxy|g' packaging/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+	done
+	install -d $(DESTDIR)$(SYSCONFDIR)/xpraproxy/conf.d $(DESTDIR)$(SYSCONFDIR)/default
+	@# An operator's configuration is never overwritten.
+	[ -e $(DESTDIR)$(SYSCONFDIR)/xpraproxy/xpraproxy.conf ] || \
+		install -m 0644 packaging/xpraproxy.conf $(DESTDIR)$(SYSCONFDIR)/xpraproxy/xpraproxy.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/xpraproxy ] || \
+		install -m 0644 packaging/default $(DESTDIR)$(SYSCONFDIR)/default/xpraproxy

@@ -165,9 +165,7 @@ func (s *Server) bind(ls []Listener) ([]*slot, error) {
 func (s *Server) open(l *Listener) (*slot, error) {
 	if l.Inherited != nil {
 		if ul, ok := l.Inherited.(*net.UnixListener); ok {
-			// systemd's path is systemd's, which hands the same socket
-			// to our next instance.
-			ul.SetUnlinkOnClose(l.UnlinkInherited)
+			ul.SetUnlinkOnClose(false)
 		}
 		sl := &slot{ln: l.Inherited}
 		sl.cur.Store(l)

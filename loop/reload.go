@@ -108,8 +108,8 @@ func (s *Server) Listeners() []Listener {
 
 // ListenerFile is a listening socket as a file, for a successor process.
 type ListenerFile struct {
-	Network, Address string
-	File             *os.File // a dup: the caller closes it
+	Network, Address, Kind string
+	File                   *os.File // a dup: the caller closes it
 }
 
 // ListenerFiles dups every listening socket (an upgrade hands them
@@ -132,7 +132,7 @@ func (s *Server) ListenerFiles() ([]ListenerFile, error) {
 			return nil, fmt.Errorf("loop: %s: %w", sl.cur.Load().url(), err)
 		}
 		l := sl.cur.Load()
-		out = append(out, ListenerFile{Network: l.Network, Address: l.Address, File: f})
+		out = append(out, ListenerFile{Network: l.Network, Address: l.Address, Kind: l.Kind, File: f})
 	}
 	return out, nil
 }

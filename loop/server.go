@@ -43,11 +43,10 @@ type Listener struct {
 	HTML string
 	// Inherited is the listening socket when another process opened it
 	// (systemd's socket activation, the proxy it upgrades): it is served
-	// as it is, never bound or chmod-ed, and a unix one is unlinked at
-	// the end only when UnlinkInherited says the path is ours (a
-	// predecessor's, not systemd's).
-	Inherited       net.Listener
-	UnlinkInherited bool
+	// as it is, never bound, chmod-ed or unlinked (a unix one's path is
+	// its opener's, who may hand it to our successor); the rest of the
+	// path (caps, sniffing, TLS) is the same. Stop closes it.
+	Inherited net.Listener
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
 }

@@ -7,11 +7,12 @@ package privsep
 import (
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // UpgradeEnv names the conduit's descriptor in a process an upgrade
@@ -21,6 +22,7 @@ const UpgradeEnv = "XPRAPROXY_UPGRADE"
 // Socket is a listening socket handed to the successor.
 type Socket struct {
 	Network, Address string
+	Kind             string   // what it accepts (loop.Listener's Kind)
 	File             *os.File // the caller's; StartUpgrade does not close it
 }
 
@@ -71,7 +73,7 @@ func StartUpgrade(exe string, args, env []string, socks []Socket, stderr io.Writ
 		return nil, err
 	}
 	for _, s := range socks {
-		if err := ch.send(&message{Op: "listener", Network: s.Network, Address: s.Address}, s.File); err != nil {
+		if err := ch.send(&message{Op: "listener", Network: s.Network, Address: s.Address, Kind: s.Kind}, s.File); err != nil {
 			return fail(fmt.Errorf("upgrade: hand over %s: %w", s.Key(), err))
 		}
 	}
@@ -107,8 +109,8 @@ func StartUpgrade(exe string, args, env []string, socks []Socket, stderr io.Writ
 
 // Successor is the new process's side of an upgrade.
 type Successor struct {
-	ch      *channel
-	sockets map[string]net.Listener
+	ch    *channel
+	files []*os.File
 }
 
 // maxHandedSockets bounds what a predecessor can make us hold.
@@ -130,7 +132,7 @@ func AdoptUpgrade(getenv func(string) string) (*Successor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
-	s := &Successor{ch: ch, sockets: map[string]net.Listener{}}
+	s := &Successor{ch: ch}
 	for {
 		m, f, err := ch.recv()
 		if err != nil {
@@ -143,46 +145,53 @@ func AdoptUpgrade(getenv func(string) string) (*Successor, error) {
 			}
 			return s, nil
 		}
-		if m.Op != "listener" || f == nil || len(s.sockets) >= maxHandedSockets {
+		if m.Op != "listener" || f == nil || len(s.files) >= maxHandedSockets {
 			if f != nil {
 				f.Close()
 			}
 			s.closeAll()
 			return nil, fmt.Errorf("upgrade: unexpected %q from the old process", m.Op)
 		}
-		ln, err := net.FileListener(f)
-		f.Close()
+		// Named by kind, as systemd names a socket by FileDescriptorName:
+		// the new process adopts both the same way.
+		named, err := renamed(f, m.Kind)
 		if err != nil {
 			s.closeAll()
 			return nil, fmt.Errorf("upgrade: %s://%s: %w", m.Network, m.Address, err)
 		}
-		if ul, ok := ln.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(false) // the path serves both processes for a moment
-		}
-		s.sockets[m.Network+"://"+m.Address] = ln
+		s.files = append(s.files, named)
 	}
 }
 
-// Take returns the handed socket for network and address, once.
-func (s *Successor) Take(network, address string) net.Listener {
+// renamed is f under another name (a dup; f is closed).
+func renamed(f *os.File, name string) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// Files are the handed sockets, each named by its kind; the caller owns
+// them. Once only.
+func (s *Successor) Files() []*os.File {
 	if s == nil {
 		return nil
 	}
-	k := network + "://" + address
-	ln := s.sockets[k]
-	delete(s.sockets, k)
-	return ln
+	f := s.files
+	s.files = nil
+	return f
 }
 
 func (s *Successor) closeAll() {
-	for k, ln := range s.sockets {
-		ln.Close()
-		delete(s.sockets, k)
+	for _, f := range s.files {
+		f.Close()
 	}
+	s.files = nil
 }
 
-// Ready tells the old process that this one serves; the sockets not
-// taken (the configuration no longer names them) are closed here.
+// Ready tells the old process that this one serves.
 func (s *Successor) Ready() error {
 	s.closeAll()
 	defer s.ch.close()

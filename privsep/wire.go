@@ -44,6 +44,7 @@ type message struct {
 	// (upgrade.go).
 	Network string `json:"network,omitempty"`
 	Address string `json:"address,omitempty"`
+	Kind    string `json:"kind,omitempty"`
 	Socket  string `json:"socket,omitempty"`
 	OK      bool   `json:"ok,omitempty"`
 	Err     string `json:"err,omitempty"`

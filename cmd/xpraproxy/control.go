@@ -55,8 +55,9 @@ type control struct {
 	retiredPools []*route.Pool
 	stopProbes   chan struct{}
 
-	upgrading atomic.Bool     // an upgrade started (upgrade.go)
-	notify    mainPIDNotifier // nil without a service manager
+	upgrading atomic.Bool // an upgrade started (upgrade.go)
+	sd        *notifier   // the service manager; nil (and silent) without one
+	act       *activated  // the sockets systemd passed, for reloads
 }
 
 func (c *control) Info() frame.Dict {

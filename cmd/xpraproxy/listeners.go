@@ -89,25 +89,30 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 			names[i] = s.String()
 		}
 		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
-			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html)
-		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg}
+			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html, "inherited", b.ln != nil)
+		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg, Inherited: b.ln}
 		if b.network == "tcp" {
 			l.TLS, l.HTML = tlsCfg, o.html
 		}
 		listeners = append(listeners, l)
 		return nil
 	}
-	for _, b := range o.binds {
-		if err := add(b); err != nil {
-			return nil, err
-		}
-	}
 	// The proxy's own socket, so that `xpra list` shows it. Its mode is
 	// 0600: only this user reaches it, so it needs no password unless
-	// --unix-auth/--auth say otherwise.
+	// --unix-auth/--auth say otherwise. After an upgrade it is among the
+	// sockets handed over: that one serves, as the own socket.
 	own := bind{network: "unix", kind: "unix", address: filepath.Join(ctl.sockDir, ctl.hostname+"-"+strings.TrimPrefix(o.display, ":"))}
 	if len(o.unixAuth) == 0 && len(o.auth) == 0 {
 		own.auth = []authn.Spec{{Name: "none", Options: map[string]string{}}}
+	}
+	for _, b := range o.binds {
+		if b.ln != nil && b.network == "unix" && len(b.auth) == 0 && sameAddress(own, b.network, b.address) {
+			own.ln = b.ln
+			continue
+		}
+		if err := add(b); err != nil {
+			return nil, err
+		}
 	}
 	if err := add(own); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,6 +20,7 @@ type bind struct {
 	network, address string
 	kind             string       // tcp, ws, ssl, wss (tcp network), unix
 	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
+	ln               net.Listener // inherited from the service manager (systemd.go); nil: bound
 }
 
 // proxyOptions are `xpraproxy proxy`'s options, named as xpra's.

@@ -62,6 +62,13 @@ func proxyMain(args []string) int {
 	if pct, ok := o.gcTarget(os.LookupEnv); ok {
 		debug.SetGCPercent(pct)
 	}
+	// systemd's sockets (socket activation) or a predecessor's, adopted
+	// the same way (systemd.go).
+	act, err := inheritSockets(o, succ.Files())
+	if err != nil {
+		return fail(1, err)
+	}
+	act.keepForeground(o)
 	if err := prepareOptions(o); err != nil {
 		return fail(1, err)
 	}
@@ -78,21 +85,18 @@ func proxyMain(args []string) int {
 		logOut = f
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
+	act.log(log)
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
 	}
 	if keys := prov.ignoredKeys(); len(keys) > 0 {
 		log.Info("xpra options in the conf files have no meaning for a proxy; ignored", "options", strings.Join(keys, " "))
 	}
-	var adopt listenerSource
-	if succ != nil {
-		adopt = succ.Take
-	}
-	srv, ctl, err := buildServer(o, log, logOut, adopt)
+	srv, ctl, err := buildServer(o, log, logOut)
 	if err != nil {
 		return fail(1, err)
 	}
-	ctl.args = args
+	ctl.args, ctl.act = args, act
 	if ctl.sup != nil {
 		log.Info("running as root: each connection is relayed by a worker running as its target account",
 			"workers", o.workers)
@@ -115,16 +119,22 @@ func proxyMain(args []string) int {
 		}
 		defer stop()
 	}
+	sd := newNotifier(log) // nil without NOTIFY_SOCKET (systemd.go)
+	ctl.sd = sd
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sig
 		log.Info("stopping", "signal", s.String())
+		sd.Stopping()
 		ctl.Shutdown()
 	}()
 	// Each logs its outcome.
 	onSignal(syscall.SIGHUP, srv, func() { ctl.Reload() })
 	onSignal(syscall.SIGUSR2, srv, func() { ctl.Upgrade() })
+	notifying := make(chan struct{})
+	defer close(notifying)
+	go sd.serve(srv, ctl.serviceStatus, notifying)
 	tuning := make(chan struct{})
 	defer close(tuning)
 	go runMemTuner(srv, o.burstGC, tuning)
@@ -137,8 +147,11 @@ func proxyMain(args []string) int {
 			}
 		}
 	}()
-	if err := srv.Run(); err != nil {
+	err = srv.Run()
+	sd.Stopping() // also when a stop request, not a signal, ended it
+	if err != nil {
 		log.Error("proxy failed", "err", err)
+		sd.Status("failed: " + err.Error())
 		return fail(1, err)
 	}
 	return 0
@@ -252,8 +265,7 @@ func ownSocketDir(o *proxyOptions) string {
 
 // buildServer makes the reactor and its control plane. As root, every
 // listener hands authenticated clients to privilege-separated workers.
-// adopt, when set, gives the sockets another process opened for listeners.
-func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer, adopt listenerSource) (*loop.Server, *control, error) {
+func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Server, *control, error) {
 	sockDir := ownSocketDir(o)
 	if err := os.MkdirAll(sockDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("socket dir: %w", err)
@@ -343,13 +355,6 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer, adopt list
 	listeners, err := listenersFor(o, base, ctl, log)
 	if err != nil {
 		return nil, nil, err
-	}
-	for i := range listeners {
-		if adopt != nil {
-			// A predecessor's sockets are ours now, paths included.
-			listeners[i].Inherited = adopt(listeners[i].Network, listeners[i].Address)
-			listeners[i].UnlinkInherited = true
-		}
 	}
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,

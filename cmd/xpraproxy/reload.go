@@ -38,7 +38,9 @@ func prepareOptions(o *proxyOptions) error {
 func (c *control) Reload() (string, error) {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
+	c.sd.Reloading()
 	what, err := c.reload()
+	defer c.sd.Ready(c.serviceStatus())
 	if err != nil {
 		c.log.Error("reload refused; the previous configuration keeps serving", "err", err)
 		return "", fmt.Errorf("reload refused: %w", err)
@@ -52,6 +54,7 @@ func (c *control) reload() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	c.act.bindTo(o) // systemd's sockets serve on, as at start
 	if err := prepareOptions(o); err != nil {
 		return "", err
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
@@ -57,7 +56,7 @@ func (c *control) startSuccessor() (int, error) {
 	}()
 	socks := make([]privsep.Socket, len(files))
 	for i, f := range files {
-		socks[i] = privsep.Socket{Network: f.Network, Address: f.Address, File: f.File}
+		socks[i] = privsep.Socket{Network: f.Network, Address: f.Address, Kind: f.Kind, File: f.File}
 	}
 	u, err := privsep.StartUpgrade(exe, append([]string{"proxy"}, c.args...), os.Environ(), socks, os.Stderr, upgradeReadyTimeout)
 	if err != nil {
@@ -70,9 +69,9 @@ func (c *control) startSuccessor() (int, error) {
 			c.log.Error("upgrade: the new process exited", "pid", u.PID, "status", err.Error())
 		}
 	}()
-	if c.notify != nil {
-		c.notify.MainPID(u.PID)
-	}
+	// The new process is the service now: systemd would otherwise take
+	// this one's exit for the service's.
+	c.sd.MainPID(u.PID)
 	return u.PID, nil
 }
 
@@ -108,11 +107,3 @@ func (c *control) liveSessions() int {
 	}
 	return n
 }
-
-// listenerSource is the socket another process opened for a listener
-// (a predecessor's, systemd's), or nil.
-type listenerSource func(network, address string) net.Listener
-
-// mainPIDNotifier tells the service manager which process is the
-// service now (systemd's MAINPID=).
-type mainPIDNotifier interface{ MainPID(pid int) }
