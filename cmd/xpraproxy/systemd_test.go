@@ -484,3 +484,61 @@ func TestSocketActivationNames(t *testing.T) {
 		t.Errorf("the tcp socket was not served as ws:\n%s", log)
 	}
 }
+
+// An upgrade under socket activation (docs/upgrade.md): the successor
+// takes the inherited sockets, tcp and unix, the old process hands the
+// service manager MAINPID= the successor, new clients reach the new
+// process on both sockets, and the old one drains and exits.
+func TestSocketActivationUpgrade(t *testing.T) {
+	a, b := srv(t, "sessionA"), srv(t, "sessionB")
+	db := sqliteDB(t,
+		[]string{"foo", "bar", "nobody", "nobody", target(a)},
+		[]string{"moo", "cow", "nobody", "nobody", target(b)})
+	os.Chmod(db, 0o644)
+	notify, msgs := notifySocket(t)
+	p, sock, trigger := activatedProxy(t, false, notify, "xpraproxy.socket:xpraproxy.socket",
+		"--tcp-auth=sqlite,filename="+db, "--bind-unix=ASOCK,auth=sqlite:filename="+db, "--upgrade-drain-timeout=3")
+	nextState(t, msgs, "READY=1", 20*time.Second)
+	trigger.Close()
+	old := p.cmd.Process.Pid
+	foo := attach(t, fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port))
+	pixelsMatch(t, a, foo, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+
+	if err := p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`MAINPID=(\d+)\nSTATUS=upgraded`).FindStringSubmatch(
+		nextMatch(t, msgs, regexp.MustCompile(`MAINPID=\d+\nSTATUS=upgraded`), 30*time.Second))
+	successor, _ := strconv.Atoi(m[1])
+	if successor == old || successor == 0 {
+		t.Fatalf("MAINPID after the upgrade is %d (the old process is %d)", successor, old)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(successor, syscall.SIGKILL)
+		for i := 0; i < 50 && syscall.Kill(successor, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	pw := filepath.Join(env.dir, fmt.Sprintf("cow-%d.txt", rand.IntN(1e9)))
+	os.WriteFile(pw, []byte("cow"), 0o600)
+	moo := attach(t, "socket://"+sock, "--username=moo", "--password-file="+pw)
+	pixelsMatch(t, b, moo, b.name)
+	info, _ := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
+	if !strings.Contains(string(info), fmt.Sprintf("server.pid=%d", successor)) {
+		t.Errorf("after the upgrade the proxy's socket is not the successor's:\n%s", tail(info, 1000))
+	}
+	if out := foo.exited(t, 30*time.Second); !strings.Contains(out, upgradeReason) {
+		t.Errorf("the old process's client was not told %q:\n%s", upgradeReason, tail([]byte(out), 1500))
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the old process still runs after its drain")
+	}
+	if !moo.running() {
+		t.Fatalf("the successor's client exited with the old process:\n%s", tail([]byte(moo.text()), 1500))
+	}
+	moo.stop()
+}
