@@ -249,7 +249,7 @@ func (s *Server) Shutdown(ctx context.Context, why string) error {
 	collect(s, func(ls *loopState) struct{} {
 		for sess := range ls.sessions {
 			if !sess.Closed() {
-				sess.Stop(why)
+				sess.ShutDown(why)
 			}
 		}
 		return struct{}{}

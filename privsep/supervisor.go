@@ -44,6 +44,10 @@ type Supervisor struct {
 	// OnEnded, when set, is told that a handed-off connection ended (or
 	// was lost with its worker): the target pools release it.
 	OnEnded func(id uint64)
+	// OnAccess writes an access record a worker made (docs/accesslog.md)
+	// in the proxy's access log; nil: a line of Log. From the worker's
+	// reading goroutine.
+	OnAccess func(relay.AccessRecord)
 	// Pools are the main process's target pools: the workers' reports of
 	// the members their sessions used or found dead reach them here.
 	Pools route.Pools
@@ -290,6 +294,15 @@ func (s *Supervisor) watch(w *worker0) {
 			s.unroute(m.ID)
 		case "use", "failed":
 			s.tracked(w, m)
+		case "access":
+			if m.Access == nil {
+				break
+			}
+			if s.OnAccess != nil {
+				s.OnAccess(*m.Access)
+			} else {
+				m.Access.Log(s.Log)
+			}
 		}
 	}
 	w.ch.close()
