@@ -1,6 +1,7 @@
 package privsep
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,12 @@ type Supervisor struct {
 	// told to exit as soon as its last session ends).
 	IdleTimeout time.Duration
 	Config      WorkerConfig
-	// Output receives the workers' logs (the proxy's own log).
-	Output io.Writer
-	Log    *slog.Logger
+	// Output receives the workers' logs (the proxy's own log), in
+	// LogFormat (--log-format: "" or text, json); their access records
+	// come over the control socket (OnAccess).
+	Output    io.Writer
+	LogFormat string
+	Log       *slog.Logger
 	// OnEnded, when set, is told that a handed-off connection ended (or
 	// was lost with its worker): the target pools release it.
 	OnEnded func(id uint64)
@@ -207,7 +211,7 @@ func (s *Supervisor) start(k string, acct authn.Account) (*worker0, error) {
 		groups[i] = strconv.Itoa(g)
 	}
 	cmd := exec.Command(s.Exe, "worker", "--uid="+strconv.Itoa(acct.UID), "--gid="+strconv.Itoa(acct.GID),
-		"--groups="+strings.Join(groups, ","))
+		"--groups="+strings.Join(groups, ","), "--log-format="+cmp.Or(s.LogFormat, "text"))
 	cmd.ExtraFiles = []*os.File{child} // fd 3: ControlFD
 	cmd.Stdout, cmd.Stderr = s.Output, s.Output
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}

@@ -70,7 +70,11 @@ func proxyMain(args []string) int {
 		defer f.Close()
 		logOut = f
 	}
-	log := slog.New(slog.NewTextHandler(logOut, nil))
+	log, err := newLogger(o.logFormat, logOut)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy:", err)
+		return 2
+	}
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
 	}
@@ -312,6 +316,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			PerConnection: o.workers == "connection",
 			IdleTimeout:   o.workerIdle,
 			Output:        logOut,
+			LogFormat:     o.logFormat,
 			Log:           log,
 			Config:        wcfg,
 			Pools:         pools,
