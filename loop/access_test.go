@@ -1,0 +1,152 @@
+package loop
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/internal/accesstest"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// The access log's line for each way a relayed session ends, in both log
+// formats, read back and checked field by field (docs/accesslog.md). The
+// upgrade drain's code is reserved and has no case: nothing ends a
+// session with it yet.
+func TestAccessLogEndings(t *testing.T) {
+	type env struct {
+		t   *testing.T
+		srv *Server
+		fs  *xpratest.Server
+		tc  *testClient
+	}
+	cases := []struct {
+		name   string
+		limits relay.Limits
+		opts   Options
+		hogs   int // more sessions that stream (the shed case)
+		end    func(e env)
+		code   string
+		reason string
+		text   string
+	}{
+		{name: "client gone", code: "CR", reason: "client-gone", text: "client connection lost",
+			end: func(e env) { e.tc.Close() }},
+		{name: "client disconnect", code: "CR", reason: "client-gone", text: "client disconnected: bye",
+			end: func(e env) { e.tc.send(frame.Packet{"disconnect", "bye"}) }},
+		{name: "server gone", code: "SR", reason: "server-gone", text: "server shutdown: server connection lost",
+			end: func(e env) { e.fs.Close() }},
+		{name: "too slow", limits: relay.Limits{StallTimeout: time.Second}, code: "PR", reason: "too-slow",
+			text: "connection too slow: nothing read for 1s",
+			end:  func(e env) { e.tc.send(frame.Packet{"stream", 400, 250_000}) }},
+		{name: "idle", limits: relay.Limits{IdleTimeout: 300 * time.Millisecond}, code: "PR", reason: "idle-timeout",
+			text: "idle timeout", end: func(env) {}},
+		{name: "stopped", code: "LR", reason: "stopped", text: "server shutdown: proxy instance stopped by request",
+			end: func(e env) {
+				recs, _ := e.srv.Records()
+				if len(recs) != 1 || !e.srv.StopSession(recs[0].ID) {
+					e.t.Fatalf("cannot stop the session: %v", recs)
+				}
+			}},
+		{name: "shutdown", code: "LR", reason: "shutdown", text: "server shutdown: proxy server stopped",
+			end: func(e env) {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					e.srv.Shutdown(ctx, "proxy server stopped")
+				}()
+			}},
+		{name: "shed", opts: Options{MaxBufferTotal: 256 << 10}, hogs: 4, code: "PR", reason: "shed",
+			text: "connection too slow: proxy buffer budget exceeded", end: func(env) {}},
+	}
+	for _, format := range []string{"text", "json"} {
+		for _, tc := range cases {
+			t.Run(format+"/"+tc.name, func(t *testing.T) {
+				fs := startFakeServer(t, "")
+				log, logger := accesstest.New(format)
+				opts := tc.opts
+				opts.Log = logger
+				addr, srv := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"),
+					Limits: tc.limits, Log: logger}, opts)
+				c := dialProxy(t, addr)
+				if p := c.login(t, "foo", "bar"); p.Type() != "hello" {
+					t.Fatal(p)
+				}
+				c.send(frame.Packet{"ping", 1, 2, "x"})
+				if p := c.recv(t); p.Type() != "ping_echo" {
+					t.Fatalf("no echo: %v", p)
+				}
+				for range tc.hogs {
+					hog := dialProxy(t, addr)
+					if p := hog.login(t, "foo", "bar"); p.Type() != "hello" {
+						t.Fatal(p)
+					}
+					hog.send(frame.Packet{"stream", 400, 250_000})
+				}
+				tc.end(env{t, srv, fs, c})
+				deadline := time.Now().Add(30 * time.Second)
+				var got accesstest.Line
+				for got == nil {
+					for _, r := range log.Wait(t, 1, time.Until(deadline)) {
+						if r["reason"] == tc.reason {
+							got = r
+							break
+						}
+					}
+					if got == nil {
+						if time.Now().After(deadline) {
+							t.Fatalf("no %s record in:\n%s", tc.reason, log.Bytes())
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+				}
+				t.Logf("access line: %v", got)
+				checkRecord(t, got, map[string]string{"code": tc.code, "reason": tc.reason, "user": "foo",
+					"transport": "tcp", "client_gen": "3.1", "server_gen": "3.1", "bridged": "false",
+					"target": "tcp://" + fs.Addr() + "/", "level": "INFO"})
+				if tc.text != "" && got["text"] != tc.text {
+					t.Errorf("text %q, want %q", got["text"], tc.text)
+				}
+				if !strings.HasPrefix(got["client"], "127.0.0.1:") {
+					t.Errorf("client %q", got["client"])
+				}
+				for _, k := range []string{"c2s_bytes", "c2s_packets", "s2c_bytes", "s2c_packets"} {
+					if n, err := strconv.ParseInt(got[k], 10, 64); err != nil || n <= 0 {
+						t.Errorf("%s = %q, want > 0 (the ping and its echo at least)", k, got[k])
+					}
+				}
+				if d, err := strconv.ParseFloat(got["duration"], 64); err != nil || d <= 0 || d > 60 {
+					t.Errorf("duration %q", got["duration"])
+				}
+				if st, err := time.Parse(time.RFC3339Nano, got["start"]); err != nil || time.Since(st) > time.Minute {
+					t.Errorf("start %q: %v", got["start"], err)
+				}
+				// One line per session, however many events its end had.
+				time.Sleep(200 * time.Millisecond)
+				ids := map[string]int{}
+				for _, r := range log.Wait(t, 1, time.Second) {
+					ids[r["session"]]++
+				}
+				for id, n := range ids {
+					if n != 1 {
+						t.Errorf("session %s has %d access lines", id, n)
+					}
+				}
+			})
+		}
+	}
+}
+
+// checkRecord asserts fields of an access line.
+func checkRecord(t *testing.T, got accesstest.Line, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q (line %v)", k, got[k], v, got)
+		}
+	}
+}
