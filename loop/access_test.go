@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/accesstest"
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -148,5 +150,90 @@ func checkRecord(t *testing.T, got accesstest.Line, want map[string]string) {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q (line %v)", k, got[k], v, got)
 		}
+	}
+}
+
+// The access line of each way a login ends, and of a relayed session
+// whose user and target have passwords: neither password reaches any line
+// of the log, in either format.
+func TestAccessLogLogins(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			fs := startFakeServer(t, "serverpw-s3cret")
+			dead := testenv.FreePort()
+			log, logger := accesstest.New(format)
+			mods := multifile(t,
+				"foo|userpw-s3cret|||tcp://"+fs.Addr()+"/",
+				"withpw|userpw-s3cret|||tcp://u:serverpw-s3cret@"+fs.Addr()+"/",
+				"gone|x|||tcp://127.0.0.1:"+strconv.Itoa(dead)+"/",
+			)
+			addr, _ := startProxy(t, relay.Config{Modules: mods, Log: logger,
+				Limits: relay.Limits{LoginTimeout: 500 * time.Millisecond, ChallengeTimeout: time.Second}}, Options{Log: logger})
+			n := 0
+			next := func(t *testing.T) accesstest.Line {
+				t.Helper()
+				n++
+				recs := log.Wait(t, n, 15*time.Second)
+				return recs[n-1]
+			}
+			for _, tc := range []struct {
+				name string
+				do   func(t *testing.T)
+				want map[string]string
+			}{
+				{"wrong password", func(t *testing.T) {
+					expectDisconnect(t, dialProxy(t, addr).login(t, "foo", "nope"), "authentication failed")
+				}, map[string]string{"code": "CA", "reason": "auth-failed", "user": "foo", "client_gen": "3.1", "target": ""}},
+				{"unknown user", func(t *testing.T) {
+					expectDisconnect(t, dialProxy(t, addr).login(t, "who", "x"), "authentication failed")
+				}, map[string]string{"code": "CA", "reason": "auth-failed", "user": "who"}},
+				{"dead target", func(t *testing.T) {
+					expectDisconnect(t, dialProxy(t, addr).login(t, "gone", "x"), "failed to connect to display")
+				}, map[string]string{"code": "ST", "reason": "unreachable", "user": "gone",
+					"target": "tcp://127.0.0.1:" + strconv.Itoa(dead) + "/", "server_gen": ""}},
+				{"silent client", func(t *testing.T) {
+					tc := dialProxy(t, addr)
+					tc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					io.ReadAll(tc.Conn)
+				}, map[string]string{"code": "CH", "reason": "login-timeout", "user": "", "client_gen": "", "text": "login timeout"}},
+				{"garbage", func(t *testing.T) {
+					tc := dialProxy(t, addr)
+					tc.Conn.Write([]byte("hello there\n"))
+					tc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					io.ReadAll(tc.Conn)
+				}, map[string]string{"code": "CH", "reason": "client-error"}},
+				{"version request", func(t *testing.T) {
+					tc := dialProxy(t, addr)
+					tc.send(frame.Packet{"hello", frame.NewDict("version", "3.1.3", "version_request", true)})
+					tc.recv(t)
+				}, map[string]string{"code": "CH", "reason": "request", "text": "version request"}},
+				{"target with a password", func(t *testing.T) {
+					c := dialProxy(t, addr)
+					if p := c.login(t, "withpw", "userpw-s3cret"); p.Type() != "hello" {
+						t.Fatalf("got %v", p)
+					}
+					c.send(frame.Packet{"ping", 1, 2, "x"})
+					c.recv(t)
+					c.Close()
+				}, map[string]string{"code": "CR", "reason": "client-gone", "user": "withpw",
+					"target": "tcp://u@" + fs.Addr() + "/"}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					tc.do(t)
+					got := next(t)
+					t.Logf("access line: %v", got)
+					checkRecord(t, got, tc.want)
+					if got["transport"] != "tcp" || !strings.HasPrefix(got["client"], "127.0.0.1:") {
+						t.Errorf("transport %q client %q", got["transport"], got["client"])
+					}
+				})
+			}
+			// No password anywhere in the log, in any line, access or not.
+			for _, secret := range []string{"userpw-s3cret", "serverpw-s3cret"} {
+				if strings.Contains(string(log.Bytes()), secret) {
+					t.Errorf("%s in the log:\n%s", secret, log.Bytes())
+				}
+			}
+		})
 	}
 }

@@ -120,7 +120,10 @@ func (s *Session) phase() Phase {
 		return PhaseRelay
 	case s.authed:
 		return PhaseTarget
-	case s.helloSeen:
+	case s.state == stateChallenge || s.state == stateBusy || s.module > 0:
+		// A round of authentication has begun: a challenge sent or a
+		// module deciding. A hello refused as it came (a version, a
+		// username, the throttle, a request answered) ends at H.
 		return PhaseAuth
 	}
 	return PhaseHello
