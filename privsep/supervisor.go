@@ -81,6 +81,16 @@ type Supervisor struct {
 type routed struct {
 	w    *worker0
 	pool string
+	// lost is the access record written if the worker dies with the
+	// session (its own record never comes then).
+	lost lostSession
+}
+
+// lostSession is what the access record of a session lost with its
+// worker can say: who, from where, since when.
+type lostSession struct {
+	user, peer, transport string
+	started               time.Time
 }
 
 // worker0 is the main process's handle on one worker process.
@@ -132,7 +142,7 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
 	}
 	s.mu.Lock()
-	s.routes[h.ID] = routed{w: w, pool: h.Pool}
+	s.routes[h.ID] = routed{w: w, pool: h.Pool, lost: lostSession{user: h.User, peer: h.Peer, transport: h.Transport, started: h.Started}}
 	if !s.NoRecords {
 		s.records[h.ID] = rec
 	}
@@ -299,13 +309,8 @@ func (s *Supervisor) watch(w *worker0) {
 		case "use", "failed":
 			s.tracked(w, m)
 		case "access":
-			if m.Access == nil {
-				break
-			}
-			if s.OnAccess != nil {
-				s.OnAccess(*m.Access)
-			} else {
-				m.Access.Log(s.Log)
+			if m.Access != nil {
+				s.access(m.Access.Bounded())
 			}
 		}
 	}
@@ -324,6 +329,7 @@ func (s *Supervisor) watch(w *worker0) {
 		}
 	}
 	lost := 0
+	var lostRecs []relay.AccessRecord
 	for id, r := range s.routes {
 		if r.w == w {
 			delete(s.routes, id)
@@ -332,6 +338,7 @@ func (s *Supervisor) watch(w *worker0) {
 			if s.OnEnded != nil {
 				s.OnEnded(id)
 			}
+			lostRecs = append(lostRecs, r.lost.record(id))
 		}
 	}
 	for k, rw := range s.workers {
@@ -341,6 +348,9 @@ func (s *Supervisor) watch(w *worker0) {
 	}
 	closing := s.closed || w.retiring
 	s.mu.Unlock()
+	for _, r := range lostRecs {
+		s.access(r)
+	}
 	if w.socket != "" {
 		os.Remove(w.socket) // a killed worker leaves it behind
 	}
@@ -579,4 +589,24 @@ func (s *Supervisor) Close(timeout time.Duration) {
 		}
 		<-done
 	}
+}
+
+// access writes an access record (OnAccess, else a line of Log).
+func (s *Supervisor) access(r relay.AccessRecord) {
+	if s.OnAccess != nil {
+		s.OnAccess(r)
+		return
+	}
+	r.Log(s.Log)
+}
+
+// record is the access record of a session lost with its worker.
+func (l lostSession) record(id uint64) relay.AccessRecord {
+	client := l.peer
+	if _, a, ok := strings.Cut(l.peer, " "); ok {
+		client = a
+	}
+	return relay.AccessRecord{ID: id, Client: logsafe.String(client), User: logsafe.String(l.user), Transport: l.transport,
+		Start: l.started, Duration: time.Since(l.started), Reason: relay.CloseInternal, Phase: relay.PhaseRelay,
+		Text: "the proxy instance (worker) relaying it died"}
 }

@@ -39,6 +39,22 @@ type AccessRecord struct {
 	Text      string        `json:"text,omitempty"` // what the client was told, logsafe
 }
 
+// maxAccessField bounds each string of a record that came from another
+// process (a worker, which runs as a user): what logsafe makes of a
+// string is at most about this long.
+const maxAccessField = 4*logsafe.MaxLen + 32
+
+// Bounded is r with every string cut to maxAccessField: the main process
+// writes a worker's record only after this.
+func (r AccessRecord) Bounded() AccessRecord {
+	for _, p := range []*string{&r.Client, &r.User, &r.Transport, &r.ClientGen, &r.ServerGen, &r.Target, &r.Text} {
+		if len(*p) > maxAccessField {
+			*p = logsafe.String((*p)[:maxAccessField])
+		}
+	}
+	return r
+}
+
 // Code is the two-letter termination code: who ended the session, in
 // which phase ("CR": the client left while relaying).
 func (r *AccessRecord) Code() string { return string([]byte{r.Reason.Who(), byte(r.Phase)}) }

@@ -95,15 +95,16 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 		}
 	}
 	s.admit()
-	s.state = stateHandedOff
+	// From here the worker writes the access record, or fail below: the
+	// loop's connection closes in Release, and that is no end here.
+	s.state, s.recorded = stateHandedOff, true
 	f, err := s.host.Release(s.client)
 	if err != nil {
 		s.logger().Warn("cannot hand the client socket over", "err", err)
-		s.state = stateBusy
+		s.state, s.recorded = stateBusy, false
 		s.disconnect(CloseInternal, "server error", "cannot relay the connection")
 		return
 	}
-	s.recorded = true // by the worker, or by fail below
 	enc, log := s.enc, s.logger()
 	s.login = login{}
 	handOff := func() error { return s.cfg.HandOff(h, acct, f) }
