@@ -26,15 +26,16 @@ import (
 // writes in its log), use and failed (where a session went: pool ID,
 // Display, Next) and shutdown.
 type message struct {
-	Op       string              `json:"op"`
-	Seq      uint64              `json:"seq,omitempty"`
-	ID       uint64              `json:"id,omitempty"`
-	Handoff  *relay.Handoff      `json:"handoff,omitempty"`
-	Config   *WorkerConfig       `json:"config,omitempty"`
-	Info     []byte              `json:"info,omitempty"` // an xpra frame: ["info", dict]
-	Counters *loop.Counters      `json:"counters,omitempty"`
-	Records  []relay.Record      `json:"records,omitempty"`
-	Access   *relay.AccessRecord `json:"access,omitempty"`
+	Op       string         `json:"op"`
+	Seq      uint64         `json:"seq,omitempty"`
+	ID       uint64         `json:"id,omitempty"`
+	Handoff  *relay.Handoff `json:"handoff,omitempty"`
+	Config   *WorkerConfig  `json:"config,omitempty"`
+	Info     []byte         `json:"info,omitempty"` // an xpra frame: ["info", dict]
+	Counters *loop.Counters `json:"counters,omitempty"`
+	Records  []relay.Record `json:"records,omitempty"`
+	// Access is an access report: one session's record.
+	Access *relay.AccessRecord `json:"access,omitempty"`
 	// Pool, Display and Next are a use or failed report: the session's
 	// pool ("" for none), the member (unredacted: the main process
 	// matches it) and, for failed, the one tried next.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,9 +100,71 @@ func TestAccessLogRealClient(t *testing.T) {
 				if strings.Contains(p.logText(), "pw-s3cret") {
 					t.Error("the password is in the log")
 				}
+				url := fmt.Sprintf("tcp://foo:pw-s3cret@127.0.0.1:%d/", p.port)
+				title := fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port)
+				if mode.root {
+					// xpraproxy stop :proxy-ID of a session a worker relays.
+					c2 := g.attach(t, url)
+					pixelsMatch(t, a, c2, title)
+					info, err := g.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+					if err != nil {
+						t.Fatalf("xpra info: %v\n%s", err, info)
+					}
+					id := proxyInstance(t, string(info), "foo")
+					if out, err := exec.Command(env.bin, "stop", ":"+id, "--socket-dir="+p.sockDir).CombinedOutput(); err != nil {
+						t.Fatalf("xpraproxy stop :%s: %v\n%s", id, err, out)
+					}
+					r := waitRecord(t, p, mode.format, "stopped")
+					checkLine(t, r, map[string]string{"code": "LR", "user": "foo", "session": strings.TrimPrefix(id, "proxy-")})
+					// A worker that dies with a session: the main process
+					// writes what it knows.
+					c3 := g.attach(t, url)
+					pixelsMatch(t, a, c3, title)
+					w := workerOf(workers(t, p), "nobody")
+					syscall.Kill(w.pid, syscall.SIGKILL)
+					c3.exited(t, 30*time.Second)
+					r = waitRecord(t, p, mode.format, "internal")
+					checkLine(t, r, map[string]string{"code": "PR", "user": "foo", "transport": "tcp"})
+				}
+				// Stopping the proxy: each live session's line says so,
+				// written by the worker's side as root.
+				c4 := g.attach(t, url)
+				pixelsMatch(t, a, c4, title)
+				p.cmd.Process.Signal(syscall.SIGTERM)
+				r := waitRecord(t, p, mode.format, "shutdown")
+				checkLine(t, r, map[string]string{"code": "LR", "user": "foo", "client_gen": g.name, "text": "server shutdown: proxy server stopped"})
 			})
 		}
 	})
+}
+
+// waitRecord waits for the proxy's access line with reason.
+func waitRecord(t *testing.T, p *proxy, format, reason string) accesstest.Line {
+	t.Helper()
+	var rec accesstest.Line
+	eventually(t, "a "+reason+" access line", 20*time.Second, func() bool {
+		lines, err := accesstest.Parse([]byte(p.logText()), format)
+		if err != nil {
+			t.Fatalf("the %s log does not parse: %v", format, err)
+		}
+		for _, r := range accesstest.Records(lines) {
+			if r["reason"] == reason {
+				rec = r
+			}
+		}
+		return rec != nil
+	})
+	return rec
+}
+
+// checkLine asserts fields of an access line.
+func checkLine(t *testing.T, got accesstest.Line, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q (line %v)", k, got[k], v, got)
+		}
+	}
 }
 
 // With stderr the journal's stream (JOURNAL_STREAM, as systemd sets it),
