@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"strings"
@@ -89,7 +90,7 @@ func (r *AccessRecord) Attrs() []slog.Attr {
 
 // Log writes the record as one line of log.
 func (r *AccessRecord) Log(log *slog.Logger) {
-	log.LogAttrs(nil, slog.LevelInfo, AccessMsg, r.Attrs()...) //nolint:staticcheck // no context to pass
+	log.LogAttrs(context.Background(), slog.LevelInfo, AccessMsg, r.Attrs()...)
 }
 
 // Transporter is a client connection that names its transport for the
