@@ -2,7 +2,10 @@ package loop
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
+	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/accesstest"
+	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
 	"github.com/xpraproxy/xpraproxy/internal/testenv"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -234,6 +238,73 @@ func TestAccessLogLogins(t *testing.T) {
 					t.Errorf("%s in the log:\n%s", secret, log.Bytes())
 				}
 			}
+		})
+	}
+}
+
+// The access line names each transport of the proxy's port, and unix
+// sockets.
+func TestAccessLogTransports(t *testing.T) {
+	fs := startFakeServer(t, "")
+	tlsCfg, err := selfsigned.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, logger := accesstest.New("text")
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: logger,
+		Limits: relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 1 << 20}}
+	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort())
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	srv := New([]Listener{{Network: "tcp", Address: addr, Kind: "tcp", Config: &cfg, TLS: tlsCfg},
+		{Network: "unix", Address: sock, Config: &cfg}}, Options{Log: logger})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run() }()
+	<-srv.Ready()
+	t.Cleanup(func() { srv.Stop(context.Background()); <-errc })
+	dial := func(network, a string) net.Conn {
+		c, err := net.Dial(network, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tlsDial := func() net.Conn {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	raw := func(c net.Conn) *testClient {
+		t.Cleanup(func() { c.Close() })
+		tc := newTestClient(c, nil)
+		tc.Writer = frame.Writer{Encoding: frame.Rencode}
+		return tc
+	}
+	n := 0
+	for _, tc := range []struct {
+		transport string
+		dial      func() *testClient
+	}{
+		{"tcp", func() *testClient { return dialProxy(t, addr) }},
+		{"unix", func() *testClient { return raw(dial("unix", sock)) }},
+		{"ws", func() *testClient { return dialWS(t, dial("tcp", addr), true) }},
+		{"ssl", func() *testClient { return raw(tlsDial()) }},
+		{"wss", func() *testClient { return dialWS(t, tlsDial(), true) }},
+	} {
+		t.Run(tc.transport, func(t *testing.T) {
+			c := tc.dial()
+			if p := c.login(t, "foo", "bar"); p.Type() != "hello" {
+				t.Fatalf("login: %s", p)
+			}
+			c.send(frame.Packet{"ping", 7, 0, "x"})
+			if p := c.recv(t); p.Type() != "ping_echo" {
+				t.Fatalf("ping: %s", p)
+			}
+			c.Close()
+			n++
+			got := log.Wait(t, n, 10*time.Second)[n-1]
+			checkRecord(t, got, map[string]string{"transport": tc.transport, "code": "CR", "user": "foo"})
 		})
 	}
 }
