@@ -90,6 +90,7 @@ type routed struct {
 // worker can say: who, from where, since when.
 type lostSession struct {
 	user, peer, transport string
+	link                  relay.Link
 	started               time.Time
 }
 
@@ -142,7 +143,7 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
 	}
 	s.mu.Lock()
-	s.routes[h.ID] = routed{w: w, pool: h.Pool, lost: lostSession{user: h.User, peer: h.Peer, transport: h.Transport, started: h.Started}}
+	s.routes[h.ID] = routed{w: w, pool: h.Pool, lost: lostSession{user: h.User, peer: h.Peer, transport: h.Transport, link: h.Link, started: h.Started}}
 	if !s.NoRecords {
 		s.records[h.ID] = rec
 	}
@@ -602,11 +603,8 @@ func (s *Supervisor) access(r relay.AccessRecord) {
 
 // record is the access record of a session lost with its worker.
 func (l lostSession) record(id uint64) relay.AccessRecord {
-	client := l.peer
-	if _, a, ok := strings.Cut(l.peer, " "); ok {
-		client = a
-	}
-	return relay.AccessRecord{ID: id, Client: logsafe.String(client), User: logsafe.String(l.user), Transport: l.transport,
-		Start: l.started, Duration: time.Since(l.started), Reason: relay.CloseInternal, Phase: relay.PhaseRelay,
-		Text: "the proxy instance (worker) relaying it died"}
+	h := relay.Handoff{ID: id, User: l.user, Peer: l.peer, Transport: l.transport, Link: l.link, Started: l.started}
+	r := h.AccessRecord(time.Now(), relay.CloseInternal, "the proxy instance (worker) relaying it died")
+	r.Phase = relay.PhaseRelay // or still connecting: the worker's record would have said
+	return r
 }

@@ -337,6 +337,7 @@ func (w *worker) adopt(m *message, f *os.File) {
 	}
 	if err != nil {
 		w.log.Error("cannot adopt the connection", "session", m.Handoff.ID, "err", err)
+		w.accessRecord(m.Handoff.AccessRecord(time.Now(), relay.CloseInternal, "server error: cannot relay the connection"))
 		w.sessionEnded(m.Handoff.ID)
 	}
 }

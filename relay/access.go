@@ -202,3 +202,20 @@ func genName(g bridge.Gen) string {
 	}
 	return g.String()
 }
+
+// AccessRecord is the record of a handed-off session that ended before
+// a session of this process took it over (a worker that could not adopt
+// it, or died with it): what the handoff says, and why.
+func (h *Handoff) AccessRecord(now time.Time, why CloseReason, text string) AccessRecord {
+	client := h.Peer
+	if _, a, ok := strings.Cut(h.Peer, " "); ok {
+		client = a
+	}
+	transport := h.Transport
+	if transport == "" {
+		transport = TransportOfLink(h.Link, "")
+	}
+	return AccessRecord{ID: h.ID, Client: logsafe.String(client), User: logsafe.String(h.User),
+		Transport: logsafe.String(transport), Start: h.Started, Duration: now.Sub(h.Started),
+		Reason: why, Phase: PhaseTarget, Text: logsafe.String(text)}
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // docs/accesslog.md's table lists every close reason with its letter,
@@ -65,5 +66,21 @@ func TestCode(t *testing.T) {
 		if got := r.Code(); got != tc.want {
 			t.Errorf("%s in %c: %q, want %q", tc.r, tc.p, got, tc.want)
 		}
+	}
+}
+
+// A handoff's record (a worker that could not adopt the session, or died
+// with it) says what the handoff knew, bounded.
+func TestHandoffAccessRecord(t *testing.T) {
+	start := time.Now().Add(-time.Second)
+	h := Handoff{ID: 9, User: "al\nice", Peer: "tcp 10.0.0.1:4000", Link: Link{Transport: "ws", TLS: true}, Started: start}
+	r := h.AccessRecord(start.Add(time.Second), CloseInternal, "server error: cannot relay the connection")
+	if r.ID != 9 || r.User != `"al\nice"` || r.Client != "10.0.0.1:4000" || r.Transport != "wss" ||
+		r.Duration != time.Second || r.Code() != "PT" || r.Reason.String() != "internal" {
+		t.Errorf("record %+v (code %s)", r, r.Code())
+	}
+	h.Transport = "ssh"
+	if r := h.AccessRecord(start, CloseInternal, ""); r.Transport != "ssh" {
+		t.Errorf("transport %q, want the handoff's own name", r.Transport)
 	}
 }
