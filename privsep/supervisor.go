@@ -41,17 +41,13 @@ type Supervisor struct {
 	Config      WorkerConfig
 	// Output receives the workers' logs (the proxy's own log), in
 	// LogFormat (--log-format: "" or text, json); their access records
-	// come over the control socket (OnAccess).
+	// come over the control socket and are lines of Log (privsep/access.go).
 	Output    io.Writer
 	LogFormat string
 	Log       *slog.Logger
 	// OnEnded, when set, is told that a handed-off connection ended (or
 	// was lost with its worker): the target pools release it.
 	OnEnded func(id uint64)
-	// OnAccess writes an access record a worker made (docs/accesslog.md)
-	// in the proxy's access log; nil: a line of Log. From the worker's
-	// reading goroutine.
-	OnAccess func(relay.AccessRecord)
 	// Pools are the main process's target pools: the workers' reports of
 	// the members their sessions used or found dead reach them here.
 	Pools route.Pools
@@ -84,14 +80,6 @@ type routed struct {
 	// lost is the access record written if the worker dies with the
 	// session (its own record never comes then).
 	lost lostSession
-}
-
-// lostSession is what the access record of a session lost with its
-// worker can say: who, from where, since when.
-type lostSession struct {
-	user, peer, transport string
-	link                  relay.Link
-	started               time.Time
 }
 
 // worker0 is the main process's handle on one worker process.
@@ -590,21 +578,4 @@ func (s *Supervisor) Close(timeout time.Duration) {
 		}
 		<-done
 	}
-}
-
-// access writes an access record (OnAccess, else a line of Log).
-func (s *Supervisor) access(r relay.AccessRecord) {
-	if s.OnAccess != nil {
-		s.OnAccess(r)
-		return
-	}
-	r.Log(s.Log)
-}
-
-// record is the access record of a session lost with its worker.
-func (l lostSession) record(id uint64) relay.AccessRecord {
-	h := relay.Handoff{ID: id, User: l.user, Peer: l.peer, Transport: l.transport, Link: l.link, Started: l.started}
-	r := h.AccessRecord(time.Now(), relay.CloseInternal, "the proxy instance (worker) relaying it died")
-	r.Phase = relay.PhaseRelay // or still connecting: the worker's record would have said
-	return r
 }
