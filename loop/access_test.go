@@ -308,3 +308,30 @@ func TestAccessLogTransports(t *testing.T) {
 		})
 	}
 }
+
+// A bridged session's line names both generations and says so.
+func TestAccessLogBridged(t *testing.T) {
+	for _, c := range []struct {
+		name              string
+		only              frame.Encoding
+		client            int
+		clientGen, server string
+	}{{"3.1 client, 6.x server", frame.RencodePlus, client31, "3.1", "6.x"},
+		{"6.x client, 3.1 server", frame.Rencode, client6, "6.x", "3.1"}} {
+		t.Run(c.name, func(t *testing.T) {
+			fs := xpratest.NewServer(t, xpratest.ServerOptions{Only: c.only})
+			log, logger := accesstest.New("json")
+			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: logger,
+				Generations: &relay.Generations{}}, Options{Log: logger})
+			tc := bridgedClient(t, addr, c.client)
+			tc.send(frame.Packet{"ping", 1, 2, "x"})
+			if p := tc.recv(t); p.Type() != "ping_echo" {
+				t.Fatalf("no echo: %v", p)
+			}
+			fs.Close()
+			got := log.Wait(t, 1, 10*time.Second)[0]
+			checkRecord(t, got, map[string]string{"bridged": "true", "client_gen": c.clientGen, "server_gen": c.server,
+				"code": "SR", "reason": "server-gone", "user": "foo"})
+		})
+	}
+}
