@@ -335,3 +335,33 @@ func TestAccessLogBridged(t *testing.T) {
 		})
 	}
 }
+
+// A packet that decodes but does not translate between the generations
+// (a type that is no text, which 6.x cannot name) ends the session as a
+// bridge error; bytes that do not decode are the client's error.
+func TestAccessLogBridgeError(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		payload []any
+		reason  string
+	}{
+		{"type not text", []any{[]byte{0xff, 0x00}, int64(1)}, "bridge-error"},
+		{"alias number", []any{int64(7), int64(1)}, "bridge-error"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fs := xpratest.NewServer(t, xpratest.ServerOptions{Only: frame.RencodePlus})
+			log, logger := accesstest.New("text")
+			addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: logger,
+				Generations: &relay.Generations{}}, Options{Log: logger})
+			tc := bridgedClient(t, addr, client31)
+			b, err := frame.Rencode.Append(nil, c.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Conn.Write(append(frame.Header{Flags: frame.FlagRencode, Size: uint32(len(b))}.Append(nil), b...))
+			got := log.Wait(t, 1, 10*time.Second)[0]
+			t.Logf("access line: %v", got)
+			checkRecord(t, got, map[string]string{"reason": c.reason, "code": "PR", "bridged": "true"})
+		})
+	}
+}

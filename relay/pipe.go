@@ -184,11 +184,8 @@ func (p *pipe) scan(buf []byte) (int, error) {
 			}
 			err := p.bridgeFrame(h, whole)
 			off += size
-			if err != nil {
-				return off, bridgeError{err}
-			}
-			if p.s.state != stateRelay {
-				return off, nil
+			if err != nil || p.s.state != stateRelay {
+				return off, err
 			}
 			continue
 		}
