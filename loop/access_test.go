@@ -365,3 +365,22 @@ func TestAccessLogBridgeError(t *testing.T) {
 		})
 	}
 }
+
+// A connection evicted under the pre-login cap has its line: the proxy
+// ended it before its hello.
+func TestAccessLogEvicted(t *testing.T) {
+	fs := startFakeServer(t, "")
+	log, logger := accesstest.New("json")
+	addr, _ := startProxy(t, relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: logger},
+		Options{Log: logger, MaxLoginConnections: 1})
+	first := dialProxy(t, addr)
+	time.Sleep(200 * time.Millisecond) // accepted, waiting for its hello
+	second := dialProxy(t, addr)
+	first.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(first.Conn)
+	got := log.Wait(t, 1, 10*time.Second)[0]
+	checkRecord(t, got, map[string]string{"reason": "evicted", "code": "PH", "user": "", "level": "INFO"})
+	if p := second.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatalf("the newer connection: %v", p)
+	}
+}
