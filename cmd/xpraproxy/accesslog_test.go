@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/xpraproxy/xpraproxy/internal/accesstest"
+	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
 
@@ -167,15 +169,15 @@ func checkLine(t *testing.T, got accesstest.Line, want map[string]string) {
 	}
 }
 
-// With stderr the journal's stream (JOURNAL_STREAM, as systemd sets it),
-// an access record goes to journald as one entry with structured fields,
-// through go-systemd's journal package and journald's native protocol,
-// read here from the socket where journald listens (this machine runs no
-// journald; the test owns the socket only where none exists). Any other
-// line, and a record once the journal is gone, stays a text line.
-func TestAccessLogJournal(t *testing.T) {
-	const sock = "/run/systemd/journal/socket"
-	if _, err := os.Stat(sock); err == nil {
+// journaldSocket is where journald listens and go-systemd sends.
+const journaldSocket = "/run/systemd/journal/socket"
+
+// journalSocket listens where journald would, for the test's length; it
+// skips the test where a journald runs (its socket exists) or without
+// root.
+func journalSocket(t *testing.T) *net.UnixConn {
+	t.Helper()
+	if _, err := os.Stat(journaldSocket); err == nil {
 		t.Skip("a journald runs here: this test would write into it")
 	}
 	if os.Geteuid() != 0 {
@@ -190,17 +192,106 @@ func TestAccessLogJournal(t *testing.T) {
 			made = append(made, d)
 		}
 	}
-	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: journaldSocket, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ln.Close()
-		os.Remove(sock)
+		os.Remove(journaldSocket)
 		for i := len(made) - 1; i >= 0; i-- {
 			os.Remove(made[i])
 		}
 	})
+	return ln
+}
+
+// The proxy itself, its stderr the journal's stream: a session's end is
+// a journal entry with its fields, the rest of the log stays on stderr.
+// The proxy runs as root, so the record comes from a worker.
+func TestAccessLogJournalProxy(t *testing.T) {
+	ln := journalSocket(t)
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	users := filepath.Join(env.dir, fmt.Sprintf("journal-users-%d", freePort()))
+	os.WriteFile(users, []byte("foo|pw-s3cret|||tcp://"+fs.Addr()+"/\n"), 0o600)
+	stderr, err := os.Create(filepath.Join(env.dir, fmt.Sprintf("journal-stderr-%d", freePort())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(stderr.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort()
+	sockDir := t.TempDir()
+	cmd := exec.Command(env.bin, "proxy", freeDisplay(), "--socket-dir="+sockDir,
+		fmt.Sprintf("--bind-tcp=127.0.0.1:%d,auth=multifile:filename=%s", port, users))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var c *xpratest.Client
+	eventually(t, "the proxy's port", 10*time.Second, func() bool {
+		c, err = xpratest.Dial(addr, "")
+		return err == nil
+	})
+	defer c.Close()
+	if p, err := c.Login("foo", "pw-s3cret", xpratest.Hello("foo")); err != nil || p.Type() != "hello" {
+		t.Fatalf("login: %v %v", p, err)
+	}
+	if err := c.Ping(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	ln.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1<<16)
+	n, err := ln.Read(buf)
+	if err != nil {
+		t.Fatalf("no journal entry: %v", err)
+	}
+	fields, err := parseJournalEntry(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"XPRAPROXY_USER": "foo", "XPRAPROXY_CODE": "CR", "XPRAPROXY_REASON": "client-gone",
+		"XPRAPROXY_TRANSPORT": "tcp", "XPRAPROXY_CLIENT_GEN": "3.1", "XPRAPROXY_TARGET": "tcp://" + fs.Addr() + "/"} {
+		if fields[k] != want {
+			t.Errorf("%s = %q, want %q", k, fields[k], want)
+		}
+	}
+	if b, _ := strconv.ParseInt(fields["XPRAPROXY_S2C_BYTES"], 10, 64); b <= 0 {
+		t.Errorf("XPRAPROXY_S2C_BYTES %q", fields["XPRAPROXY_S2C_BYTES"])
+	}
+	out, _ := os.ReadFile(stderr.Name())
+	lines, err := accesstest.Parse(out, "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs := accesstest.Records(lines); len(recs) != 0 || !strings.Contains(string(out), "msg=relaying") {
+		t.Errorf("stderr should have the other lines and no access line:\n%s", out)
+	}
+	// As root (the test needs it) a worker relayed the session: its record
+	// reached the journal through the main process.
+	if !strings.Contains(string(out), "connection handed to worker") {
+		t.Errorf("no worker relayed the session:\n%s", out)
+	}
+	if strings.Contains(string(out)+string(buf[:n]), "pw-s3cret") {
+		t.Error("the password reached the log")
+	}
+}
+
+// With stderr the journal's stream (JOURNAL_STREAM, as systemd sets it),
+// an access record goes to journald as one entry with structured fields,
+// through go-systemd's journal package and journald's native protocol,
+// read here from the socket where journald listens (this machine runs no
+// journald; the test owns the socket only where none exists). Any other
+// line, and a record once the journal is gone, stays a text line.
+func TestAccessLogJournal(t *testing.T) {
+	ln := journalSocket(t)
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(os.Stderr.Fd()), &st); err != nil {
 		t.Fatal(err)
@@ -255,7 +346,7 @@ func TestAccessLogJournal(t *testing.T) {
 	}
 	// journald gone: the record is a text line instead.
 	ln.Close()
-	os.Remove(sock)
+	os.Remove(journaldSocket)
 	text.Reset()
 	rec.Log(log)
 	lines, err = accesstest.Parse(text.Bytes(), "text")
