@@ -238,6 +238,12 @@ func (s *Server) StopSession(id uint64) bool {
 // gives the clients up to the grace period to read it, then stops. Safe
 // from any goroutine but a loop.
 func (s *Server) Shutdown(ctx context.Context, why string) error {
+	return s.ShutdownFor(ctx, relay.CloseShutdown, why)
+}
+
+// ShutdownFor is Shutdown with the sessions' close reason (an upgrade's
+// drain). Safe from any goroutine but a loop.
+func (s *Server) ShutdownFor(ctx context.Context, r relay.CloseReason, why string) error {
 	select {
 	case <-s.booted:
 	default:
@@ -249,7 +255,7 @@ func (s *Server) Shutdown(ctx context.Context, why string) error {
 	collect(s, func(ls *loopState) struct{} {
 		for sess := range ls.sessions {
 			if !sess.Closed() {
-				sess.Stop(why)
+				sess.End(r, why)
 			}
 		}
 		return struct{}{}

@@ -55,6 +55,9 @@ type StreamOptions struct {
 	// upgrade done by the transport), with RequireMask the client must
 	// mask them.
 	WebSocket, RequireMask bool
+	// Transport names the stream's transport in the access log ("ssh",
+	// "quic"); "" is "stream".
+	Transport string
 }
 
 const (
@@ -74,6 +77,8 @@ type streamConn struct {
 	remote net.Addr
 	cn     *conn
 	t      *ticket
+	// transport is StreamOptions.Transport.
+	transport string
 
 	// loop
 	in      []byte // delivered, not consumed
@@ -123,7 +128,7 @@ func (s *Server) ServeStream(st Stream, o StreamOptions) error {
 		st.Close()
 		return errors.New("loop: no event loop")
 	}
-	sc := &streamConn{srv: s, el: ls.el, st: st, remote: o.Remote, t: t}
+	sc := &streamConn{srv: s, el: ls.el, st: st, remote: o.Remote, t: t, transport: o.Transport}
 	sc.room.L = &sc.mu
 	err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		sc.start(ls, o)
@@ -421,5 +426,13 @@ func (sc *streamConn) Fd() int { return -1 }
 // HandoffLink is relay.Transported: the transport stays in this process
 // (a splice carries the plaintext to a worker).
 func (sc *streamConn) HandoffLink() (relay.Link, error) { return relay.Link{}, nil }
+
+// Transport is relay.Transporter: the access log's name for the stream.
+func (sc *streamConn) Transport() string {
+	if sc.transport == "" {
+		return "stream"
+	}
+	return sc.transport
+}
 
 var _ relay.Conn = (*streamConn)(nil)

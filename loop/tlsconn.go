@@ -234,3 +234,6 @@ func (t *tlsConn) dropBuffers() {
 // process (crypto/tls cannot hand a live session's keys to another), and
 // a worker gets the plaintext through a splice (splice.go).
 func (t *tlsConn) HandoffLink() (relay.Link, error) { return relay.Link{TLS: true}, nil }
+
+// Transport is relay.Transporter: xpra's name for TLS.
+func (t *tlsConn) Transport() string { return "ssl" }

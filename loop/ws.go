@@ -63,6 +63,18 @@ func (w *wsConn) HandoffLink() (relay.Link, error) {
 	return relay.Link{Transport: "ws", RequireMask: w.requireMask, TLS: overTLS}, nil
 }
 
+// Transport is relay.Transporter: ws, wss over TLS, or the stream's own
+// name when a stream carries the frames (xpra's quic).
+func (w *wsConn) Transport() string {
+	switch c := w.Conn.(type) {
+	case *tlsConn:
+		return "wss"
+	case relay.Transporter:
+		return c.Transport()
+	}
+	return "ws"
+}
+
 // decode moves every complete or partial data frame payload from gnet's
 // buffer into w.in, answering pings and closes. Control frames are small
 // and handled whole.

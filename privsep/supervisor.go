@@ -1,6 +1,7 @@
 package privsep
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,12 @@ type Supervisor struct {
 	// told to exit as soon as its last session ends).
 	IdleTimeout time.Duration
 	Config      WorkerConfig
-	// Output receives the workers' logs (the proxy's own log).
-	Output io.Writer
-	Log    *slog.Logger
+	// Output receives the workers' logs (the proxy's own log), in
+	// LogFormat (--log-format: "" or text, json); their access records
+	// come over the control socket and are lines of Log (privsep/access.go).
+	Output    io.Writer
+	LogFormat string
+	Log       *slog.Logger
 	// OnEnded, when set, is told that a handed-off connection ended (or
 	// was lost with its worker): the target pools release it.
 	OnEnded func(id uint64)
@@ -76,6 +80,9 @@ type Supervisor struct {
 type routed struct {
 	w    *worker0
 	pool string
+	// lost is the access record written if the worker dies with the
+	// session (its own record never comes then).
+	lost lostSession
 }
 
 // worker0 is the main process's handle on one worker process.
@@ -128,7 +135,7 @@ func (s *Supervisor) HandOff(h *relay.Handoff, acct authn.Account, client *os.Fi
 		rec.Display = route.RedactDisplay(h.Candidates[0].Display)
 	}
 	s.mu.Lock()
-	s.routes[h.ID] = routed{w: w, pool: h.Pool}
+	s.routes[h.ID] = routed{w: w, pool: h.Pool, lost: lostSession{user: h.User, peer: h.Peer, transport: h.Transport, link: h.Link, started: h.Started}}
 	if !s.NoRecords {
 		s.records[h.ID] = rec
 	}
@@ -207,7 +214,7 @@ func (s *Supervisor) start(k string, acct authn.Account) (*worker0, error) {
 		groups[i] = strconv.Itoa(g)
 	}
 	cmd := exec.Command(s.Exe, "worker", "--uid="+strconv.Itoa(acct.UID), "--gid="+strconv.Itoa(acct.GID),
-		"--groups="+strings.Join(groups, ","))
+		"--groups="+strings.Join(groups, ","), "--log-format="+cmp.Or(s.LogFormat, "text"))
 	cmd.ExtraFiles = []*os.File{child} // fd 3: ControlFD
 	cmd.Stdout, cmd.Stderr = s.Output, s.Output
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
@@ -296,6 +303,10 @@ func (s *Supervisor) watch(w *worker0) {
 			s.unroute(m.ID)
 		case "use", "failed":
 			s.tracked(w, m)
+		case "access":
+			if m.Access != nil {
+				s.access(m.Access.Bounded())
+			}
 		}
 	}
 	w.ch.close()
@@ -313,6 +324,7 @@ func (s *Supervisor) watch(w *worker0) {
 		}
 	}
 	lost := 0
+	var lostRecs []relay.AccessRecord
 	for id, r := range s.routes {
 		if r.w == w {
 			delete(s.routes, id)
@@ -321,6 +333,7 @@ func (s *Supervisor) watch(w *worker0) {
 			if s.OnEnded != nil {
 				s.OnEnded(id)
 			}
+			lostRecs = append(lostRecs, r.lost.record(id))
 		}
 	}
 	for k, rw := range s.workers {
@@ -331,6 +344,9 @@ func (s *Supervisor) watch(w *worker0) {
 	delete(s.stale, w)
 	closing := s.closed || w.retiring
 	s.mu.Unlock()
+	for _, r := range lostRecs {
+		s.access(r)
+	}
 	if w.socket != "" {
 		os.Remove(w.socket) // a killed worker leaves it behind
 	}
@@ -585,11 +601,11 @@ func (s *Supervisor) PIDs() []int {
 
 // Close stops every worker: their control sockets close, they end their
 // sessions and exit; those still running after timeout are killed.
-func (s *Supervisor) Close(timeout time.Duration) { s.CloseWith(timeout, "") }
+func (s *Supervisor) Close(timeout time.Duration) { s.CloseWith(timeout, relay.CloseShutdown, "") }
 
-// CloseWith is Close, the workers' clients told why ("": the proxy
-// stopped).
-func (s *Supervisor) CloseWith(timeout time.Duration, why string) {
+// CloseWith is Close, the workers' sessions ended for r and their
+// clients told why ("": the proxy stopped).
+func (s *Supervisor) CloseWith(timeout time.Duration, r relay.CloseReason, why string) {
 	s.mu.Lock()
 	s.init()
 	s.closed = true
@@ -602,7 +618,7 @@ func (s *Supervisor) CloseWith(timeout time.Duration, why string) {
 	}
 	s.mu.Unlock()
 	for _, w := range ws {
-		w.ch.send(&message{Op: "exit", Err: why}, nil)
+		w.ch.send(&message{Op: "exit", Err: why, Kind: r.String()}, nil)
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

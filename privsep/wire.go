@@ -22,8 +22,9 @@ import (
 // message is one control message. The main process sends config (first),
 // session (with the client's socket), stop, info, sessions, counters,
 // records and exit; a worker sends ready, reply (to Seq), ended (with its
-// counters), use and failed (where a session went: pool ID, Display,
-// Next) and shutdown.
+// counters), access (a session's access record, which the main process
+// writes in its log), use and failed (where a session went: pool ID,
+// Display, Next) and shutdown.
 type message struct {
 	Op       string         `json:"op"`
 	Seq      uint64         `json:"seq,omitempty"`
@@ -33,6 +34,8 @@ type message struct {
 	Info     []byte         `json:"info,omitempty"` // an xpra frame: ["info", dict]
 	Counters *loop.Counters `json:"counters,omitempty"`
 	Records  []relay.Record `json:"records,omitempty"`
+	// Access is an access report: one session's record.
+	Access *relay.AccessRecord `json:"access,omitempty"`
 	// Pool, Display and Next are a use or failed report: the session's
 	// pool ("" for none), the member (unredacted: the main process
 	// matches it) and, for failed, the one tried next.

@@ -162,7 +162,7 @@ func RunWorker(log *slog.Logger, started func(srv *loop.Server, cfg WorkerConfig
 	if err != nil || m.Op != "config" || m.Config == nil {
 		return fmt.Errorf("privsep: no config from the main process: %v", err)
 	}
-	w := &worker{ch: ch, cfg: *m.Config, log: log, ended: make(chan uint64, 1024), started: started}
+	w := &worker{ch: ch, cfg: *m.Config, log: log, ended: make(chan report, 1024), started: started}
 	return w.run()
 }
 
@@ -173,7 +173,7 @@ type worker struct {
 	log   *slog.Logger
 	srv   *loop.Server
 	sock  string
-	ended chan uint64
+	ended chan report
 	// started is RunWorker's hook.
 	started func(*loop.Server, WorkerConfig)
 }
@@ -189,7 +189,8 @@ func (w *worker) run() error {
 	}
 	// The main process's values, made into a Config as it makes its own
 	// (one road).
-	cfg := relay.NewConfig(w.cfg.Limits, relay.Process{Hostname: w.cfg.Hostname, UID: os.Getuid(), SocketDirs: dirs, Log: w.log})
+	cfg := relay.NewConfig(w.cfg.Limits, relay.Process{Hostname: w.cfg.Hostname, UID: os.Getuid(), SocketDirs: dirs, Log: w.log,
+		Access: w.accessRecord})
 	rcfg := &cfg
 	w.rcfg = rcfg
 	// The pools and the sessions' records are the main process's: it
@@ -253,26 +254,30 @@ func (w *worker) run() error {
 		return err
 	}
 	w.log.Info("worker ready", "socket", w.sock)
-	why, err := w.serve()
+	why, reason, err := w.serve()
 	// Tell every client why before the loops stop.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	w.srv.Shutdown(ctx, why)
+	w.srv.ShutdownFor(ctx, reason, why)
+	// The sessions' last access records are queued: let them out.
+	for i := 0; i < 100 && len(w.ended) > 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	<-errc
 	return err
 }
 
 // serve answers the main process until it closes the socket or says exit,
-// and returns what the sessions left are told.
-func (w *worker) serve() (string, error) {
+// and returns what the sessions left are told and why they end.
+func (w *worker) serve() (string, relay.CloseReason, error) {
 	const stopped = "proxy server stopped"
 	for {
 		m, f, err := w.ch.recv()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || isEOF(err) {
-				return stopped, nil
+				return stopped, relay.CloseShutdown, nil
 			}
-			return stopped, err
+			return stopped, relay.CloseShutdown, err
 		}
 		switch m.Op {
 		case "session":
@@ -297,10 +302,14 @@ func (w *worker) serve() (string, error) {
 			}()
 		case "exit":
 			w.log.Info("worker exiting at the main process's request")
+			why, reason := stopped, relay.CloseShutdown
 			if m.Err != "" {
-				return m.Err, nil // the reason its sessions end (an upgrade's drain)
+				why = m.Err // what its clients are told (an upgrade's drain)
 			}
-			return stopped, nil
+			if r, ok := relay.CloseReasonNamed(m.Kind); ok {
+				reason = r
+			}
+			return why, reason, nil
 		default:
 			if f != nil {
 				f.Close()
@@ -337,26 +346,45 @@ func (w *worker) adopt(m *message, f *os.File) {
 	}
 	if err != nil {
 		w.log.Error("cannot adopt the connection", "session", m.Handoff.ID, "err", err)
+		w.accessRecord(m.Handoff.AccessRecord(time.Now(), relay.CloseInternal, "server error: cannot relay the connection"))
 		w.sessionEnded(m.Handoff.ID)
 	}
 }
 
+// report is a session's end (id) or its access record, on its way to
+// the main process.
+type report struct {
+	id     uint64
+	access *relay.AccessRecord
+}
+
 // sessionEnded runs on a loop: it must not block.
-func (w *worker) sessionEnded(id uint64) {
+func (w *worker) sessionEnded(id uint64) { w.queue(report{id: id}) }
+
+// accessRecord is the sessions' relay.Config.Access: the main process
+// writes the record in the operator's log, in its format (text, JSON,
+// the journal), so that a root proxy's access log reads as a user's.
+func (w *worker) accessRecord(r relay.AccessRecord) { w.queue(report{access: &r}) }
+
+func (w *worker) queue(r report) {
 	select {
-	case w.ended <- id:
+	case w.ended <- r:
 	default:
-		go func() { w.ended <- id }()
+		go func() { w.ended <- r }()
 	}
 }
 
 // reportEnded tells the main process of each session's end, with the
-// worker's counters then: what it relayed stays counted after the worker
-// exits.
+// worker's counters then (what it relayed stays counted after the worker
+// exits), and passes on the access records.
 func (w *worker) reportEnded() {
-	for id := range w.ended {
-		c := w.srv.Counters()
-		if err := w.ch.send(&message{Op: "ended", ID: id, Counters: &c}, nil); err != nil {
+	for r := range w.ended {
+		m := &message{Op: "access", Access: r.access}
+		if r.access == nil {
+			c := w.srv.Counters()
+			m = &message{Op: "ended", ID: r.id, Counters: &c}
+		}
+		if err := w.ch.send(m, nil); err != nil {
 			return
 		}
 	}

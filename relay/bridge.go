@@ -127,7 +127,7 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) (err error) {
 		if r := recover(); r != nil {
 			p.s.logger().Error("bridging failed: a bug; the session ends", "user", p.s.logUser(),
 				"panic", logsafe.String(fmt.Sprint(r)), "stack", string(debug.Stack()))
-			err = fmt.Errorf("relay: bridging failed (an internal error)")
+			err = bridgeError{fmt.Errorf("relay: bridging failed (an internal error)")}
 		}
 	}()
 	b := p.bridge
@@ -193,7 +193,7 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) (err error) {
 	}
 	out, known, err := b.tr.Packet(pkt)
 	if err != nil {
-		return err
+		return bridgeError{err} // a packet that decoded but does not translate
 	}
 	if t.Is("draw") {
 		b.countDraw(pkt)
@@ -214,7 +214,10 @@ func (p *pipe) bridgeWrite(pkt frame.Packet) error {
 	}
 	bp := encodeBuffers.Get().(*[]byte)
 	out, err := p.bridge.out.AppendPacket((*bp)[:0], pkt)
-	if err == nil {
+	if err != nil {
+		// What was translated cannot be encoded for the receiver.
+		err = bridgeError{err}
+	} else {
 		err = p.write(out)
 	}
 	if cap(out) <= 1<<20 {

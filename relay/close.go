@@ -5,6 +5,7 @@ package relay
 // backpressure, and the ways the reactor ends a session.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -17,12 +18,20 @@ func (s *Session) relayError(p *pipe, err error) {
 	if s.state != stateRelay {
 		return
 	}
+	why := CloseServerError
+	if p.toServer {
+		why = CloseClientError
+	}
+	var be bridgeError
+	if errors.As(err, &be) {
+		why = CloseBridgeError
+	}
 	if p.toServer {
 		s.logger().Info("invalid packet from client", "err", err)
-		s.disconnect("protocol error", strings.TrimPrefix(err.Error(), "frame: "))
+		s.disconnect(why, "protocol error", strings.TrimPrefix(err.Error(), "frame: "))
 	} else {
 		s.logger().Warn("invalid packet from server", "err", err)
-		s.disconnect("server error", "invalid packet from the server")
+		s.disconnect(why, "server error", "invalid packet from the server")
 	}
 }
 
@@ -39,12 +48,13 @@ func (s *Session) send(p frame.Packet) {
 }
 
 // disconnect sends the client an xpra disconnect packet (or xpra's text
-// line before a hello) and ends the session; the server, if any, is told
-// the client is gone.
-func (s *Session) disconnect(reason string, extra ...string) {
+// line before a hello) and ends the session for why (its access record);
+// the server, if any, is told the client is gone.
+func (s *Session) disconnect(why CloseReason, reason string, extra ...string) {
 	if s.state == stateClosing || s.state == stateClosed {
 		return
 	}
+	s.ending(why, reason, extra...)
 	if s.state == stateRelay && s.s2c != nil && !s.s2c.finishPacket() {
 		// The client is in the middle of a packet whose rest is not
 		// here: a packet of ours would corrupt its stream. Close only.
@@ -117,6 +127,7 @@ func shutdownWrite(c Conn) {
 
 // OnClientClosed: the client's socket is gone.
 func (s *Session) OnClientClosed(err error) {
+	s.ending(CloseClientGone, "client connection lost")
 	if s.state == stateRelay {
 		s.logger().Info("client connection lost", "user", s.logUser(), "err", err)
 	}
@@ -128,6 +139,7 @@ func (s *Session) OnClientClosed(err error) {
 	}
 	s.closeServer("client connection lost")
 	s.state = stateClosed
+	s.finish(time.Now())
 }
 
 // OnServerClosed: the backend's socket is gone.
@@ -137,7 +149,7 @@ func (s *Session) OnServerClosed(err error) {
 	}
 	s.server = nil
 	s.logger().Info("server connection lost", "user", s.logUser(), "err", err)
-	s.disconnect("server shutdown", "server connection lost")
+	s.disconnect(CloseServerGone, "server shutdown", "server connection lost")
 }
 
 // Sweep enforces the timeouts and backpressure; called on the loop about
@@ -147,7 +159,11 @@ func (s *Session) Sweep(now time.Time) int {
 	case stateHello, stateChallenge, stateBusy, stateStop:
 		if now.After(s.deadline) {
 			s.logger().Info("login timeout", "user", s.logUser())
-			s.disconnect("login timeout")
+			why := CloseLoginTimeout
+			if s.authed {
+				why = CloseUnreachable // the target did not answer in time
+			}
+			s.disconnect(why, "login timeout")
 		}
 	case stateRelay:
 		if err := s.s2c.heldTooLong(now); err != nil {
@@ -157,7 +173,7 @@ func (s *Session) Sweep(now time.Time) int {
 		s.maybePing(now)
 		if s.cfg.IdleTimeout > 0 && now.Sub(s.active) > s.cfg.IdleTimeout {
 			s.logger().Info("idle timeout", "user", s.logUser())
-			s.disconnect("idle timeout")
+			s.disconnect(CloseIdleTimeout, "idle timeout")
 			break
 		}
 		if s.stalled(now) {
@@ -180,6 +196,7 @@ func (s *Session) Sweep(now time.Time) int {
 		if (drained && done && now.After(s.deadline)) || now.After(s.drainBy) {
 			s.client.Close()
 			s.state = stateClosed
+			s.finish(now)
 		}
 	}
 	return s.Buffered()
@@ -217,26 +234,27 @@ func (s *Session) overLimit() {
 	}
 	if limit, held := s.bufferLimit(), s.Buffered(); limit > 0 && held > limit {
 		s.logger().Warn("session buffer limit exceeded", "user", s.logUser(), "bytes", held)
-		s.disconnect("connection too slow", fmt.Sprintf("more than %d bytes buffered", limit))
+		s.disconnect(CloseTooSlow, "connection too slow", fmt.Sprintf("more than %d bytes buffered", limit))
 	}
 }
 
 // Shed ends the session because the proxy is over its global budget.
 func (s *Session) Shed() {
 	s.logger().Warn("global buffer budget exceeded", "user", s.logUser(), "bytes", s.Buffered())
-	s.disconnect("connection too slow", "proxy buffer budget exceeded")
+	s.disconnect(CloseShed, "connection too slow", "proxy buffer budget exceeded")
 }
 
 // Forget drops a session whose connection turned out not to speak xpra
-// (HTTP, TLS): nothing is written, the connection lives on elsewhere.
-func (s *Session) Forget() { s.state = stateClosed }
+// (HTTP, TLS): nothing is written, the connection lives on elsewhere,
+// and no access record is made for it.
+func (s *Session) Forget() { s.state, s.recorded = stateClosed, true }
 
 // Reject ends the session with a disconnect reason the client can show
 // (bad input found by the transport, such as an oversized WebSocket
 // frame).
 func (s *Session) Reject(reason string, extra ...string) {
 	s.logger().Info("connection rejected", "user", s.logUser(), "reason", reason, "detail", strings.Join(extra, " "))
-	s.disconnect(reason, extra...)
+	s.disconnect(CloseClientError, reason, extra...)
 }
 
 // Evict ends a session that has not logged in because a newer
@@ -252,7 +270,7 @@ func (s *Session) Evict(reason string, extra ...string) {
 		return
 	}
 	s.cfg.Log.Debug("evicted before login", "session", s.ID, "peer", s.peer, "state", s.state.String())
-	s.disconnect(reason, extra...)
+	s.disconnect(CloseEvicted, reason, extra...)
 	if s.state == stateClosing {
 		s.deadline = s.started // already past
 	}
@@ -262,5 +280,16 @@ func (s *Session) Evict(reason string, extra ...string) {
 // both peers why.
 func (s *Session) Stop(why string) {
 	s.logger().Info("stopping", "user", s.logUser(), "why", why)
-	s.disconnect("server shutdown", why)
+	s.disconnect(CloseStopped, "server shutdown", why)
+}
+
+// ShutDown ends the session because the proxy is stopping (xpraproxy
+// stop, a signal), telling both peers why.
+func (s *Session) ShutDown(why string) { s.End(CloseShutdown, why) }
+
+// End ends the session for reason r (the proxy stopping, an upgrade's
+// drain), telling both peers why.
+func (s *Session) End(r CloseReason, why string) {
+	s.logger().Info("stopping", "user", s.logUser(), "why", why, "reason", r.String())
+	s.disconnect(r, "server shutdown", why)
 }

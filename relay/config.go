@@ -24,6 +24,10 @@ type Config struct {
 	// Encrypted marks TLS or local links, where xor digests are allowed.
 	Encrypted bool
 	Log       *slog.Logger
+	// Access receives each session's access record when it ends, once,
+	// on the session's loop or from a failed handoff's goroutine; it
+	// must not block. nil: the record is a line of Log.
+	Access func(AccessRecord)
 	// Control answers info and stop requests about the whole proxy and
 	// its connections; nil: only this session's info.
 	Control Control
@@ -88,6 +92,9 @@ type Process struct {
 	// SocketDirs are where local sessions are found (expanded).
 	SocketDirs []string
 	Log        *slog.Logger
+	// Access receives each session's access record when it ends
+	// (docs/accesslog.md); nil: the record is a line of Log.
+	Access func(AccessRecord)
 }
 
 // NewConfig is the one way the proxy builds a Config: l normalised
@@ -102,6 +109,7 @@ func NewConfig(l Limits, p Process) Config {
 		UID:           p.UID,
 		SocketDirs:    p.SocketDirs,
 		Log:           p.Log,
+		Access:        p.Access,
 		Connects:      &ConnectLimiter{PerTarget: l.MaxTargetConnects},
 		Generations:   &Generations{},
 		StartPrograms: &XpraPrograms{Paths: l.StartXpra},

@@ -34,7 +34,7 @@ func (s *Session) authenticated() {
 		s.answer(r)
 		return
 	default:
-		s.disconnect("permission error", "invalid request: "+r)
+		s.disconnect(CloseDenied, "permission error", "invalid request: "+r)
 		return
 	}
 	var (
@@ -294,10 +294,14 @@ func (s *Session) connect(cands []route.Candidate, pool string, track PoolTracke
 			return
 		}
 		if err != nil {
+			if target.Address != "" {
+				s.target = target.String() // the access record's: the one tried last
+			}
 			s.connectFailed(err)
 			return
 		}
 		s.display, s.target = route.RedactDisplay(display), target.String()
+		s.serverGen = genOf(PeerEncoders(b.Hello))
 		s.pool = pool
 		s.c2s = &pipe{s: s, link: link, toServer: true}
 		s.s2c = &pipe{s: s, link: link}
@@ -384,15 +388,15 @@ func (s *Session) connectFailed(err error) {
 	case errors.As(err, &de) && de.Stage == disconnect.Session:
 		s.outcome("no-session")
 		s.logger().Info("no session", "user", s.logUser(), "reason", de.Message)
-		s.disconnect(de.Reason, de.Message)
+		s.disconnect(CloseNoTarget, de.Reason, de.Message)
 	case errors.As(err, &de):
 		s.outcome("unreachable")
 		s.logger().Info("target unreachable", "user", s.logUser(), "stage", de.Stage.String(), "err", err)
-		s.disconnect(de.Reason, de.Message)
+		s.disconnect(CloseUnreachable, de.Reason, de.Message)
 	default:
 		s.outcome("error")
 		s.logger().Warn("connect failed", "user", s.logUser(), "err", err)
-		s.disconnect("server error", "target unreachable")
+		s.disconnect(CloseUnreachable, "server error", "target unreachable")
 	}
 }
 
@@ -439,12 +443,12 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 			// after the handshake; a 3.1 client never does.
 			if km, ok := bridge.KeymapConfig(s.caps); ok {
 				if err := s.c2s.bridgeWrite(km); err != nil {
-					s.disconnect("server error", "cannot send the client's keymap to the server")
+					s.disconnect(CloseBridgeError, "server error", "cannot send the client's keymap to the server")
 					return
 				}
 			}
 		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", br.hello(ClientHello(b.Hello), nil)}); err != nil {
-			s.disconnect("server error", "cannot forward the server's hello")
+			s.disconnect(CloseServerError, "server error", "cannot forward the server's hello")
 			return
 		}
 	} else {
@@ -455,7 +459,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		}
 		out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
 		if err != nil {
-			s.disconnect("server error", "cannot forward the server's hello")
+			s.disconnect(CloseServerError, "server error", "cannot forward the server's hello")
 			return
 		}
 		s.client.Write(out)

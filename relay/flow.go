@@ -87,7 +87,7 @@ func (s *Session) stalled(now time.Time) bool {
 	for _, p := range [...]*pipe{s.c2s, s.s2c} {
 		if p.paused && now.UnixNano()-p.pausedAt > int64(s.cfg.StallTimeout) {
 			s.logger().Info("peer stopped reading", "user", s.logUser(), "direction", p.name(), "queued", p.dst.OutboundBuffered())
-			s.disconnect("connection too slow", fmt.Sprintf("nothing read for %s", s.cfg.StallTimeout.Round(time.Second)))
+			s.disconnect(CloseTooSlow, "connection too slow", fmt.Sprintf("nothing read for %s", s.cfg.StallTimeout.Round(time.Second)))
 			return true
 		}
 	}

@@ -33,6 +33,9 @@ type Handoff struct {
 	// Link is what the accepting process learnt of the client's
 	// transport that the worker must go on applying.
 	Link Link `json:"link"`
+	// Transport names the client's transport as the accepting process
+	// knew it, for the worker's access record ("tcp", "wss", "ssh").
+	Transport string `json:"transport,omitempty"`
 }
 
 // Link is a client's transport as a handoff carries it: what the
@@ -71,44 +74,53 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the
 		// server's hello.
-		s.disconnect("protocol error", "packet received before the server's hello")
+		s.disconnect(CloseClientError, "protocol error", "packet received before the server's hello")
 		return
 	}
 	w := frame.Writer{Encoding: s.enc}
 	hello, err := w.AppendPacket(nil, frame.Packet{"hello", s.caps})
 	if err != nil {
-		s.disconnect("server error", "cannot encode the client's hello")
+		s.disconnect(CloseInternal, "server error", "cannot encode the client's hello")
 		return
 	}
 	h := &Handoff{ID: s.ID, User: s.user, Peer: s.peer, Candidates: cands, Start: start,
-		Options: opts, Hello: hello, Started: s.started}
+		Options: opts, Hello: hello, Started: s.started, Transport: s.transport}
 	if pool != nil {
 		h.Pool = pool.Name
 	}
 	if t, ok := s.client.(Transported); ok {
 		if h.Link, err = t.HandoffLink(); err != nil {
-			s.disconnect("protocol error", err.Error())
+			s.disconnect(CloseClientError, "protocol error", err.Error())
 			return
 		}
 	}
 	s.admit()
-	s.state = stateHandedOff
+	// From here the worker writes the access record, or fail below: the
+	// loop's connection closes in Release, and that is no end here.
+	s.state, s.recorded = stateHandedOff, true
 	f, err := s.host.Release(s.client)
 	if err != nil {
 		s.logger().Warn("cannot hand the client socket over", "err", err)
-		s.state = stateBusy
-		s.disconnect("server error", "cannot relay the connection")
+		s.state, s.recorded = stateBusy, false
+		s.disconnect(CloseInternal, "server error", "cannot relay the connection")
 		return
 	}
 	enc, log := s.enc, s.logger()
 	s.login = login{}
 	handOff := func() error { return s.cfg.HandOff(h, acct, f) }
-	fail := func(err error) {
+	// The worker writes the access record of a session it took; one it
+	// could not take is recorded here, from the handoff's goroutine.
+	rec := s.accessRecord(time.Now())
+	rec.Phase = PhaseTarget
+	fail := func(why CloseReason, err error) {
 		reason, msg := "server error", "cannot relay the connection"
 		if he, ok := disconnect.Is(err, disconnect.HandOff); ok {
 			reason, msg = he.Reason, he.Message
 		}
 		log.Warn("handoff failed", "user", logsafe.String(h.User), "uid", acct.UID, "err", err)
+		rec.Reason, rec.Text = why, logsafe.String(reason+": "+msg)
+		rec.Duration = time.Since(rec.Start)
+		s.emit(rec)
 		w := frame.Writer{Encoding: enc}
 		if b, err := w.AppendPacket(nil, frame.Packet{"disconnect", reason, msg}); err == nil {
 			f.SetWriteDeadline(time.Now().Add(time.Second))
@@ -121,17 +133,17 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 		defer func() {
 			if r := recover(); r != nil {
 				log.Error("panic handing a client over", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				fail(fmt.Errorf("panic: %v", r))
+				fail(CloseInternal, fmt.Errorf("panic: %v", r))
 			}
 		}()
 		if err2 = handOff(); err2 != nil {
-			fail(err2)
+			fail(CloseInternal, err2)
 		}
 	}, func() {})
 	if !queued {
 		// The socket is ours alone now: answer from a goroutine of its
 		// own, bounded by the write deadline.
-		go fail(&disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "the proxy is too busy, try again later", Err: errors.New("work queue full")})
+		go fail(CloseBusy, &disconnect.Error{Stage: disconnect.HandOff, Reason: "server error", Message: "the proxy is too busy, try again later", Err: errors.New("work queue full")})
 	}
 }
 
@@ -144,6 +156,10 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	if h.Link != (Link{}) {
 		link := h.Link
 		s.link = &link
+	}
+	s.transport = h.Transport
+	if s.transport == "" {
+		s.transport = TransportOfLink(h.Link, s.transport)
 	}
 	var (
 		r   frame.Reader

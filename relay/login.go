@@ -23,7 +23,7 @@ func (s *Session) readHandshake(now time.Time) {
 			continue
 		}
 		if p.Type() != "hello" {
-			s.disconnect("protocol error", fmt.Sprintf("unexpected %s before authentication", p))
+			s.disconnect(CloseClientError, "protocol error", fmt.Sprintf("unexpected %s before authentication", p))
 			return
 		}
 		s.onHello(p, now)
@@ -71,6 +71,7 @@ func (s *Session) garbage(buf []byte) {
 		guess = "SSH packet"
 	}
 	s.logger().Info("invalid first bytes", "guess", guess)
+	s.ending(CloseClientError, "invalid packet format", guess)
 	s.client.Discard(len(buf))
 	s.client.Write([]byte("disconnect: invalid packet format, " + guess + "\n"))
 	s.beginClose()
@@ -84,11 +85,12 @@ func (s *Session) protocolError(err error) {
 		msg = he.Reason
 	}
 	if !s.helloSeen {
+		s.ending(CloseClientError, "invalid packet format", strings.TrimPrefix(msg, "frame: "))
 		s.client.Write([]byte("disconnect: invalid packet format, " + strings.TrimPrefix(msg, "frame: ") + "\n"))
 		s.beginClose()
 		return
 	}
-	s.disconnect("protocol error", strings.TrimPrefix(msg, "frame: "))
+	s.disconnect(CloseClientError, "protocol error", strings.TrimPrefix(msg, "frame: "))
 }
 
 // onHello handles the client's hello: requests that need no login,
@@ -100,7 +102,7 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 		caps, ok = p[1].(frame.Dict)
 	}
 	if !ok {
-		s.disconnect("protocol error", "invalid hello packet")
+		s.disconnect(CloseClientError, "protocol error", "invalid hello packet")
 		return
 	}
 	s.enc = s.reader.Header().Flags.Encoding()
@@ -108,10 +110,11 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	s.host.Progress(s, LoginHello)
 	s.claimed = ClaimedVersion(caps)
 	if _, ok := caps.Text("version"); !ok {
-		s.disconnect("version error", "remote version not available!")
+		s.disconnect(CloseClientError, "version error", "remote version not available!")
 		return
 	}
 	if request(caps) == "version" {
+		s.ending(CloseRequest, "version request")
 		s.send(frame.Packet{"hello", frame.NewDict("version", s.claimed, "xpraproxy.version", Version)})
 		s.beginClose()
 		return
@@ -120,13 +123,13 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	if s.user == "" {
 		s.user, _ = caps.Text("username")
 		if len(s.user) > MaxUsernameLength {
-			s.disconnect("authentication failed", "invalid username")
+			s.disconnect(CloseAuthFailed, "authentication failed", "invalid username")
 			return
 		}
 	}
 	if ok, wait := s.cfg.Throttle.Allow(s.source(), s.user); !ok {
 		s.outcome("throttled")
-		s.disconnect("authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
+		s.disconnect(CloseThrottled, "authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
 		return
 	}
 	if s.state == stateChallenge {
@@ -154,7 +157,7 @@ func request(caps frame.Dict) string {
 func (s *Session) nextRound() {
 	if len(s.cfg.Modules) == 0 {
 		// xpra's proxy refuses to run without authentication.
-		s.disconnect("session not found error", "no sessions found")
+		s.disconnect(CloseNoTarget, "session not found error", "no sessions found")
 		return
 	}
 	if s.module >= len(s.cfg.Modules) {
@@ -179,7 +182,7 @@ func (s *Session) sendChallenge() {
 	}
 	if err != nil {
 		s.logger().Info("cannot challenge the client", "err", err)
-		s.disconnect("authentication failed", "no supported digest")
+		s.disconnect(CloseAuthFailed, "authentication failed", "no supported digest")
 		return
 	}
 	s.challenge = ch
@@ -201,7 +204,7 @@ func (s *Session) verifyRound() {
 	if verify == nil {
 		s.cfg.Throttle.Failed(s.source(), s.user)
 		s.logger().Info("authentication failed", "user", s.logUser(), "why", "no usable challenge response")
-		s.disconnect("authentication failed")
+		s.disconnect(CloseAuthFailed, "authentication failed")
 		return
 	}
 	s.authenticate(s.cfg.Modules[s.module], verify, password)
@@ -221,20 +224,20 @@ func (s *Session) authenticate(m authn.Module, verify func([]byte) bool, passwor
 				s.outcome("auth-failed")
 				s.logger().Info("authentication failed", "user", s.logUser(), "module", m.Name(), "why", authn.Why(err), "err", err)
 				if why := authn.Why(err); why != "" {
-					s.disconnect("authentication failed", why)
+					s.disconnect(CloseAuthFailed, "authentication failed", why)
 				} else {
-					s.disconnect("authentication failed")
+					s.disconnect(CloseAuthFailed, "authentication failed")
 				}
 			} else if errors.Is(err, authn.ErrUnavailable) {
 				// The database is down or slow: say so, and do not count
 				// it against the client as a failed login.
 				s.outcome("auth-unavailable")
 				s.logger().Warn("user database unavailable", "user", s.logUser(), "module", m.Name(), "err", err)
-				s.disconnect("authentication error", "the user database is not available, try again later")
+				s.disconnect(CloseAuthError, "authentication error", "the user database is not available, try again later")
 			} else {
 				s.outcome("auth-error")
 				s.logger().Warn("authentication error", "user", s.logUser(), "module", m.Name(), "err", err)
-				s.disconnect("authentication error", "cannot access sessions")
+				s.disconnect(CloseAuthError, "authentication error", "cannot access sessions")
 			}
 			return
 		}

@@ -423,10 +423,12 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 		s := p.s
 		if p.toServer {
 			s.logger().Info("client disconnected", "user", s.logUser(), "reason", logsafe.String(disconnectText(pkt)))
+			s.ending(CloseClientGone, "client disconnected", disconnectText(pkt))
 			s.closeServer("client request")
 			s.beginClose()
 		} else {
 			s.logger().Info("server disconnected the client", "user", s.logUser(), "reason", logsafe.String(disconnectText(pkt)))
+			s.ending(CloseServerGone, "server disconnected", disconnectText(pkt))
 			s.server.Close()
 			s.server = nil
 			s.beginClose()
@@ -449,7 +451,7 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 	case "challenge":
 		// A server challenge after the hello cannot be answered by the
 		// client through us: end the session cleanly.
-		p.s.disconnect("authentication error", "the server sent a challenge while relaying")
+		p.s.disconnect(CloseServerError, "authentication error", "the server sent a challenge while relaying")
 		return nil
 	}
 	return p.writeHandled(w, pkt)

@@ -24,7 +24,7 @@ func (s *Session) answer(r string) {
 	if instance != "" {
 		n, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(instance, ":"), "proxy-"), 10, 64)
 		if err != nil || n == 0 || s.cfg.Control == nil {
-			s.disconnect("session not found error", "no proxy instance "+instance)
+			s.disconnect(CloseNoTarget, "session not found error", "no proxy instance "+instance)
 			return
 		}
 		id = n
@@ -35,25 +35,27 @@ func (s *Session) answer(r string) {
 		// other users.
 		ctl = nil
 		if id != 0 {
-			s.disconnect("permission error", "proxy instances can only be queried from a local socket")
+			s.disconnect(CloseDenied, "permission error", "proxy instances can only be queried from a local socket")
 			return
 		}
 	}
 	switch {
 	case r == "id":
 		s.send(frame.Packet{"hello", frame.NewDict("session-type", "xpraproxy", "platform", "linux", "display", s.cfg.OwnDisplay)})
+		s.ending(CloseRequest, r+" request")
 		s.beginClose()
 		return
 	case r == "info" && ctl == nil:
 		s.send(frame.Packet{"hello", s.clientInfo()})
+		s.ending(CloseRequest, r+" request")
 		s.beginClose()
 		return
 	case r == "stop" && (!s.cfg.Local || ctl == nil):
 		// xpra's STOP_PROXY_SOCKET_TYPES: local sockets only.
-		s.disconnect("permission error", "cannot stop proxy server from a remote connection")
+		s.disconnect(CloseDenied, "permission error", "cannot stop proxy server from a remote connection")
 		return
 	case (r == "reload" || r == "upgrade") && (!s.cfg.Local || ctl == nil || id != 0):
-		s.disconnect("permission error", "the proxy can only be "+strings.TrimSuffix(r, "e")+"ed from its local socket")
+		s.disconnect(CloseDenied, "permission error", "the proxy can only be "+strings.TrimSuffix(r, "e")+"ed from its local socket")
 		return
 	case r == "stop" && id == 0:
 		// xpra's protocol: a hello back, then the client's
@@ -93,17 +95,18 @@ func (s *Session) answer(r string) {
 		}
 	}, func() {
 		if fail != "" {
-			s.disconnect("server error", fail)
+			s.disconnect(CloseRequest, "server error", fail)
 			return
 		}
 		if !ok {
-			s.disconnect("session not found error", "no proxy instance "+instance)
+			s.disconnect(CloseNoTarget, "session not found error", "no proxy instance "+instance)
 			return
 		}
 		if r == "stop" {
 			s.logger().Info("proxy instance stopped by request", "instance", instance)
 		}
 		s.send(frame.Packet{"hello", info})
+		s.ending(CloseRequest, r+" request")
 		s.beginClose()
 	}, nil)
 }
@@ -119,12 +122,13 @@ func (s *Session) readStop() {
 		case "": // a chunk of a packet
 		case "shutdown-server":
 			s.logger().Warn("proxy server shutdown requested")
-			s.disconnect("server shutdown", "proxy server stopped by request")
+			s.disconnect(CloseShutdown, "server shutdown", "proxy server stopped by request")
 			s.cfg.Control.Shutdown()
 		case "disconnect":
+			s.ending(CloseRequest, "stop request", "the client disconnected")
 			s.beginClose()
 		default:
-			s.disconnect("protocol error", fmt.Sprintf("unexpected %s", p.Type()))
+			s.disconnect(CloseClientError, "protocol error", fmt.Sprintf("unexpected %s", p.Type()))
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/bridge"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/logsafe"
 )
@@ -190,6 +191,16 @@ type Session struct {
 	pool      string // the pool the target came from
 	link      *Link  // an adopted client's transport as the accepting process found it; nil otherwise
 
+	// The access record's (access.go): the transport's name, the
+	// server's generation once connected, and why the session ends,
+	// set once where it decides to (ending).
+	transport  string
+	serverGen  bridge.Gen
+	closeWhy   CloseReason
+	closePhase Phase
+	recorded   bool // the access record was written
+	closeText  string
+
 	deadline time.Time // login deadline, or the close grace end
 	drainBy  time.Time // closing: hard deadline for the queued bytes
 	active   time.Time
@@ -225,6 +236,7 @@ func NewSession(id uint64, cfg *Config, host Host, client Conn, now time.Time) *
 		s.peer = a.Network() + " " + a.String()
 		s.src = SourceOf(a)
 	}
+	s.transport = transportOf(client)
 	s.deadline = now.Add(cfg.LoginTimeout)
 	s.reader.MaxPacketSize = cfg.loginPacketSize()
 	s.reader.NoChunks = true
@@ -301,7 +313,7 @@ func (s *Session) ClientTraffic(now time.Time) {
 		if n := s.client.InboundBuffered(); n > s.heldLimit() {
 			s.logger().Info("too much data before the session started", "user", s.logUser(), "bytes", n)
 			s.client.Discard(n)
-			s.disconnect("protocol error", fmt.Sprintf("more than %d bytes sent before the session started", s.heldLimit()))
+			s.disconnect(CloseClientError, "protocol error", fmt.Sprintf("more than %d bytes sent before the session started", s.heldLimit()))
 			return
 		}
 	}
@@ -374,7 +386,7 @@ func (s *Session) offLoop(kind WorkKind, work, then, abandoned func()) {
 		}
 		if panicked != nil {
 			s.outcome("error")
-			s.disconnect("server error", "internal error, see the proxy's log")
+			s.disconnect(CloseInternal, "server error", "internal error, see the proxy's log")
 			return
 		}
 		then()
@@ -382,7 +394,7 @@ func (s *Session) offLoop(kind WorkKind, work, then, abandoned func()) {
 	if !s.host.Go(kind, guarded, done) {
 		s.outcome("busy")
 		s.logger().Warn("off-loop work queue full", "user", s.logUser(), "kind", int(kind))
-		s.disconnect("server error", "the proxy is too busy, try again later")
+		s.disconnect(CloseBusy, "server error", "the proxy is too busy, try again later")
 	}
 }
 

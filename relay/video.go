@@ -244,7 +244,7 @@ func (s *Session) videoDone(r video.Result, pkt frame.Packet) {
 	w := frame.Writer{Encoding: s.enc}
 	b, err := w.AppendPacket(nil, out)
 	if err != nil {
-		s.disconnect("server error", fmt.Sprintf("cannot re-encode a draw: %v", err))
+		s.disconnect(CloseInternal, "server error", fmt.Sprintf("cannot re-encode a draw: %v", err))
 		return
 	}
 	if err := p.write(b); err != nil {

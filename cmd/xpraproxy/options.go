@@ -38,6 +38,7 @@ type proxyOptions struct {
 	socketDirs []string
 	daemon     bool
 	logFile    string
+	logFormat  string // --log-format: text or json (accesslog.go)
 	// lim are the values sessions obey, filled by the option table's
 	// setters: an option of the sessions is a row there and a field of
 	// relay.Limits, nothing more.

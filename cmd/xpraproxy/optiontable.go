@@ -188,6 +188,8 @@ func proxyOptionTable() []option {
 		{names: []string{"daemon"}, arg: "yes|no", def: "no", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.daemon }),
 			help: "run in the background"},
 		{names: []string{"log-file"}, arg: "FILE", set: text(func(o *proxyOptions) *string { return &o.logFile }), help: "log here (default: stderr)"},
+		{names: []string{"log-format"}, arg: "text|json", def: "text", set: text(func(o *proxyOptions) *string { return &o.logFormat }, logFormats...),
+			help: "the log's format: slog's logfmt text or JSON; each session's end is one \"session ended\" line (docs/accesslog.md), structured fields when stderr is the journal"},
 		{names: []string{"idle-timeout"}, arg: "SECONDS", def: "0", set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.IdleTimeout }),
 			help: "end a relayed session with no traffic for this long (0: never)"},
 		{names: []string{"login-timeout"}, arg: "SECONDS", def: "31", set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.LoginTimeout }),

@@ -84,7 +84,10 @@ func proxyMain(args []string) int {
 		defer f.Close()
 		logOut = f
 	}
-	log := slog.New(slog.NewTextHandler(logOut, nil))
+	log, err := newLogger(o.logFormat, logOut)
+	if err != nil {
+		return fail(2, err)
+	}
 	act.log(log)
 	for _, ig := range o.ignored {
 		log.Info("xpra option has no meaning for a proxy; ignored", "option", ig)
@@ -335,6 +338,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 			PerConnection: o.workers == "connection",
 			IdleTimeout:   o.workerIdle,
 			Output:        logOut,
+			LogFormat:     o.logFormat,
 			Log:           log,
 			Config:        wcfg,
 			Pools:         pools,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/privsep"
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // upgradeReadyTimeout bounds how long the new process may take to serve.
@@ -90,9 +91,9 @@ func (c *control) drain(timeout time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if c.sup != nil {
-			c.sup.CloseWith(5*time.Second, upgradeReason)
+			c.sup.CloseWith(5*time.Second, relay.CloseUpgradeDrain, upgradeReason)
 		}
-		if err := c.srv.Shutdown(ctx, upgradeReason); err != nil {
+		if err := c.srv.ShutdownFor(ctx, relay.CloseUpgradeDrain, upgradeReason); err != nil {
 			c.log.Warn("stopping", "err", err)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xpraproxy/xpraproxy/internal/accesstest"
 	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
@@ -135,10 +136,17 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 		t.Errorf("%d of %d connections refused during the upgrade", refused.Load(), dials.Load())
 	}
 
-	// New sessions reach the new process.
-	info, _ := exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
-	if !strings.Contains(string(info), fmt.Sprintf("server.pid=%d", newPID)) {
-		t.Errorf("info after the upgrade is not the new process %d:\n%s", newPID, tail(info, 1500))
+	// New sessions reach the new process (its socket answers info once
+	// the old one has stopped accepting).
+	var info []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		info, err = exec.Command(env.bin, "info", p.display, "--socket-dir="+p.sockDir).CombinedOutput()
+		if strings.Contains(string(info), fmt.Sprintf("server.pid=%d", newPID)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("info after the upgrade is not the new process %d: %v\n%s", newPID, err, tail(info, 1500))
+		}
 	}
 	after := g.attach(t, fmt.Sprintf("tcp://moo:cow@%s/", addr))
 	pixelsMatch(t, c, after, fmt.Sprintf("sessionB on tcp://moo@%s/", addr))
@@ -163,7 +171,28 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 			t.Errorf("the old process %d exited with %v", oldPID, err)
 		}
 	case <-time.After(20 * time.Second):
+		syscall.Kill(oldPID, syscall.SIGQUIT) // its goroutines, for the failure to be read
+		time.Sleep(2 * time.Second)
+		b, _ := os.ReadFile(p.log + ".stderr")
+		t.Logf("the old process's stderr:\n%s", tail(b, 20000))
 		t.Errorf("the old process %d still runs after its drain", oldPID)
+	}
+	// The old process's access line for the drained session.
+	lines, err := accesstest.Parse([]byte(p.logText()), "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := 0
+	for _, r := range accesstest.Records(lines) {
+		if r["user"] == "foo" {
+			if r["reason"] != "upgrade-drain" || r["code"] != "UR" || !strings.Contains(r["text"], upgradeReason) {
+				t.Errorf("access line of the drained session: %v", r)
+			}
+			drained++
+		}
+	}
+	if drained != 1 {
+		t.Errorf("%d access lines for the drained session, want 1", drained)
 	}
 	if !after.running() {
 		t.Fatalf("the client of the new process exited when the old one did:\n%s", tail([]byte(after.text()), 2000))

@@ -19,6 +19,7 @@ func workerMain(args []string) int {
 	uid := fs.String("uid", "", "uid to run as")
 	gid := fs.String("gid", "", "gid to run as")
 	groups := fs.String("groups", "", "supplementary groups")
+	format := fs.String("log-format", "text", "the main process's --log-format")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -35,7 +36,12 @@ func workerMain(args []string) int {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", os.Getpid(), "uid", acct.UID)
+	h, err := newLogHandler(*format, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpraproxy worker:", err)
+		return 1
+	}
+	log := slog.New(h).With("worker", os.Getpid(), "uid", acct.UID)
 	// The same memory tuning as the main process's (memtune.go), for as
 	// long as the worker lives.
 	tune := func(srv *loop.Server, cfg privsep.WorkerConfig) { go runMemTuner(srv, cfg.BurstGCPercent, nil) }
