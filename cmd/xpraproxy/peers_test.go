@@ -518,6 +518,15 @@ func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *
 	t.Cleanup(func() { logf.Close() })
 	cmd.Stdout = io.MultiWriter(syncBuf{c.mu, c.out}, logf)
 	cmd.Stderr = cmd.Stdout
+	// The client's own children (6.x's helpers, a socket attach's
+	// subprocesses) inherit its output pipe: they die with its process
+	// group, and Wait gives up on the pipe after WaitDelay (a CI run hung
+	// six minutes in a client's Wait once).
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -541,6 +550,7 @@ func (c *client) text() string {
 
 func (c *client) stop() {
 	if c.cmd.Process != nil {
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 		c.cmd.Process.Kill()
 		<-c.waited()
 	}
