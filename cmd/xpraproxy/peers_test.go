@@ -505,6 +505,14 @@ func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *
 	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--mmap=") }) {
 		args = append(args, "--mmap=no")
 	}
+	if g.six && !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--tray=") }) {
+		// 6.5.5's tray menu reads the mmap subsystem's attribute, which a
+		// client with --mmap=no does not have: its callbacks raise
+		// AttributeError on every server setting change, and one raised
+		// while a packet is processed has killed the client ("error in
+		// network packet reading/parsing").
+		args = append(args, "--tray=no")
+	}
 	if g.six && slices.Contains(extra, "--ssl-server-verify-mode=none") {
 		args = append(args, "--ssl-check-hostname=no")
 	}
