@@ -82,9 +82,10 @@ func (s *Server) splice(cn *conn, end spliceEnd) (*os.File, error) {
 	}
 	sp := &splice{srv: s, ls: cn.ls, client: end, clientCn: cn, max: max(cn.sess.MaxBuffer(), 1<<20), id: cn.sess.ID}
 	if st := cn.sess.StallTimeout(); st > 0 {
-		// After the worker's own cut, whose reason then has drainTime to
-		// reach a client that reads again.
-		sp.stall = st + drainTime
+		// After the worker's own cut and its close (the rest of a
+		// packet in progress, 5 s; the reason's drain, 10 s), so that a
+		// client that reads again gets the reason.
+		sp.stall = st + 2*drainTime
 	}
 	sp.innerCn = &conn{role: roleSplice, sp: sp, ls: cn.ls}
 	el := cn.ls.el

@@ -19,8 +19,9 @@ package loop
 // before it was parked (parkAt and a read); the worker's relay sees its
 // client (the socketpair) not read and pauses its server in turn. A
 // destination that reads nothing at all while its source is paused ends
-// the splice after the session's stall timeout and drainTime: by then the
-// worker has ended the session with its reason, queued for the client.
+// the splice after the session's stall timeout and twice drainTime: by
+// then the worker has ended the session with its reason and given up
+// waiting for the client to read it.
 
 import (
 	"fmt"

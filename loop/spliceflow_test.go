@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/frame"
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // spliceBound is what a root proxy's supervisor may hold for one
@@ -142,5 +143,81 @@ func TestRootSpliceUploadSlowed(t *testing.T) {
 				t.Fatalf("after the upload: %v", p)
 			}
 		})
+	}
+}
+
+// As root, a client that reads nothing at all is still cut after the
+// stall timeout, by the worker's relay, with the reason: the supervisor
+// held the rest in the worker's socket, and the client that reads again
+// gets what was relayed and then the disconnect; over TLS and a stream.
+func TestRootSpliceStalledReaderCut(t *testing.T) {
+	for _, kind := range []string{"tls", "stream"} {
+		t.Run(kind, func(t *testing.T) { stalledThroughSplice(t, kind) })
+	}
+}
+
+func stalledThroughSplice(t *testing.T, kind string) {
+	fs := startFakeServer(t, "")
+	road := startRootRoadLimits(t, "tcp://"+fs.Addr()+"/", Options{SweepInterval: 10 * time.Millisecond, FullSweepEvery: 1},
+		func(l *relay.Limits) { l.StallTimeout = time.Second })
+	slow := rootSpliceClient(t, road, kind)
+	slow.send(frame.Packet{"stream", 400, 250_000})
+	var peak int64
+	start := time.Now()
+	ended := false
+	for time.Since(start) < 20*time.Second && !ended {
+		peak = max(peak, road.main.Buffered())
+		select {
+		case <-fs.Ended():
+			ended = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !ended {
+		t.Fatalf("the stalled session was never ended (peak held by the supervisor %d)", peak)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("cut after %v, before the stall timeout", d)
+	}
+	if peak > spliceBound {
+		t.Errorf("the supervisor held %d bytes (bound %d)", peak, spliceBound)
+	}
+	slow.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var last frame.Packet
+	for {
+		p, err := slow.ReadPacket()
+		if err != nil {
+			break
+		}
+		last = p
+	}
+	expectDisconnect(t, last, "connection too slow")
+	waitFor(t, "the splice to end", func() bool { return statInt(road.main.Stats(), "spliced") == 0 })
+}
+
+// A client that never reads again: after the worker has given up on its
+// reason (stall timeout, the packet's rest, its drain), the supervisor
+// ends the paused splice too, so that nothing is held for it forever.
+func TestRootSpliceNeverRead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 21 s")
+	}
+	fs := startFakeServer(t, "")
+	road := startRootRoadLimits(t, "tcp://"+fs.Addr()+"/", Options{}, func(l *relay.Limits) { l.StallTimeout = time.Second })
+	slow := rootSpliceClient(t, road, "tls")
+	slow.send(frame.Packet{"stream", 400, 250_000})
+	start := time.Now()
+	for statInt(road.main.Stats(), "spliced") != 0 {
+		if time.Since(start) > 40*time.Second {
+			t.Fatal("the splice of a client that reads nothing was never ended")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := time.Since(start); d < time.Second+2*drainTime {
+		t.Errorf("the splice ended after %v, before the worker gave up on the client", d)
+	}
+	waitFor(t, "the worker's session to end", func() bool { return road.worker.Sessions() == 0 })
+	if n := statInt(road.main.Stats(), "connections"); n != 0 {
+		t.Errorf("main process still counts %d connections", n)
 	}
 }
