@@ -128,6 +128,7 @@ func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
 	if cn == sp.innerCn {
 		sp.toClient()
 		sp.parkSoon(cn, c)
+		sp.unparked(c, "the worker")
 		return gnet.None
 	}
 	err := cn.tls.decrypt()
@@ -139,7 +140,16 @@ func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
 		return gnet.Close
 	}
 	sp.parkSoon(cn, c)
+	sp.unparked(c, "the client")
 	return gnet.None
+}
+
+// unparked bounds a paused source that could not be parked (bytes
+// queued to it, out of descriptors): gnet goes on reading it.
+func (sp *splice) unparked(c gnet.Conn, who string) {
+	if n := c.InboundBuffered(); n > sp.max {
+		sp.fail(fmt.Sprintf("%s sent more than %d bytes that could not be passed on", who, sp.max))
+	}
 }
 
 // toWorker passes the client's plaintext to the worker.
