@@ -291,6 +291,11 @@ func (s *Session) Reading() bool { return s.state == stateRelay || s.state == st
 // session (a splice) may hold too.
 func (s *Session) MaxBuffer() int { return s.cfg.MaxSessionBuffer }
 
+// StallTimeout is how long a peer may read nothing of what is queued for
+// it (--stall-timeout; 0: no limit): a splice's bound on a paused
+// direction as well.
+func (s *Session) StallTimeout() time.Duration { return s.cfg.StallTimeout }
+
 // Closed reports whether the session is over.
 func (s *Session) Closed() bool { return s.state == stateClosed }
 
