@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
+)
+
+// The real 6.x client over quic:// (WebSocket over HTTP/3, aioquic from
+// interop/xpra6.sh) through the proxy to a real 6.x server over tcp, pixel
+// for pixel; a client that verifies certificates refuses the proxy's
+// self-signed one and attaches once given it as its CA; a wrong password
+// is refused with the reason. xpra 3.1.3 has no QUIC: 6.x only. As root
+// the QUIC connection stays in the main process and the stream is spliced
+// to the worker.
+func TestQUICRealClient(t *testing.T) { testQUICRealClient(t, false) }
+
+func TestQUICRealClientAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	testQUICRealClient(t, true)
+}
+
+func testQUICRealClient(t *testing.T, root bool) {
+	g := gen6
+	a := g.srv(t, "sessionA")
+	cert, key := writeCert(t)
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+	// The same port number serves tcp and, over UDP, quic.
+	p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		"--bind-quic=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key)
+	url := func(pw string) string { return fmt.Sprintf("quic://foo:%s@127.0.0.1:%d/", pw, p.port) }
+
+	t.Run("self-signed refused", func(t *testing.T) {
+		out := g.attach(t, url("bar")).exited(t, 60*time.Second)
+		if !strings.Contains(out, "self-signed certificate") {
+			t.Errorf("a verifying client should refuse the self-signed certificate:\n%s", tail([]byte(out), 2000))
+		}
+	})
+	t.Run("with the CA", func(t *testing.T) {
+		c := g.attach(t, url("bar"), "--ssl-ca-certs="+cert)
+		pixelsMatch(t, a, c, "sessionA")
+		if !c.running() {
+			t.Fatalf("client exited:\n%s", tail([]byte(c.text()), 2000))
+		}
+		c.stop()
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		out := g.attach(t, url("wrong"), "--ssl-ca-certs="+cert).exited(t, 60*time.Second)
+		if !strings.Contains(out, "authentication failed") {
+			t.Errorf("no reason for a wrong password:\n%s", tail([]byte(out), 2000))
+		}
+	})
+	log := p.logText()
+	if strings.Contains(log, "=bar") || strings.Contains(log, "wrong") {
+		t.Errorf("a password reached the log")
+	}
+	if !strings.Contains(log, "transport=quic") {
+		t.Errorf("no quic session in the access log:\n%s", tail([]byte(log), 3000))
+	}
+	if root && !strings.Contains(log, "connection handed to worker") {
+		t.Errorf("no handoff in a root proxy's log:\n%s", tail([]byte(log), 2000))
+	}
+}
