@@ -1,0 +1,107 @@
+package xpratest
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/xpraproxy/xpraproxy/internal/xprahello"
+)
+
+// The wire behaviour of xpra 6's quic:// client (xpra/net/quic/client.py):
+// one QUIC connection, ALPN h3, an extended CONNECT (RFC 9220) with
+// :protocol websocket, sec-websocket-version 13 and
+// sec-websocket-protocol xpra on :path "/" + display, then RFC 6455
+// frames carrying xpra packets in the stream's DATA frames.
+
+// QUICConn is a QUIC connection with an HTTP/3 client on it.
+type QUICConn struct {
+	Conn   *quic.Conn
+	Client *http3.ClientConn
+}
+
+// DialQUICConn opens a QUIC connection to addr (HOST:PORT) speaking h3.
+func DialQUICConn(addr string, tlsConf *tls.Config) (*QUICConn, error) {
+	tlsConf = tlsConf.Clone()
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{MaxIdleTimeout: 30 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("xpratest: quic dial %s: %w", addr, err)
+	}
+	tr := &http3.Transport{}
+	return &QUICConn{Conn: c, Client: tr.NewClientConn(c)}, nil
+}
+
+// Connect sends the extended CONNECT xpra's client sends, with protocol
+// and subprotocol as given (xpra's: "websocket", "xpra"), and returns
+// the stream and the server's response.
+func (q *QUICConn) Connect(protocol, subprotocol, path string) (*http3.RequestStream, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	str, err := q.Client.OpenRequestStream(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("xpratest: open stream: %w", err)
+	}
+	host := q.Conn.RemoteAddr().String()
+	req := &http.Request{Method: http.MethodConnect, Proto: protocol, Host: host,
+		URL: &url.URL{Scheme: "https", Host: host, Path: path},
+		Header: http.Header{"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Protocol": {subprotocol},
+			"User-Agent": {"xpra/6.5"}}}
+	if err := str.SendRequestHeader(req); err != nil {
+		return nil, nil, fmt.Errorf("xpratest: CONNECT: %w", err)
+	}
+	str.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := str.ReadResponse()
+	str.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("xpratest: CONNECT response: %w", err)
+	}
+	return str, resp, nil
+}
+
+// DialQUIC connects as xpra 6's quic:// client to addr and returns an
+// xpra 6 client on the accepted stream; a refused CONNECT is an error
+// naming the status.
+func DialQUIC(addr string, tlsConf *tls.Config) (*Client, error) {
+	q, err := DialQUICConn(addr, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	str, resp, err := q.Connect("websocket", "xpra", "/")
+	if err != nil {
+		q.Conn.CloseWithError(0, "")
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Sec-Websocket-Protocol") != "xpra" {
+		q.Conn.CloseWithError(0, "")
+		return nil, fmt.Errorf("xpratest: CONNECT refused: %s", resp.Status)
+	}
+	conn := &quicStreamConn{RequestStream: str, q: q}
+	c := NewClient(conn, &wsStream{Conn: conn})
+	c.Writer = xprahello.Writer(xprahello.Gen6, 1)
+	return c, nil
+}
+
+// quicStreamConn is a request stream as a net.Conn; Close ends the
+// connection.
+type quicStreamConn struct {
+	*http3.RequestStream
+	q *QUICConn
+}
+
+func (s *quicStreamConn) Close() error {
+	s.RequestStream.CancelRead(0)
+	s.RequestStream.Close()
+	return s.q.Conn.CloseWithError(0, "")
+}
+func (s *quicStreamConn) LocalAddr() net.Addr  { return s.q.Conn.LocalAddr() }
+func (s *quicStreamConn) RemoteAddr() net.Addr { return s.q.Conn.RemoteAddr() }
