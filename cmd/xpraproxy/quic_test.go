@@ -64,3 +64,44 @@ func testQUICRealClient(t *testing.T, root bool) {
 		t.Errorf("no handoff in a root proxy's log:\n%s", tail([]byte(log), 2000))
 	}
 }
+
+// The proxy reaches a real 6.x server started with --bind-quic over
+// quic:// from a tcp client of its generation, pixel for pixel: the
+// server's self-signed certificate is refused unless the row gives its
+// CA (ssl-ca-certs) or turns verification off.
+func TestQUICTarget(t *testing.T) {
+	g := gen6
+	cert, key := writeCert(t)
+	qport := freePort()
+	s, err := g.startXpra("sessionQ", fmt.Sprintf("--bind-quic=127.0.0.1:%d", qport), "--ssl-cert="+cert, "--ssl-key="+key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop() })
+	quicURL := fmt.Sprintf("quic://127.0.0.1:%d/", qport)
+	db := sqliteDB(t,
+		[]string{"unverified", "pw", "nobody", "nogroup", quicURL},
+		[]string{"withca", "pw", "nobody", "nogroup", quicURL, "", "ssl-ca-certs=" + cert},
+		[]string{"noverify", "pw", "nobody", "nogroup", quicURL, "", "ssl-server-verify-mode=none"})
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+	url := func(user string) string { return fmt.Sprintf("tcp://%s:pw@127.0.0.1:%d/", user, p.port) }
+	t.Run("certificate refused", func(t *testing.T) {
+		out := g.attach(t, url("unverified")).exited(t, 60*time.Second)
+		if !strings.Contains(out, "QUIC connection to the server failed") {
+			t.Errorf("no reason for the refused certificate:\n%s", tail([]byte(out), 2000))
+		}
+	})
+	for _, user := range []string{"withca", "noverify"} {
+		t.Run(user, func(t *testing.T) {
+			c := g.attach(t, url(user))
+			pixelsMatch(t, s, c, "sessionQ")
+			if !c.running() {
+				t.Fatalf("client exited:\n%s", tail([]byte(c.text()), 2000))
+			}
+			c.stop()
+		})
+	}
+	if !strings.Contains(p.logText(), "target="+quicURL) {
+		t.Errorf("the proxy did not relay to the quic target:\n%s", tail([]byte(p.logText()), 2000))
+	}
+}
