@@ -31,16 +31,30 @@ type QUICConn struct {
 
 // DialQUICConn opens a QUIC connection to addr (HOST:PORT) speaking h3.
 func DialQUICConn(addr string, tlsConf *tls.Config) (*QUICConn, error) {
+	return DialQUICConnOn(nil, addr, tlsConf)
+}
+
+// DialQUICConnOn is DialQUICConn over tr's UDP socket (nil: a new one).
+func DialQUICConnOn(tr *quic.Transport, addr string, tlsConf *tls.Config) (*QUICConn, error) {
 	tlsConf = tlsConf.Clone()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{MaxIdleTimeout: 30 * time.Second})
+	conf := &quic.Config{MaxIdleTimeout: 30 * time.Second}
+	var c *quic.Conn
+	var err error
+	if tr == nil {
+		c, err = quic.DialAddr(ctx, addr, tlsConf, conf)
+	} else {
+		var ua *net.UDPAddr
+		if ua, err = net.ResolveUDPAddr("udp", addr); err == nil {
+			c, err = tr.Dial(ctx, ua, tlsConf, conf)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xpratest: quic dial %s: %w", addr, err)
 	}
-	tr := &http3.Transport{}
-	return &QUICConn{Conn: c, Client: tr.NewClientConn(c)}, nil
+	return &QUICConn{Conn: c, Client: (&http3.Transport{}).NewClientConn(c)}, nil
 }
 
 // Connect sends the extended CONNECT xpra's client sends, with protocol
@@ -78,6 +92,12 @@ func DialQUIC(addr string, tlsConf *tls.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return q.XpraClient()
+}
+
+// XpraClient opens xpra's WebSocket stream on q and returns an xpra 6
+// client on it; closing the client closes q.
+func (q *QUICConn) XpraClient() (*Client, error) {
 	str, resp, err := q.Connect("websocket", "xpra", "/")
 	if err != nil {
 		q.Conn.CloseWithError(0, "")
