@@ -40,7 +40,7 @@ func dialQUICBackend(cfg DialConfig, deadline time.Time) (*Backend, error) {
 	host, _, _ := net.SplitHostPort(cfg.Address)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	qs, err := dialQUICStream(ctx, cfg.Address, host, cfg.Link)
+	qs, err := dialQUICStream(ctx, nil, cfg.Address, host, cfg.Link)
 	if err != nil {
 		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "QUIC connection to the server failed", Err: err}
 	}
@@ -60,8 +60,17 @@ func dialQUICBackend(cfg DialConfig, deadline time.Time) (*Backend, error) {
 	return b, nil
 }
 
+// DialQUICStream opens xpra's quic:// WebSocket stream to address over
+// tr's UDP socket (nil: a socket of its own): a net.Conn carrying
+// WebSocket frames, whose Close ends the QUIC connection. For load
+// generators and tests; the relay's own dials use it through Dial.
+func DialQUICStream(ctx context.Context, tr *quic.Transport, address string, link *LinkOptions) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(address)
+	return dialQUICStream(ctx, tr, address, host, link)
+}
+
 // dialQUICStream opens the connection and the WebSocket stream.
-func dialQUICStream(ctx context.Context, address, host string, link *LinkOptions) (*quicStream, error) {
+func dialQUICStream(ctx context.Context, tr *quic.Transport, address, host string, link *LinkOptions) (*quicStream, error) {
 	tlsConf, err := clientTLSConfig(host, link)
 	if err != nil {
 		return nil, err
@@ -69,7 +78,15 @@ func dialQUICStream(ctx context.Context, address, host string, link *LinkOptions
 	tlsConf.MinVersion = 0 // QUIC is TLS 1.3
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	conf := backendQUICConfig
-	c, err := quic.DialAddr(ctx, address, tlsConf, &conf)
+	var c *quic.Conn
+	if tr == nil {
+		c, err = quic.DialAddr(ctx, address, tlsConf, &conf)
+	} else {
+		var ua *net.UDPAddr
+		if ua, err = net.ResolveUDPAddr("udp", address); err == nil {
+			c, err = tr.Dial(ctx, ua, tlsConf, &conf)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -29,10 +29,14 @@ type quicFronts []*quicfront.Server
 func openQUIC(srv *loop.Server, ls []loop.Listener, o *proxyOptions, log *slog.Logger) (quicFronts, error) {
 	var fronts quicFronts
 	_, logins := o.connectionCaps()
+	perSource := o.maxPerSource
+	if perSource <= 0 {
+		perSource = logins // 0: no per-address cap, as for tcp
+	}
 	for _, l := range ls {
 		f, err := quicfront.Listen(quicfront.Options{
 			Address: l.Address, TLS: l.TLS, Config: l.Config, HTML: l.HTML, Streams: srv,
-			MaxPerSource: o.maxPerSource, MaxPending: logins,
+			MaxPerSource: perSource, MaxPending: logins,
 			LoginTimeout: l.Config.LoginTimeout, Log: log,
 		})
 		if err != nil {
