@@ -19,6 +19,10 @@ import (
 // client. It runs on the request stream's goroutine (http3's).
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
+		if (r.Proto == "webtransport" || r.Proto == "webtransport-h3") && stateOf(r.Context()) != nil && s.wt != nil {
+			s.webTransport(w, r)
+			return
+		}
 		if refusal, code := checkConnect(r); refusal != "" {
 			plain(w, code, refusal)
 			return

@@ -15,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/webtransport-go"
+
 	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
+	"github.com/xpraproxy/xpraproxy/internal/xprahello"
 	"github.com/xpraproxy/xpraproxy/internal/xpratest"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -315,4 +319,78 @@ func TestQUICRetry(t *testing.T) {
 	if f.Retried.Load() == 0 {
 		t.Error("no Retry was sent")
 	}
+}
+
+// wtConn is a WebTransport stream as the net.Conn xpratest's client
+// wants.
+type wtConn struct {
+	*webtransport.Stream
+	sess *webtransport.Session
+}
+
+func (c wtConn) Close() error         { return c.sess.CloseWithError(0, "") }
+func (c wtConn) LocalAddr() net.Addr  { return c.sess.LocalAddr() }
+func (c wtConn) RemoteAddr() net.Addr { return c.sess.RemoteAddr() }
+
+// The HTML5 client's WebTransport (js/WebTransport.js): a session, one
+// bidirectional stream, raw xpra packets (rencodeplus) on it; a page of
+// another origin is refused.
+func TestQUICWebTransport(t *testing.T) {
+	f := startFront(t, Options{})
+	tc := clientTLS.Clone()
+	tc.NextProtos = []string{"h3"}
+	tr := &webtransport.Transport{TLSClientConfig: tc,
+		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true}}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, sess, err := tr.Dial(ctx, "https://"+f.addr+"/", nil)
+	if err != nil {
+		t.Fatalf("dial: %v %v", resp, err)
+	}
+	str, err := sess.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := xpratest.NewClient(wtConn{str, sess}, nil)
+	c.Writer = xprahello.Writer(xprahello.Gen6, 1)
+	if p, err := c.Login("foo", "bar", xpratest.Hello6("foo")); err != nil || p.Type() != "hello" {
+		t.Fatalf("login over WebTransport: %v %v", p, err)
+	}
+	if err := c.Ping(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.streams.Sessions(); n != 1 {
+		t.Errorf("%d sessions", n)
+	}
+	c.Close()
+	waitFor(t, "the session to end", func() bool { return f.streams.Sessions() == 0 })
+
+	resp, _, err = tr.Dial(ctx, "https://"+f.addr+"/", http.Header{"Origin": {"https://elsewhere.example"}})
+	if err == nil || resp == nil || resp.StatusCode == http.StatusOK {
+		t.Errorf("a cross-origin page was accepted: %v %v", resp, err)
+	}
+}
+
+// A WebTransport session that never opens its stream ends at the login
+// timeout, connection and all.
+func TestQUICWebTransportNoStream(t *testing.T) {
+	f := startFront(t, Options{LoginTimeout: time.Second})
+	tc := clientTLS.Clone()
+	tc.NextProtos = []string{"h3"}
+	tr := &webtransport.Transport{TLSClientConfig: tc,
+		QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true}}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, sess, err := tr.Dial(ctx, "https://"+f.addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sess.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a session without a stream is still open")
+	}
+	waitFor(t, "no pending connection", func() bool { return f.Pending() == 0 })
 }

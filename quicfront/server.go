@@ -28,6 +28,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/webtransport-go"
 
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -89,6 +90,7 @@ type Server struct {
 	own  bool // pc was opened here
 	tr   *quic.Transport
 	h3   *http3.Server
+	wt   *webtransport.Server // serves each connection: WebTransport sessions and h3's requests
 	log  *slog.Logger
 
 	mu        sync.Mutex
@@ -147,6 +149,9 @@ func Listen(o Options) (*Server, error) {
 		ReadHeaderTimeout: o.LoginTimeout,
 		Logger:            o.Log,
 	}
+	// Origins: a page of the proxy's own (same host and port); a
+	// browser elsewhere is refused as cross-site.
+	s.wt = &webtransport.Server{H3: s.h3, ReorderingTimeout: 2 * time.Second}
 	return s, nil
 }
 
@@ -165,6 +170,10 @@ func (s *Server) quicConfig() *quic.Config {
 		MaxStreamReceiveWindow:         maxStreamWindow,
 		InitialConnectionReceiveWindow: initialConnWindow,
 		MaxConnectionReceiveWindow:     maxConnWindow,
+		// WebTransport needs both (webtransport-go checks them); xpra's
+		// datagrams stay unused.
+		EnableDatagrams:                  true,
+		EnableStreamResetPartialDelivery: true,
 	}
 }
 
@@ -217,7 +226,7 @@ func (s *Server) serveConn(c *quic.Conn) {
 	go func() {
 		// It returns when the connection ends; a handler's panic is
 		// recovered by http3 and ends that request only.
-		if err := s.h3.ServeQUICConn(c); err != nil {
+		if err := s.wt.ServeQUICConn(c); err != nil {
 			s.log.Debug("quic connection ended", "remote", c.RemoteAddr().String(), "err", err)
 		}
 	}()
@@ -229,6 +238,7 @@ func (s *Server) Close() error {
 	s.closed = true
 	ln := s.ln
 	s.mu.Unlock()
+	s.wt.Close()
 	s.h3.Close()
 	if ln != nil {
 		ln.Close()
