@@ -1,7 +1,14 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,11 +76,23 @@ func testQUICRealClient(t *testing.T, root bool) {
 // quic:// from a tcp client of its generation, pixel for pixel: the
 // server's self-signed certificate is refused unless the row gives its
 // CA (ssl-ca-certs) or turns verification off.
-func TestQUICTarget(t *testing.T) {
+func TestQUICTarget(t *testing.T) { testQUICTarget(t, false) }
+
+// As root the worker of the row's account dials the quic:// target.
+func TestQUICTargetAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	testQUICTarget(t, true)
+}
+
+func testQUICTarget(t *testing.T, root bool) {
 	g := gen6
 	cert, key := writeCert(t)
 	qport := freePort()
-	s, err := g.startXpra("sessionQ", fmt.Sprintf("--bind-quic=127.0.0.1:%d", qport), "--ssl-cert="+cert, "--ssl-key="+key)
+	name := "sessionQ"
+	if root {
+		name = "sessionR"
+	}
+	s, err := g.startXpra(name, fmt.Sprintf("--bind-quic=127.0.0.1:%d", qport), "--ssl-cert="+cert, "--ssl-key="+key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +102,7 @@ func TestQUICTarget(t *testing.T) {
 		[]string{"unverified", "pw", "nobody", "nogroup", quicURL},
 		[]string{"withca", "pw", "nobody", "nogroup", quicURL, "", "ssl-ca-certs=" + cert},
 		[]string{"noverify", "pw", "nobody", "nogroup", quicURL, "", "ssl-server-verify-mode=none"})
-	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+	p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
 	url := func(user string) string { return fmt.Sprintf("tcp://%s:pw@127.0.0.1:%d/", user, p.port) }
 	t.Run("certificate refused", func(t *testing.T) {
 		out := g.attach(t, url("unverified")).exited(t, 60*time.Second)
@@ -94,7 +113,7 @@ func TestQUICTarget(t *testing.T) {
 	for _, user := range []string{"withca", "noverify"} {
 		t.Run(user, func(t *testing.T) {
 			c := g.attach(t, url(user))
-			pixelsMatch(t, s, c, "sessionQ")
+			pixelsMatch(t, s, c, name)
 			if !c.running() {
 				t.Fatalf("client exited:\n%s", tail([]byte(c.text()), 2000))
 			}
@@ -103,5 +122,66 @@ func TestQUICTarget(t *testing.T) {
 	}
 	if !strings.Contains(p.logText(), "target="+quicURL) {
 		t.Errorf("the proxy did not relay to the quic target:\n%s", tail([]byte(p.logText()), 2000))
+	}
+}
+
+// Headless Chromium's own WebTransport (a page of this project's,
+// testdata/wt/wt.html, that opens the session as xpra-html5's
+// js/WebTransport.js does and speaks bencode with a flat hello) through
+// the proxy to a real 6.x server, bridged: the proxy's challenge is
+// answered, the server's hello and its window's metadata arrive.
+// Chromium trusts the test certificate by its hash
+// (serverCertificateHashes).
+func TestWebTransportChromium(t *testing.T) {
+	b := gen6.srv(t, "sessionB")
+	cert, key := writeCert(t)
+	pemBytes, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	sum := sha256.Sum256(block.Bytes)
+	www := sharedDir(t, "wt-www")
+	page, err := os.ReadFile("testdata/wt/wt.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(www, "wt.html"), page, 0o644)
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("<a href=wt.html>wt</a>\n"), 0o644) // --html wants one
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(b)})
+	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		"--bind-quic=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key, "--html="+www)
+	w := startChromium(t)
+	w.sess("POST", "/url", map[string]any{"url": fmt.Sprintf("http://127.0.0.1:%d/wt.html?port=%d&user=foo&password=bar&hash=%s",
+		p.port, p.port, url.QueryEscape(base64.StdEncoding.EncodeToString(sum[:])))})
+	var state struct {
+		Log       []string `json:"log"`
+		Packets   []string `json:"packets"`
+		Done      bool     `json:"done"`
+		Challenge *struct {
+			Digest string `json:"digest"`
+		} `json:"challenge"`
+		Answer string `json:"answer"`
+		Reason string `json:"reason"`
+		Window *struct {
+			Title string `json:"title"`
+		} `json:"window"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		v := w.sess("POST", "/execute/sync", map[string]any{"script": "return JSON.stringify(window.wt || {})", "args": []any{}})
+		var s string
+		json.Unmarshal(v, &s)
+		json.Unmarshal([]byte(s), &state)
+		if state.Done || state.Window != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if state.Challenge == nil || state.Answer != "hello" || state.Window == nil || state.Window.Title != b.name {
+		t.Fatalf("the page over WebTransport: %+v (challenge %v, window %v)\nproxy log:\n%s", state, state.Challenge, state.Window, tail([]byte(p.logText()), 2500))
+	}
+	if log := p.logText(); !strings.Contains(log, "bridging xpra generations") {
+		t.Errorf("the session was not bridged:\n%s", tail([]byte(log), 2000))
 	}
 }
