@@ -302,6 +302,8 @@ var rootSkipped = map[string]string{
 	"silent clients":           "pre-login only; holds connections until the login timeout",
 	"pre-login cap":            "pre-login only; holds connections until the login timeout",
 	"TLS half-open handshakes": "pre-login only; waits for the handshake timeout",
+	"QUIC idle connections":    "pre-login only (QUIC ends in the main process as root too); waits for the login timeout",
+	"QUIC unfinished CONNECT":  "pre-login only (QUIC ends in the main process as root too); waits for the login timeout",
 }
 
 // TestAdversarialSuiteXpraProxy runs the same attacks against Debian's
