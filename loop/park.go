@@ -455,7 +455,7 @@ func (s *Server) unpark(f *flow, now time.Time) {
 	p, cn := f.p, f.cn
 	for i := 0; ; i++ {
 		s.deliver(cn, p, now)
-		if f.want || p.closed || !cn.sess.Relaying() {
+		if f.want || p.closed || !cn.sess.Reading() {
 			return
 		}
 		if p.InboundBuffered() == 0 {

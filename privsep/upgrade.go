@@ -166,7 +166,11 @@ func AdoptUpgrade(getenv func(string) string) (*Successor, error) {
 // renamed is f under another name (a dup; f is closed).
 func renamed(f *os.File, name string) (*os.File, error) {
 	defer f.Close()
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	old, err := fileFD(f)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.FcntlInt(uintptr(old), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

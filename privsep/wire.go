@@ -124,7 +124,11 @@ func (ch *channel) send(m *message, f *os.File) error {
 		data = data[n:]
 		var oob []byte
 		if first && f != nil {
-			oob = unix.UnixRights(int(f.Fd()))
+			fd, err := fileFD(f)
+			if err != nil {
+				return fmt.Errorf("privsep: send %s: %w", m.Op, err)
+			}
+			oob = unix.UnixRights(fd)
 		}
 		if _, _, err := ch.c.WriteMsgUnix(part, oob, nil); err != nil {
 			return fmt.Errorf("privsep: send %s: %w", m.Op, err)
@@ -238,4 +242,22 @@ func decodeInfo(b []byte) (frame.Dict, error) {
 		return nil, errors.New("privsep: info is not a dict")
 	}
 	return d, nil
+}
+
+// fileFD is f's descriptor, read without os.File.Fd: Fd puts the
+// descriptor in blocking mode, and a socket's mode belongs to its open
+// file description, which every dup and every process it was passed to
+// shares. A listening socket handed to an upgrade's successor made
+// blocking so left the old process's accept stuck in the kernel, and its
+// Close (which waits for that accept) with it.
+func fileFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return 0, err
+	}
+	return fd, nil
 }

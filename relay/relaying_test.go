@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -425,4 +426,62 @@ func TestPoolSkipsOtherGeneration(t *testing.T) {
 		t.Errorf("after skipping the 6.x member: %v (it stays live)", st)
 	}
 	p.s.Stop("done")
+}
+
+// A disconnect that comes while the client is in the middle of a packet
+// (a raw chunk cut through, its rest not arrived yet) waits for that
+// packet to end, then the client reads the reason after it; a rest that
+// never comes closes the client without one after finishTimeout.
+func TestDisconnectMidPacket(t *testing.T) {
+	srv := server(t)
+	cfg := config(users(t, srv.URL()))
+	draw := frame.Packet{"draw", 1, 0, 0, 10, 10, "rgb24", frame.Compressed{Data: bytes.Repeat([]byte{7}, 2<<20)}, 1, 40, frame.NewDict()}
+	w := frame.Writer{Encoding: frame.Rencode}
+	b, err := w.AppendPacket(nil, draw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(b) / 2 // inside the 2 MiB chunk, which is cut through
+
+	p := relaying(t, cfg)
+	p.h.Server.Feed(b[:half])
+	p.s.ServerTraffic(p.now)
+	p.s.Stop("proxy instance stopped by request")
+	if got := words(p.c.Packets(t)); got != "" {
+		t.Fatalf("the client was sent %q in the middle of a packet", got)
+	}
+	if p.s.Closed() || !p.s.Urgent() {
+		t.Fatal("the session did not wait for the packet in progress")
+	}
+	p.h.Server.Feed(b[half:])
+	p.s.ServerTraffic(p.now)
+	got := p.c.Packets(t)
+	if len(got) != 2 || got[0].Type() != "draw" || got[1].Type() != "disconnect" || !strings.Contains(words(got[1:]), "stopped by request") {
+		t.Fatalf("after the packet's rest the client got %s, want the draw then the reason", words(got))
+	}
+	if d, _ := got[0][7].([]byte); len(d) != 2<<20 {
+		t.Errorf("the draw's pixels arrived as %T of %d bytes", got[0][7], len(d))
+	}
+	p.s.Sweep(p.now.Add(time.Minute))
+	if !p.s.Closed() {
+		t.Error("not closed after the reason")
+	}
+
+	// The rest never comes: closed without a reason once the wait is over.
+	p = relaying(t, cfg)
+	p.h.Server.Feed(b[:half])
+	p.s.ServerTraffic(p.now)
+	p.s.Shed()
+	p.s.Sweep(p.now.Add(time.Second))
+	if p.s.Closed() {
+		t.Fatal("closed before the wait for the packet's rest was over")
+	}
+	p.s.Sweep(p.now.Add(10 * time.Second))
+	p.s.Sweep(p.now.Add(time.Minute))
+	if got := words(p.c.Packets(t)); strings.Contains(got, "disconnect") {
+		t.Errorf("a reason was written into the packet in progress: %s", got)
+	}
+	if !p.s.Closed() {
+		t.Error("not closed after the wait")
+	}
 }

@@ -134,9 +134,12 @@ const (
 	stateClosing
 	stateClosed
 	stateHandedOff // the client now belongs to another process
+	// stateFinish: a disconnect waits for the packet the client is in
+	// the middle of to end (close.go, finishFirst).
+	stateFinish
 )
 
-var stateNames = [...]string{"hello", "challenge", "busy", "relay", "stop", "closing", "closed", "handed-off"}
+var stateNames = [...]string{"hello", "challenge", "busy", "relay", "stop", "closing", "closed", "handed-off", "finishing"}
 
 // String names the state as info and logs show it.
 func (st state) String() string {
@@ -214,6 +217,10 @@ type Session struct {
 	serverQueue []frame.Packet
 	video       *videoState // proxy video, when this session has it
 	ping        *pinger     // the proxy's own pings, when on
+	// finish: a disconnect waiting for the client's packet in progress
+	// to end (stateFinish), and the bytes forwarded meanwhile.
+	waiting     *pendingDisconnect
+	finishBytes int
 }
 
 // videoState is a proxy-video session's frames at the encoder and how
@@ -263,7 +270,7 @@ func SourceOf(a net.Addr) string {
 // backpressure to resume, or a close to finish.
 func (s *Session) Urgent() bool {
 	switch s.state {
-	case stateClosing:
+	case stateClosing, stateFinish:
 		return true
 	case stateRelay:
 		return s.c2s.paused || s.s2c.paused
@@ -273,6 +280,11 @@ func (s *Session) Urgent() bool {
 
 // Relaying reports whether the session passes packets through.
 func (s *Session) Relaying() bool { return s.state == stateRelay }
+
+// Reading reports whether the session still consumes what its sockets
+// deliver: relaying, or finishing the packet in progress before its
+// disconnect (a paused socket must then be read again).
+func (s *Session) Reading() bool { return s.state == stateRelay || s.state == stateFinish }
 
 // MaxBuffer is the bytes the session may hold queued for a slow peer
 // (--max-session-buffer; 0: no limit): what a transport kept outside the
@@ -351,6 +363,8 @@ func (s *Session) ServerTraffic(now time.Time) {
 		if s.state == stateRelay {
 			s.pump(s.s2c)
 		}
+	} else if s.state == stateFinish {
+		s.continueFinish(now)
 	} else if s.server != nil {
 		s.server.Discard(s.server.InboundBuffered())
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xpraproxy/xpraproxy/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // The systemd protocol, with systemd's own tool: systemd-socket-activate
@@ -318,7 +319,16 @@ func TestAdoptSockets(t *testing.T) {
 	}
 	names := []string{"xpraproxy.socket", "ws", "unix", "ws", "dgram"}
 	for i, f := range files {
-		files[i] = os.NewFile(f.Fd(), names[i])
+		// A second *os.File on the same descriptor would close it twice
+		// (the first one's finalizer), and the second close could hit a
+		// descriptor another test opened meanwhile (a parallel test's
+		// process handle: "bad file descriptor" from Process.Signal).
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		files[i] = os.NewFile(uintptr(fd), names[i])
 	}
 	o, err := parseProxyArgsEnv([]string{"--bind-ssl=*:" + wildPort + ",auth=allow",
 		"--bind-unix=" + filepath.Join(dir, "varrun", "system") + ",auth=none",

@@ -64,7 +64,10 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 	dir := sharedDir(t, "upgrade")
 	bin := filepath.Join(dir, "xpraproxy")
 	installBinary(t, env.bin, bin)
-	const drain = 8 * time.Second
+	// Long enough for the steps before the drained client is looked at
+	// (a new client attached and compared: over 10 s on a loaded
+	// machine once, and the drain had already told the old one).
+	const drain = 20 * time.Second
 	p := launchProxyOn(t, root, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		fmt.Sprintf("--upgrade-drain-timeout=%d", int(drain/time.Second)))
 	oldPID := p.cmd.Process.Pid
