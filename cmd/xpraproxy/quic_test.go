@@ -129,7 +129,8 @@ func testQUICTarget(t *testing.T, root bool) {
 // testdata/wt/wt.html, that opens the session as xpra-html5's
 // js/WebTransport.js does and speaks bencode with a flat hello) through
 // the proxy to a real 6.x server, bridged: the proxy's challenge is
-// answered, the server's hello and its window's metadata arrive.
+// answered, the server's hello and its window's metadata arrive, and key
+// events the page sends reach the server's xterm.
 // Chromium trusts the test certificate by its hash
 // (serverCertificateHashes).
 func TestWebTransportChromium(t *testing.T) {
@@ -152,7 +153,7 @@ func TestWebTransportChromium(t *testing.T) {
 	p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		"--bind-quic=127.0.0.1:PORT,auth=sqlite:filename="+db, "--ssl-cert="+cert, "--ssl-key="+key, "--html="+www)
 	w := startChromium(t)
-	w.sess("POST", "/url", map[string]any{"url": fmt.Sprintf("http://127.0.0.1:%d/wt.html?port=%d&user=foo&password=bar&hash=%s",
+	w.sess("POST", "/url", map[string]any{"url": fmt.Sprintf("http://127.0.0.1:%d/wt.html?port=%d&user=foo&password=bar&keys=qwzx&hash=%s",
 		p.port, p.port, url.QueryEscape(base64.StdEncoding.EncodeToString(sum[:])))})
 	var state struct {
 		Log       []string `json:"log"`
@@ -183,5 +184,36 @@ func TestWebTransportChromium(t *testing.T) {
 	}
 	if log := p.logText(); !strings.Contains(log, "bridging xpra generations") {
 		t.Errorf("the session was not bridged:\n%s", tail([]byte(log), 2000))
+	}
+	// Key events typed by the page reach the server: the xterm shows
+	// them (its window changes; nothing else types there).
+	var sid string
+	before := filepath.Join(env.dir, "wt-before.png")
+	for i := 0; ; i++ {
+		// Looked up each time: the first look may find a namesake that
+		// cannot be captured (as in html5Session).
+		sid, err = windowID(b.display, true, b.name)
+		if err == nil && sid != "" {
+			if err = snapshot(b.display, true, sid, before); err == nil {
+				break
+			}
+		}
+		if i == 20 {
+			t.Fatalf("server window: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	w.sess("POST", "/execute/sync", map[string]any{"script": "window.wt.go = true; return 1", "args": []any{}})
+	var frac float64
+	for i := 0; i < 20 && frac == 0; i++ {
+		time.Sleep(500 * time.Millisecond)
+		after := filepath.Join(env.dir, fmt.Sprintf("wt-after-%d.png", i))
+		if snapshot(b.display, true, sid, after) == nil {
+			frac, _ = similar(before, after)
+		}
+	}
+	if frac == 0 {
+		v := w.sess("POST", "/execute/sync", map[string]any{"script": "return JSON.stringify(window.wt)", "args": []any{}})
+		t.Errorf("the keys typed over WebTransport did not change the server's xterm; page: %s", v)
 	}
 }
