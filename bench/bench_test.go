@@ -94,10 +94,10 @@ func TestWorkloads(t *testing.T) {
 }
 
 // TestTransports: the generator reaches xpraproxy over ws, ssl and wss on
-// its one port, and draws arrive intact.
+// its one port (quic on its UDP port number), and draws arrive intact.
 func TestTransports(t *testing.T) {
 	bin := buildProxy(t)
-	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS} {
+	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS, TransportQUIC} {
 		t.Run(tr, func(t *testing.T) {
 			res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadStream, Sessions: 3, Duration: 500 * time.Millisecond,
 				Size: 16 << 10, Verify: true, Binary: bin, Transport: tr})

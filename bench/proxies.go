@@ -172,6 +172,12 @@ func startProxy(kind, dir, simAddr, binary string, sessions int, auth, tlsPEM st
 			bind = "--bind-tcp=" + p.addr
 			extra = append([]string{"--tcp-auth=" + auth}, extra...)
 		}
+		for i, a := range extra {
+			if a == quicBind {
+				// The QUIC listener on the same port number, the same users.
+				extra[i] = strings.Replace(bind, "--bind-tcp=", "--bind-quic=", 1)
+			}
+		}
 		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, bind,
 			"--socket-dir=" + p.sockDir, "--daemon=no", "--max-logins-per-source=0"}, extra...)...)
 	case ProxyXpra:

@@ -217,6 +217,9 @@ func Run(cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench: xpra's 3.1.3 proxy cannot relay 6.x peers")
 	}
 	tlsPEM := ""
+	if cfg.Transport == TransportQUIC && cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
+		return nil, fmt.Errorf("bench: --transport=quic is for xpraproxy")
+	}
 	if cfg.Transport != "" && cfg.Transport != TransportTCP {
 		haTLS := cfg.Proxy == ProxyHAProxy && cfg.Transport == TransportSSL
 		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot && !haTLS {
@@ -239,6 +242,9 @@ func Run(cfg Config) (*Result, error) {
 			}
 		} else {
 			cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
+		}
+		if cfg.Transport == TransportQUIC {
+			cfg.ProxyArgs = append(cfg.ProxyArgs, quicBind)
 		}
 	}
 	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, tlsPEM, cfg.ProxyArgs)

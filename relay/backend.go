@@ -46,7 +46,7 @@ type DialConfig struct {
 	Timeout  time.Duration
 	// MaxPacketSize bounds the server's handshake packets.
 	MaxPacketSize int
-	// Link carries the TLS options of ssl:// and wss:// targets.
+	// Link carries the TLS options of ssl://, wss:// and quic:// targets.
 	Link *LinkOptions
 }
 
@@ -55,6 +55,9 @@ type DialConfig struct {
 // It blocks (up to Timeout) and runs off the event loop.
 func Dial(cfg DialConfig) (*Backend, error) {
 	deadline := time.Now().Add(cfg.Timeout)
+	if cfg.Target.Scheme == "quic" {
+		return dialQUICBackend(cfg, deadline)
+	}
 	conn, err := net.DialTimeout(cfg.Network, cfg.Address, cfg.Timeout)
 	if err != nil {
 		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "failed to connect to display", Err: err}

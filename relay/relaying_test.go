@@ -331,7 +331,7 @@ func TestPoolProbe(t *testing.T) {
 // Backends reached over ssl://, ws:// and wss:// (the session options
 // that verify, or not, the server's certificate).
 func TestBackendTransports(t *testing.T) {
-	for _, scheme := range []string{"ssl", "ws", "wss"} {
+	for _, scheme := range []string{"ssl", "ws", "wss", "quic"} {
 		t.Run(scheme, func(t *testing.T) {
 			srv, err := xpratest.StartServerOver(scheme)
 			if err != nil {
@@ -343,7 +343,11 @@ func TestBackendTransports(t *testing.T) {
 			target := srv.URL()
 			if scheme != "ws" {
 				p := newPeer(t, config(users(t, target)))
-				if got := words(p.login(xpratest.Hello("foo"), "bar")); !strings.Contains(got, "TLS handshake with the server failed") {
+				failed := "TLS handshake with the server failed"
+				if scheme == "quic" {
+					failed = "QUIC connection to the server failed"
+				}
+				if got := words(p.login(xpratest.Hello("foo"), "bar")); !strings.Contains(got, failed) {
 					t.Errorf("unverified certificate: %s", got)
 				}
 				target += "||ssl-server-verify-mode=none"

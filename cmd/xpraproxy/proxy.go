@@ -100,6 +100,7 @@ func proxyMain(args []string) int {
 		return fail(1, err)
 	}
 	ctl.args, ctl.act = args, act
+	defer ctl.quic.Close()
 	if ctl.sup != nil {
 		log.Info("running as root: each connection is relayed by a worker running as its target account",
 			"workers", o.workers)
@@ -360,12 +361,16 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	if err != nil {
 		return nil, nil, err
 	}
+	listeners, quics := splitQUIC(listeners)
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
 		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
 		WSRequireMask: o.wsRequireMask})
 	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
 	ctl.srv, ctl.log = srv, log
+	if ctl.quic, err = openQUIC(srv, quics, o, log); err != nil {
+		return nil, nil, err
+	}
 	return srv, ctl, nil
 }
 
