@@ -51,6 +51,9 @@ type flow struct {
 	want      bool    // the relay wants it not read
 	p         *parked // the stand-in, once parked
 	enrolling bool    // being handed back to gnet
+	// handing: the session is being handed to another process
+	// (handover.go): parked whatever it holds, and kept parked.
+	handing bool
 }
 
 // parked stands in for a socket that gnet no longer reads. It holds
@@ -70,6 +73,9 @@ type parked struct {
 	off           int
 	out           []byte
 	closed        bool
+	// released: gnet's connection of the socket has closed, so every
+	// byte gnet read is in held (a handover waits for it).
+	released bool
 }
 
 // errParkedClosed: the session closed the parked socket.
@@ -311,7 +317,7 @@ func (s *Server) resumeReading(ls *loopState, c relay.Conn) {
 	if g == nil {
 		return
 	}
-	if f := ls.flows[connOf(g)]; f != nil {
+	if f := ls.flows[connOf(g)]; f != nil && !f.handing {
 		f.want = false
 		holdLayers(f.cn, false)
 		s.flowSoon(ls)
@@ -395,7 +401,7 @@ func (s *Server) park(f *flow) {
 		s.dropFlow(f)
 		return
 	}
-	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget()) {
+	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget() && !f.handing) {
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.Fd()), unix.F_DUPFD_CLOEXEC, 0)
