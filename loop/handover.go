@@ -367,8 +367,14 @@ func standIn(f *os.File, held []byte) (*parked, error) {
 	}
 	local, remote := nc.LocalAddr(), nc.RemoteAddr()
 	nc.Close()
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	// Not f.Fd(), which would make the socket blocking for a moment.
+	rc, err := f.SyscallConn()
 	if err != nil {
+		return nil, fmt.Errorf("loop: a handed socket: %w", err)
+	}
+	fd := -1
+	cerr := rc.Control(func(raw uintptr) { fd, err = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0) })
+	if err = errors.Join(cerr, err); err != nil {
 		return nil, fmt.Errorf("loop: a handed socket: %w", err)
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {

@@ -51,6 +51,10 @@ type message struct {
 	Socket  string `json:"socket,omitempty"`
 	OK      bool   `json:"ok,omitempty"`
 	Err     string `json:"err,omitempty"`
+	// Live is a relaying session an upgrade hands over (upgrade.go),
+	// beside its client's socket; its server's follows in a message of
+	// its own.
+	Live *liveSession `json:"live,omitempty"`
 }
 
 // Datagrams carry at most partSize bytes after a one-byte flag (1: more
@@ -122,15 +126,36 @@ func (ch *channel) send(m *message, f *os.File) error {
 		}
 		part = append(append(part, more), data[:n]...)
 		data = data[n:]
-		var oob []byte
+		var err error
 		if first && f != nil {
-			oob = unix.UnixRights(int(f.Fd()))
+			err = withFd(f, func(fd int) error {
+				_, _, err := ch.c.WriteMsgUnix(part, unix.UnixRights(fd), nil)
+				return err
+			})
+		} else {
+			_, _, err = ch.c.WriteMsgUnix(part, nil, nil)
 		}
-		if _, _, err := ch.c.WriteMsgUnix(part, oob, nil); err != nil {
+		if err != nil {
 			return fmt.Errorf("privsep: send %s: %w", m.Op, err)
 		}
 	}
 	return nil
+}
+
+// withFd runs fn with f's descriptor without putting it in blocking mode,
+// as (*os.File).Fd would: the open file description is shared with this
+// process's own socket (a listener still accepting, whose Accept would
+// then block in the kernel and its Close wait for a connection).
+func withFd(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(p uintptr) { ferr = fn(int(p)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // recv reads one message and the descriptor that came with it, if any.

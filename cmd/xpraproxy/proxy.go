@@ -148,6 +148,14 @@ func proxyMain(args []string) int {
 			if err := succ.Ready(); err != nil {
 				log.Warn("upgrade: cannot tell the old process this one serves", "err", err)
 			}
+			adopted, refused := succ.TakeSessions(func(h *loop.HandedSession) error {
+				if ctl.sup != nil {
+					h.Close() // as root no session relays in this process
+					return errors.New("a root proxy relays in its workers")
+				}
+				return srv.Resume(h)
+			})
+			log.Info("upgrade: sessions taken over", "adopted", adopted, "refused", refused)
 		}
 	}()
 	err = srv.Run()
