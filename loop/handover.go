@@ -76,7 +76,8 @@ func (h *HandedSession) Close() {
 // within HandoverWait) stay. It returns how many went and how many
 // stayed. Safe from any goroutine but a loop.
 func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
-	out := make(chan *HandedSession, 64)
+	// Room for every session, so that a loop never waits on give.
+	out := make(chan *HandedSession, s.count.Load()+1024)
 	s.mu.Lock()
 	loops := append([]*loopState(nil), s.loopOrder...)
 	s.mu.Unlock()
@@ -85,10 +86,11 @@ func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			n := 0
 			for sess := range ls.sessions {
-				if s.startHandover(ls, sess, out) {
+				if n < cap(out)-1024 && s.startHandover(ls, sess, out) {
 					n++
 				}
 			}
+			s.handoverTick(ls)
 			started <- n
 			return nil
 		}))
@@ -120,9 +122,18 @@ func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
 	return handed, kept
 }
 
+// handing is a session being handed over, until it is sent or stays.
+type handing struct {
+	sess     *relay.Session
+	cc       *conn
+	flows    [2]*flow
+	deadline time.Time
+	out      chan<- *HandedSession
+}
+
 // startHandover begins handing sess over, if it can be: its sockets are
 // paused and parked, and once gnet wrote what it queued the session is
-// sent on out (nil: it stays). Loop only.
+// sent on out (nil: it stays), by the loop's handover ticks. Loop only.
 func (s *Server) startHandover(ls *loopState, sess *relay.Session, out chan<- *HandedSession) bool {
 	if sess.Handable() != nil {
 		return false
@@ -131,7 +142,7 @@ func (s *Server) startHandover(ls *loopState, sess *relay.Session, out chan<- *H
 	if cc == nil || sc == nil || cc.sess != sess || sc.sess != sess {
 		return false
 	}
-	flows := [2]*flow{}
+	h := &handing{sess: sess, cc: cc, deadline: time.Now().Add(HandoverWait), out: out}
 	for i, cn := range [...]*conn{cc, sc} {
 		f := ls.flows[cn]
 		if f == nil {
@@ -140,14 +151,25 @@ func (s *Server) startHandover(ls *loopState, sess *relay.Session, out chan<- *H
 		}
 		f.want, f.handing = true, true
 		holdLayers(cn, true)
-		flows[i] = f
+		h.flows[i] = f
 	}
+	if ls.handing == nil {
+		ls.handing = map[*relay.Session]*handing{}
+	}
+	ls.handing[sess] = h
 	s.flowSoon(ls)
-	deadline := time.Now().Add(HandoverWait)
-	var step func()
-	step = func() {
-		h, done, err := s.handoverStep(sess, cc, flows)
-		if err == nil && !done && time.Now().After(deadline) {
+	return true
+}
+
+// handoverTick moves every session of ls being handed over a step, and
+// comes back every handoverPoll while any is left: one timer per loop,
+// however many sessions. Loop only.
+func (s *Server) handoverTick(ls *loopState) {
+	ls.handArmed = false
+	now := time.Now()
+	for sess, h := range ls.handing {
+		hs, done, err := s.handoverStep(sess, h.cc, h.flows)
+		if err == nil && !done && now.After(h.deadline) {
 			err = errors.New("its peers did not read what was queued for them in time")
 		}
 		switch {
@@ -155,27 +177,35 @@ func (s *Server) startHandover(ls *loopState, sess *relay.Session, out chan<- *H
 			if !sess.Closed() {
 				s.log.Info("upgrade: session stays in this process", "session", sess.ID, "err", err)
 			}
-			for _, f := range flows {
+			for _, f := range h.flows {
 				f.handing, f.want = false, false
 				holdLayers(f.cn, false)
 			}
 			s.flowSoon(ls)
-			out <- nil
+			delete(ls.handing, sess)
+			h.out <- nil
 		case done:
-			out <- h
-		default:
-			time.AfterFunc(handoverPoll, func() {
-				if ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-					step()
-					return nil
-				})) != nil {
-					out <- nil // the loop is gone
-				}
-			})
+			delete(ls.handing, sess)
+			h.out <- hs
 		}
 	}
-	step()
-	return true
+	if len(ls.handing) == 0 || ls.handArmed {
+		return
+	}
+	ls.handArmed = true
+	time.AfterFunc(handoverPoll, func() {
+		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.handoverTick(ls)
+			return nil
+		}))
+		if err != nil {
+			// The loop is gone, and its sessions with it.
+			for sess, h := range ls.handing {
+				delete(ls.handing, sess)
+				h.out <- nil
+			}
+		}
+	})
 }
 
 // handableSide is the conn of a session's side when its socket can be

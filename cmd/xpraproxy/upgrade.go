@@ -41,18 +41,21 @@ func (c *control) Upgrade() (string, error) {
 	// accepts meanwhile drain here.
 	go c.srv.StopAccepting()
 	handed, kept := 0, 0
+	var took time.Duration
 	if c.sup == nil {
 		// As root the sessions relay in workers, which stay (step 1's
 		// drain); the main process relays none itself.
 		start := time.Now()
 		handed, kept = c.srv.HandOver(u.HandSession)
-		c.log.Info("upgrade: sessions handed over", "handed", handed, "kept", kept, "took", time.Since(start).Round(time.Millisecond).String())
+		took = time.Since(start)
+		c.log.Info("upgrade: sessions handed over", "handed", handed, "kept", kept, "took", took.Round(time.Millisecond).String())
 	}
 	u.Close()
 	c.log.Info("upgrade: the new process serves; this one stops accepting and drains its sessions",
 		"new-pid", u.PID, "drain-timeout", c.opts.drainTimeout)
 	go c.drain(c.opts.drainTimeout)
-	return fmt.Sprintf("new process %d serves; %d sessions handed over; process %d drains %d", u.PID, handed, os.Getpid(), kept), nil
+	return fmt.Sprintf("new process %d serves; %d sessions handed over in %.1fms; process %d drains %d",
+		u.PID, handed, float64(took.Microseconds())/1e3, os.Getpid(), kept), nil
 }
 
 func (c *control) startSuccessor() (*privsep.Upgrade, error) {
