@@ -74,20 +74,24 @@ func (h *HandedSession) Close() {
 // session give refuses comes back to this process (Resume). Sessions it
 // cannot hand (TLS, streams, proxy video, a reader too slow to catch up
 // within HandoverWait) stay. It returns how many went and how many
-// stayed. Safe from any goroutine but a loop.
+// relaying sessions stayed. Safe from any goroutine but a loop.
 func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
 	// Room for every session, so that a loop never waits on give.
 	out := make(chan *HandedSession, s.count.Load()+1024)
 	s.mu.Lock()
 	loops := append([]*loopState(nil), s.loopOrder...)
 	s.mu.Unlock()
-	started := make(chan int, len(loops))
+	type counts struct{ started, stay int }
+	started := make(chan counts, len(loops))
 	for _, ls := range loops {
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			n := 0
+			var n counts
 			for sess := range ls.sessions {
-				if n < cap(out)-1024 && s.startHandover(ls, sess, out) {
-					n++
+				switch {
+				case n.started < cap(out)-1024 && s.startHandover(ls, sess, out):
+					n.started++
+				case sess.Relaying():
+					n.stay++ // TLS, a stream, proxy video
 				}
 			}
 			s.handoverTick(ls)
@@ -95,12 +99,14 @@ func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
 			return nil
 		}))
 		if err != nil {
-			started <- 0
+			started <- counts{}
 		}
 	}
 	waiting := 0
 	for range loops {
-		waiting += <-started
+		n := <-started
+		waiting += n.started
+		kept += n.stay
 	}
 	for ; waiting > 0; waiting-- {
 		h := <-out

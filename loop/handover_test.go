@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -212,4 +215,55 @@ func dialHandoverClient(t *testing.T, addr string, overWS bool) *testClient {
 	}
 	c.SetDeadline(time.Time{})
 	return newTestClient(c, &wsStream{c: c, masked: true, r: &wsutil.Reader{Source: c, State: ws.StateClientSide}})
+}
+
+// A client on a unix socket is handed over like a tcp one; a TLS client
+// is not (crypto/tls cannot export its state): it stays and goes on.
+func TestHandOverUnixAndTLS(t *testing.T) {
+	fs := startFakeServer(t, "")
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := relay.Config{Modules: multifile(t, "foo|bar|||tcp://"+fs.Addr()+"/"), Log: quiet,
+		Limits: relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxPacketSize: 16 << 20}}
+	path := filepath.Join(t.TempDir(), "proxy.sock")
+	oldSrv := New([]Listener{{Network: "unix", Address: path, Config: &cfg}}, Options{})
+	errc := make(chan error, 1)
+	go func() { errc <- oldSrv.Run() }()
+	<-oldSrv.Ready()
+	t.Cleanup(func() { oldSrv.Stop(context.Background()); <-errc })
+	_, newSrv := startProxy(t, cfg, Options{})
+
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	cl := newTestClient(nc, nil)
+	if p := cl.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatalf("login: %v", p)
+	}
+	cl.send(frame.Packet{"stream", 20, 100_000})
+	if h, k := oldSrv.HandOver(newSrv.Resume); h != 1 || k != 0 {
+		t.Fatalf("unix: handed %d kept %d, want 1 and 0", h, k)
+	}
+	cl.Conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i := range 20 {
+		p, err := cl.ReadPacket()
+		if err != nil || p.Type() != "draw" || p[8] != int64(i) {
+			t.Fatalf("unix draw %d: %v %v", i, p.Type(), err)
+		}
+	}
+	cl.send(frame.Packet{"ping", 5, 0, "x"})
+	if p := cl.recv(t); p.Type() != "ping_echo" || newSrv.Sessions() != 1 {
+		t.Fatalf("unix after the handover: %v, %d sessions in the new server", p, newSrv.Sessions())
+	}
+
+	addr, tlsSrv := startOnePortServer(t, fs, "")
+	tc := tlsClient(t, addr, nil)
+	if p := tc.login(t, "foo", "bar"); p.Type() != "hello" {
+		t.Fatalf("tls login: %v", p)
+	}
+	if h, k := tlsSrv.HandOver(newSrv.Resume); h != 0 || k != 1 {
+		t.Fatalf("tls: handed %d kept %d, want 0 and 1", h, k)
+	}
+	bigBothWays(t, 0, tc)
 }

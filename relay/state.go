@@ -115,14 +115,18 @@ type PingState struct {
 var ErrNotHandable = errors.New("relay: session cannot be handed over")
 
 // Handable reports why the session cannot be handed over at the moment,
-// or nil when it can: it relays, over no TLS, without proxy video (whose
-// encoder state lives here), and no bridged hello is held back. Loop only.
+// or nil when it can: it relays, over no TLS and to a plain server
+// socket (no TLS bridge, no WebSocket framing: their state lives here),
+// without proxy video (whose encoder state lives here), and no bridged
+// hello is held back. Loop only.
 func (s *Session) Handable() error {
 	switch {
 	case s.state != stateRelay || s.c2s == nil || s.s2c == nil || s.server == nil:
 		return fmt.Errorf("%w: not relaying (%s)", ErrNotHandable, s.state)
 	case s.link != nil && s.link.TLS:
 		return fmt.Errorf("%w: its client link is TLS", ErrNotHandable)
+	case s.serverFramed:
+		return fmt.Errorf("%w: its server link is TLS or WebSocket", ErrNotHandable)
 	case s.video != nil || s.s2c.video || len(s.s2c.held) > 0:
 		return fmt.Errorf("%w: proxy video encodes it here", ErrNotHandable)
 	case s.s2c.bridge != nil && s.s2c.bridge.holding:

@@ -23,7 +23,8 @@ import (
 // streaming an animated window (docs/upgrade.md, step 2): a new binary
 // that cannot start is refused and the old one serves on; a good one
 // takes the listening socket without a single connection refused and
-// both live sessions; the old process exits at once; the clients go on,
+// both live sessions; a TLS session stays in the old process, which exits
+// when it ends; the clients go on,
 // the same processes, with nothing in their logs about a lost connection
 // or a reconnect, pixel for pixel; the new process writes each session's
 // one access line when it ends.
@@ -226,11 +227,14 @@ func testUpgradeLive(t *testing.T, g *generation) {
 	a, b, d := g.srv(t, "sessionA"), g.srv(t, "sessionB"), g.srv(t, "sessionD") // sessionC is killed by an earlier test
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		[]string{"wsu", "pw", "nobody", "nogroup", target(b)},
+		[]string{"tls", "pw", "nobody", "nogroup", target(d)},
 		[]string{"moo", "cow", "nobody", "nogroup", target(d)})
 	dir := sharedDir(t, "upgrade-live")
 	bin := filepath.Join(dir, "xpraproxy")
 	installBinary(t, env.bin, bin)
-	p := launchProxyOn(t, false, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+	cert, key := writeCert(t)
+	p := launchProxyOn(t, false, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		"--ssl-cert="+cert, "--ssl-key="+key)
 	oldPID := p.cmd.Process.Pid
 	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
 	upgrade := func() (string, error) {
@@ -243,6 +247,10 @@ func testUpgradeLive(t *testing.T, g *generation) {
 	wsClient := g.attach(t, fmt.Sprintf("ws://wsu:pw@%s/", addr))
 	wsTitle := fmt.Sprintf("sessionB on ws://wsu@%s/", addr)
 	pixelsMatch(t, b, wsClient, wsTitle)
+	// A TLS session cannot be handed over: it stays in the old process.
+	tlsClient := g.attach(t, fmt.Sprintf("ssl://tls:pw@%s/", addr), "--ssl-server-verify-mode=none")
+	tlsTitle := fmt.Sprintf("sessionD on ssl://tls@%s/", addr)
+	pixelsMatch(t, d, tlsClient, tlsTitle)
 
 	// A new binary that fails: refused with why, nothing changes.
 	broken := filepath.Join(dir, "broken")
@@ -295,7 +303,7 @@ func testUpgradeLive(t *testing.T, g *generation) {
 		time.Sleep(time.Second)
 		out, err = upgrade()
 	}
-	m := regexp.MustCompile(`new process (\d+) serves; (\d+) sessions handed over`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`new process (\d+) serves; (\d+) sessions handed over in [0-9.]+ms; process \d+ drains (\d+)`).FindStringSubmatch(out)
 	close(stopDial)
 	<-dialed
 	if err != nil || m == nil {
@@ -312,22 +320,11 @@ func testUpgradeLive(t *testing.T, g *generation) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
-	if m[2] != "2" {
-		t.Errorf("%s sessions handed over, want 2: %s", m[2], out)
+	if m[2] != "2" || m[3] != "1" {
+		t.Errorf("%s sessions handed over and %s kept, want 2 and 1 (TLS): %s", m[2], m[3], out)
 	}
 	if refused.Load() != 0 {
 		t.Errorf("%d of %d connections refused during the upgrade", refused.Load(), dials.Load())
-	}
-	// The old process had nothing left to drain.
-	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("the old process %d exited with %v", oldPID, err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Errorf("the old process %d still runs with no session left", oldPID)
 	}
 	for _, anim := range anims {
 		anim.Wait() // ends by its timeout
@@ -337,7 +334,7 @@ func testUpgradeLive(t *testing.T, g *generation) {
 		cl    *client
 		s     *xpraServer
 		title string
-	}{{tcpClient, a, tcpTitle}, {wsClient, b, wsTitle}} {
+	}{{tcpClient, a, tcpTitle}, {wsClient, b, wsTitle}, {tlsClient, d, tlsTitle}} {
 		if !c.cl.running() {
 			t.Fatalf("a client exited across the upgrade:\n%s", tail([]byte(c.cl.text()), 2000))
 		}
@@ -345,6 +342,21 @@ func testUpgradeLive(t *testing.T, g *generation) {
 		if l := lost.FindString(c.cl.text()); l != "" {
 			t.Errorf("the client's log says %q across the upgrade:\n%s", l, tail([]byte(c.cl.text()), 2000))
 		}
+	}
+	// The old process drains its TLS session, and exits when it ends.
+	if syscall.Kill(oldPID, 0) != nil {
+		t.Fatalf("the old process %d exited while its TLS session relays", oldPID)
+	}
+	tlsClient.stop()
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the old process %d exited with %v", oldPID, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the old process %d still runs with no session left", oldPID)
 	}
 	// New sessions reach the new process.
 	after := g.attach(t, fmt.Sprintf("tcp://moo:cow@%s/", addr))
@@ -369,11 +381,11 @@ func testUpgradeLive(t *testing.T, g *generation) {
 				t.Errorf("a drained session: %v", r)
 			}
 		}
-		if seen["foo"] == 1 && seen["wsu"] == 1 {
+		if seen["foo"] == 1 && seen["wsu"] == 1 && seen["tls"] == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("access lines per user %v, want one for foo and one for wsu", seen)
+			t.Fatalf("access lines per user %v, want one for foo, wsu and tls", seen)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
