@@ -76,56 +76,95 @@ func (h *HandedSession) Close() {
 // within HandoverWait) stay. It returns how many went and how many
 // relaying sessions stayed. Safe from any goroutine but a loop.
 func (s *Server) HandOver(give func(*HandedSession) error) (handed, kept int) {
-	// Room for every session, so that a loop never waits on give.
-	out := make(chan *HandedSession, s.count.Load()+1024)
+	// The candidates, from every loop; each is paused only when its turn
+	// comes (handoverWindow at a time), so that a session's pause is its
+	// own handover, not everyone's.
+	type candidate struct {
+		ls   *loopState
+		sess *relay.Session
+	}
 	s.mu.Lock()
 	loops := append([]*loopState(nil), s.loopOrder...)
 	s.mu.Unlock()
-	type counts struct{ started, stay int }
-	started := make(chan counts, len(loops))
+	type listed struct {
+		cands []candidate
+		stay  int
+	}
+	lists := make(chan listed, len(loops))
 	for _, ls := range loops {
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			var n counts
+			var l listed
 			for sess := range ls.sessions {
 				switch {
-				case n.started < cap(out)-1024 && s.startHandover(ls, sess, out):
-					n.started++
+				case s.handable(sess):
+					l.cands = append(l.cands, candidate{ls, sess})
 				case sess.Relaying():
-					n.stay++ // TLS, a stream, proxy video
+					l.stay++ // TLS, a stream, proxy video, a TLS or ws backend
 				}
 			}
-			s.handoverTick(ls)
-			started <- n
+			lists <- l
 			return nil
 		}))
 		if err != nil {
-			started <- counts{}
+			lists <- listed{}
 		}
 	}
-	waiting := 0
+	var cands []candidate
 	for range loops {
-		n := <-started
-		waiting += n.started
-		kept += n.stay
+		l := <-lists
+		cands = append(cands, l.cands...)
+		kept += l.stay
 	}
-	for ; waiting > 0; waiting-- {
+	out := make(chan *HandedSession, len(cands)+1)
+	next, inflight := 0, 0
+	startMore := func() {
+		for inflight < handoverWindow && next < len(cands) {
+			c := cands[next]
+			next++
+			inflight++
+			err := c.ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				if _, ok := c.ls.sessions[c.sess]; !ok || !s.startHandover(c.ls, c.sess, out) {
+					out <- nil // it ended, or can no longer be handed
+				}
+				s.handoverTick(c.ls)
+				return nil
+			}))
+			if err != nil {
+				out <- nil
+			}
+		}
+	}
+	startMore()
+	for inflight > 0 {
 		h := <-out
+		inflight--
 		if h == nil {
 			kept++
-			continue
-		}
-		if err := give(h); err != nil {
+		} else if err := give(h); err != nil {
 			s.log.Warn("upgrade: session not handed over; it stays here", "session", h.State.ID, "err", err)
 			if err := s.Resume(h); err != nil {
 				s.log.Error("upgrade: cannot take a refused session back", "session", h.State.ID, "err", err)
 				h.Close()
 			}
 			kept++
-			continue
+		} else {
+			handed++
 		}
-		handed++
+		startMore()
 	}
 	return handed, kept
+}
+
+// handoverWindow is how many sessions are being handed over at once.
+const handoverWindow = 128
+
+// handable reports whether sess can be handed over now. Loop only.
+func (s *Server) handable(sess *relay.Session) bool {
+	if sess.Handable() != nil {
+		return false
+	}
+	cc, sc := handableSide(sess.ClientConn(), true), handableSide(sess.ServerConn(), false)
+	return cc != nil && sc != nil && cc.sess == sess && sc.sess == sess
 }
 
 // handing is a session being handed over, until it is sent or stays.
@@ -141,13 +180,10 @@ type handing struct {
 // paused and parked, and once gnet wrote what it queued the session is
 // sent on out (nil: it stays), by the loop's handover ticks. Loop only.
 func (s *Server) startHandover(ls *loopState, sess *relay.Session, out chan<- *HandedSession) bool {
-	if sess.Handable() != nil {
+	if !s.handable(sess) {
 		return false
 	}
 	cc, sc := handableSide(sess.ClientConn(), true), handableSide(sess.ServerConn(), false)
-	if cc == nil || sc == nil || cc.sess != sess || sc.sess != sess {
-		return false
-	}
 	h := &handing{sess: sess, cc: cc, deadline: time.Now().Add(HandoverWait), out: out}
 	for i, cn := range [...]*conn{cc, sc} {
 		f := ls.flows[cn]
