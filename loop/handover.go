@@ -48,6 +48,10 @@ type HandedSession struct {
 	WS          *WSState            `json:"ws,omitempty"`
 	Client      *os.File            `json:"-"`
 	Server      *os.File            `json:"-"`
+	// ID is the session's id in the process that takes it (a root
+	// proxy's main process numbers its workers' sessions); 0: that
+	// process's next.
+	ID uint64 `json:"-"`
 }
 
 // WSState is a WebSocket client link's place in its frames.
@@ -415,7 +419,11 @@ func (s *Server) resumeOn(ls *loopState, cfg *relay.Config, h *HandedSession, pc
 		cc.ws.remaining, cc.ws.mask, cc.ws.masked, cc.ws.maskPos = w.Remaining, w.Mask, w.Masked, w.MaskPos
 		client = cc.ws
 	}
-	sess, err := relay.ResumeSession(s.nextID.Add(1), cfg, &host{srv: s, el: ls.el, ls: ls}, client, ps, h.State, time.Now())
+	id := h.ID
+	if id == 0 {
+		id = s.nextID.Add(1)
+	}
+	sess, err := relay.ResumeSession(id, cfg, &host{srv: s, el: ls.el, ls: ls}, client, ps, h.State, time.Now())
 	if err != nil {
 		unix.Close(pc.fd)
 		unix.Close(ps.fd)
@@ -476,3 +484,8 @@ func (s *Server) resumeConfig() *relay.Config {
 	}
 	return nil
 }
+
+// NewID is a session id of this server's numbering, for a session a
+// worker takes on its behalf (a root proxy's handed session). Safe from
+// any goroutine.
+func (s *Server) NewID() uint64 { return s.nextID.Add(1) }

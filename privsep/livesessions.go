@@ -15,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -26,6 +27,38 @@ type liveSession struct {
 	ClientBytes []byte          `json:"client_bytes,omitempty"`
 	ServerBytes []byte          `json:"server_bytes,omitempty"`
 	WS          *loop.WSState   `json:"ws,omitempty"`
+	// Account is the worker account a root proxy's session relays as.
+	Account *authn.Account `json:"account,omitempty"`
+}
+
+// encodeLive is h on the wire.
+func encodeLive(h *loop.HandedSession, acct *authn.Account) (*liveSession, error) {
+	st, err := h.State.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return &liveSession{State: st, ClientBytes: h.ClientBytes, ServerBytes: h.ServerBytes, WS: h.WS, Account: acct}, nil
+}
+
+// decodeLive is the session of l with its two sockets; it closes them
+// when l cannot be read.
+func decodeLive(l *liveSession, client, server *os.File) (*loop.HandedSession, error) {
+	if l == nil || client == nil || server == nil {
+		for _, f := range []*os.File{client, server} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		return nil, errors.New("upgrade: a session without its state or both sockets")
+	}
+	st, err := relay.DecodeState(l.State)
+	if err != nil {
+		client.Close()
+		server.Close()
+		return nil, err
+	}
+	return &loop.HandedSession{State: st, ClientBytes: l.ClientBytes, ServerBytes: l.ServerBytes, WS: l.WS,
+		Client: client, Server: server}, nil
 }
 
 // answerTimeout bounds how long the old process waits for the successor
@@ -35,19 +68,19 @@ const answerTimeout = 10 * time.Second
 // HandSession sends one live session to the successor and waits for its
 // answer; on any error the successor did not take it (and closed what it
 // got), and the caller still owns h's sockets. Not concurrently.
-func (u *Upgrade) HandSession(h *loop.HandedSession) error {
+func (u *Upgrade) HandSession(h *loop.HandedSession) error { return u.HandSessionAs(nil, h) }
+
+// HandSessionAs is HandSession for a root proxy's session, which relays
+// as acct in a worker of the new process.
+func (u *Upgrade) HandSessionAs(acct *authn.Account, h *loop.HandedSession) error {
 	if u == nil || u.ch == nil {
 		return errors.New("upgrade: no conduit to the new process")
 	}
-	st, err := h.State.Encode()
+	l, err := encodeLive(h, acct)
 	if err != nil {
 		return err
 	}
-	m := &message{Op: "session", Live: &liveSession{State: st, ClientBytes: h.ClientBytes, ServerBytes: h.ServerBytes, WS: h.WS}}
-	if err := u.ch.send(m, h.Client); err != nil {
-		return err
-	}
-	if err := u.ch.send(&message{Op: "session-server"}, h.Server); err != nil {
+	if err := u.ch.sendPair(&message{Op: "session", Live: l}, h.Client, &message{Op: "session-server"}, h.Server); err != nil {
 		return err
 	}
 	answer := make(chan *message, 1)
@@ -93,9 +126,10 @@ func (u *Upgrade) Close() {
 const maxLiveSessions = 1 << 20
 
 // TakeSessions adopts the live sessions the old process hands over with
-// resume, answering each, until it says it is done or the conduit
-// closes. resume owns the session's files whether it fails or not.
-func (s *Successor) TakeSessions(resume func(*loop.HandedSession) error) (adopted, refused int) {
+// resume (acct: the worker account of a root proxy's session, else nil),
+// answering each, until it says it is done or the conduit closes. resume
+// owns the session's files whether it fails or not.
+func (s *Successor) TakeSessions(resume func(acct *authn.Account, h *loop.HandedSession) error) (adopted, refused int) {
 	if s == nil {
 		return 0, 0
 	}
@@ -124,25 +158,17 @@ func (s *Successor) TakeSessions(resume func(*loop.HandedSession) error) (adopte
 }
 
 // takeOne reads the session's server socket and adopts the session.
-func (s *Successor) takeOne(m *message, client *os.File, resume func(*loop.HandedSession) error) error {
+func (s *Successor) takeOne(m *message, client *os.File, resume func(*authn.Account, *loop.HandedSession) error) error {
 	sm, server, err := s.ch.recv()
-	if err != nil || sm.Op != "session-server" || server == nil || client == nil || m.Live == nil {
-		for _, f := range []*os.File{client, server} {
-			if f != nil {
-				f.Close()
-			}
+	if err != nil || sm.Op != "session-server" {
+		if server != nil {
+			server.Close()
 		}
-		if err == nil {
-			err = errors.New("a session without both sockets")
-		}
-		return fmt.Errorf("upgrade: %w", err)
+		server = nil
 	}
-	st, err := relay.DecodeState(m.Live.State)
+	h, err := decodeLive(m.Live, client, server)
 	if err != nil {
-		client.Close()
-		server.Close()
 		return err
 	}
-	return resume(&loop.HandedSession{State: st, ClientBytes: m.Live.ClientBytes, ServerBytes: m.Live.ServerBytes,
-		WS: m.Live.WS, Client: client, Server: server})
+	return resume(m.Live.Account, h)
 }

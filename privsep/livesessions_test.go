@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/relay"
@@ -47,7 +48,7 @@ func TestLiveSessionsConduit(t *testing.T) {
 	got := make(chan took, 4)
 	done := make(chan [2]int, 1)
 	go func() {
-		a, r := succ.TakeSessions(func(h *loop.HandedSession) error {
+		a, r := succ.TakeSessions(func(_ *authn.Account, h *loop.HandedSession) error {
 			defer h.Close()
 			if h.State.User == "refuse-me" {
 				return errors.New("not today")

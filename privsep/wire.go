@@ -55,6 +55,9 @@ type message struct {
 	// beside its client's socket; its server's follows in a message of
 	// its own.
 	Live *liveSession `json:"live,omitempty"`
+	// Handed and Kept answer a worker's handover (rootupgrade.go).
+	Handed int `json:"handed,omitempty"`
+	Kept   int `json:"kept,omitempty"`
 }
 
 // Datagrams carry at most partSize bytes after a one-byte flag (1: more
@@ -111,12 +114,27 @@ func fileChannel(f *os.File) (*channel, error) {
 
 // send writes m, with f's descriptor attached to its first part.
 func (ch *channel) send(m *message, f *os.File) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	return ch.sendLocked(m, f)
+}
+
+// sendPair writes two messages with nothing of another sender between
+// them (a live session and its server's socket).
+func (ch *channel) sendPair(m1 *message, f1 *os.File, m2 *message, f2 *os.File) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	if err := ch.sendLocked(m1, f1); err != nil {
+		return err
+	}
+	return ch.sendLocked(m2, f2)
+}
+
+func (ch *channel) sendLocked(m *message, f *os.File) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("privsep: encode %s: %w", m.Op, err)
 	}
-	ch.wmu.Lock()
-	defer ch.wmu.Unlock()
 	for first := true; first || len(data) > 0; first = false {
 		n := min(len(data), partSize)
 		part := make([]byte, 0, n+1)

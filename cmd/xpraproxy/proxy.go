@@ -148,10 +148,15 @@ func proxyMain(args []string) int {
 			if err := succ.Ready(); err != nil {
 				log.Warn("upgrade: cannot tell the old process this one serves", "err", err)
 			}
-			adopted, refused := succ.TakeSessions(func(h *loop.HandedSession) error {
+			adopted, refused := succ.TakeSessions(func(acct *authn.Account, h *loop.HandedSession) error {
 				if ctl.sup != nil {
-					h.Close() // as root no session relays in this process
-					return errors.New("a root proxy relays in its workers")
+					// As root a session relays in its account's worker,
+					// never in this process.
+					if acct == nil {
+						h.Close()
+						return errors.New("a root proxy relays in its workers: no account")
+					}
+					return ctl.sup.Resume(*acct, srv.NewID(), h)
 				}
 				return srv.Resume(h)
 			})

@@ -4,15 +4,18 @@ package main
 // binary at this one's path with the same arguments and hand it the
 // listening sockets; once it serves, this process stops accepting, hands
 // it every relaying session it can (step 2: tcp, unix and WebSocket
-// clients, not as root), and drains the rest.
+// clients; as root, its workers' sessions), and drains the rest.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -40,16 +43,23 @@ func (c *control) Upgrade() (string, error) {
 	// request's way (drain waits for it). Logins the old process still
 	// accepts meanwhile drain here.
 	go c.srv.StopAccepting()
-	handed, kept := 0, 0
-	var took time.Duration
-	if c.sup == nil {
-		// As root the sessions relay in workers, which stay (step 1's
-		// drain); the main process relays none itself.
-		start := time.Now()
+	start := time.Now()
+	var handed, kept int
+	if c.sup != nil {
+		// As root the sessions relay in workers: each hands its own,
+		// through this process, to a worker of the same account in the
+		// new one (one at a time over the conduit).
+		var mu sync.Mutex
+		handed, kept = c.sup.HandOver(func(acct authn.Account, h *loop.HandedSession) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return u.HandSessionAs(&acct, h)
+		})
+	} else {
 		handed, kept = c.srv.HandOver(u.HandSession)
-		took = time.Since(start)
-		c.log.Info("upgrade: sessions handed over", "handed", handed, "kept", kept, "took", took.Round(time.Millisecond).String())
 	}
+	took := time.Since(start)
+	c.log.Info("upgrade: sessions handed over", "handed", handed, "kept", kept, "took", took.Round(time.Millisecond).String())
 	u.Close()
 	c.log.Info("upgrade: the new process serves; this one stops accepting and drains its sessions",
 		"new-pid", u.PID, "drain-timeout", c.opts.drainTimeout)

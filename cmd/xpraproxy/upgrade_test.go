@@ -29,13 +29,21 @@ import (
 // or a reconnect, pixel for pixel; the new process writes each session's
 // one access line when it ends.
 func TestUpgradeRealClient(t *testing.T) {
-	forEachGen(t, testUpgradeLive)
+	forEachGen(t, func(t *testing.T, g *generation) { testUpgradeLive(t, g, false) })
 }
 
-// As root, sessions relay in workers, which step 2 does not replace yet:
-// the client attached before goes on in the old process's worker, pixel
-// for pixel, until the drain timeout ends it with the reason.
+// As root the same: each old worker hands its sessions, through the old
+// and the new main process, to a new worker of the same account.
 func TestUpgradeRealClientAsRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	forEachGen(t, func(t *testing.T, g *generation) { testUpgradeLive(t, g, true) })
+}
+
+// A session that cannot be handed over (TLS: its record layer cannot
+// leave the process) goes on in the old process, pixel for pixel, until
+// the drain timeout ends it with the reason; as root, in the old
+// process's worker.
+func TestUpgradeDrainAsRoot(t *testing.T) {
 	testenv.NeedRoot(t)
 	forEachGen(t, func(t *testing.T, g *generation) { testUpgrade(t, g, true) })
 }
@@ -71,8 +79,9 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 	bin := filepath.Join(dir, "xpraproxy")
 	installBinary(t, env.bin, bin)
 	const drain = 8 * time.Second
+	cert, key := writeCert(t)
 	p := launchProxyOn(t, root, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
-		fmt.Sprintf("--upgrade-drain-timeout=%d", int(drain/time.Second)))
+		fmt.Sprintf("--upgrade-drain-timeout=%d", int(drain/time.Second)), "--ssl-cert="+cert, "--ssl-key="+key)
 	oldPID := p.cmd.Process.Pid
 	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
 	upgrade := func() (string, error) {
@@ -80,8 +89,8 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 		return string(out), err
 	}
 
-	before := g.attach(t, fmt.Sprintf("tcp://foo:bar@%s/", addr))
-	title := fmt.Sprintf("sessionA on tcp://foo@%s/", addr)
+	before := g.attach(t, fmt.Sprintf("ssl://foo:bar@%s/", addr), "--ssl-server-verify-mode=none")
+	title := fmt.Sprintf("sessionA on ssl://foo@%s/", addr)
 	pixelsMatch(t, a, before, title)
 
 	// A new binary that fails: refused with why, nothing changes.
@@ -223,7 +232,7 @@ func animation(t *testing.T) []string {
 	return frames
 }
 
-func testUpgradeLive(t *testing.T, g *generation) {
+func testUpgradeLive(t *testing.T, g *generation, root bool) {
 	a, b, d := g.srv(t, "sessionA"), g.srv(t, "sessionB"), g.srv(t, "sessionD") // sessionC is killed by an earlier test
 	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)},
 		[]string{"wsu", "pw", "nobody", "nogroup", target(b)},
@@ -233,7 +242,7 @@ func testUpgradeLive(t *testing.T, g *generation) {
 	bin := filepath.Join(dir, "xpraproxy")
 	installBinary(t, env.bin, bin)
 	cert, key := writeCert(t)
-	p := launchProxyOn(t, false, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+	p := launchProxyOn(t, root, 0, freePort(), bin, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 		"--ssl-cert="+cert, "--ssl-key="+key)
 	oldPID := p.cmd.Process.Pid
 	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
