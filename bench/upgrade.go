@@ -60,8 +60,8 @@ func upgradeDuring(cfg Config, res *Result, p *proxyProc) <-chan struct{} {
 // requestUpgrade sends xpraproxy's upgrade request on its own socket and
 // returns the reply's text.
 func requestUpgrade(p *proxyProc) (string, error) {
-	if p.kind != ProxyXpraproxy {
-		return "", fmt.Errorf("bench: an upgrade is for --proxy=%s", ProxyXpraproxy)
+	if p.kind != ProxyXpraproxy && p.kind != ProxyXpraproxyRoot {
+		return "", fmt.Errorf("bench: an upgrade is for --proxy=%s or %s", ProxyXpraproxy, ProxyXpraproxyRoot)
 	}
 	path := filepath.Join(p.sockDir, route.SocketHostname()+"-"+strings.TrimPrefix(p.display, ":"))
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
