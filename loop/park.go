@@ -55,6 +55,9 @@ type flow struct {
 	// last sign it read, and when.
 	queued  int
 	movedAt time.Time
+	// handing: the session is being handed to another process
+	// (handover.go): parked whatever it holds, and kept parked.
+	handing bool
 }
 
 // parked stands in for a socket that gnet no longer reads. It holds
@@ -74,6 +77,9 @@ type parked struct {
 	off           int
 	out           []byte
 	closed        bool
+	// released: gnet's connection of the socket has closed, so every
+	// byte gnet read is in held (a handover waits for it).
+	released bool
 }
 
 // errParkedClosed: the session closed the parked socket.
@@ -317,7 +323,7 @@ func (s *Server) resumeReading(ls *loopState, c relay.Conn) {
 	if g == nil {
 		return
 	}
-	if f := ls.flows[connOf(g)]; f != nil {
+	if f := ls.flows[connOf(g)]; f != nil && !f.handing {
 		f.want = false
 		holdLayers(f.cn, false)
 		s.flowSoon(ls)
@@ -405,7 +411,7 @@ func (s *Server) park(f *flow) {
 		s.dropFlow(f)
 		return
 	}
-	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget()) {
+	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget() && !f.handing) {
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.Fd()), unix.F_DUPFD_CLOEXEC, 0)

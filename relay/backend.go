@@ -24,6 +24,9 @@ type Backend struct {
 	Conn net.Conn
 	// WS is set for ws:// and wss:// targets: the loop frames the stream.
 	WS *WSState
+	// TLS: Conn is the plaintext end of a TLS bridge (ssl://, wss://),
+	// whose record layer lives in this process's goroutines.
+	TLS bool
 	// Hello is the server's hello and the header it came with (its
 	// encoder and compressor).
 	Hello  frame.Dict
@@ -107,6 +110,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 		b.WS = &WSState{Remaining: wc.remaining}
 	}
 	if tc != nil {
+		b.TLS = true
 		if b.Conn, err = Bridge(tc, nil); err != nil {
 			tc.Close()
 			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the TLS connection", Err: err}

@@ -416,6 +416,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		return
 	}
 	s.server = server
+	s.serverFramed = b.WS != nil || b.TLS
 	s.admit()
 	s.c2s.src, s.c2s.dst = s.client, server
 	s.s2c.src, s.s2c.dst = server, s.client

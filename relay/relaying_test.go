@@ -357,6 +357,10 @@ func TestBackendTransports(t *testing.T) {
 			if got := words(p.h.Server.Packets(t)); !strings.Contains(got, "ping 7") {
 				t.Errorf("relayed over %s: %s", scheme, got)
 			}
+			// The link's layer lives in this process: an upgrade keeps it.
+			if _, err := p.s.State(); !errors.Is(err, relay.ErrNotHandable) {
+				t.Errorf("a session to a %s target is handable: %v", scheme, err)
+			}
 		})
 	}
 }

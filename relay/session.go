@@ -193,6 +193,10 @@ type Session struct {
 	target    string
 	pool      string // the pool the target came from
 	link      *Link  // an adopted client's transport as the accepting process found it; nil otherwise
+	// serverFramed: the backend link has a layer of this process's
+	// (WebSocket framing, a TLS bridge): the session cannot be handed
+	// to another process (state.go).
+	serverFramed bool
 
 	// The access record's (access.go): the transport's name, the
 	// server's generation once connected, and why the session ends,

@@ -149,6 +149,19 @@ func proxyMain(args []string) int {
 			if err := succ.Ready(); err != nil {
 				log.Warn("upgrade: cannot tell the old process this one serves", "err", err)
 			}
+			adopted, refused := succ.TakeSessions(func(acct *authn.Account, h *loop.HandedSession) error {
+				if ctl.sup != nil {
+					// As root a session relays in its account's worker,
+					// never in this process.
+					if acct == nil {
+						h.Close()
+						return errors.New("a root proxy relays in its workers: no account")
+					}
+					return ctl.sup.Resume(*acct, srv.NewID(), h)
+				}
+				return srv.Resume(h)
+			})
+			log.Info("upgrade: sessions taken over", "adopted", adopted, "refused", refused)
 		}
 	}()
 	err = srv.Run()
