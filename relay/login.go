@@ -155,6 +155,13 @@ func request(caps frame.Dict) string {
 // nextRound authenticates with the next module: a challenge first if it
 // needs one, then the module's decision off the loop.
 func (s *Session) nextRound() {
+	if s.pre != nil {
+		// The transport authenticated the user (SSH): no challenge.
+		s.identity = s.pre.Identity
+		s.logger().Info("logged in by the transport", "user", s.logUser(), "method", s.pre.Method)
+		s.authenticated()
+		return
+	}
 	if len(s.cfg.Modules) == 0 {
 		// xpra's proxy refuses to run without authentication.
 		s.disconnect(CloseNoTarget, "session not found error", "no sessions found")

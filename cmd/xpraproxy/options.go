@@ -25,20 +25,23 @@ type bind struct {
 
 // proxyOptions are `xpraproxy proxy`'s options, named as xpra's.
 type proxyOptions struct {
-	display    string
-	binds      []bind
-	tcpAuth    []authn.Spec
-	unixAuth   []authn.Spec
-	kindAuth   map[string][]authn.Spec // --ws-auth, --wss-auth, --ssl-auth
-	sslCert    string
-	sslKey     string
-	html       string // the HTML5 client's directory ("": none)
-	auth       []authn.Spec
-	socketDir  string
-	socketDirs []string
-	daemon     bool
-	logFile    string
-	logFormat  string // --log-format: text or json (accesslog.go)
+	display  string
+	binds    []bind
+	tcpAuth  []authn.Spec
+	unixAuth []authn.Spec
+	kindAuth map[string][]authn.Spec // --ws-auth, --wss-auth, --ssl-auth, --ssh-auth
+	sslCert  string
+	sslKey   string
+	// SSH (docs/ssh.md).
+	sshUpgrade  bool     // --ssh-upgrade: tcp ports also serve SSH
+	sshHostKeys []string // --ssh-host-key files; none: generated into the state directory
+	html        string   // the HTML5 client's directory ("": none)
+	auth        []authn.Spec
+	socketDir   string
+	socketDirs  []string
+	daemon      bool
+	logFile     string
+	logFormat   string // --log-format: text or json (accesslog.go)
 	// lim are the values sessions obey, filled by the option table's
 	// setters: an option of the sessions is a row there and a field of
 	// relay.Limits, nothing more.
@@ -129,7 +132,7 @@ func parseBind(network, v string) (bind, error) {
 	parts := strings.Split(v, ",")
 	b := bind{network: network, address: parts[0], kind: network}
 	switch network {
-	case "ws", "ssl", "wss":
+	case "ws", "ssl", "wss", "ssh":
 		b.network = "tcp"
 	}
 	if b.network == "tcp" {

@@ -1,0 +1,251 @@
+// Package sshd is the SSH transport of xpra's ssh:// for the proxy:
+// golang.org/x/crypto/ssh as the server, logins through the listener's
+// authentication modules, and the exec requests of xpra's clients
+// answered as xpra's own SSH server answers them. The channel that
+// carries xpra goes to the relay through the loop's stream seam
+// (docs/ssh.md).
+package sshd
+
+import (
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/internal/logsafe"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+)
+
+// Bounds of one connection before its xpra channel.
+const (
+	// maxAuthTries: failed attempts on one connection before it is
+	// closed (OpenSSH's default); the login throttle counts them too.
+	maxAuthTries = 6
+	// maxChannels: session channels a connection may open in all (the
+	// clients' probes, then xpra's), and maxOpen at once.
+	maxChannels = 16
+	maxOpen     = 2
+)
+
+// Server is the SSH transport of one listener: a loop.SSHServer.
+type Server struct {
+	// Signers are the host keys (HostKeys).
+	Signers []ssh.Signer
+	// Modules authenticate passwords (--ssh-auth, else the listener's).
+	Modules []authn.Module
+	// Throttle counts failed logins with the xpra ones; nil: none.
+	Throttle *relay.Throttle
+	Log      *slog.Logger
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
+// conn is one SSH connection being served.
+type conn struct {
+	srv   *Server
+	hooks loop.SSHConn
+	login *login
+	sc    *ssh.ServerConn
+
+	open    atomic.Int32 // session channels open now
+	total   int          // session channels opened (the accepting goroutine's)
+	proxied atomic.Bool  // the xpra channel was handed to the relay
+}
+
+// ServeSSH runs one connection: the handshake and login within the login
+// deadline, then session channels until xpra's; it returns when the
+// connection ends.
+func (s *Server) ServeSSH(h loop.SSHConn) {
+	nc := h.Conn
+	remote := nc.RemoteAddr()
+	var once sync.Once
+	l := &login{srv: s, remote: remote, src: relay.SourceOf(remote), peer: "ssh " + remote.String(),
+		started: func() { once.Do(h.LoginStarted) }}
+	conf := &ssh.ServerConfig{
+		ServerVersion:    "SSH-2.0-xpraproxy",
+		MaxAuthTries:     maxAuthTries,
+		PasswordCallback: l.password,
+	}
+	if !needsPassword(s.Modules) && len(s.Modules) > 0 {
+		conf.NoClientAuth, conf.NoClientAuthCallback = true, l.none
+	}
+	for _, k := range s.Signers {
+		conf.AddHostKey(k)
+	}
+	nc.SetDeadline(h.Deadline)
+	sc, chans, reqs, err := ssh.NewServerConn(nc, conf)
+	if err != nil {
+		if l.keysRejected.Load() {
+			// Public keys offered and refused, and no login: one failure.
+			s.Throttle.Failed(l.src, "")
+		}
+		s.log().Debug("ssh connection ended before login", "peer", l.peer, "err", err)
+		return
+	}
+	defer sc.Close()
+	nc.SetDeadline(time.Time{})
+	c := &conn{srv: s, hooks: h, login: l, sc: sc}
+	s.log().Info("ssh login", "peer", l.peer, "user", logsafe.String(l.user), "method", l.method)
+	// Global requests (port forwarding, keepalives) are refused.
+	go ssh.DiscardRequests(reqs)
+	// The login deadline also bounds the wait for xpra's exec request.
+	timer := time.AfterFunc(time.Until(h.Deadline), func() {
+		if !c.proxied.Load() {
+			s.log().Info("ssh client sent no xpra command in time", "peer", l.peer)
+			sc.Close()
+		}
+	})
+	defer timer.Stop()
+	for nch := range chans {
+		c.newChannel(nch)
+	}
+}
+
+// newChannel accepts a session channel while the connection may open one
+// (accepting goroutine).
+func (c *conn) newChannel(nch ssh.NewChannel) {
+	switch {
+	case nch.ChannelType() != "session":
+		nch.Reject(ssh.Prohibited, "xpraproxy: only session channels (no forwarding)")
+		return
+	case c.proxied.Load():
+		nch.Reject(ssh.Prohibited, "xpraproxy: one xpra session per connection")
+		return
+	case c.total >= maxChannels || c.open.Load() >= maxOpen:
+		nch.Reject(ssh.ResourceShortage, "xpraproxy: too many channels")
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	c.total++
+	c.open.Add(1)
+	go c.session(&channel{Channel: ch, conn: c.sc, guarded: make(chan struct{})}, reqs)
+}
+
+// session answers one channel's requests: exec commands, the probes
+// answered and closed, `xpra _proxy` handed to the relay; anything else
+// (shell, pty, subsystem, agent or X11 forwarding, env) refused.
+func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
+	defer c.open.Add(-1)
+	go ch.guard()
+	for req := range reqs {
+		if req.Type != "exec" || c.proxied.Load() || ch.proxy.Load() {
+			req.Reply(false, nil)
+			continue
+		}
+		var p struct{ Command string }
+		if err := ssh.Unmarshal(req.Payload, &p); err != nil {
+			req.Reply(false, nil)
+			continue
+		}
+		e := ParseExec(p.Command)
+		req.Reply(true, nil)
+		if !e.Proxy {
+			if e.Status != 0 {
+				c.srv.log().Info("ssh command refused", "peer", c.login.peer, "command", logsafe.String(p.Command))
+			}
+			ch.answer(e)
+			continue
+		}
+		if !c.proxied.CompareAndSwap(false, true) {
+			ch.answer(refuse("one xpra session per connection"))
+			continue
+		}
+		ch.proxy.Store(true)
+		login := relay.TransportLogin{User: c.login.user, Identity: c.login.identity, Display: e.Display, Method: c.login.method}
+		if err := c.hooks.Open(ch, login); err != nil {
+			c.srv.log().Info("ssh session refused", "peer", c.login.peer, "err", err)
+			c.sc.Close()
+		}
+	}
+}
+
+// channel is a session channel; once it carries xpra, the relay's
+// stream (loop.Stream): closing it ends the connection, which had no
+// other use.
+type channel struct {
+	ssh.Channel
+	conn  *ssh.ServerConn
+	proxy atomic.Bool // xpra's channel
+
+	guarded chan struct{} // closed when guard returned; nil once Read saw it
+	head    []byte        // what guard read after the exec
+	headErr error
+}
+
+// guard reads a channel until its first byte: a client that sends data
+// before its exec request is not an xpra client (their data follows the
+// exec's reply), and the channel's window (2 MiB, x/crypto/ssh's) must
+// not fill while nothing reads it. After the exec that made it xpra's
+// channel, that byte is the stream's first (Read).
+func (ch *channel) guard() {
+	defer close(ch.guarded)
+	var b [1]byte
+	n, err := ch.Channel.Read(b[:])
+	if !ch.proxy.Load() {
+		if n > 0 {
+			// Data before the exec request.
+			ch.conn.Close()
+		}
+		return
+	}
+	ch.head, ch.headErr = append([]byte(nil), b[:n]...), err
+}
+
+// Read is the stream's: the byte guard took, then the channel.
+func (ch *channel) Read(p []byte) (int, error) {
+	// Only the stream's reader calls Read, one call at a time.
+	if ch.guarded != nil {
+		<-ch.guarded
+		ch.guarded = nil
+	}
+	if len(ch.head) > 0 || ch.headErr != nil {
+		n := copy(p, ch.head)
+		ch.head = ch.head[n:]
+		if len(ch.head) > 0 {
+			return n, nil
+		}
+		err := ch.headErr
+		ch.head, ch.headErr = nil, nil
+		return n, err
+	}
+	return ch.Channel.Read(p)
+}
+
+// Close ends the whole connection: its one xpra session is over.
+func (ch *channel) Close() error {
+	ch.Channel.Close()
+	return ch.conn.Close()
+}
+
+// answer sends a command's output and exit status, then closes the
+// channel as a finished command's.
+func (ch *channel) answer(e Exec) {
+	if e.Stdout != "" {
+		ch.Channel.Write([]byte(e.Stdout))
+	}
+	if e.Stderr != "" {
+		ch.Channel.Stderr().Write([]byte(e.Stderr))
+	}
+	ch.Channel.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{e.Status}))
+	ch.Channel.CloseWrite()
+	ch.Channel.Close()
+}
+
+var (
+	_ loop.SSHServer = (*Server)(nil)
+	_ loop.Stream    = (*channel)(nil)
+	_ io.Reader      = (*channel)(nil)
+)
