@@ -45,9 +45,10 @@ type SSHConn struct {
 	// that have not. Safe from any goroutine.
 	LoginStarted func()
 	// Open serves the channel that carries the client's xpra stream
-	// (`xpra _proxy`), with the login the SSH server did: once per
-	// connection. An error means it was refused (the stream is closed).
-	Open func(st Stream, login relay.TransportLogin) error
+	// (`xpra _proxy`), with the login the SSH server did (nil: none,
+	// the xpra challenge logs the client in): once per connection. An
+	// error means it was refused (the stream is closed).
+	Open func(st Stream, login *relay.TransportLogin) error
 }
 
 // sshState is an SSH connection's, once it left the loop: what an
@@ -139,12 +140,12 @@ func (s *Server) serveSSH(l *Listener, nc net.Conn, t *ticket) {
 		Conn:         nc,
 		Deadline:     time.Now().Add(l.Config.LoginTimeout),
 		LoginStarted: func() { t.progress(stageHello) },
-		Open: func(st Stream, login relay.TransportLogin) error {
+		Open: func(st Stream, login *relay.TransportLogin) error {
 			if !handed.CompareAndSwap(false, true) {
 				st.Close()
 				return fmt.Errorf("loop: ssh: a second xpra channel")
 			}
-			return s.serveStream(st, StreamOptions{Remote: remote, Config: l.sshConfig, Transport: "ssh", Login: &login}, t)
+			return s.serveStream(st, StreamOptions{Remote: remote, Config: l.sshConfig, Transport: "ssh", Login: login}, t)
 		},
 	})
 }

@@ -1,6 +1,11 @@
 package relay
 
-import "github.com/xpraproxy/xpraproxy/authn"
+import (
+	"time"
+
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/frame"
+)
 
 // TransportLogin is a login the client's transport already did: an SSH
 // connection authenticated its user with the listener's modules (or a
@@ -41,4 +46,19 @@ func (s *Session) requested() string {
 		return s.pre.Display
 	}
 	return ""
+}
+
+// fakeChallenge challenges a client its transport logged in, as xpra's
+// send_fake_challenge: 3.1's client that has a password (the ssh:// URL's)
+// sends its full hello only in answer to a challenge.
+func (s *Session) fakeChallenge() {
+	ch, err := authn.NewChallenge(s.caps.Texts("digest"), s.caps.Texts("salt-digest"), s.cfg.Encrypted)
+	if err != nil {
+		s.disconnect(CloseAuthFailed, "authentication failed", "no supported digest")
+		return
+	}
+	s.challenge = ch
+	s.state = stateChallenge
+	s.deadline = time.Now().Add(s.cfg.ChallengeTimeout)
+	s.send(frame.Packet{"challenge", ch.ServerSalt, "", string(ch.Digest), string(ch.SaltDigest), "password"})
 }

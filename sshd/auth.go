@@ -1,6 +1,7 @@
 package sshd
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ type login struct {
 	user     string
 	identity *authn.Identity
 	method   string
+	// deferred: a paramiko client was let in without credentials; the
+	// xpra challenge logs it in (deferNone).
+	deferred bool
 	// keysRejected: a public key was refused (counted as one failure
 	// if the connection never logs in).
 	keysRejected atomic.Bool
@@ -72,8 +76,27 @@ func (l *login) password(meta ssh.ConnMetadata, pw []byte) (*ssh.Permissions, er
 	return l.modules(user, "ssh-password", verify, pw)
 }
 
-// none logs in a client without credentials when no module needs a
-// password (auth=none, hosts, peercred...).
+// keyboard checks a password asked as keyboard-interactive's one
+// question: 6.x's paramiko client tries that before "password".
+func (l *login) keyboard(meta ssh.ConnMetadata, ask ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
+	answers, err := ask("", "", []string{"Password: "}, []bool{false})
+	if err != nil {
+		return nil, err
+	}
+	if len(answers) != 1 || len(answers[0]) > maxPassword {
+		return nil, errDenied
+	}
+	return l.password(meta, []byte(answers[0]))
+}
+
+// maxPassword bounds a keyboard-interactive answer (x/crypto/ssh bounds
+// the packet).
+const maxPassword = 4096
+
+// none answers the "none" method: a login when no module needs a
+// password (auth=none, hosts, peercred...); for paramiko clients that
+// need one, a deferred login (deferNone); a refusal for anyone else,
+// which then offers a password or a key.
 func (l *login) none(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	l.started()
 	user := meta.User()
@@ -83,7 +106,28 @@ func (l *login) none(meta ssh.ConnMetadata) (*ssh.Permissions, error) {
 	if err := l.throttled(user); err != nil {
 		return nil, err
 	}
-	return l.modules(user, "ssh-none", nil, nil)
+	if !needsPassword(l.srv.Modules) {
+		return l.modules(user, "ssh-none", nil, nil)
+	}
+	if deferNone(meta.ClientVersion()) {
+		l.user, l.method, l.deferred = user, "ssh-none, then the xpra challenge", true
+		return &ssh.Permissions{}, nil
+	}
+	return nil, errDenied
+}
+
+// deferNone reports whether a client's "none" attempt is let in with
+// the login deferred to the xpra challenge: paramiko's (xpra's SSH
+// client, 3.1 and 6.x) send a new service request before each
+// authentication attempt (paramiko #23), which x/crypto/ssh refuses by
+// ending the connection, so their first attempt, "none" (xpra's
+// XPRA_SSH_NONE_AUTH, on by default), is the only one they get. They
+// answer the xpra challenge with the same password (the URL's), over the
+// encrypted channel, through the same modules: the user's row decides as
+// for any login. A paramiko client with none disabled sends its password
+// first and is logged in by SSH.
+func deferNone(clientVersion []byte) bool {
+	return bytes.Contains(clientVersion, []byte("paramiko"))
 }
 
 // modules runs the listener's modules in order for user.

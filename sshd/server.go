@@ -75,8 +75,11 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 		ServerVersion:    "SSH-2.0-xpraproxy",
 		MaxAuthTries:     maxAuthTries,
 		PasswordCallback: l.password,
+		// One question, the password: what 6.x's paramiko client
+		// tries first when "none" is off.
+		KeyboardInteractiveCallback: l.keyboard,
 	}
-	if !needsPassword(s.Modules) && len(s.Modules) > 0 {
+	if len(s.Modules) > 0 {
 		conf.NoClientAuth, conf.NoClientAuthCallback = true, l.none
 	}
 	for _, k := range s.Signers {
@@ -164,7 +167,10 @@ func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
 			continue
 		}
 		ch.proxy.Store(true)
-		login := relay.TransportLogin{User: c.login.user, Identity: c.login.identity, Display: e.Display, Method: c.login.method}
+		var login *relay.TransportLogin
+		if !c.login.deferred {
+			login = &relay.TransportLogin{User: c.login.user, Identity: c.login.identity, Display: e.Display, Method: c.login.method}
+		}
 		if err := c.hooks.Open(ch, login); err != nil {
 			c.srv.log().Info("ssh session refused", "peer", c.login.peer, "err", err)
 			c.sc.Close()

@@ -356,3 +356,77 @@ func TestHostKeysKept(t *testing.T) {
 		t.Error("a missing key file was accepted")
 	}
 }
+
+// paramiko's clients get one authentication request (deferNone): their
+// "none" is let in and the xpra challenge logs them in with the same
+// modules; a wrong password there ends the session as any xpra login.
+func TestSSHParamikoDeferred(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	addr, _ := proxyWithSSH(t, relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
+	for _, tc := range []struct {
+		password, want string
+	}{{"bar", "hello"}, {"wrong", "disconnect"}} {
+		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "foo", ClientVersion: "SSH-2.0-paramiko_2.12.0",
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		xc := proxyChannel(t, c, "xpra _proxy")
+		p, err := xc.Login("foo", tc.password, nil)
+		if err != nil || p.Type() != tc.want {
+			t.Errorf("password %q: %v %v, want %s", tc.password, p, err, tc.want)
+		}
+		c.Close()
+	}
+	// Anyone else's "none" is refused: they go on to a password or a key.
+	if _, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "foo", HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}); err == nil {
+		t.Error("a client without credentials got in")
+	}
+}
+
+// keyboard-interactive with one question, the password (6.x's paramiko
+// client with "none" off); a client that has a password and asks for a
+// challenge before its full hello (3.1) gets xpra's fake one.
+func TestSSHKeyboardInteractiveAndFakeChallenge(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	addr, _ := proxyWithSSH(t, relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
+	answer := func(password string) ssh.KeyboardInteractiveChallenge {
+		return func(_, _ string, questions []string, _ []bool) ([]string, error) {
+			if len(questions) != 1 {
+				t.Errorf("questions %q", questions)
+			}
+			return []string{password}, nil
+		}
+	}
+	if _, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "foo", Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(answer("wrong"))},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}); err == nil {
+		t.Error("a wrong keyboard-interactive answer got in")
+	}
+	c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "foo", Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(answer("bar"))},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	xc := proxyChannel(t, c, "xpra _proxy")
+	hello := xpratest.Hello("foo")
+	hello.Set("challenge", true)
+	if err := xc.Send(frame.Packet{"hello", hello}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := xc.Recv(10 * time.Second)
+	if err != nil || ch.Type() != "challenge" {
+		t.Fatalf("no fake challenge: %v %v", ch, err)
+	}
+	// Any answer: it is not checked.
+	full, err := xpratest.AnswerChallenge(xpratest.Hello("foo"), ch, "not-checked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xc.Send(frame.Packet{"hello", full}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
+		t.Fatalf("after the fake challenge: %v %v", p, err)
+	}
+}
