@@ -2,8 +2,15 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // sshClientEnv is what the tests' ssh:// clients run with: they accept
@@ -38,4 +45,94 @@ func TestSSHAttach(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A wrong password and an unknown user are refused alike, on both
+// roads: the xpra challenge after paramiko's "none", and SSH's own
+// password check ("none" off).
+func TestSSHRefusedAlike(t *testing.T) {
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionD")
+		db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--login-throttle=no")
+		for _, environ := range [][]string{nil, {"XPRA_SSH_NONE_AUTH=0"}} {
+			var refusals []string
+			for _, who := range []string{"foo:wrong", "nosuchuser:bar"} {
+				url := fmt.Sprintf("ssh://%s@127.0.0.1:%d/", who, p.port)
+				out := g.runClientEnv(t, "attach", url, environ, "--ssh=paramiko").exited(t, 60*time.Second)
+				refusals = append(refusals, refusalLines(out))
+			}
+			if refusals[0] == "" || refusals[0] != refusals[1] {
+				t.Errorf("%v: a wrong password and an unknown user are told apart:\n%q\n%q", environ, refusals[0], refusals[1])
+			}
+		}
+	})
+}
+
+// refusalLines are a client's lines that say why it could not connect,
+// without timestamps, the username and the port.
+func refusalLines(out string) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		low := strings.ToLower(l)
+		if !strings.Contains(low, "authentication") || strings.Contains(low, "trying") {
+			continue
+		}
+		if i := strings.Index(l, ","); i > 0 && i < 24 { // "2026-12-07 18:35:57,231 ..."
+			l = l[i+5:]
+		}
+		l = strings.NewReplacer("nosuchuser", "USER", "foo", "USER").Replace(strings.TrimSpace(l))
+		lines = append(lines, regexp.MustCompile(`:\d+`).ReplaceAllString(l, ":PORT"))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// The host key a client saw is the same after a restart (generated once
+// into the state directory): Debian's 3.1.3 client with strict host key
+// checking against what it was shown before the restart attaches.
+func TestSSHHostKeyKept(t *testing.T) {
+	a := gen31.srv(t, "sessionD")
+	db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+	args := []string{"--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename=" + db}
+	p := startProxy(t, args...)
+	before := seenHostKeys(t, p.port)
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p = startProxy(t, args...)
+	after := seenHostKeys(t, p.port)
+	var known strings.Builder
+	for algo, k := range before {
+		if after[algo] != k {
+			t.Errorf("%s host key changed across a restart:\n%s\n%s", algo, k, after[algo])
+		}
+		fmt.Fprintf(&known, "127.0.0.1 %s", k)
+	}
+	file := filepath.Join(env.dir, fmt.Sprintf("known_hosts-%d", p.port))
+	if err := os.WriteFile(file, []byte(known.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := gen31.runClientEnv(t, "attach", fmt.Sprintf("ssh://foo:bar@127.0.0.1:%d/", p.port),
+		[]string{"XPRA_SSH_VERIFY_HOSTKEY=1", "XPRA_SSH_VERIFY_STRICT=1", "XPRA_SSH_KNOWN_HOSTS=" + file}, "--ssh=paramiko")
+	pixelsMatch(t, a, c, a.name+" on ")
+}
+
+// seenHostKeys are the proxy's host keys as an SSH client sees them, by
+// algorithm, in authorized_keys format.
+func seenHostKeys(t *testing.T, port int) map[string]string {
+	t.Helper()
+	keys := map[string]string{}
+	for _, algo := range []string{ssh.KeyAlgoED25519, ssh.KeyAlgoRSASHA256} {
+		conf := &ssh.ClientConfig{User: "probe", HostKeyAlgorithms: []string{algo}, Timeout: 5 * time.Second,
+			HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+				keys[algo] = string(ssh.MarshalAuthorizedKey(k))
+				return nil
+			}}
+		if c, err := ssh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), conf); err == nil {
+			c.Close()
+		}
+		if keys[algo] == "" {
+			t.Fatalf("no %s host key", algo)
+		}
+	}
+	return keys
 }
