@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/xpraproxy/xpraproxy/internal/testenv"
 )
 
 // sshClientEnv is what the tests' ssh:// clients run with: they accept
@@ -135,4 +137,26 @@ func seenHostKeys(t *testing.T, port int) map[string]string {
 		}
 	}
 	return keys
+}
+
+// As root the SSH transport stays in the main process, which holds the
+// host keys; the logged-in client's plaintext is spliced to a worker
+// running as the row's account, which relays it: both generations'
+// clients reach the row's server pixel-exact, on both login roads.
+func TestSSHAttachRoot(t *testing.T) {
+	testenv.NeedRoot(t)
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionB")
+		db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+		p := startProxyAs(t, true, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
+		url := fmt.Sprintf("ssh://foo:bar@127.0.0.1:%d/", p.port)
+		for _, environ := range [][]string{nil, {"XPRA_SSH_NONE_AUTH=0"}} {
+			c := g.runClientEnv(t, "attach", url, environ, "--ssh=paramiko")
+			pixelsMatch(t, a, c, a.name+" on ")
+			c.stop()
+		}
+		if log := p.logText(); !strings.Contains(log, "logged in by the transport") || !strings.Contains(log, "worker") {
+			t.Errorf("the root proxy's log does not show an SSH login handed to a worker:\n%s", tail([]byte(log), 3000))
+		}
+	})
 }
