@@ -40,7 +40,11 @@ type Server struct {
 	Modules []authn.Module
 	// Throttle counts failed logins with the xpra ones; nil: none.
 	Throttle *relay.Throttle
-	Log      *slog.Logger
+	// AuthorizedKeys is where a user's public keys are (keysFile): a
+	// path with %u (the username) and %h (their home directory); "":
+	// ~/.ssh/authorized_keys as root, or the proxy's own user's.
+	AuthorizedKeys string
+	Log            *slog.Logger
 }
 
 func (s *Server) log() *slog.Logger {
@@ -78,6 +82,7 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 		// One question, the password: what 6.x's paramiko client
 		// tries first when "none" is off.
 		KeyboardInteractiveCallback: l.keyboard,
+		PublicKeyCallback:           l.publicKey,
 	}
 	if len(s.Modules) > 0 {
 		conf.NoClientAuth, conf.NoClientAuthCallback = true, l.none
@@ -141,7 +146,12 @@ func (c *conn) newChannel(nch ssh.NewChannel) {
 // answered and closed, `xpra _proxy` handed to the relay; anything else
 // (shell, pty, subsystem, agent or X11 forwarding, env) refused.
 func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
-	defer c.open.Add(-1)
+	// A channel counts as open until it is answered (a finished probe)
+	// or gone, whichever comes first: a client's next probe may come
+	// before the close of the previous one is read here.
+	var once sync.Once
+	done := func() { once.Do(func() { c.open.Add(-1) }) }
+	defer done()
 	go ch.guard()
 	for req := range reqs {
 		if req.Type != "exec" || c.proxied.Load() || ch.proxy.Load() {
@@ -154,19 +164,22 @@ func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
 			continue
 		}
 		e := ParseExec(p.Command)
-		req.Reply(true, nil)
+		if e.Proxy && !c.proxied.CompareAndSwap(false, true) {
+			e = refuse("one xpra session per connection")
+		}
 		if !e.Proxy {
+			req.Reply(true, nil)
 			if e.Status != 0 {
 				c.srv.log().Info("ssh command refused", "peer", c.login.peer, "command", logsafe.String(p.Command))
 			}
 			ch.answer(e)
+			done()
 			continue
 		}
-		if !c.proxied.CompareAndSwap(false, true) {
-			ch.answer(refuse("one xpra session per connection"))
-			continue
-		}
+		// Before the reply: the client's first bytes follow it, and
+		// guard must hand them to the stream.
 		ch.proxy.Store(true)
+		req.Reply(true, nil)
 		var login *relay.TransportLogin
 		if !c.login.deferred {
 			login = &relay.TransportLogin{User: c.login.user, Identity: c.login.identity, Display: e.Display, Method: c.login.method}

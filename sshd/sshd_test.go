@@ -3,6 +3,7 @@ package sshd
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"io"
 	"log/slog"
@@ -428,5 +429,56 @@ func TestSSHKeyboardInteractiveAndFakeChallenge(t *testing.T) {
 	}
 	if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
 		t.Fatalf("after the fake challenge: %v %v", p, err)
+	}
+}
+
+// A key from the user's authorized_keys file logs the user in, and the
+// user's row (found without a password) decides the target; another
+// key, a key with options, and a key for a user no module knows are
+// refused.
+func TestSSHKeyLogin(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	dir := t.TempDir()
+	newKey := func() ssh.Signer {
+		_, priv, _ := ed25519.GenerateKey(nil)
+		s, err := ssh.NewSignerFromKey(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good, other, withOpts, ghost := newKey(), newKey(), newKey(), newKey()
+	write := func(user string, lines ...string) {
+		os.WriteFile(filepath.Join(dir, "keys-"+user), []byte(strings.Join(lines, "")), 0o600)
+	}
+	write("foo", "# foo's keys\n", string(ssh.MarshalAuthorizedKey(good.PublicKey())),
+		`from="10.0.0.1" `+string(ssh.MarshalAuthorizedKey(withOpts.PublicKey())))
+	write("ghost", string(ssh.MarshalAuthorizedKey(ghost.PublicKey())))
+	addr, _ := proxyWithSSH(t, relay.Config{}, &Server{AuthorizedKeys: filepath.Join(dir, "keys-%u")},
+		"foo|bar|||tcp://"+fs.Addr()+"/")
+	dial := func(user string, k ssh.Signer) (*ssh.Client, error) {
+		return ssh.Dial("tcp", addr, &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(k)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+	}
+	for _, tc := range []struct {
+		user string
+		key  ssh.Signer
+	}{{"foo", other}, {"foo", withOpts}, {"ghost", ghost}, {"../foo", good}} {
+		if c, err := dial(tc.user, tc.key); err == nil {
+			c.Close()
+			t.Errorf("%s got in with a key it may not use", tc.user)
+		}
+	}
+	c, err := dial("foo", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	xc := proxyChannel(t, c, "xpra _proxy")
+	if err := xc.Send(frame.Packet{"hello", xpratest.Hello("foo")}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
+		t.Fatalf("after a key login: %v %v", p, err)
 	}
 }

@@ -107,7 +107,7 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 						return err
 					}
 				}
-				l.SSH = sshServer(keys, sshMods, cfg.Throttle, log)
+				l.SSH = sshServer(keys, sshMods, cfg.Throttle, b.authorizedKeys, log)
 			}
 		}
 		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),

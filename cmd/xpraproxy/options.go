@@ -20,6 +20,7 @@ type bind struct {
 	network, address string
 	kind             string       // tcp, ws, ssl, wss (tcp network), unix
 	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
+	authorizedKeys   string       // ",authorized_keys=PATH": SSH users' keys (%u, %h; docs/ssh.md)
 	ln               net.Listener // inherited from the service manager (systemd.go); nil: bound
 }
 
@@ -150,6 +151,8 @@ func parseBind(network, v string) (bind, error) {
 			return b, fmt.Errorf("--bind-%s=%s: %q is not key=value", network, v, kv)
 		}
 		switch k {
+		case "authorized_keys":
+			b.authorizedKeys = val
 		case "auth":
 			// name:opt=v:opt2=v2 is xpra's colon form of name,opt=v,opt2=v2.
 			if i := strings.IndexByte(val, ':'); i >= 0 {

@@ -168,8 +168,8 @@ func proxyOptionTable() []option {
 		{names: []string{"bind-unix"}, arg: "PATH[,auth=...]", set: bindOption, help: "listen on a unix socket (repeatable)"},
 		{names: []string{"bind-ws", "bind-ssl", "bind-wss"}, arg: "HOST:PORT[,auth=...]", set: bindOption,
 			help: "WebSocket, TLS and WebSocket-over-TLS listeners (repeatable)"},
-		{names: []string{"bind-ssh"}, arg: "HOST:PORT[,auth=...]", set: bindOption,
-			help: "an SSH-only listener (repeatable; ssh:// clients, docs/ssh.md)"},
+		{names: []string{"bind-ssh"}, arg: "HOST:PORT[,auth=...][,authorized_keys=PATH]", set: bindOption,
+			help: "an SSH-only listener (repeatable; ssh:// clients, docs/ssh.md); authorized_keys (also on --bind-tcp): users' public keys, %u the username, %h their home (default: ~/.ssh/authorized_keys as root)"},
 		{names: []string{"ssh-upgrade"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.sshUpgrade }),
 			help: "TCP ports also serve ssh:// (a client whose first bytes are SSH-)"},
 		{names: []string{"ssh-host-key"}, arg: "FILE", set: func(o *proxyOptions, _, v string) error {

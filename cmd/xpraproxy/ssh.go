@@ -46,8 +46,8 @@ func (h *sshHostKeys) get() ([]ssh.Signer, error) {
 
 // sshServer is a listener's SSH transport: its logins through mods (the
 // listener's, or --ssh-auth's), failures counted by the login throttle.
-func sshServer(keys []ssh.Signer, mods []authn.Module, throttle *relay.Throttle, log *slog.Logger) *sshd.Server {
-	return &sshd.Server{Signers: keys, Modules: mods, Throttle: throttle, Log: log}
+func sshServer(keys []ssh.Signer, mods []authn.Module, throttle *relay.Throttle, authorizedKeys string, log *slog.Logger) *sshd.Server {
+	return &sshd.Server{Signers: keys, Modules: mods, Throttle: throttle, AuthorizedKeys: authorizedKeys, Log: log}
 }
 
 // listenerModules are a listener's modules, its SSH logins' included.
