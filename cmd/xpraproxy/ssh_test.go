@@ -1,6 +1,10 @@
 package main
 
 import (
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -157,6 +161,47 @@ func TestSSHAttachRoot(t *testing.T) {
 		}
 		if log := p.logText(); !strings.Contains(log, "logged in by the transport") || !strings.Contains(log, "worker") {
 			t.Errorf("the root proxy's log does not show an SSH login handed to a worker:\n%s", tail([]byte(log), 3000))
+		}
+	})
+}
+
+// A key login: both generations' paramiko clients with a key of the
+// user's (no password, "none" off: paramiko's first attempt is then the
+// key) reach the row's server, which the proxy found without a
+// password; the keys come from the listener's authorized_keys path.
+func TestSSHKeyLogin(t *testing.T) {
+	dir, err := os.MkdirTemp(env.dir, "sshkeys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // the proxy (the test user) reads the authorized keys
+	home := filepath.Join(dir, "home")
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	priv, err := rsa.GenerateKey(cryptorand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(home, ".ssh", "id_rsa")
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)})
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ssh.NewPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys-foo"), ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionA")
+		db := sqliteDB(t, []string{"foo", "an-unguessable-password", "nobody", "nogroup", target(a)})
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db+",authorized_keys="+filepath.Join(dir, "keys-%u"))
+		environ := []string{"XPRA_SSH_NONE_AUTH=0", "HOME=" + home, "XPRA_SSH_DEFAULT_KEYFILES=" + keyFile}
+		c := g.runClientEnv(t, "attach", fmt.Sprintf("ssh://foo@127.0.0.1:%d/", p.port), environ, "--ssh=paramiko")
+		pixelsMatch(t, a, c, a.name+" on ")
+		if !strings.Contains(p.logText(), `method="ssh-publickey SHA256:`) {
+			t.Errorf("the proxy's log shows no key login")
 		}
 	})
 }
