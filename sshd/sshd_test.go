@@ -29,6 +29,15 @@ import (
 // checked by a multifile module with users (lines "user|pass|uid|gid|displays").
 func proxyWithSSH(t *testing.T, cfg relay.Config, srv *Server, users ...string) (string, *loop.Server) {
 	t.Helper()
+	return proxyOn(t, "tcp", cfg, srv, users...)
+}
+
+// noSSH marks a port without SSH (--ssh-upgrade=no).
+var noSSH = &Server{}
+
+// proxyOn is proxyWithSSH on a listener of kind ("tcp", "ssh").
+func proxyOn(t *testing.T, kind string, cfg relay.Config, srv *Server, users ...string) (string, *loop.Server) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(path, []byte(strings.Join(users, "\n")+"\n"), 0o600)
 	m, err := authn.New(authn.Spec{Name: "multifile", Options: map[string]string{"filename": path}}, authn.Env{})
@@ -49,7 +58,11 @@ func proxyWithSSH(t *testing.T, cfg relay.Config, srv *Server, users ...string) 
 		srv.Throttle = cfg.Throttle
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePort()))
-	ls := loop.New([]loop.Listener{{Network: "tcp", Address: addr, Config: &cfg, SSH: srv}}, loop.Options{Loops: 2})
+	l := loop.Listener{Network: "tcp", Address: addr, Config: &cfg, SSH: srv, Kind: kind}
+	if srv == noSSH {
+		l.SSH = nil
+	}
+	ls := loop.New([]loop.Listener{l}, loop.Options{Loops: 2})
 	errc := make(chan error, 1)
 	go func() { errc <- ls.Run() }()
 	select {
@@ -480,5 +493,46 @@ func TestSSHKeyLogin(t *testing.T) {
 	}
 	if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
 		t.Fatalf("after a key login: %v %v", p, err)
+	}
+}
+
+// An SSH-only port (--bind-ssh) speaks first, as SSH servers do, and
+// serves SSH to anyone; a tcp port without SSH answers a banner as xpra
+// does without ssh-upgrade.
+func TestSSHOnlyPortAndNoUpgrade(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	addr, _ := proxyOn(t, "ssh", relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 17)
+	if _, err := io.ReadFull(nc, b); err != nil || string(b) != "SSH-2.0-xpraproxy" {
+		t.Errorf("the SSH port's first words: %q %v", b, err)
+	}
+	nc.Close()
+	c, err := dialSSH(t, addr, "foo", "bar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc := proxyChannel(t, c, "xpra _proxy")
+	xc.Send(frame.Packet{"hello", xpratest.Hello("foo")})
+	if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
+		t.Errorf("over --bind-ssh: %v %v", p, err)
+	}
+	c.Close()
+
+	plain, _ := proxyOn(t, "tcp", relay.Config{}, noSSH, "foo|bar|||tcp://"+fs.Addr()+"/")
+	nc, err = net.Dial("tcp", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write([]byte("SSH-2.0-client\r\n"))
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	out, _ := io.ReadAll(nc)
+	if !strings.Contains(string(out), "invalid packet format, SSH packet") {
+		t.Errorf("a port without SSH answered %q", out)
 	}
 }
