@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,7 +19,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/internal/testenv"
+	"github.com/xpraproxy/xpraproxy/loop"
+	"github.com/xpraproxy/xpraproxy/relay"
+	"github.com/xpraproxy/xpraproxy/sshd"
 )
 
 // sshClientEnv is what the tests' ssh:// clients run with: they accept
@@ -204,4 +211,70 @@ func TestSSHKeyLogin(t *testing.T) {
 			t.Errorf("the proxy's log shows no key login")
 		}
 	})
+}
+
+// Which modules SSH logins go through: --ssh-auth on every port that
+// has none of its own, else the port's; --bind-ssh is SSH alone;
+// --ssh-upgrade=no leaves tcp ports without SSH; --ssh-host-key's file
+// is the host key.
+func TestSSHListenerOptions(t *testing.T) {
+	dir := t.TempDir()
+	users := func(name string) string {
+		f := filepath.Join(dir, name)
+		os.WriteFile(f, []byte("foo|bar|||tcp://127.0.0.1:1/\n"), 0o600)
+		return f
+	}
+	tcpUsers, sshUsers, portUsers := users("tcp"), users("ssh"), users("port")
+	keys, err := sshd.HostKeys(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "ssh_host_ed25519_key")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	build := func(args ...string) []loop.Listener {
+		t.Helper()
+		o, err := parseProxyArgsEnv(append([]string{":1", "--tcp-auth=multifile:filename=" + tcpUsers, "--ssh-host-key=" + keyFile}, args...),
+			func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := listenersFor(o, relay.Config{}, &control{sockDir: dir, hostname: "h", display: ":1"}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ls
+	}
+	moduleFile := func(m []authn.Module) string {
+		if len(m) != 1 {
+			return fmt.Sprintf("%d modules", len(m))
+		}
+		return fmt.Sprint(m[0])
+	}
+	ls := build("--bind-tcp=127.0.0.1:1", "--bind-tcp=127.0.0.1:2,auth=multifile:filename="+portUsers, "--bind-ssh=127.0.0.1:3",
+		"--ssh-auth=multifile:filename="+sshUsers)
+	byAddr := map[string]loop.Listener{}
+	for _, l := range ls {
+		byAddr[l.Address] = l
+	}
+	for addr, want := range map[string]string{"127.0.0.1:1": sshUsers, "127.0.0.1:2": portUsers, "127.0.0.1:3": sshUsers} {
+		l := byAddr[addr]
+		srv, ok := l.SSH.(*sshd.Server)
+		if !ok {
+			t.Fatalf("%s serves no SSH", addr)
+		}
+		if got := moduleFile(srv.Modules); !strings.Contains(got, want) {
+			t.Errorf("%s: SSH logins through %s, want %s", addr, got, want)
+		}
+		if len(srv.Signers) != 1 || !bytes.Equal(srv.Signers[0].PublicKey().Marshal(), keys[0].PublicKey().Marshal()) {
+			t.Errorf("%s: host keys are not --ssh-host-key's", addr)
+		}
+	}
+	if byAddr["127.0.0.1:3"].Kind != "ssh" || byAddr["127.0.0.1:3"].TLS != nil {
+		t.Errorf("--bind-ssh: %+v", byAddr["127.0.0.1:3"])
+	}
+	for _, l := range build("--bind-tcp=127.0.0.1:1", "--ssh-upgrade=no") {
+		if l.SSH != nil {
+			t.Errorf("--ssh-upgrade=no: %s still serves SSH", l.Address)
+		}
+	}
 }
