@@ -64,6 +64,10 @@ type conn struct {
 	open    atomic.Int32 // session channels open now
 	total   int          // session channels opened (the accepting goroutine's)
 	proxied atomic.Bool  // the xpra channel was handed to the relay
+	// handover takes the xpra channel's requests to the connection's
+	// goroutine, which refuses them from then on: an idle session pays
+	// no goroutine of its own for them.
+	handover chan (<-chan *ssh.Request)
 }
 
 // ServeSSH runs one connection: the handshake and login within the login
@@ -102,10 +106,8 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 	}
 	defer sc.Close()
 	nc.SetDeadline(time.Time{})
-	c := &conn{srv: s, hooks: h, login: l, sc: sc}
+	c := &conn{srv: s, hooks: h, login: l, sc: sc, handover: make(chan (<-chan *ssh.Request), 1)}
 	s.log().Info("ssh login", "peer", l.peer, "user", logsafe.String(l.user), "method", l.method)
-	// Global requests (port forwarding, keepalives) are refused.
-	go ssh.DiscardRequests(reqs)
 	// The login deadline also bounds the wait for xpra's exec request.
 	timer := time.AfterFunc(time.Until(h.Deadline), func() {
 		if !c.proxied.Load() {
@@ -114,8 +116,31 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 		}
 	})
 	defer timer.Stop()
-	for nch := range chans {
-		c.newChannel(nch)
+	// One goroutine serves the connection: new channels, global requests
+	// (port forwarding, keepalives: refused) and, once it carries xpra,
+	// the xpra channel's requests (refused).
+	var xpraReqs <-chan *ssh.Request
+	for {
+		select {
+		case nch, ok := <-chans:
+			if !ok {
+				return
+			}
+			c.newChannel(nch)
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			req.Reply(false, nil)
+		case xpraReqs = <-c.handover:
+		case req, ok := <-xpraReqs:
+			if !ok {
+				xpraReqs = nil
+				continue
+			}
+			req.Reply(false, nil)
+		}
 	}
 }
 
@@ -188,6 +213,8 @@ func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
 			c.srv.log().Info("ssh session refused", "peer", c.login.peer, "err", err)
 			c.sc.Close()
 		}
+		c.handover <- reqs
+		return
 	}
 }
 
