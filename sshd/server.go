@@ -164,7 +164,7 @@ func (c *conn) newChannel(nch ssh.NewChannel) {
 	}
 	c.total++
 	c.open.Add(1)
-	go c.session(&channel{Channel: ch, conn: c.sc, guarded: make(chan struct{})}, reqs)
+	go c.session(&channel{Channel: ch, conn: c.sc, guarded: make(chan struct{}), decided: make(chan struct{})}, reqs)
 }
 
 // session answers one channel's requests: exec commands, the probes
@@ -175,7 +175,7 @@ func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
 	// or gone, whichever comes first: a client's next probe may come
 	// before the close of the previous one is read here.
 	var once sync.Once
-	done := func() { once.Do(func() { c.open.Add(-1) }) }
+	done := func() { once.Do(func() { c.open.Add(-1); close(ch.decided) }) }
 	defer done()
 	go ch.guard()
 	for req := range reqs {
@@ -201,9 +201,8 @@ func (c *conn) session(ch *channel, reqs <-chan *ssh.Request) {
 			done()
 			continue
 		}
-		// Before the reply: the client's first bytes follow it, and
-		// guard must hand them to the stream.
 		ch.proxy.Store(true)
+		done() // guard hands what it read to the stream
 		req.Reply(true, nil)
 		var login *relay.TransportLogin
 		if !c.login.deferred {
@@ -226,28 +225,29 @@ type channel struct {
 	conn  *ssh.ServerConn
 	proxy atomic.Bool // xpra's channel
 
+	decided chan struct{} // closed once the channel is xpra's, answered or gone
 	guarded chan struct{} // closed when guard returned; nil once Read saw it
-	head    []byte        // what guard read after the exec
+	head    []byte        // what guard read, for the stream
 	headErr error
 }
 
-// guard reads a channel until its first byte: a client that sends data
-// before its exec request is not an xpra client (their data follows the
-// exec's reply), and the channel's window (2 MiB, x/crypto/ssh's) must
-// not fill while nothing reads it. After the exec that made it xpra's
-// channel, that byte is the stream's first (Read).
+// guardRead is what guard reads at once: an xpra hello's first part.
+const guardRead = 4 << 10
+
+// guard reads a channel's first bytes, then waits for the channel's fate:
+// xpra's (those bytes are the stream's first, Read), or a probe's
+// (dropped). OpenSSH's client sends its stdin right after its exec
+// request, before the reply, so data may come before the decision; the
+// rest waits in the channel's window (x/crypto/ssh's, 2 MiB) for at most
+// the login deadline, which bounds the wait for the exec request.
 func (ch *channel) guard() {
 	defer close(ch.guarded)
-	var b [1]byte
-	n, err := ch.Channel.Read(b[:])
-	if !ch.proxy.Load() {
-		if n > 0 {
-			// Data before the exec request.
-			ch.conn.Close()
-		}
-		return
+	buf := make([]byte, guardRead)
+	n, err := ch.Channel.Read(buf)
+	<-ch.decided
+	if ch.proxy.Load() {
+		ch.head, ch.headErr = buf[:n], err
 	}
-	ch.head, ch.headErr = append([]byte(nil), b[:n]...), err
 }
 
 // Read is the stream's: the byte guard took, then the channel.

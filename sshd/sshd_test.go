@@ -261,20 +261,6 @@ func TestSSHRefusals(t *testing.T) {
 		t.Error("sftp accepted")
 	}
 	s.Close()
-	// Data before the exec request: not an xpra client; the connection ends.
-	ch, reqs, err := c.OpenChannel("session", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ssh.DiscardRequests(reqs)
-	ch.Write([]byte("P garbage"))
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Error("the connection survived data before its exec request")
-	}
 }
 
 // A client that never sends its exec request (or never finishes its
@@ -292,6 +278,23 @@ func TestSSHLoginDeadline(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Error("a client without an exec request outlived the login timeout")
+	}
+	// Data and never an exec request: the same.
+	c, err = dialSSH(t, addr, "foo", "bar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	ch.Write(bytes.Repeat([]byte("P garbage"), 10000))
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Error("a client that sent data without an exec request outlived the login timeout")
 	}
 	// A banner, then nothing.
 	nc, err := net.Dial("tcp", addr)
@@ -534,5 +537,34 @@ func TestSSHOnlyPortAndNoUpgrade(t *testing.T) {
 	out, _ := io.ReadAll(nc)
 	if !strings.Contains(string(out), "invalid packet format, SSH packet") {
 		t.Errorf("a port without SSH answered %q", out)
+	}
+}
+
+// OpenSSH's client sends its stdin right after the exec request, before
+// the reply: those bytes are the xpra stream's first.
+func TestSSHPipelinedExec(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	addr, _ := proxyWithSSH(t, relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
+	for range 5 {
+		c, err := dialSSH(t, addr, "foo", "bar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, reqs, err := c.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ssh.DiscardRequests(reqs)
+		if _, err := ch.SendRequest("exec", false, ssh.Marshal(struct{ Command string }{`sh -c 'if type "xpra" > /dev/null 2>&1; then xpra _proxy; fi'`})); err != nil {
+			t.Fatal(err)
+		}
+		xc := xpratest.NewClient(channelConn{Channel: ch}, nil)
+		if err := xc.Send(frame.Packet{"hello", xpratest.Hello("foo")}); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := xc.Recv(10 * time.Second); err != nil || p.Type() != "hello" {
+			t.Fatalf("pipelined: %v %v", p, err)
+		}
+		c.Close()
 	}
 }

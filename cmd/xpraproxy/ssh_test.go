@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	cryptorand "crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -277,4 +279,39 @@ func TestSSHListenerOptions(t *testing.T) {
 			t.Errorf("--ssh-upgrade=no: %s still serves SSH", l.Address)
 		}
 	}
+}
+
+// The system ssh client (OpenSSH, xpra's --ssh=ssh) with a key: it runs
+// the shell one-liner that tries xpra's programs, which the proxy parses
+// for its `_proxy` part as xpra's server does, and reaches the row's
+// server.
+func TestSSHOpenSSHClient(t *testing.T) {
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatalf("OpenSSH's client (openssh-client, with xpra's dependencies) is missing: %v", err)
+	}
+	dir, err := os.MkdirTemp(env.dir, "openssh-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	_, priv, err := ed25519.GenerateKey(cryptorand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600)
+	pub, _ := ssh.NewPublicKey(priv.Public())
+	os.WriteFile(filepath.Join(dir, "keys-foo"), ssh.MarshalAuthorizedKey(pub), 0o644)
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionB")
+		db := sqliteDB(t, []string{"foo", "an-unguessable-password", "nobody", "nogroup", target(a)})
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db+",authorized_keys="+filepath.Join(dir, "keys-%u"))
+		sshCmd := "ssh -i " + keyFile + " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes"
+		c := g.attach(t, fmt.Sprintf("ssh://foo@127.0.0.1:%d/", p.port), "--ssh="+sshCmd)
+		pixelsMatch(t, a, c, a.name+" on ")
+	})
 }
