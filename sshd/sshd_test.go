@@ -307,6 +307,12 @@ func TestSSHLoginDeadline(t *testing.T) {
 	if _, err := io.Copy(io.Discard, nc); err != nil {
 		t.Errorf("a stalled key exchange was not closed: %v", err)
 	}
+	// The count drops once the connection's goroutine has returned,
+	// just after the socket closed.
+	deadline := time.Now().Add(3 * time.Second)
+	for statInt(ls.Stats(), "connections") != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if n := statInt(ls.Stats(), "connections"); n != 0 {
 		t.Errorf("%d connections still counted", n)
 	}
