@@ -42,8 +42,9 @@ type login struct {
 	// xpra challenge logs it in (deferNone).
 	deferred bool
 	// keysRejected: a public key was refused (counted as one failure
-	// if the connection never logs in).
+	// for keyUser if the connection never logs in).
 	keysRejected atomic.Bool
+	keyUser      string
 }
 
 // RemoteAddr and Fd make the connection what modules may ask of it

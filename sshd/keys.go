@@ -117,6 +117,7 @@ func (l *login) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 	}
 	path := l.srv.keysFile(user)
 	if path == "" || !authorized(path, key) {
+		l.keyUser = user
 		l.keysRejected.Store(true)
 		return nil, errDenied
 	}

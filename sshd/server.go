@@ -99,7 +99,7 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 	if err != nil {
 		if l.keysRejected.Load() {
 			// Public keys offered and refused, and no login: one failure.
-			s.Throttle.Failed(l.src, "")
+			s.Throttle.Failed(l.src, l.keyUser)
 		}
 		s.log().Debug("ssh connection ended before login", "peer", l.peer, "err", err)
 		return
