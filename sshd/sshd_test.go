@@ -574,3 +574,28 @@ func TestSSHPipelinedExec(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Connections that offer only refused keys count as failed logins.
+func TestSSHRefusedKeysThrottled(t *testing.T) {
+	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
+	th := relay.NewThrottle(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	addr, _ := proxyWithSSH(t, relay.Config{Throttle: th}, &Server{AuthorizedKeys: filepath.Join(t.TempDir(), "none-%u")},
+		"foo|bar|||tcp://"+fs.Addr()+"/")
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	for range 6 {
+		if c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "foo", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second}); err == nil {
+			c.Close()
+			t.Fatal("an unknown key got in")
+		}
+	}
+	// Counted when the server sees each connection end.
+	deadline := time.Now().Add(3 * time.Second)
+	for ok, _ := th.Allow("127.0.0.1", "foo"); ok && time.Now().Before(deadline); ok, _ = th.Allow("127.0.0.1", "foo") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ok, _ := th.Allow("127.0.0.1", "foo"); ok {
+		t.Error("six connections of refused keys left the source unthrottled")
+	}
+}
