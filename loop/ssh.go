@@ -44,6 +44,10 @@ type SSHConn struct {
 	// login attempt arrived): it makes way for newcomers after those
 	// that have not. Safe from any goroutine.
 	LoginStarted func()
+	// Count records an SSH login's outcome with the handshake outcomes
+	// (metrics: "ssh-auth-failed", "ssh-throttled", ...). Safe from any
+	// goroutine.
+	Count func(result string)
 	// Open serves the channel that carries the client's xpra stream
 	// (`xpra _proxy`), with the login the SSH server did (nil: none,
 	// the xpra challenge logs the client in): once per connection. An
@@ -140,6 +144,7 @@ func (s *Server) serveSSH(l *Listener, nc net.Conn, t *ticket) {
 		Conn:         nc,
 		Deadline:     time.Now().Add(l.Config.LoginTimeout),
 		LoginStarted: func() { t.progress(stageHello) },
+		Count:        s.CountHandshake,
 		Open: func(st Stream, login *relay.TransportLogin) error {
 			if !handed.CompareAndSwap(false, true) {
 				st.Close()

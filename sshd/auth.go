@@ -34,6 +34,8 @@ type login struct {
 	peer   string
 	// started tells the caps once that a login attempt came.
 	started func()
+	// count records an outcome for the metrics (loop.SSHConn.Count).
+	count func(result string)
 	// the result, once a callback accepted the user
 	user     string
 	identity *authn.Identity
@@ -56,6 +58,7 @@ func (l *login) Fd() int              { return -1 }
 // source) is locked out, saying for how long in an SSH banner.
 func (l *login) throttled(user string) error {
 	if ok, wait := l.srv.Throttle.Allow(l.src, user); !ok {
+		l.count("ssh-throttled")
 		return &ssh.BannerError{Err: errDenied,
 			Message: fmt.Sprintf("xpraproxy: too many failed logins, try again in %d seconds\r\n", int(wait.Seconds())+1)}
 	}
@@ -147,10 +150,12 @@ func (l *login) modules(user, method string, verify func([]byte) bool, pw []byte
 		id, err := l.srv.authenticate(m, req)
 		switch {
 		case errors.Is(err, authn.ErrAuthFailed):
+			l.count("ssh-auth-failed")
 			l.srv.Throttle.Failed(l.src, user)
 			l.srv.log().Info("ssh authentication failed", "peer", l.peer, "user", logsafe.String(user), "module", m.Name(), "why", authn.Why(err))
 			return nil, errDenied
 		case errors.Is(err, authn.ErrUnavailable):
+			l.count("ssh-auth-unavailable")
 			l.srv.log().Warn("user database unavailable", "peer", l.peer, "user", logsafe.String(user), "module", m.Name(), "err", err)
 			return nil, &ssh.BannerError{Err: errDenied, Message: "xpraproxy: the user database is not available, try again later\r\n"}
 		case err != nil:

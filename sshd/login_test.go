@@ -23,7 +23,7 @@ import (
 // A wrong password and an unknown user are refused alike.
 func TestSSHRefusedAlike(t *testing.T) {
 	fs := xpratest.NewServer(t, xpratest.ServerOptions{})
-	addr, _ := proxyWithSSH(t, relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
+	addr, ls := proxyWithSSH(t, relay.Config{}, &Server{}, "foo|bar|||tcp://"+fs.Addr()+"/")
 	_, wrong := dialSSH(t, addr, "foo", "wrong")
 	_, unknown := dialSSH(t, addr, "nobody-here", "bar")
 	if wrong == nil || unknown == nil {
@@ -31,6 +31,9 @@ func TestSSHRefusedAlike(t *testing.T) {
 	}
 	if wrong.Error() != unknown.Error() {
 		t.Errorf("refusals differ:\n%v\n%v", wrong, unknown)
+	}
+	if n := ls.Counters().Handshakes["ssh-auth-failed"]; n != 2 {
+		t.Errorf("%d failed SSH logins counted, want 2", n)
 	}
 }
 

@@ -78,7 +78,13 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 	remote := nc.RemoteAddr()
 	var once sync.Once
 	l := &login{srv: s, remote: remote, src: relay.SourceOf(remote), peer: "ssh " + remote.String(),
-		started: func() { once.Do(h.LoginStarted) }}
+		started: func() { once.Do(h.LoginStarted) }, count: h.Count}
+	if l.count == nil {
+		l.count = func(string) {}
+	}
+	if h.LoginStarted == nil {
+		l.started = func() {}
+	}
 	conf := &ssh.ServerConfig{
 		ServerVersion:    "SSH-2.0-xpraproxy",
 		MaxAuthTries:     maxAuthTries,
@@ -99,6 +105,7 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 	if err != nil {
 		if l.keysRejected.Load() {
 			// Public keys offered and refused, and no login: one failure.
+			l.count("ssh-key-refused")
 			s.Throttle.Failed(l.src, l.keyUser)
 		}
 		s.log().Debug("ssh connection ended before login", "peer", l.peer, "err", err)
@@ -108,6 +115,11 @@ func (s *Server) ServeSSH(h loop.SSHConn) {
 	nc.SetDeadline(time.Time{})
 	c := &conn{srv: s, hooks: h, login: l, sc: sc, handover: make(chan (<-chan *ssh.Request), 1)}
 	s.log().Info("ssh login", "peer", l.peer, "user", logsafe.String(l.user), "method", l.method)
+	if l.deferred {
+		l.count("ssh-deferred")
+	} else {
+		l.count("ssh-login")
+	}
 	// The login deadline also bounds the wait for xpra's exec request.
 	timer := time.AfterFunc(time.Until(h.Deadline), func() {
 		if !c.proxied.Load() {
