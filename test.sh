@@ -13,7 +13,7 @@ export XPRA_NOTTY=1
 # go-nvml's cgo wrappers call deprecated NVML functions: keep the build quiet.
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -Wno-deprecated-declarations"
 
-packages=(systemd xpra python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver libturbojpeg0-dev libffmpeg-nvenc-dev libopenh264-dev libpam0g-dev slapd ldap-utils postgresql mariadb-server xdotool xclip)
+packages=(systemd xpra python3-paramiko openssh-client python3-lz4 python3-rencode python3-brotli python3-gi-cairo xvfb xterm x11-utils imagemagick sqlite3 haproxy chromium chromium-driver libturbojpeg0-dev libffmpeg-nvenc-dev libopenh264-dev libpam0g-dev slapd ldap-utils postgresql mariadb-server xdotool xclip)
 interop/ensure-packages.sh "${packages[@]}"
 # The xpra 6.x server and client (newest 6.x from PyPI's source), built
 # once per version into /var/cache/xpraproxy; later runs take a second.

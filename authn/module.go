@@ -100,6 +100,14 @@ type Module interface {
 	Authenticate(req Request) (*Identity, error)
 }
 
+// Identifier is a module that can find a user's sessions without a
+// password, for a login another way proved (an SSH key): the user's row
+// decides the target as for a password login. ErrAuthFailed: no such
+// user.
+type Identifier interface {
+	Identify(username string) (*Identity, error)
+}
+
 // Spec is a parsed module string: "sqlite,filename=x" or
 // "sqlite:filename=x" (both forms are xpra's).
 type Spec struct {

@@ -29,6 +29,11 @@ func newMultifile(spec Spec, env Env) (Module, error) {
 func (m multifile) Name() string  { return m.name }
 func (multifile) Challenge() bool { return true }
 
+// Identify is Identifier: the user's line, no password checked.
+func (m multifile) Identify(username string) (*Identity, error) {
+	return m.Authenticate(Request{Username: username, Verify: func([]byte) bool { return true }})
+}
+
 func (m multifile) Authenticate(r Request) (*Identity, error) {
 	data, err := os.ReadFile(m.path)
 	if err != nil {

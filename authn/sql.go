@@ -173,6 +173,11 @@ func (*sqlModule) Challenge() bool { return true }
 // password itself (xor), as for pam.
 func (m *sqlModule) NeedsCleartext() bool { return m.hashed }
 
+// Identify is authn.Identifier: the user's row, no password checked.
+func (m *sqlModule) Identify(username string) (*Identity, error) {
+	return m.db.Identify(username, m.passwordQ, m.sessionsQ)
+}
+
 func (m *sqlModule) Authenticate(r Request) (*Identity, error) {
 	if m.hashed {
 		if r.Password == nil {

@@ -228,6 +228,17 @@ func matchStored(stored string, password []byte) bool {
 // not nil, is the client's password itself (xor), which also matches
 // hashed rows.
 func (u *UserDB) Lookup(username string, verify func([]byte) bool, password []byte, passwordQuery, sessionsQuery string) (*Identity, error) {
+	return u.lookup(username, verify, password, false, passwordQuery, sessionsQuery)
+}
+
+// Identify is Lookup for a user whose login another way proved (an SSH
+// key): the sessions of the user's first row, no password checked.
+func (u *UserDB) Identify(username, passwordQuery, sessionsQuery string) (*Identity, error) {
+	return u.lookup(username, nil, nil, true, passwordQuery, sessionsQuery)
+}
+
+// lookup is Lookup; with proved, the first row is the user's.
+func (u *UserDB) lookup(username string, verify func([]byte) bool, password []byte, proved bool, passwordQuery, sessionsQuery string) (*Identity, error) {
 	if passwordQuery == "" {
 		passwordQuery = defaultPasswordQuery
 	}
@@ -253,6 +264,8 @@ func (u *UserDB) Lookup(username string, verify func([]byte) bool, password []by
 		}
 		ok := false
 		switch {
+		case proved:
+			ok = true
 		case password != nil:
 			ok = matchStored(pw.String, password)
 		case IsHash(pw.String):

@@ -90,7 +90,7 @@ func (c *clients) open(id int, user, source, target string) error {
 	if source != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
 	}
-	nc, err := dialTransport(&d, c.transport, target)
+	nc, err := dialTransport(&d, c.transport, target, user, c.password)
 	if err != nil {
 		c.fail(fmt.Errorf("dial %s: %w", target, err))
 		return err

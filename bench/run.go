@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/xpraproxy/xpraproxy/frame"
 	"github.com/xpraproxy/xpraproxy/internal/selfsigned"
+	"github.com/xpraproxy/xpraproxy/sshd"
 )
 
 // Workloads.
@@ -259,6 +261,16 @@ func Run(cfg Config) (*Result, error) {
 		}
 		if cfg.Transport == TransportQUIC {
 			cfg.ProxyArgs = append(cfg.ProxyArgs, quicBind)
+		}
+		if cfg.Transport == TransportSSH {
+			// The proxy under test (nobody) has no state directory of
+			// its own: its host key is made here.
+			if _, err := sshd.HostKeys(nil, dir); err != nil {
+				return nil, err
+			}
+			hk := filepath.Join(dir, "ssh_host_ed25519_key")
+			os.Chmod(hk, 0o644)
+			cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssh-host-key="+hk)
 		}
 	}
 	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, tlsPEM, cfg.ProxyArgs)

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -29,16 +32,23 @@ const (
 	// TransportQUIC is xpra 6's quic://: WebSocket over HTTP/3, a UDP
 	// socket and a QUIC connection per client (docs/quic.md).
 	TransportQUIC = "quic"
+	// TransportSSH is ssh:// with a password, the session channel's
+	// `xpra _proxy` bridged to the engine (docs/ssh.md): SSH logs the
+	// user in, no xpra challenge follows.
+	TransportSSH = "ssh"
 )
 
 // dialTransport connects to the proxy and returns a plain xpra stream.
-func dialTransport(d *net.Dialer, transport, target string) (net.Conn, error) {
+func dialTransport(d *net.Dialer, transport, target, user, password string) (net.Conn, error) {
 	if transport == TransportQUIC {
 		return dialQUIC(d, target)
 	}
 	nc, err := d.Dial("tcp", target)
 	if err != nil || transport == TransportTCP || transport == "" {
 		return nc, err
+	}
+	if transport == TransportSSH {
+		return dialSSH(nc, target, user, password)
 	}
 	var conn net.Conn = nc
 	if transport == TransportSSL || transport == TransportWSS {
@@ -142,3 +152,47 @@ func (c closeBoth) Close() error {
 // quicBind in the proxy's arguments stands for its --bind-quic on the
 // port its --bind-tcp has (startProxy fills it in).
 const quicBind = "--bind-quic=SAME"
+
+// dialSSH logs in over SSH on nc and returns the xpra channel as a plain
+// stream.
+func dialSSH(nc net.Conn, target, user, password string) (net.Conn, error) {
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	conf := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.Password(password)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, target, conf)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	c := ssh.NewClient(sc, chans, reqs)
+	ch, creqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	go ssh.DiscardRequests(creqs)
+	if ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{"xpra _proxy"})); !ok || err != nil {
+		c.Close()
+		return nil, fmt.Errorf("bench: ssh exec: %v %v", ok, err)
+	}
+	return streamBridge(ch, c)
+}
+
+// streamBridge is a socket whose other end carries rw's bytes both ways
+// (two goroutines, generator side); closer ends with it.
+func streamBridge(rw io.ReadWriter, closer io.Closer) (net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	mk := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "bridge")
+		defer f.Close()
+		c, _ := net.FileConn(f)
+		return c
+	}
+	ours, theirs := mk(fds[0]), mk(fds[1])
+	go func() { io.Copy(rw, ours); closer.Close() }()
+	go func() { io.Copy(ours, rw); ours.Close() }()
+	return theirs, nil
+}

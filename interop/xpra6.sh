@@ -63,7 +63,7 @@ fi
 deps=(build-essential pkg-config python3-dev python3-gi python3-pip gir1.2-gtk-3.0 libgtk-3-dev libxdamage-dev
   libxtst-dev libxkbfile-dev libxres-dev libxrandr-dev libsystemd-dev liblz4-dev libxxhash-dev python3-cairo-dev
   python-gi-dev libvpx-dev libx264-dev libwebp-dev libxpresent-dev libproc2-dev libqrencode-dev libdrm-dev
-  python3-psutil python3-netifaces libturbojpeg0-dev libopenh264-dev)
+  python3-psutil python3-netifaces libturbojpeg0-dev libopenh264-dev python3-paramiko)
 "$(dirname "$0")/ensure-packages.sh" "${deps[@]}"
 
 work="$(mktemp -d)"

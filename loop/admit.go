@@ -399,6 +399,8 @@ func (s *Server) evicted(cn *conn, c gnet.Conn) {
 		c.Close()
 	case roleHandshake:
 		c.Close()
+	case roleSSH:
+		cn.pre.ssh.evict()
 	}
 }
 

@@ -43,9 +43,10 @@ const (
 	roleAnchor                // the server's own connection that makes its loop known (anchorLoops)
 	roleParking               // gnet's connection of a socket just parked, until its close (park.go): pre.park
 	roleResumed               // a parked socket handed back to gnet, OnOpen not run yet: pre.park
+	roleSSH                   // handed to the SSH server (ssh.go), gnet's connection closing or closed: pre.ssh
 )
 
-var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice", "anchor", "parking", "resumed"}
+var roleNames = [...]string{"accepted", "sniff", "client", "tls-handshake", "http", "server", "adopted", "splice", "anchor", "parking", "resumed", "ssh"}
 
 func (r role) String() string {
 	if int(r) < len(roleNames) {
@@ -64,6 +65,7 @@ type pre struct {
 	backend *relay.Backend // roleServer until OnOpen
 	handoff *relay.Handoff // roleAdopted until OnOpen
 	park    *parked        // roleParking, roleResumed
+	ssh     *sshState      // roleSSH
 }
 
 func connOf(c gnet.Conn) *conn {
@@ -104,6 +106,14 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return s.adopted(c, cn, now)
 	case roleAccepted:
 		l := cn.pre.l
+		if l.Kind == "ssh" && l.SSH != nil {
+			// An SSH-only port: no xpra session, the SSH server
+			// speaks first.
+			if !cn.t.bind(cn, c) {
+				return nil, gnet.Close
+			}
+			return nil, s.toSSH(c, cn)
+		}
 		s.startSession(c.EventLoop(), cn, l.Config, c, now)
 		if l.Network == "tcp" {
 			cn.role, cn.pre.mode = roleSniff, l.mode()
@@ -232,6 +242,10 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		cn.pre.park.released = true
 		return gnet.None
 	case roleResumed:
+		return gnet.None
+	case roleSSH:
+		// The socket lives on off the loop; the SSH goroutine holds
+		// the ticket.
 		return gnet.None
 	default:
 		cn.t.closed()

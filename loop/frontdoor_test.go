@@ -26,19 +26,25 @@ func TestClassify(t *testing.T) {
 		m    mode
 		tls  bool
 		want verdict
+		ssh  bool
 	}{
-		{"", modeAny, false, needMore},
-		{"P\x01\x00\x00", modeAny, false, toXpra},
-		{"\x16\x03\x01", modeAny, true, toTLS},
-		{"\x16\x03\x01", modeAny, false, toXpra},
-		{"\x16\x03\x01", modeInnerAny, true, toXpra},
-		{"GE", modeAny, false, needMore},
-		{"GET / HT", modeAny, false, toHTTP},
-		{"P\x01", modeHTTP, false, refuseNotHTTP},
-		{"GET / HT", modeTLSAny, true, refusePlain},
-		{"P\x01", modeInnerHTTP, false, refuseNotHTTP},
+		{"", modeAny, false, needMore, false},
+		{"P\x01\x00\x00", modeAny, false, toXpra, false},
+		{"\x16\x03\x01", modeAny, true, toTLS, false},
+		{"\x16\x03\x01", modeAny, false, toXpra, false},
+		{"\x16\x03\x01", modeInnerAny, true, toXpra, false},
+		{"GE", modeAny, false, needMore, false},
+		{"GET / HT", modeAny, false, toHTTP, false},
+		{"P\x01", modeHTTP, false, refuseNotHTTP, false},
+		{"GET / HT", modeTLSAny, true, refusePlain, false},
+		{"P\x01", modeInnerHTTP, false, refuseNotHTTP, false},
+		{"SSH-2.0-", modeAny, false, toSSH, true},
+		{"SS", modeAny, false, needMore, true},
+		{"SSH-2.0-", modeAny, false, toXpra, false},     // no SSH: the xpra parser says "SSH packet"
+		{"SSH-2.0-", modeInnerAny, false, toXpra, true}, // never SSH inside TLS
+		{"SSH-2.0-", modeHTTP, true, refuseNotHTTP, true},
 	} {
-		if got := classify([]byte(tc.in), tc.m, tc.tls); got != tc.want {
+		if got := classify([]byte(tc.in), tc.m, tc.tls, tc.ssh); got != tc.want {
 			t.Errorf("classify(%q, %d, %v) = %d, want %d", tc.in, tc.m, tc.tls, got, tc.want)
 		}
 	}
@@ -46,12 +52,16 @@ func TestClassify(t *testing.T) {
 
 func FuzzClassify(f *testing.F) {
 	for _, s := range []string{"P\x01\x00\x00\x00\x00\x00\x10", "GET / HTTP/1.1", "\x16\x03\x01\x02", "GE", "HEAD ", "SSH-2.0"} {
-		f.Add([]byte(s), uint8(0), true)
+		f.Add([]byte(s), uint8(0), true, true)
 	}
-	f.Fuzz(func(t *testing.T, b []byte, m uint8, haveTLS bool) {
+	f.Fuzz(func(t *testing.T, b []byte, m uint8, haveTLS, haveSSH bool) {
 		md := mode(m % 6)
-		v := classify(b[:min(len(b), 8)], md, haveTLS)
+		v := classify(b[:min(len(b), 8)], md, haveTLS, haveSSH)
 		switch v {
+		case toSSH:
+			if !haveSSH || md != modeAny || !bytes.HasPrefix(b, []byte("SSH-")) {
+				t.Fatalf("SSH for %q in mode %d", b, md)
+			}
 		case toTLS:
 			if !haveTLS || md.inner() || b[0] != 0x16 {
 				t.Fatalf("TLS for %q in mode %d", b, md)

@@ -47,8 +47,14 @@ type Listener struct {
 	// its opener's, who may hand it to our successor); the rest of the
 	// path (caps, sniffing, TLS) is the same. Stop closes it.
 	Inherited net.Listener
+	// SSH serves clients whose first bytes are "SSH-" (Kind "tcp"), or
+	// every client (Kind "ssh"); nil: none (an SSH client is told
+	// "invalid packet format, SSH packet", as by xpra without
+	// ssh-upgrade).
+	SSH SSHServer
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
+	sshConfig *relay.Config // the same, for the xpra channels of SSH connections
 }
 
 // prepare derives what a Listener's connections need from its fields;
@@ -59,6 +65,12 @@ func (l *Listener) prepare() {
 		enc := *l.Config
 		enc.Encrypted = true
 		l.tlsConfig = &enc
+	}
+	l.sshConfig = nil
+	if l.SSH != nil {
+		enc := *l.Config
+		enc.Encrypted = true
+		l.sshConfig = &enc
 	}
 }
 

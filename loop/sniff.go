@@ -50,14 +50,20 @@ const (
 	toHTTP                       // an HTTP request (WebSocket upgrade or a file)
 	refuseNotHTTP                // not HTTP on an HTTP-only port
 	toXpra                       // xpra, or garbage for the xpra parser to refuse
+	toSSH                        // an SSH identification string on a port that serves SSH
 )
 
 // classify decides from a connection's first bytes (at least one, at most
 // 8 are looked at) what it speaks; m is what its port allows.
-func classify(b []byte, m mode, haveTLS bool) verdict {
+func classify(b []byte, m mode, haveTLS, haveSSH bool) verdict {
 	switch {
 	case len(b) == 0:
 		return needMore
+	case haveSSH && m == modeAny && looksSSH(b):
+		if len(b) < len(sshBanner) {
+			return needMore // "SS": wait for the rest of "SSH-"
+		}
+		return toSSH
 	case b[0] == 0x16 && !m.inner() && haveTLS:
 		return toTLS
 	case m.tlsOnly():
@@ -87,9 +93,12 @@ func (s *Server) sniff(c gnet.Conn, cn *conn, now time.Time) (gnet.Action, bool)
 	}
 	p := cn.pre
 	b, _ := c.Peek(min(n, 8))
-	switch classify(b, p.mode, p.l.TLS != nil) {
+	switch classify(b, p.mode, p.l.TLS != nil, p.l.SSH != nil) {
 	case needMore:
 		return gnet.None, true
+	case toSSH:
+		s.forget(cn)
+		return s.toSSH(c, cn), true
 	case toTLS:
 		// Root proxies too: the record layer stays on this loop, and a
 		// worker later gets the plaintext through a splice (splice.go).

@@ -58,6 +58,9 @@ type StreamOptions struct {
 	// Transport names the stream's transport in the access log ("ssh",
 	// "quic"); "" is "stream".
 	Transport string
+	// Login, when set, is the login the transport did (SSH): the
+	// session asks no challenge (relay.TransportLogin).
+	Login *relay.TransportLogin
 }
 
 const (
@@ -122,6 +125,12 @@ func (s *Server) ServeStream(st Stream, o StreamOptions) error {
 		}()
 		return errors.New("loop: " + refusal)
 	}
+	return s.serveStream(st, o, t)
+}
+
+// serveStream serves a stream that holds ticket t (its place in the
+// caps: ServeStream's, or the SSH connection's it came from).
+func (s *Server) serveStream(st Stream, o StreamOptions, t *ticket) error {
 	ls := s.pickLoop()
 	if ls == nil {
 		t.closed()
@@ -163,6 +172,9 @@ func (sc *streamConn) start(ls *loopState, o StreamOptions) {
 		rc = w
 	}
 	sc.srv.startSession(sc.el, sc.cn, o.Config, rc, time.Now())
+	if o.Login != nil {
+		sc.cn.sess.SetTransportLogin(*o.Login)
+	}
 	if !sc.t.bind(sc.cn, nil) {
 		sc.srv.evicted(sc.cn, nil)
 	}

@@ -48,7 +48,7 @@ func (s *Session) authenticated() {
 	sns, wantsNew := s.caps.Dict("start-new-session")
 	clientEnc := PeerEncoders(s.caps)
 	user := s.user
-	req := route.Request{Session: s.ID, User: user, Displays: id.Displays, Explicit: id.Explicit, Requested: requestedDisplay(s.caps),
+	req := route.Request{Session: s.ID, User: user, Displays: id.Displays, Explicit: id.Explicit, Requested: s.requested(),
 		StartNew: wantsNew, StartIfNone: s.cfg.StartSessions}
 	router := s.router()
 	s.offLoop(WorkDial, func() {

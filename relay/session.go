@@ -166,6 +166,7 @@ type login struct {
 	module    int        // next authentication module
 	challenge *authn.Challenge
 	identity  *authn.Identity
+	pre       *TransportLogin // the transport's own login (SSH); nil for most
 }
 
 // Session is one client connection, from accept to close, and later its

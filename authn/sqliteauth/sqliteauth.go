@@ -113,6 +113,15 @@ func (m *module) open() (*authn.UserDB, error) {
 	return m.db, nil
 }
 
+// Identify is authn.Identifier: the user's row, no password checked.
+func (m *module) Identify(username string) (*authn.Identity, error) {
+	db, err := m.open()
+	if err != nil {
+		return nil, err
+	}
+	return db.Identify(username, m.passwordQ, m.sessionsQ)
+}
+
 func (m *module) Authenticate(r authn.Request) (*authn.Identity, error) {
 	db, err := m.open()
 	if err != nil {

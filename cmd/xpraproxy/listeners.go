@@ -45,6 +45,7 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	var listeners []loop.Listener
+	hostKeys := &sshHostKeys{files: o.sshHostKeys}
 	add := func(b bind) error {
 		specs := b.auth
 		if len(specs) == 0 {
@@ -89,12 +90,29 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 		for i, s := range specs {
 			names[i] = s.String()
 		}
-		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
-			"tls", tlsCfg != nil && b.network != "unix", "html", o.html, "inherited", b.ln != nil)
 		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg, Inherited: b.ln}
-		if b.network == "tcp" || b.network == "udp" {
+		if (b.network == "tcp" && b.kind != "ssh") || b.network == "udp" {
 			l.TLS, l.HTML = tlsCfg, o.html
 		}
+		if b.kind == "ssh" || (b.kind == "tcp" && o.sshUpgrade) {
+			keys, err := hostKeys.get()
+			switch {
+			case err != nil && b.kind == "ssh":
+				return fmt.Errorf("--bind-ssh=%s: %w", b.address, err)
+			case err != nil:
+				log.Warn("no SSH on this port: no host key", "listener", b.kind+"://"+b.address, "err", err)
+			default:
+				sshMods := mods
+				if len(b.auth) == 0 && b.kind != "ssh" && len(o.kindAuth["ssh"]) > 0 {
+					if sshMods, err = modules(o.kindAuth["ssh"]); err != nil {
+						return err
+					}
+				}
+				l.SSH = sshServer(keys, sshMods, cfg.Throttle, b.authorizedKeys, log)
+			}
+		}
+		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
+			"tls", l.TLS != nil, "ssh", l.SSH != nil, "html", o.html, "inherited", b.ln != nil)
 		listeners = append(listeners, l)
 		return nil
 	}

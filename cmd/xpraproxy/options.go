@@ -20,25 +20,29 @@ type bind struct {
 	network, address string
 	kind             string       // tcp, ws, ssl, wss (tcp network), unix, quic (udp network)
 	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
+	authorizedKeys   string       // ",authorized_keys=PATH": SSH users' keys (%u, %h; docs/ssh.md)
 	ln               net.Listener // inherited from the service manager (systemd.go); nil: bound
 }
 
 // proxyOptions are `xpraproxy proxy`'s options, named as xpra's.
 type proxyOptions struct {
-	display    string
-	binds      []bind
-	tcpAuth    []authn.Spec
-	unixAuth   []authn.Spec
-	kindAuth   map[string][]authn.Spec // --ws-auth, --wss-auth, --ssl-auth
-	sslCert    string
-	sslKey     string
-	html       string // the HTML5 client's directory ("": none)
-	auth       []authn.Spec
-	socketDir  string
-	socketDirs []string
-	daemon     bool
-	logFile    string
-	logFormat  string // --log-format: text or json (accesslog.go)
+	display  string
+	binds    []bind
+	tcpAuth  []authn.Spec
+	unixAuth []authn.Spec
+	kindAuth map[string][]authn.Spec // --ws-auth, --wss-auth, --ssl-auth, --ssh-auth
+	sslCert  string
+	sslKey   string
+	// SSH (docs/ssh.md).
+	sshUpgrade  bool     // --ssh-upgrade: tcp ports also serve SSH
+	sshHostKeys []string // --ssh-host-key files; none: generated into the state directory
+	html        string   // the HTML5 client's directory ("": none)
+	auth        []authn.Spec
+	socketDir   string
+	socketDirs  []string
+	daemon      bool
+	logFile     string
+	logFormat   string // --log-format: text or json (accesslog.go)
 	// lim are the values sessions obey, filled by the option table's
 	// setters: an option of the sessions is a row there and a field of
 	// relay.Limits, nothing more.
@@ -129,7 +133,7 @@ func parseBind(network, v string) (bind, error) {
 	parts := strings.Split(v, ",")
 	b := bind{network: network, address: parts[0], kind: network}
 	switch network {
-	case "ws", "ssl", "wss":
+	case "ws", "ssl", "wss", "ssh":
 		b.network = "tcp"
 	case "quic":
 		b.network = "udp"
@@ -149,6 +153,8 @@ func parseBind(network, v string) (bind, error) {
 			return b, fmt.Errorf("--bind-%s=%s: %q is not key=value", network, v, kv)
 		}
 		switch k {
+		case "authorized_keys":
+			b.authorizedKeys = val
 		case "auth":
 			// name:opt=v:opt2=v2 is xpra's colon form of name,opt=v,opt2=v2.
 			if i := strings.IndexByte(val, ':'); i >= 0 {

@@ -121,7 +121,7 @@ func authOption(o *proxyOptions, name, v string) error {
 		o.unixAuth = append(o.unixAuth, spec)
 	case "auth":
 		o.auth = append(o.auth, spec)
-	default: // ws-auth, wss-auth, ssl-auth
+	default: // ws-auth, wss-auth, ssl-auth, ssh-auth
 		if o.kindAuth == nil {
 			o.kindAuth = map[string][]authn.Spec{}
 		}
@@ -170,6 +170,15 @@ func proxyOptionTable() []option {
 			help: "WebSocket, TLS and WebSocket-over-TLS listeners (repeatable)"},
 		{names: []string{"bind-quic"}, arg: "HOST:PORT[,auth=...]", set: bindOption,
 			help: "listen on UDP for xpra's quic:// (WebSocket over HTTP/3) and HTTP/3 GETs of the HTML5 client (repeatable; needs --ssl-cert; docs/quic.md)"},
+		{names: []string{"bind-ssh"}, arg: "HOST:PORT[,auth=...][,authorized_keys=PATH]", set: bindOption,
+			help: "an SSH-only listener (repeatable; ssh:// clients, docs/ssh.md); authorized_keys (also on --bind-tcp): users' public keys, %u the username, %h their home (default: ~/.ssh/authorized_keys as root)"},
+		{names: []string{"ssh-upgrade"}, arg: "yes|no", def: "yes", flag: true, set: boolean(func(o *proxyOptions) *bool { return &o.sshUpgrade }),
+			help: "TCP ports also serve ssh:// (a client whose first bytes are SSH-)"},
+		{names: []string{"ssh-host-key"}, arg: "FILE", set: func(o *proxyOptions, _, v string) error {
+			o.sshHostKeys = append(o.sshHostKeys, v)
+			return nil
+		}, help: "an SSH host key (OpenSSH private key file; repeatable); without: ed25519 and RSA keys generated once into the state directory (" +
+			"/var/lib/xpraproxy as root, else ~/.config/xpraproxy) and kept"},
 		{names: []string{"ssl-cert"}, arg: "FILE", set: text(func(o *proxyOptions) *string { return &o.sslCert }),
 			help: "server certificate (PEM) for ssl://, wss:// and quic://"},
 		{names: []string{"ssl-key"}, arg: "FILE", set: text(func(o *proxyOptions) *string { return &o.sslKey }),
@@ -179,7 +188,8 @@ func proxyOptionTable() []option {
 		{names: []string{"auth"}, arg: "MODULE[,k=v...]", set: authOption, help: "authentication for every listener without its own (repeatable: all must pass)"},
 		{names: []string{"tcp-auth"}, arg: "MODULE[,k=v...]", set: authOption, help: "authentication for TCP listeners"},
 		{names: []string{"unix-auth"}, arg: "MODULE[,k=v...]", set: authOption, help: "authentication for unix listeners"},
-		{names: []string{"ws-auth", "wss-auth", "ssl-auth"}, arg: "MODULE[,k=v...]", set: authOption, help: "authentication per socket type"},
+		{names: []string{"ws-auth", "wss-auth", "ssl-auth", "ssh-auth"}, arg: "MODULE[,k=v...]", set: authOption,
+			help: "authentication per socket type (ssh-auth: SSH logins on any port; else the port's own)"},
 		{names: []string{"socket-dir"}, arg: "DIR", set: text(func(o *proxyOptions) *string { return &o.socketDir }),
 			help: "where the proxy's own socket goes (default: the first socket-dirs entry)"},
 		{names: []string{"socket-dirs"}, arg: "DIR[,DIR...]", shown: strings.Join(defaultSocketDirTemplates, ","),

@@ -486,6 +486,13 @@ func runClient(t *testing.T, sub, url string, extra ...string) *client {
 // the generation on an Xvfb display of its own.
 func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *client {
 	t.Helper()
+	return g.runClientEnv(t, sub, url, nil, extra...)
+}
+
+// runClientEnv is runClient with variables added to the client's
+// environment.
+func (g *generation) runClientEnv(t *testing.T, sub, url string, environ []string, extra ...string) *client {
+	t.Helper()
 	display := freeDisplay()
 	xvfb := exec.Command("Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp")
 	if err := xvfb.Start(); err != nil {
@@ -525,6 +532,10 @@ func (g *generation) runClient(t *testing.T, sub, url string, extra ...string) *
 	args = append(args, extra...)
 	cmd := g.command(false, args...)
 	cmd.Env = append(cmd.Env, "DISPLAY="+display)
+	if strings.HasPrefix(url, "ssh://") {
+		cmd.Env = append(cmd.Env, sshClientEnv...)
+	}
+	cmd.Env = append(cmd.Env, environ...)
 	c := &client{gen: g, cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}, display: display}
 	logf, err := os.Create(filepath.Join(env.dir, fmt.Sprintf("client-%d.log", rand.IntN(1e9))))
 	if err != nil {

@@ -123,7 +123,7 @@ func (c *control) reload() (string, error) {
 func closeModules(ls, keep []loop.Listener, delay time.Duration) {
 	kept := map[io.Closer]bool{}
 	for _, l := range keep {
-		for _, m := range l.Config.Modules {
+		for _, m := range listenerModules(l) {
 			if cl, ok := m.(io.Closer); ok {
 				kept[cl] = true
 			}
@@ -131,7 +131,7 @@ func closeModules(ls, keep []loop.Listener, delay time.Duration) {
 	}
 	var closers []io.Closer
 	for _, l := range ls {
-		for _, m := range l.Config.Modules {
+		for _, m := range listenerModules(l) {
 			if cl, ok := m.(io.Closer); ok && !kept[cl] {
 				kept[cl] = true
 				closers = append(closers, cl)

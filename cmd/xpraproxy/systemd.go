@@ -26,7 +26,7 @@ import (
 // inherited socket accepts when no --bind-* names its address; any other
 // name (systemd's default is the socket unit's name) leaves the socket
 // type's default: the one-port kind for tcp, xpra for unix.
-var fdNameKinds = map[string]string{"tcp": "tcp", "ws": "ws", "ssl": "ssl", "wss": "wss", "unix": "unix"}
+var fdNameKinds = map[string]string{"tcp": "tcp", "ws": "ws", "ssl": "ssl", "wss": "wss", "ssh": "ssh", "unix": "unix"}
 
 // activated is what the service manager handed over.
 type activated struct {
