@@ -122,6 +122,9 @@ func (s *Session) Replace(old, c Conn) {
 	if s.client == old {
 		s.client = c
 	}
+	if s.aes != nil && s.aes.conn.Conn == old {
+		s.aes.conn.Conn = c // the socket under an encrypted link
+	}
 	if s.server == old {
 		s.server = c
 	}

@@ -70,6 +70,12 @@ type HandOffFunc func(h *Handoff, acct authn.Account, client *os.File) error
 // plaintext end of a splice when the transport stays here), so that
 // this session reads nothing more from it.
 func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *StartRequest, acct authn.Account, opts []authn.Option) {
+	if s.aes != nil {
+		// The cipher streams' state does not travel to a worker yet
+		// (docs/aes.md): say so rather than relay as root.
+		s.disconnect(CloseInternal, "server error", "AES encryption is not available through a root proxy")
+		return
+	}
 	if n := s.client.InboundBuffered(); n > 0 {
 		// Bytes after the hello cannot travel with the socket: gnet has
 		// already read them. A client has nothing to say before the

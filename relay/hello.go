@@ -27,7 +27,7 @@ const XpraVersion = "3.1.3"
 // the server, as xpra's proxy does (CLIENT_REMOVE_CAPS): the proxy answers
 // the server's challenge itself, and aliases would give integer packet
 // types the relay could not classify.
-var clientCapPrefixes = []string{"challenge", "cipher", "digest", "salt-digest", "aliases", "wants_aliases"}
+var clientCapPrefixes = []string{"challenge", "cipher", "encryption", "digest", "salt-digest", "aliases", "wants_aliases"}
 
 func hasPrefix(k string, prefixes []string) bool {
 	for _, p := range prefixes {

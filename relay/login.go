@@ -40,6 +40,9 @@ func (s *Session) nextPacket() (frame.Packet, bool) {
 	}
 	buf, err := s.client.Peek(n)
 	if err != nil {
+		if s.aes != nil && !errors.Is(err, frame.ErrShortBuffer) {
+			s.protocolError(err) // a wrong key, a clear frame on an encrypted link
+		}
 		return nil, false
 	}
 	if !s.helloSeen && buf[0] != frame.Magic {
@@ -120,6 +123,13 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 		return
 	}
 	s.caps = caps
+	cipherCaps, refusal := s.setupClientCipher(caps)
+	if refusal != "" {
+		s.cfg.Throttle.Failed(s.source(), s.user)
+		s.disconnect(CloseAuthFailed, "authentication failed", refusal)
+		return
+	}
+	s.cipherCaps = cipherCaps
 	if s.user == "" {
 		s.user, _ = caps.Text("username")
 		if len(s.user) > MaxUsernameLength {
@@ -188,7 +198,11 @@ func (s *Session) sendChallenge() {
 	s.challenge = ch
 	s.state = stateChallenge
 	s.deadline = time.Now().Add(s.cfg.ChallengeTimeout)
-	s.send(frame.Packet{"challenge", ch.ServerSalt, "", string(ch.Digest), string(ch.SaltDigest), "password"})
+	var auth any = ""
+	if s.cipherCaps != nil {
+		auth = s.cipherCaps // the parameters the client's answer is encrypted with
+	}
+	s.send(frame.Packet{"challenge", ch.ServerSalt, auth, string(ch.Digest), string(ch.SaltDigest), "password"})
 }
 
 func (s *Session) verifyRound() {

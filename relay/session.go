@@ -163,6 +163,9 @@ type login struct {
 	module    int        // next authentication module
 	challenge *authn.Challenge
 	identity  *authn.Identity
+	// cipherCaps: the receive parameters an encrypted client was given
+	// with its latest hello (aes.go).
+	cipherCaps frame.Dict
 }
 
 // Session is one client connection, from accept to close, and later its
@@ -214,6 +217,7 @@ type Session struct {
 	serverQueue []frame.Packet
 	video       *videoState // proxy video, when this session has it
 	ping        *pinger     // the proxy's own pings, when on
+	aes         *clientAES  // an encrypted client link (aes.go)
 }
 
 // videoState is a proxy-video session's frames at the encoder and how

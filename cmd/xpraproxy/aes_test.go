@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// keyFile writes an AES key file the proxy (the test user) can read.
+func keyFile(t *testing.T, name, key string) string {
+	t.Helper()
+	f := filepath.Join(env.dir, name)
+	if err := os.WriteFile(f, []byte(key+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestAESClientLink: real clients of both generations with xpra's AES
+// (3.1: --encryption=AES; 6.x: each mode it offers, CBC and CTR) reach a
+// clear server through the proxy, which decrypts and re-encrypts, pixel
+// for pixel; a client with another key is refused with xpra's padding
+// error, and the proxy goes on serving.
+func TestAESClientLink(t *testing.T) {
+	forEachGen(t, func(t *testing.T, g *generation) {
+		a := g.srv(t, "sessionA")
+		db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
+		key := keyFile(t, "aes-"+g.name+".key", "a shared secret for "+g.name)
+		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+			"--tcp-encryption=AES", "--tcp-encryption-keyfile="+key)
+		url := fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port)
+		modes := []string{"AES"}
+		if g.six {
+			modes = []string{"AES-CBC", "AES-CTR"}
+		}
+		for _, mode := range modes {
+			c := g.attach(t, url, "--encryption="+mode, "--encryption-keyfile="+key)
+			pixelsMatch(t, a, c, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", p.port))
+			if !c.running() {
+				t.Fatalf("%s client exited:\n%s", mode, tail([]byte(c.text()), 2000))
+			}
+			c.stop()
+		}
+		wrong := keyFile(t, "aes-wrong-"+g.name+".key", "not the key")
+		mode := modes[0]
+		c := g.attach(t, url, "--encryption="+mode, "--encryption-keyfile="+wrong)
+		out := c.exited(t, 90*time.Second)
+		if !strings.Contains(out, "encryption padding error - wrong key?") {
+			t.Errorf("wrong key: the client should show xpra's padding error:\n%s", tail([]byte(out), 3000))
+		}
+		log := p.logText()
+		if strings.Contains(log, "a shared secret") || strings.Contains(log, "not the key") {
+			t.Errorf("a key reached the proxy's log:\n%s", log)
+		}
+		// A client without encryption is refused on an encrypted listener.
+		clear := g.attach(t, url)
+		if out := clear.exited(t, 90*time.Second); !strings.Contains(out, "encryption") {
+			t.Errorf("clear client: no encryption refusal:\n%s", tail([]byte(out), 3000))
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package relay
+
+// xpra's AES on the client link (docs/aes.md). The proxy answers a client
+// that sends cipher caps as an xpra server does: it encrypts what it sends
+// with the client's parameters, and gives the client parameters of its own
+// (in the challenge, and again in the server's hello) for what it
+// receives. The session's client Conn is then a cipherConn: below it the
+// socket's ciphertext, above it clear frames, so that the login and the
+// pipes work as on a clear link.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/xpraproxy/xpraproxy/frame"
+)
+
+// maxClientKeyIterations bounds the PBKDF2 iterations a client may ask
+// of the proxy before login (xpra 3.1 sends 1,000, 6.x 10,000): the
+// derivation runs on the loop.
+const maxClientKeyIterations = 20000
+
+// maxKeyFileSize bounds an encryption key file.
+const maxKeyFileSize = 64 << 10
+
+// clientAES is a session's encrypted client link.
+type clientAES struct {
+	conn    *cipherConn
+	key     []byte
+	nested  bool     // 6.x's "encryption" dict, else 3.1's flat "cipher.*"
+	mode    string   // "CBC" or "CTR"
+	stream  bool     // 6.x: one stream per direction (else an IV per packet)
+	options []string // the client's padding options
+}
+
+// encryptionKey finds the key for the client link as xpra's server does:
+// the key file, else XPRA_ENCRYPTION_KEY.
+func (s *Session) encryptionKey() ([]byte, error) {
+	if f := s.cfg.EncryptionKeyFile; f != "" {
+		b, err := readKeyFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > 0 {
+			return b, nil
+		}
+	}
+	if v := os.Getenv("XPRA_ENCRYPTION_KEY"); v != "" {
+		return []byte(v), nil
+	}
+	return nil, errors.New("encryption key is missing")
+}
+
+// readKeyFile reads a key file as xpra's filedata_nocrlf does.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key file: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, maxKeyFileSize+1)
+	n, _ := f.Read(b)
+	if n > maxKeyFileSize {
+		return nil, fmt.Errorf("encryption key file %s is too large", path)
+	}
+	return []byte(strings.TrimRight(string(b[:n]), "\r\n")), nil
+}
+
+// clientCipherCaps returns the client's cipher caps in either dialect.
+func clientCipherCaps(caps frame.Dict) (c frame.Dict, nested bool) {
+	if d, ok := caps.Dict("encryption"); ok {
+		if _, ok := d.Text("cipher"); ok {
+			return d, true
+		}
+	}
+	if _, ok := caps.Text("cipher"); !ok {
+		return nil, false
+	}
+	// 3.1's flat keys, read as the nested ones.
+	var d frame.Dict
+	for _, k := range []string{"iv", "key_salt", "key_stretch_iterations", "padding", "padding.options"} {
+		if v, ok := caps.Get("cipher." + k); ok {
+			d.Set(k, v)
+		}
+	}
+	v, _ := caps.Get("cipher")
+	d.Set("cipher", v)
+	return d, false
+}
+
+// setupClientCipher handles a hello's cipher caps (xpra's verify_auth and
+// 6.x's setup_encryption): the reason to refuse the client, or "" with
+// the caps to give it, nil when the link stays clear.
+func (s *Session) setupClientCipher(caps frame.Dict) (frame.Dict, string) {
+	c, nested := clientCipherCaps(caps)
+	want := s.cfg.ClientEncryption
+	if c == nil {
+		if want != "" {
+			return nil, "missing encryption tokens"
+		}
+		return nil, ""
+	}
+	if want == "" {
+		return nil, "the server does not support encryption on this connection"
+	}
+	name, _ := c.Text("cipher")
+	mode, _ := c.Text("mode")
+	name, mode = strings.ToUpper(name), strings.ToUpper(mode)
+	if mode == "" {
+		mode = "CBC"
+	}
+	if name != "AES" {
+		return nil, "unsupported cipher"
+	}
+	if m, ok := strings.CutPrefix(strings.ToUpper(want), "AES-"); ok && m != mode {
+		return nil, fmt.Sprintf("the server is configured for AES-%s not AES-%s as requested by the client", m, mode)
+	}
+	key, err := s.encryptionKey()
+	if err != nil {
+		s.logger().Warn("no encryption key for the client link", "err", err)
+		return nil, "encryption key is missing"
+	}
+	spec, err := clientSpec(c, nested, mode, key)
+	if err != nil {
+		return nil, err.Error()
+	}
+	out, err := frame.NewEncryptor(spec)
+	if err != nil {
+		return nil, err.Error()
+	}
+	a := s.aes
+	if a == nil {
+		a = &clientAES{conn: &cipherConn{Conn: s.client, max: s.cfg.loginPacketSize()}}
+		s.client = a.conn
+		s.aes = a
+	}
+	a.key, a.nested, a.mode = key, nested, mode
+	a.stream = true
+	if v, ok := c.Bool("stream"); ok {
+		a.stream = v
+	}
+	a.options = c.Texts("padding.options")
+	a.conn.out = out
+	ours, err := a.newReceiveCaps()
+	if err != nil {
+		return nil, err.Error()
+	}
+	return ours, ""
+}
+
+// clientSpec is the cipher the proxy sends with: the client's caps.
+func clientSpec(c frame.Dict, nested bool, mode string, key []byte) (frame.CipherSpec, error) {
+	iv, _ := c.Get("iv")
+	ivb, _ := frame.AsBytes(iv)
+	saltv, _ := c.Get("key_salt")
+	salt, _ := frame.AsBytes(saltv)
+	iterations, _ := c.Int("key_stretch_iterations")
+	if iterations > maxClientKeyIterations {
+		return frame.CipherSpec{}, fmt.Errorf("invalid number of iterations %d", iterations)
+	}
+	hash, _ := c.Text("key_hash")
+	size := int64(32)
+	if v, ok := c.Int("key_size"); ok {
+		size = v
+	}
+	padding, ok := c.Text("padding")
+	if !ok {
+		padding = frame.PaddingLegacy
+		if nested {
+			padding = frame.PaddingPKCS7
+		}
+	}
+	if padding != frame.PaddingPKCS7 && (nested || padding != frame.PaddingLegacy) {
+		return frame.CipherSpec{}, fmt.Errorf("unsupported padding %q", padding)
+	}
+	k, err := frame.DeriveKey(key, salt, hash, int(size), int(iterations))
+	if err != nil {
+		return frame.CipherSpec{}, err
+	}
+	spec := frame.CipherSpec{Mode: mode, Key: k, IV: ivb, Padding: padding}
+	spec.PadBlock, spec.Name = cipherShape(nested, mode)
+	if nested {
+		if stream, ok := c.Bool("stream"); ok && !stream {
+			spec.PerPacketIV = true
+		}
+	}
+	return spec, nil
+}
+
+// cipherShape is the padding block and the cipher's name in xpra's
+// messages for a dialect and mode.
+func cipherShape(nested bool, mode string) (int, string) {
+	switch {
+	case !nested:
+		return 32, "AES"
+	case mode == "CBC":
+		return 16, "AES-CBC"
+	}
+	return 0, "AES-" + mode
+}
+
+// newReceiveCaps draws the parameters the client is to send with (xpra's
+// new_cipher_caps), installs them as the proxy's decryptor, and returns
+// them in the client's dialect.
+func (a *clientAES) newReceiveCaps() (frame.Dict, error) {
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, err
+	}
+	iv := hex.EncodeToString(raw[:])
+	salt := make([]byte, 64)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
+	iterations := int64(1000)
+	if a.nested {
+		iterations = 10000
+	}
+	padding := frame.PaddingPKCS7
+	if !a.nested && !contains(a.options, frame.PaddingPKCS7) && contains(a.options, frame.PaddingLegacy) {
+		padding = frame.PaddingLegacy
+	}
+	k, err := frame.DeriveKey(a.key, salt, "SHA1", 32, int(iterations))
+	if err != nil {
+		return nil, err
+	}
+	spec := frame.CipherSpec{Mode: a.mode, Key: k, IV: []byte(iv), Padding: padding, PerPacketIV: !a.stream}
+	spec.PadBlock, spec.Name = cipherShape(a.nested, a.mode)
+	in, err := frame.NewDecryptor(spec)
+	if err != nil {
+		return nil, err
+	}
+	a.conn.setIn(in)
+	if !a.nested {
+		return frame.NewDict("cipher", "AES", "cipher.iv", iv, "cipher.key_salt", salt,
+			"cipher.key_stretch_iterations", iterations, "cipher.padding", padding,
+			"cipher.padding.options", []any{frame.PaddingPKCS7, frame.PaddingLegacy}), nil
+	}
+	return frame.NewDict("encryption", frame.NewDict("cipher", "AES", "mode", a.mode, "mode.options", []any{"CBC", "CTR"},
+		"iv", iv, "key_salt", salt, "key_hash", "SHA1", "key_size", int64(32), "key_stretch", "PBKDF2",
+		"key_stretch.options", []any{"PBKDF2"}, "key_stretch_iterations", iterations, "stream", a.stream,
+		"padding", padding, "padding.options", []any{frame.PaddingPKCS7})), nil
+}
+
+func contains(l []string, s string) bool {
+	for _, v := range l {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// addClientCipher puts fresh receive caps into the server's hello for an
+// encrypted client, which sends with them from then on (xpra's proxy
+// does the same, process_server_packet).
+func (s *Session) addClientCipher(h *frame.Dict) error {
+	h.DeleteFunc(func(k string) bool { return k == "encryption" || k == "cipher" || strings.HasPrefix(k, "cipher.") })
+	if s.aes == nil {
+		return nil
+	}
+	caps, err := s.aes.newReceiveCaps()
+	if err != nil {
+		return fmt.Errorf("relay: client cipher: %w", err)
+	}
+	for _, kv := range caps {
+		h.Set(kv.Key.(string), kv.Value)
+	}
+	return nil
+}
