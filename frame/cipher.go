@@ -69,6 +69,9 @@ type CipherSpec struct {
 	// PerPacketIV: no stream; each payload carries its own IV (6.x's
 	// stream=false).
 	PerPacketIV bool
+	// Skip is how many CTR key stream bytes of the first block a resumed
+	// stream has used already (Encryptor.Resume).
+	Skip int
 }
 
 // DeriveKey stretches a shared secret as xpra does: PBKDF2 with the hash
@@ -260,6 +263,11 @@ type Encryptor struct {
 	pad  int // padding after them
 	part [3 * aes.BlockSize]byte
 	pn   int // bytes of an incomplete CBC block held in part
+
+	// Where the stream is, for Resume: the last CBC ciphertext block, the
+	// CTR bytes used.
+	last [aes.BlockSize]byte
+	used uint64
 }
 
 // NewEncryptor checks spec and starts its stream.
@@ -271,6 +279,11 @@ func NewEncryptor(spec CipherSpec) (*Encryptor, error) {
 	e := &Encryptor{spec: spec, block: b}
 	if !spec.PerPacketIV {
 		e.x = newXorer(b, spec.Mode, spec.IV, false)
+		if spec.Mode == "CTR" && spec.Skip > 0 {
+			var skip [aes.BlockSize]byte
+			e.x(skip[:spec.Skip%aes.BlockSize], skip[:spec.Skip%aes.BlockSize])
+			e.used = uint64(spec.Skip % aes.BlockSize)
+		}
 	}
 	return e, nil
 }
@@ -345,6 +358,7 @@ func (e *Encryptor) payload(dst, p []byte) []byte {
 		start := len(dst)
 		dst = append(dst, p...)
 		e.x(dst[start:], dst[start:])
+		e.used += uint64(len(p))
 		return dst
 	}
 	if e.pn > 0 {
@@ -367,7 +381,44 @@ func (e *Encryptor) crypt(dst, p []byte) []byte {
 	start := len(dst)
 	dst = append(dst, p...)
 	e.x(dst[start:], dst[start:])
+	if e.spec.Mode == "CBC" && len(p) >= aes.BlockSize {
+		copy(e.last[:], dst[len(dst)-aes.BlockSize:])
+		e.used += uint64(len(p))
+	}
 	return dst
+}
+
+// Resume returns a spec whose encryptor carries on this stream where it
+// is: another process takes the link over (a root proxy's worker). It
+// fails between frames' pieces.
+func (e *Encryptor) Resume() (CipherSpec, error) {
+	if !e.Boundary() {
+		return CipherSpec{}, errors.New("frame: encrypt: resume inside a frame")
+	}
+	spec := e.spec
+	if spec.PerPacketIV {
+		return spec, nil
+	}
+	iv := make([]byte, aes.BlockSize)
+	switch spec.Mode {
+	case "CBC":
+		copy(iv, spec.IV)
+		if e.used > 0 {
+			copy(iv, e.last[:])
+		}
+	case "CTR":
+		// The counter is the IV as a big-endian number, one per block.
+		copy(iv, spec.IV)
+		carry := e.used / aes.BlockSize
+		for i := aes.BlockSize - 1; i >= 0 && carry > 0; i-- {
+			sum := uint64(iv[i]) + carry&0xff
+			iv[i] = byte(sum)
+			carry = carry>>8 + sum>>8
+		}
+		spec.Skip = int(e.used % aes.BlockSize)
+	}
+	spec.IV = iv
+	return spec, nil
 }
 
 // finish pads and encrypts the frame's last block.

@@ -35,6 +35,10 @@ type clientAES struct {
 	mode    string   // "CBC" or "CTR"
 	stream  bool     // 6.x: one stream per direction (else an IV per packet)
 	options []string // the client's padding options
+	// next: receive parameters drawn by the process that handed the
+	// client over, for the server's hello (the key is not here).
+	next     *receiveParams
+	nextSpec frame.CipherSpec
 }
 
 // encryptionKey finds the key for the client link as xpra's server does:
@@ -203,47 +207,109 @@ func cipherShape(nested bool, mode string) (int, string) {
 	return 0, "AES-" + mode
 }
 
-// newReceiveCaps draws the parameters the client is to send with (xpra's
-// new_cipher_caps), installs them as the proxy's decryptor, and returns
-// them in the client's dialect.
-func (a *clientAES) newReceiveCaps() (frame.Dict, error) {
+// receiveParams are the parameters the client is told to send with.
+type receiveParams struct {
+	IV         string `json:"iv"`
+	Salt       []byte `json:"salt"`
+	Iterations int64  `json:"iterations"`
+	Padding    string `json:"padding"`
+}
+
+// drawReceive draws fresh receive parameters (xpra's new_cipher_caps)
+// and the decryptor's spec for them.
+func (a *clientAES) drawReceive() (receiveParams, frame.CipherSpec, error) {
 	var raw [8]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, err
+		return receiveParams{}, frame.CipherSpec{}, err
 	}
-	iv := hex.EncodeToString(raw[:])
-	salt := make([]byte, 64)
-	if _, err := rand.Read(salt); err != nil {
-		return nil, err
+	r := receiveParams{IV: hex.EncodeToString(raw[:]), Salt: make([]byte, 64), Iterations: 1000, Padding: frame.PaddingPKCS7}
+	if _, err := rand.Read(r.Salt); err != nil {
+		return r, frame.CipherSpec{}, err
 	}
-	iterations := int64(1000)
 	if a.nested {
-		iterations = 10000
+		r.Iterations = 10000
 	}
-	padding := frame.PaddingPKCS7
 	if !a.nested && !contains(a.options, frame.PaddingPKCS7) && contains(a.options, frame.PaddingLegacy) {
-		padding = frame.PaddingLegacy
+		r.Padding = frame.PaddingLegacy
 	}
-	k, err := frame.DeriveKey(a.key, salt, "SHA1", 32, int(iterations))
+	k, err := frame.DeriveKey(a.key, r.Salt, "SHA1", 32, int(r.Iterations))
 	if err != nil {
-		return nil, err
+		return r, frame.CipherSpec{}, err
 	}
-	spec := frame.CipherSpec{Mode: a.mode, Key: k, IV: []byte(iv), Padding: padding, PerPacketIV: !a.stream}
+	spec := frame.CipherSpec{Mode: a.mode, Key: k, IV: []byte(r.IV), Padding: r.Padding, PerPacketIV: !a.stream}
 	spec.PadBlock, spec.Name = cipherShape(a.nested, a.mode)
+	return r, spec, nil
+}
+
+// newReceiveCaps draws the parameters the client is to send with (or
+// takes those drawn by the process that handed the client over),
+// installs them as the proxy's decryptor, and returns them in the
+// client's dialect.
+func (a *clientAES) newReceiveCaps() (frame.Dict, error) {
+	r, spec := a.next, a.nextSpec
+	if a.next == nil {
+		var err error
+		var drawn receiveParams
+		if drawn, spec, err = a.drawReceive(); err != nil {
+			return nil, err
+		}
+		r = &drawn
+	}
+	a.next = nil
 	in, err := frame.NewDecryptor(spec)
 	if err != nil {
 		return nil, err
 	}
 	a.conn.setIn(in)
 	if !a.nested {
-		return frame.NewDict("cipher", "AES", "cipher.iv", iv, "cipher.key_salt", salt,
-			"cipher.key_stretch_iterations", iterations, "cipher.padding", padding,
+		return frame.NewDict("cipher", "AES", "cipher.iv", r.IV, "cipher.key_salt", r.Salt,
+			"cipher.key_stretch_iterations", r.Iterations, "cipher.padding", r.Padding,
 			"cipher.padding.options", []any{frame.PaddingPKCS7, frame.PaddingLegacy}), nil
 	}
 	return frame.NewDict("encryption", frame.NewDict("cipher", "AES", "mode", a.mode, "mode.options", []any{"CBC", "CTR"},
-		"iv", iv, "key_salt", salt, "key_hash", "SHA1", "key_size", int64(32), "key_stretch", "PBKDF2",
-		"key_stretch.options", []any{"PBKDF2"}, "key_stretch_iterations", iterations, "stream", a.stream,
-		"padding", padding, "padding.options", []any{frame.PaddingPKCS7})), nil
+		"iv", r.IV, "key_salt", r.Salt, "key_hash", "SHA1", "key_size", int64(32), "key_stretch", "PBKDF2",
+		"key_stretch.options", []any{"PBKDF2"}, "key_stretch_iterations", r.Iterations, "stream", a.stream,
+		"padding", r.Padding, "padding.options", []any{frame.PaddingPKCS7})), nil
+}
+
+// AESLink is an encrypted client link on its way to a root proxy's
+// worker: the stream the proxy sends with, where it is, and the receive
+// parameters (drawn by the main process) that the server's hello will
+// give the client. The listener's key stays in the main process: only
+// this connection's derived keys travel.
+type AESLink struct {
+	Out     frame.CipherSpec `json:"out"`
+	In      frame.CipherSpec `json:"in"`
+	Receive receiveParams    `json:"receive"`
+	Nested  bool             `json:"nested"`
+	Mode    string           `json:"mode"`
+	Stream  bool             `json:"stream"`
+}
+
+// handoffAES describes the client's cipher for a worker.
+func (a *clientAES) handoff() (*AESLink, error) {
+	out, err := a.conn.out.Resume()
+	if err != nil {
+		return nil, err
+	}
+	r, in, err := a.drawReceive()
+	if err != nil {
+		return nil, err
+	}
+	return &AESLink{Out: out, In: in, Receive: r, Nested: a.nested, Mode: a.mode, Stream: a.stream}, nil
+}
+
+// adoptAES resumes a handed-over encrypted link: the worker encrypts on,
+// and reads nothing until the server's hello gives the client its
+// parameters.
+func adoptAES(client Conn, l *AESLink, max int) (*clientAES, error) {
+	out, err := frame.NewEncryptor(l.Out)
+	if err != nil {
+		return nil, err
+	}
+	r := l.Receive
+	return &clientAES{conn: &cipherConn{Conn: client, out: out, max: max}, nested: l.Nested, mode: l.Mode,
+		stream: l.Stream, next: &r, nextSpec: l.In}, nil
 }
 
 func contains(l []string, s string) bool {

@@ -73,10 +73,16 @@ func (c *cipherConn) fill() {
 // InboundBuffered is the clear bytes ready; after a decryption error, 1,
 // so that the reader's Peek meets the error.
 func (c *cipherConn) InboundBuffered() int {
-	if c.in == nil {
+	if c.in == nil && c.out != nil && c.err == nil && c.Conn.InboundBuffered() > 0 {
+		// A handed-over client says nothing before the server's hello.
+		c.err = errors.New("packet received before the server's hello")
+	}
+	if c.in == nil && c.err == nil {
 		return c.Conn.InboundBuffered()
 	}
-	c.fill()
+	if c.in != nil {
+		c.fill()
+	}
 	if c.err != nil {
 		return len(c.clear) + 1
 	}
@@ -84,7 +90,7 @@ func (c *cipherConn) InboundBuffered() int {
 }
 
 func (c *cipherConn) Peek(n int) ([]byte, error) {
-	if c.in == nil {
+	if c.in == nil && c.err == nil {
 		return c.Conn.Peek(n)
 	}
 	if n <= len(c.clear) && n >= 0 {
@@ -97,7 +103,7 @@ func (c *cipherConn) Peek(n int) ([]byte, error) {
 }
 
 func (c *cipherConn) Discard(n int) (int, error) {
-	if c.in == nil {
+	if c.in == nil && c.err == nil {
 		return c.Conn.Discard(n)
 	}
 	if n >= len(c.clear) {

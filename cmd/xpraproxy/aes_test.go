@@ -24,17 +24,28 @@ func keyFile(t *testing.T, name, key string) string {
 // clear server through the proxy, which decrypts and re-encrypts, pixel
 // for pixel; a client with another key is refused with xpra's padding
 // error, and the proxy goes on serving.
-func TestAESClientLink(t *testing.T) {
+func TestAESClientLink(t *testing.T) { testAESClientLink(t, false) }
+
+// TestAESClientLinkRoot is the same through a root proxy: the main
+// process decrypts the login, then hands the socket and the link's
+// derived keys (never the listener's key) to the worker, which encrypts
+// on from where the main process stopped.
+func TestAESClientLinkRoot(t *testing.T) { testAESClientLink(t, true) }
+
+func testAESClientLink(t *testing.T, root bool) {
 	forEachGen(t, func(t *testing.T, g *generation) {
 		a := g.srv(t, "sessionA")
 		db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
 		key := keyFile(t, "aes-"+g.name+".key", "a shared secret for "+g.name)
-		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
+		p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db,
 			"--tcp-encryption=AES", "--tcp-encryption-keyfile="+key)
 		url := fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", p.port)
 		modes := []string{"AES"}
 		if g.six {
 			modes = []string{"AES-CBC", "AES-CTR"}
+		}
+		if root {
+			modes = modes[len(modes)-1:] // the other modes take the same road
 		}
 		for _, mode := range modes {
 			c := g.attach(t, url, "--encryption="+mode, "--encryption-keyfile="+key)
@@ -45,7 +56,10 @@ func TestAESClientLink(t *testing.T) {
 			c.stop()
 		}
 		wrong := keyFile(t, "aes-wrong-"+g.name+".key", "not the key")
-		mode := modes[0]
+		mode := "AES" // CBC, whose padding tells a wrong key (CTR has none)
+		if g.six {
+			mode = "AES-CBC"
+		}
 		c := g.attach(t, url, "--encryption="+mode, "--encryption-keyfile="+wrong)
 		out := c.exited(t, 90*time.Second)
 		if !strings.Contains(out, "encryption padding error - wrong key?") {
