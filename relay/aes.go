@@ -108,7 +108,9 @@ func (s *Session) setupClientCipher(caps frame.Dict) (frame.Dict, string) {
 		}
 		return nil, ""
 	}
-	if want == "" {
+	if want == "" && s.cfg.EncryptionKeyFile == "" {
+		// With a key file and no --tcp-encryption, encryption is the
+		// client's choice (3.1's server accepts it when it has a key).
 		return nil, "the server does not support encryption on this connection"
 	}
 	name, _ := c.Text("cipher")

@@ -23,7 +23,8 @@ import (
 type Limits struct {
 	// ClientEncryption is xpra's --tcp-encryption for the proxy's
 	// listeners: "AES" (any mode), "AES-CBC" or "AES-CTR"; clients must
-	// then encrypt (docs/aes.md). "": only clients that ask are refused.
+	// then encrypt (docs/aes.md). "": clients may encrypt when
+	// EncryptionKeyFile is set, else those that ask are refused.
 	ClientEncryption string `json:"encryption"`
 	// EncryptionKeyFile holds the key of encrypted client links (else
 	// XPRA_ENCRYPTION_KEY); the path only, never the key.
