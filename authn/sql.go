@@ -173,6 +173,11 @@ func (*sqlModule) Challenge() bool { return true }
 // password itself (xor), as for pam.
 func (m *sqlModule) NeedsCleartext() bool { return m.hashed }
 
+// EncryptionKey is the user's clear password (KeyModule).
+func (m *sqlModule) EncryptionKey(username string) ([]byte, error) {
+	return m.db.Password(username, m.passwordQ)
+}
+
 func (m *sqlModule) Authenticate(r Request) (*Identity, error) {
 	if m.hashed {
 		if r.Password == nil {

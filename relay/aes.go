@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/xpraproxy/xpraproxy/authn"
 	"github.com/xpraproxy/xpraproxy/frame"
 )
 
@@ -56,7 +57,46 @@ func (s *Session) encryptionKey() ([]byte, error) {
 	if v := os.Getenv("XPRA_ENCRYPTION_KEY"); v != "" {
 		return []byte(v), nil
 	}
+	if len(s.rowKey) > 0 {
+		return s.rowKey, nil
+	}
 	return nil, errors.New("encryption key is missing")
+}
+
+// rowKeyModule is the module whose password row keys this hello's
+// cipher (xpra's get_password), when neither a key file nor
+// XPRA_ENCRYPTION_KEY does and it has not been looked up yet.
+func (s *Session) rowKeyModule(caps frame.Dict) authn.KeyModule {
+	if c, _ := clientCipherCaps(caps); c == nil || s.rowKey != nil || s.cfg.ClientEncryption == "" ||
+		s.cfg.EncryptionKeyFile != "" || os.Getenv("XPRA_ENCRYPTION_KEY") != "" {
+		return nil
+	}
+	for _, m := range s.cfg.Modules {
+		if km, ok := m.(authn.KeyModule); ok {
+			return km
+		}
+	}
+	return nil
+}
+
+// lookupRowKey asks m for the user's password off the loop, then goes
+// on with next.
+func (s *Session) lookupRowKey(m authn.KeyModule, next func()) {
+	prev := s.state
+	var key []byte
+	var err error
+	user := s.user
+	s.offLoop(WorkAuth, func() { key, err = m.EncryptionKey(user) }, func() {
+		s.state = prev
+		if err != nil {
+			s.logger().Warn("cannot read the encryption key from the user database", "user", s.logUser(), "err", err)
+		}
+		s.rowKey = key
+		if s.rowKey == nil {
+			s.rowKey = []byte{} // looked up: none
+		}
+		next()
+	}, nil)
 }
 
 // readKeyFile reads a key file as xpra's filedata_nocrlf does.
@@ -335,6 +375,7 @@ func (s *Session) addClientCipher(h *frame.Dict) error {
 	if err != nil {
 		return fmt.Errorf("relay: client cipher: %w", err)
 	}
+	s.aes.key = nil // the last parameters drawn: the key is not needed any more
 	for _, kv := range caps {
 		h.Set(kv.Key.(string), kv.Value)
 	}

@@ -123,13 +123,6 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 		return
 	}
 	s.caps = caps
-	cipherCaps, refusal := s.setupClientCipher(caps)
-	if refusal != "" {
-		s.cfg.Throttle.Failed(s.source(), s.user)
-		s.disconnect(CloseAuthFailed, "authentication failed", refusal)
-		return
-	}
-	s.cipherCaps = cipherCaps
 	if s.user == "" {
 		s.user, _ = caps.Text("username")
 		if len(s.user) > MaxUsernameLength {
@@ -142,6 +135,22 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 		s.disconnect(CloseThrottled, "authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
 		return
 	}
+	if m := s.rowKeyModule(caps); m != nil {
+		s.lookupRowKey(m, s.afterHello)
+		return
+	}
+	s.afterHello()
+}
+
+// afterHello goes on with a hello once its cipher's key is known.
+func (s *Session) afterHello() {
+	cipherCaps, refusal := s.setupClientCipher(s.caps)
+	if refusal != "" {
+		s.cfg.Throttle.Failed(s.source(), s.user)
+		s.disconnect(CloseAuthFailed, "authentication failed", refusal)
+		return
+	}
+	s.cipherCaps = cipherCaps
 	if s.state == stateChallenge {
 		s.verifyRound()
 		return

@@ -166,6 +166,9 @@ type login struct {
 	// cipherCaps: the receive parameters an encrypted client was given
 	// with its latest hello (aes.go).
 	cipherCaps frame.Dict
+	// rowKey: the user's password as the cipher's key, once looked up
+	// (empty: none); aes.go.
+	rowKey []byte
 }
 
 // Session is one client connection, from accept to close, and later its

@@ -69,6 +69,13 @@ func testAESClientLink(t *testing.T, root bool) {
 		if strings.Contains(log, "a shared secret") || strings.Contains(log, "not the key") {
 			t.Errorf("a key reached the proxy's log:\n%s", log)
 		}
+		// Without a key file, the user's sqlite row's password is the key,
+		// as xpra's authenticators' get_password.
+		rowKeyed := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--tcp-encryption=AES")
+		rowURL := fmt.Sprintf("tcp://foo:bar@127.0.0.1:%d/", rowKeyed.port)
+		rc := g.attach(t, rowURL, "--encryption="+mode, "--encryption-keyfile="+keyFile(t, "aes-row-"+g.name+".key", "bar"))
+		pixelsMatch(t, a, rc, fmt.Sprintf("sessionA on tcp://foo@127.0.0.1:%d/", rowKeyed.port))
+		rc.stop()
 		// A client without encryption is refused on an encrypted listener.
 		clear := g.attach(t, url)
 		if out := clear.exited(t, 90*time.Second); !strings.Contains(out, "encryption") {
