@@ -31,7 +31,7 @@ const maxKeyFileSize = 64 << 10
 // clientAES is a session's encrypted client link.
 type clientAES struct {
 	conn    *cipherConn
-	key     []byte
+	key     []byte   // only while preparing: never kept in a session
 	nested  bool     // 6.x's "encryption" dict, else 3.1's flat "cipher.*"
 	mode    string   // "CBC" or "CTR"
 	stream  bool     // 6.x: one stream per direction (else an IV per packet)
@@ -136,10 +136,21 @@ func clientCipherCaps(caps frame.Dict) (c frame.Dict, nested bool) {
 	return d, false
 }
 
-// setupClientCipher handles a hello's cipher caps (xpra's verify_auth and
-// 6.x's setup_encryption): the reason to refuse the client, or "" with
-// the caps to give it, nil when the link stays clear.
-func (s *Session) setupClientCipher(caps frame.Dict) (frame.Dict, string) {
+// cipherSetup is what a hello's cipher caps come to: worked out off the
+// loop (the key derivations cost milliseconds each), installed on it.
+type cipherSetup struct {
+	aes  clientAES // all but conn
+	out  *frame.Encryptor
+	in   *frame.Decryptor
+	caps frame.Dict // the parameters the client is given now
+}
+
+// prepareClientCipher handles a hello's cipher caps (xpra's verify_auth
+// and 6.x's setup_encryption): the reason to refuse the client, or ""
+// with the setup to install, nil when the link stays clear. It draws the
+// parameters for the server's hello too, so that nothing is derived on
+// the loop. It touches no session state.
+func (s *Session) prepareClientCipher(caps frame.Dict) (*cipherSetup, string) {
 	c, nested := clientCipherCaps(caps)
 	want := s.cfg.ClientEncryption
 	if c == nil {
@@ -174,28 +185,42 @@ func (s *Session) setupClientCipher(caps frame.Dict) (frame.Dict, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
-	out, err := frame.NewEncryptor(spec)
-	if err != nil {
-		return nil, err.Error()
-	}
-	a := s.aes
-	if a == nil {
-		a = &clientAES{conn: &cipherConn{Conn: s.client, max: s.cfg.loginPacketSize()}}
-		s.client = a.conn
-		s.aes = a
-	}
-	a.key, a.nested, a.mode = key, nested, mode
-	a.stream = true
+	setup := &cipherSetup{aes: clientAES{key: key, nested: nested, mode: mode, stream: true, options: c.Texts("padding.options")}}
 	if v, ok := c.Bool("stream"); ok {
-		a.stream = v
+		setup.aes.stream = v
 	}
-	a.options = c.Texts("padding.options")
-	a.conn.out = out
-	ours, err := a.newReceiveCaps()
+	if setup.out, err = frame.NewEncryptor(spec); err != nil {
+		return nil, err.Error()
+	}
+	a := &setup.aes
+	now, inSpec, err := a.drawReceive()
+	if err == nil {
+		setup.in, err = frame.NewDecryptor(inSpec)
+	}
+	var next receiveParams
+	if err == nil {
+		next, a.nextSpec, err = a.drawReceive()
+	}
 	if err != nil {
 		return nil, err.Error()
 	}
-	return ours, ""
+	a.next, a.key = &next, nil
+	setup.caps = a.capsFor(now)
+	return setup, ""
+}
+
+// installClientCipher makes the session's client link encrypted with
+// setup, from the next byte each way. Loop only.
+func (s *Session) installClientCipher(setup *cipherSetup) {
+	if s.aes == nil {
+		s.aes = &clientAES{conn: &cipherConn{Conn: s.client, max: s.cfg.loginPacketSize()}}
+		s.client = s.aes.conn
+	}
+	conn := s.aes.conn
+	*s.aes = setup.aes
+	s.aes.conn = conn
+	conn.out = setup.out
+	conn.setIn(setup.in)
 }
 
 // clientSpec is the cipher the proxy sends with: the client's caps.
@@ -283,35 +308,35 @@ func (a *clientAES) drawReceive() (receiveParams, frame.CipherSpec, error) {
 	return r, spec, nil
 }
 
-// newReceiveCaps draws the parameters the client is to send with (or
-// takes those drawn by the process that handed the client over),
-// installs them as the proxy's decryptor, and returns them in the
-// client's dialect.
+// newReceiveCaps installs the parameters drawn for the server's hello
+// (prepareClientCipher, or the process that handed the client over) as
+// the proxy's decryptor, and returns them in the client's dialect.
 func (a *clientAES) newReceiveCaps() (frame.Dict, error) {
-	r, spec := a.next, a.nextSpec
 	if a.next == nil {
-		var err error
-		var drawn receiveParams
-		if drawn, spec, err = a.drawReceive(); err != nil {
-			return nil, err
-		}
-		r = &drawn
+		return nil, errors.New("no receive parameters drawn")
 	}
+	r := *a.next
 	a.next = nil
-	in, err := frame.NewDecryptor(spec)
+	in, err := frame.NewDecryptor(a.nextSpec)
 	if err != nil {
 		return nil, err
 	}
+	a.nextSpec = frame.CipherSpec{}
 	a.conn.setIn(in)
+	return a.capsFor(r), nil
+}
+
+// capsFor is receive parameters in the client's dialect.
+func (a *clientAES) capsFor(r receiveParams) frame.Dict {
 	if !a.nested {
 		return frame.NewDict("cipher", "AES", "cipher.iv", r.IV, "cipher.key_salt", r.Salt,
 			"cipher.key_stretch_iterations", r.Iterations, "cipher.padding", r.Padding,
-			"cipher.padding.options", []any{frame.PaddingPKCS7, frame.PaddingLegacy}), nil
+			"cipher.padding.options", []any{frame.PaddingPKCS7, frame.PaddingLegacy})
 	}
 	return frame.NewDict("encryption", frame.NewDict("cipher", "AES", "mode", a.mode, "mode.options", []any{"CBC", "CTR"},
 		"iv", r.IV, "key_salt", r.Salt, "key_hash", "SHA1", "key_size", int64(32), "key_stretch", "PBKDF2",
 		"key_stretch.options", []any{"PBKDF2"}, "key_stretch_iterations", r.Iterations, "stream", a.stream,
-		"padding", r.Padding, "padding.options", []any{frame.PaddingPKCS7})), nil
+		"padding", r.Padding, "padding.options", []any{frame.PaddingPKCS7}))
 }
 
 // AESLink is an encrypted client link on its way to a root proxy's
@@ -334,11 +359,10 @@ func (a *clientAES) handoff() (*AESLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, in, err := a.drawReceive()
-	if err != nil {
-		return nil, err
+	if a.next == nil {
+		return nil, errors.New("no receive parameters drawn")
 	}
-	return &AESLink{Out: out, In: in, Receive: r, Nested: a.nested, Mode: a.mode, Stream: a.stream}, nil
+	return &AESLink{Out: out, In: a.nextSpec, Receive: *a.next, Nested: a.nested, Mode: a.mode, Stream: a.stream}, nil
 }
 
 // adoptAES resumes a handed-over encrypted link: the worker encrypts on,
@@ -375,7 +399,6 @@ func (s *Session) addClientCipher(h *frame.Dict) error {
 	if err != nil {
 		return fmt.Errorf("relay: client cipher: %w", err)
 	}
-	s.aes.key = nil // the last parameters drawn: the key is not needed any more
 	for _, kv := range caps {
 		h.Set(kv.Key.(string), kv.Value)
 	}

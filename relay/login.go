@@ -142,15 +142,37 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 	s.afterHello()
 }
 
-// afterHello goes on with a hello once its cipher's key is known.
+// afterHello goes on with a hello once its cipher's key is known: the
+// cipher is worked out off the loop (aes.go), then the login goes on.
 func (s *Session) afterHello() {
-	cipherCaps, refusal := s.setupClientCipher(s.caps)
-	if refusal != "" {
-		s.cfg.Throttle.Failed(s.source(), s.user)
-		s.disconnect(CloseAuthFailed, "authentication failed", refusal)
+	if c, _ := clientCipherCaps(s.caps); c == nil && s.cfg.ClientEncryption == "" {
+		s.cipherCaps = nil
+		s.loginRound()
 		return
 	}
-	s.cipherCaps = cipherCaps
+	prev, caps := s.state, s.caps
+	var (
+		setup   *cipherSetup
+		refusal string
+	)
+	s.offLoop(WorkAuth, func() { setup, refusal = s.prepareClientCipher(caps) }, func() {
+		s.state = prev
+		if refusal != "" {
+			s.cfg.Throttle.Failed(s.source(), s.user)
+			s.disconnect(CloseAuthFailed, "authentication failed", refusal)
+			return
+		}
+		s.cipherCaps = nil
+		if setup != nil {
+			s.installClientCipher(setup)
+			s.cipherCaps = setup.caps
+		}
+		s.loginRound()
+	}, nil)
+}
+
+// loginRound answers the challenge, or starts the next round.
+func (s *Session) loginRound() {
 	if s.state == stateChallenge {
 		s.verifyRound()
 		return
