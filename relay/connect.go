@@ -418,6 +418,9 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		server.Close()
 		return
 	}
+	if b.AES != nil {
+		server = b.AES.conn(server) // the server link is encrypted (aesserver.go)
+	}
 	s.server = server
 	s.admit()
 	s.c2s.src, s.c2s.dst = s.client, server

@@ -125,6 +125,9 @@ func (s *Session) Replace(old, c Conn) {
 	if s.aes != nil && s.aes.conn.Conn == old {
 		s.aes.conn.Conn = c // the socket under an encrypted link
 	}
+	if cc, ok := s.server.(*cipherConn); ok && cc.Conn == old {
+		cc.Conn = c
+	}
 	if s.server == old {
 		s.server = c
 	}

@@ -67,6 +67,9 @@ type LinkOptions struct {
 	// --ssl-server-verify-mode=none), a CA file, the name to verify.
 	VerifyNone          bool
 	CACerts, ServerName string
+	// Encryption ("AES", "AES-CBC", "AES-CTR") and its key file: xpra's
+	// AES toward the server (docs/aes.md).
+	Encryption, EncryptionKeyFile string
 }
 
 // Uncompressed reports whether the proxy↔server link must carry no
@@ -109,6 +112,15 @@ func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []st
 			default:
 				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not none, optional or required; ignored", o.Key, o.Value))
 			}
+		case "encryption":
+			switch v := strings.ToUpper(o.Value); v {
+			case "AES", "AES-CBC", "AES-CTR":
+				link.Encryption = v
+			default:
+				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not AES, AES-CBC or AES-CTR; ignored", o.Key, o.Value))
+			}
+		case "encryption-keyfile", "keyfile":
+			link.EncryptionKeyFile = o.Value
 		case "start-xpra":
 			// The proxy's own: which xpra starts this user's sessions.
 		case "ssl-ca-certs":
