@@ -164,3 +164,17 @@ func cipherReason(err error) (string, bool) {
 	}
 	return "", false
 }
+
+// Slack counts what the cipher holds beyond the clear bytes offered: the
+// ciphertext of a frame not yet whole (below), the spare room of clear
+// and of the scratch buffer (Slacker).
+func (c *cipherConn) Slack() int {
+	n := cap(c.clear) - len(c.clear) + cap(c.scratch)
+	if c.in != nil {
+		n += c.Conn.InboundBuffered()
+	}
+	if sl, ok := c.Conn.(Slacker); ok {
+		n += sl.Slack()
+	}
+	return n
+}
