@@ -226,3 +226,38 @@ func TestCipherResume(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCipher is the AES layer alone on 64 KiB frames (what one core
+// seals and opens per second), each mode; BENCHMARKS.md.
+func BenchmarkCipher(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		spec CipherSpec
+	}{
+		{"3.1-CBC", testSpec(b, "CBC", 32, PaddingPKCS7, false)},
+		{"6.x-CBC", testSpec(b, "CBC", 16, PaddingPKCS7, false)},
+		{"6.x-CTR", testSpec(b, "CTR", 0, "", false)},
+	} {
+		f := clearFrame(bytes.Repeat([]byte("x"), 64<<10))
+		b.Run(c.name+"/seal", func(b *testing.B) {
+			enc, _ := NewEncryptor(c.spec)
+			out := make([]byte, 0, len(f)+64)
+			b.SetBytes(int64(len(f)))
+			for b.Loop() {
+				out, _ = enc.Seal(out[:0], f)
+			}
+		})
+		b.Run(c.name+"/open", func(b *testing.B) {
+			enc, _ := NewEncryptor(c.spec)
+			dec, _ := NewDecryptor(c.spec)
+			sealed, _ := enc.Seal(nil, f)
+			out := make([]byte, 0, len(f)+64)
+			b.SetBytes(int64(len(f)))
+			for b.Loop() {
+				// The same frame each time: CBC's chain is off after the
+				// first, so the padding check fails; the work is the same.
+				out, _, _ = dec.Open(out[:0], sealed, 0)
+			}
+		})
+	}
+}
