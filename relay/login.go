@@ -41,6 +41,12 @@ func (s *Session) nextPacket() (frame.Packet, bool) {
 	buf, err := s.client.Peek(n)
 	if err != nil {
 		if s.aes != nil && !errors.Is(err, frame.ErrShortBuffer) {
+			var pe *frame.PaddingError
+			if errors.As(err, &pe) {
+				// A wrong key is a failed login: guessing keys is
+				// throttled as guessing passwords is.
+				s.cfg.Throttle.Failed(s.source(), s.user)
+			}
 			s.protocolError(err) // a wrong key, a clear frame on an encrypted link
 		}
 		return nil, false
