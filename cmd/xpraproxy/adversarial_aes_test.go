@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,10 +29,10 @@ func siegeKeyFile(t *testing.T) string {
 
 // aesHello is a 6.x client's hello asking for AES-CBC with these
 // parameters, and the decryptor of what the proxy answers with them.
-func aesHello(iterations int64) ([]byte, *frame.Decryptor) {
+func aesHello(user string, iterations int64) ([]byte, *frame.Decryptor) {
 	iv, salt := "0123456789abcdef", make([]byte, 64)
 	rand.Read(salt)
-	caps := xpratest.Hello6("aes-attacker")
+	caps := xpratest.Hello6(user)
 	caps.Set("encryption", frame.NewDict("cipher", "AES", "mode", "CBC", "iv", iv, "key_salt", salt,
 		"key_hash", "SHA1", "key_size", int64(32), "key_stretch", "PBKDF2", "key_stretch_iterations", iterations,
 		"padding", frame.PaddingPKCS7, "padding.options", []any{frame.PaddingPKCS7}, "stream", true))
@@ -50,6 +51,10 @@ func openAll(dec *frame.Decryptor, b []byte) string {
 	var out []string
 	for len(b) > 0 {
 		clear, n, err := dec.Open(nil, b, 0)
+		if errors.Is(err, frame.ErrUnencrypted) {
+			// A refusal before any cipher (the throttle's): clear.
+			clear, n, err = b, len(b), nil
+		}
 		if err != nil {
 			out = append(out, "undecryptable: "+err.Error())
 			break
@@ -71,7 +76,7 @@ func aesCase(s *siege) string {
 	conns := s.rawDial(60, s.tenAddresses())
 	defer hold(conns)()
 	answers := parallel(conns, func(c net.Conn) string {
-		hello, dec := aesHello(1000)
+		hello, dec := aesHello("aes-attacker", 1000)
 		c.Write(hello)
 		// The challenge, encrypted: wait for some of it.
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -84,12 +89,27 @@ func aesCase(s *siege) string {
 		rest, _ := readAll(c, 10*time.Second)
 		return openAll(dec, append(first[:n], rest...))
 	})
-	got := s.expectAll("aes wrong key", answers, "encryption padding error - wrong key?")
+	// Each is told of its wrong key; once the throttle has counted enough
+	// of them, a hello is refused before any cipher, in clear.
+	wrongKey, throttled := 0, 0
+	for _, a := range answers {
+		switch {
+		case strings.Contains(a, "encryption padding error - wrong key?"):
+			wrongKey++
+		case strings.Contains(a, "too many failed logins"):
+			throttled++
+		default:
+			s.failf("aes wrong key: answer %q names neither the wrong key nor the throttle", truncate(a, 300))
+		}
+	}
+	got := fmt.Sprintf("60 wrong keys: %d told \"encryption padding error - wrong key?\", %d throttled", wrongKey, throttled)
 	slow := s.rawDial(20, s.tenAddresses())
 	defer hold(slow)()
 	start := time.Now()
 	costly := parallel(slow, func(c net.Conn) string {
-		hello, _ := aesHello(1_000_000)
+		// Another user: the wrong keys above count as failed logins
+		// (throttled) for theirs.
+		hello, _ := aesHello("aes-costly", 1_000_000)
 		c.Write(hello)
 		out, _ := readAll(c, 10*time.Second)
 		return out
