@@ -94,10 +94,10 @@ func TestWorkloads(t *testing.T) {
 }
 
 // TestTransports: the generator reaches xpraproxy over ws, ssl and wss on
-// its one port, and draws arrive intact.
+// its one port (quic on its UDP port number), and draws arrive intact.
 func TestTransports(t *testing.T) {
 	bin := buildProxy(t)
-	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS} {
+	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS, TransportQUIC} {
 		t.Run(tr, func(t *testing.T) {
 			res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadStream, Sessions: 3, Duration: 500 * time.Millisecond,
 				Size: 16 << 10, Verify: true, Binary: bin, Transport: tr})
@@ -129,6 +129,28 @@ func TestSoak(t *testing.T) {
 	}
 	if limit := res.ProxyRSSBaseline + 128<<20; res.ProxyRSSMax > limit {
 		t.Errorf("proxy RSS reached %d bytes (baseline %d)", res.ProxyRSSMax, res.ProxyRSSBaseline)
+	}
+}
+
+// TestSoakAcrossUpgrade: the checksummed soak with an upgrade in its
+// middle loses and corrupts no draw and closes no client; the sessions go
+// to the new process (a slow reader that cannot catch up within 2 s may
+// stay in the old one, and reads everything there).
+func TestSoakAcrossUpgrade(t *testing.T) {
+	bin := buildProxy(t)
+	res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadSoak, Sessions: 40, Slow: 2, Size: 4096, Window: 2,
+		Duration: 4 * time.Second, UpgradeAt: 1500 * time.Millisecond, Binary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UpgradeError != "" || res.UpgradeHanded < 40 || res.UpgradeHanded+res.UpgradeKept != 42 {
+		t.Fatalf("upgrade: %d handed, %d kept, error %q", res.UpgradeHanded, res.UpgradeKept, res.UpgradeError)
+	}
+	if res.BadData != 0 || res.ClientsClosed != 0 || res.Ready != 40 || res.MBytesPerS <= 0 {
+		t.Fatalf("across the upgrade: %d bad draws, %d clients closed: %+v", res.BadData, res.ClientsClosed, res)
+	}
+	if res.SlowDrained != 2 || res.SlowDisconnected != 0 || res.SlowCut != 0 {
+		t.Errorf("slow readers: %d disconnected with a reason, %d cut, %d drained", res.SlowDisconnected, res.SlowCut, res.SlowDrained)
 	}
 }
 

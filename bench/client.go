@@ -32,6 +32,7 @@ type clients struct {
 	ready, failed, closed atomic.Int64
 	bytes, packets        atomic.Int64
 	badData               atomic.Int64
+	maxGap                atomic.Int64 // the longest gap between two draws of one session (ns)
 
 	mu      sync.Mutex
 	rtts    []time.Duration // ping round trips
@@ -52,6 +53,7 @@ type clientConn struct {
 	session  uint32 // server session id, learnt from the first draw
 	verify   bool
 	streamOK bool
+	lastDraw int64 // unix ns of the last draw
 }
 
 func newClients(loops int, password, transport, peer string, realHello bool) (*clients, error) {
@@ -243,6 +245,16 @@ func (c *clients) onDraw(cc *clientConn, p frame.Packet) {
 		c.badData.Add(1)
 	}
 	cc.nextSeq = uint32(seq) + 1
+	now := time.Now().UnixNano()
+	if cc.lastDraw > 0 {
+		for gap := now - cc.lastDraw; ; {
+			old := c.maxGap.Load()
+			if gap <= old || c.maxGap.CompareAndSwap(old, gap) {
+				break
+			}
+		}
+	}
+	cc.lastDraw = now
 	c.bytes.Add(int64(len(data)))
 	c.packets.Add(1)
 	cc.send(frame.Packet{"damage-sequence", seq, 1, 128, 1, 0, ""})

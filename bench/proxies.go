@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,9 +39,15 @@ type proxyProc struct {
 	sockDir string
 	display string
 	log     string
+	// successor is the process an upgrade started (upgrade.go), which
+	// the figures read from then on; stop ends it with the group.
+	successor atomic.Int64
 }
 
 func (p *proxyProc) pid() int {
+	if pid := p.successor.Load(); pid > 0 {
+		return int(pid)
+	}
 	if p.cmd == nil || p.cmd.Process == nil {
 		return 0
 	}
@@ -60,6 +67,14 @@ func (p *proxyProc) stop() {
 	case <-time.After(5 * time.Second):
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
+	}
+	if pid := int(p.successor.Load()); pid > 0 {
+		// In the old process's group, which may have exited first.
+		syscall.Kill(pid, syscall.SIGTERM)
+		for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
@@ -171,6 +186,12 @@ func startProxy(kind, dir, simAddr, binary string, sessions int, auth, tlsPEM st
 		if auth != "" {
 			bind = "--bind-tcp=" + p.addr
 			extra = append([]string{"--tcp-auth=" + auth}, extra...)
+		}
+		for i, a := range extra {
+			if a == quicBind {
+				// The QUIC listener on the same port number, the same users.
+				extra[i] = strings.Replace(bind, "--bind-tcp=", "--bind-quic=", 1)
+			}
 		}
 		p.cmd = exec.Command(binary, append([]string{"proxy", p.display, bind,
 			"--socket-dir=" + p.sockDir, "--daemon=no", "--max-logins-per-source=0"}, extra...)...)

@@ -50,8 +50,11 @@ type Config struct {
 	// a sqlite file (as xpra's proxy), or a postgresql:// or mysql:// URI
 	// (the sql module; the users are written there first).
 	Users string
-	Dir   string // scratch directory (made if empty)
-	Log   func(format string, args ...any)
+	// UpgradeAt, when set, upgrades xpraproxy this far into the measured
+	// phase (upgrade.go).
+	UpgradeAt time.Duration
+	Dir       string // scratch directory (made if empty)
+	Log       func(format string, args ...any)
 }
 
 // Result is what a run measured; the JSON names are the contract with
@@ -102,6 +105,17 @@ type Result struct {
 	SlowCut                int64   `json:"slow_cut,omitempty"`
 	SlowDrained            int64   `json:"slow_drained,omitempty"`
 	LastError              string  `json:"last_error,omitempty"`
+	// An upgrade during the run (upgrade.go): sessions handed to the new
+	// process and kept by the old, the proxy's own time to hand them over,
+	// the request's, client connections that closed (any is a session
+	// lost), and the longest gap between two draws of one session.
+	UpgradeHanded     int     `json:"upgrade_handed,omitempty"`
+	UpgradeKept       int     `json:"upgrade_kept,omitempty"`
+	UpgradeHandoverMS float64 `json:"upgrade_handover_ms,omitempty"`
+	UpgradeRequestMS  float64 `json:"upgrade_request_ms,omitempty"`
+	UpgradeError      string  `json:"upgrade_error,omitempty"`
+	ClientsClosed     int64   `json:"clients_closed"`
+	MaxDrawGapMS      float64 `json:"max_draw_gap_ms,omitempty"`
 }
 
 const benchPassword = "bench-password"
@@ -217,6 +231,9 @@ func Run(cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench: xpra's 3.1.3 proxy cannot relay 6.x peers")
 	}
 	tlsPEM := ""
+	if cfg.Transport == TransportQUIC && cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
+		return nil, fmt.Errorf("bench: --transport=quic is for xpraproxy")
+	}
 	if cfg.Transport != "" && cfg.Transport != TransportTCP {
 		haTLS := cfg.Proxy == ProxyHAProxy && cfg.Transport == TransportSSL
 		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot && !haTLS {
@@ -239,6 +256,9 @@ func Run(cfg Config) (*Result, error) {
 			}
 		} else {
 			cfg.ProxyArgs = append(cfg.ProxyArgs, "--ssl-cert="+cert, "--ssl-key="+key)
+		}
+		if cfg.Transport == TransportQUIC {
+			cfg.ProxyArgs = append(cfg.ProxyArgs, quicBind)
 		}
 	}
 	p, err := startProxy(cfg.Proxy, dir, simAddr, cfg.Binary, cfg.Sessions, auth, tlsPEM, cfg.ProxyArgs)
@@ -314,6 +334,8 @@ func Run(cfg Config) (*Result, error) {
 	cpu0 := rusage()
 	_, pcpu0 := procStats(p.pid())
 	start := time.Now()
+	closed0 := cl.closed.Load()
+	upgraded := upgradeDuring(cfg, res, p)
 	switch cfg.Workload {
 	case WorkloadIdle:
 		time.Sleep(cfg.Duration)
@@ -377,6 +399,9 @@ func Run(cfg Config) (*Result, error) {
 	default:
 		return nil, fmt.Errorf("bench: unknown workload %q (idle, stream, pingpong, connect)", cfg.Workload)
 	}
+	<-upgraded
+	res.ClientsClosed = cl.closed.Load() - closed0
+	res.MaxDrawGapMS = float64(cl.maxGap.Load()) / 1e6
 	elapsed := time.Since(start)
 	res.DurationS = elapsed.Seconds()
 	res.GeneratorCPUPercent = 100 * float64(rusage()-cpu0) / float64(elapsed)

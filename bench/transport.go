@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/quic-go/quic-go"
 
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -24,10 +26,16 @@ const (
 	TransportWS  = "ws"
 	TransportSSL = "ssl"
 	TransportWSS = "wss"
+	// TransportQUIC is xpra 6's quic://: WebSocket over HTTP/3, a UDP
+	// socket and a QUIC connection per client (docs/quic.md).
+	TransportQUIC = "quic"
 )
 
 // dialTransport connects to the proxy and returns a plain xpra stream.
 func dialTransport(d *net.Dialer, transport, target string) (net.Conn, error) {
+	if transport == TransportQUIC {
+		return dialQUIC(d, target)
+	}
 	nc, err := d.Dial("tcp", target)
 	if err != nil || transport == TransportTCP || transport == "" {
 		return nc, err
@@ -96,3 +104,41 @@ func wsBridge(conn net.Conn) (net.Conn, error) {
 	}()
 	return theirs, nil
 }
+
+// dialQUIC opens quic:// from the dialer's source address on a UDP socket
+// of its own, closed with the connection.
+func dialQUIC(d *net.Dialer, target string) (net.Conn, error) {
+	la := &net.UDPAddr{}
+	if ta, ok := d.LocalAddr.(*net.TCPAddr); ok {
+		la.IP = ta.IP
+	}
+	uc, err := net.ListenUDP("udp", la)
+	if err != nil {
+		return nil, err
+	}
+	tr := &quic.Transport{Conn: uc}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qs, err := relay.DialQUICStream(ctx, tr, target, &relay.LinkOptions{VerifyNone: true})
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	return wsBridge(closeBoth{qs, tr})
+}
+
+// closeBoth is a connection whose Close also closes its transport.
+type closeBoth struct {
+	net.Conn
+	tr *quic.Transport
+}
+
+func (c closeBoth) Close() error {
+	err := c.Conn.Close()
+	c.tr.Close()
+	return err
+}
+
+// quicBind in the proxy's arguments stands for its --bind-quic on the
+// port its --bind-tcp has (startProxy fills it in).
+const quicBind = "--bind-quic=SAME"

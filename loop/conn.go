@@ -229,6 +229,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		cn.sp.closed(cn)
 	case roleParking:
 		cn.pre.park.take(c)
+		cn.pre.park.released = true
 		return gnet.None
 	case roleResumed:
 		return gnet.None

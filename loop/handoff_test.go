@@ -35,6 +35,13 @@ type rootRoad struct {
 
 func startRootRoad(t *testing.T, target string, mainOpts Options) *rootRoad {
 	t.Helper()
+	return startRootRoadLimits(t, target, mainOpts, nil)
+}
+
+// startRootRoadLimits is startRootRoad with tune applied to both
+// servers' limits.
+func startRootRoadLimits(t *testing.T, target string, mainOpts Options, tune func(*relay.Limits)) *rootRoad {
+	t.Helper()
 	tlsCfg, err := selfsigned.Config()
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +49,9 @@ func startRootRoad(t *testing.T, target string, mainOpts Options) *rootRoad {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	limits := relay.Limits{LoginTimeout: 5 * time.Second, ChallengeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second,
 		MaxPacketSize: 16 << 20, MaxSessionBuffer: 32 << 20}
+	if tune != nil {
+		tune(&limits)
+	}
 	wcfg := &relay.Config{Limits: limits, Log: quiet, Generations: &relay.Generations{}, Connects: &relay.ConnectLimiter{}}
 	refuse := *wcfg
 	worker := New([]Listener{{Network: "unix", Address: filepath.Join(t.TempDir(), "refuse"), Config: &refuse}},

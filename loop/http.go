@@ -154,21 +154,9 @@ func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) (
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return httpResponse(405, "Method Not Allowed", "method not allowed\n", closeAfter), nil
 	}
-	p := path.Clean("/" + req.URL.Path)
-	if strings.HasSuffix(p, "/") {
-		p += "index.html"
-	}
-	full := filepath.Join(l.HTML, filepath.FromSlash(p))
-	if fi, err := os.Stat(full); err == nil && fi.IsDir() {
-		full = filepath.Join(full, "index.html")
-	}
-	data, err := s.files.get(full)
+	data, ctype, err := s.File(l.HTML, req.URL.Path)
 	if err != nil {
 		return httpResponse(404, "Not Found", "not found\n", closeAfter), nil
-	}
-	ctype := mime.TypeByExtension(filepath.Ext(full))
-	if ctype == "" {
-		ctype = http.DetectContentType(data)
 	}
 	var hdr strings.Builder
 	fmt.Fprintf(&hdr, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-cache\r\n", ctype, len(data))
@@ -180,6 +168,30 @@ func (s *Server) fileResponse(l *Listener, req *http.Request, closeAfter bool) (
 		body = data
 	}
 	return []byte(hdr.String()), body
+}
+
+// File returns the file of the HTML5 client that an HTTP request's path
+// names under dir (a directory's index.html), from the file cache shared
+// by every connection and transport (HTTP/3 too), with its content type.
+// The data must not be modified. Safe from any goroutine.
+func (s *Server) File(dir, urlPath string) (data []byte, ctype string, err error) {
+	p := path.Clean("/" + urlPath)
+	if strings.HasSuffix(p, "/") {
+		p += "index.html"
+	}
+	full := filepath.Join(dir, filepath.FromSlash(p))
+	if fi, err := os.Stat(full); err == nil && fi.IsDir() {
+		full = filepath.Join(full, "index.html")
+	}
+	data, err = s.files.get(full)
+	if err != nil {
+		return nil, "", err
+	}
+	ctype = mime.TypeByExtension(filepath.Ext(full))
+	if ctype == "" {
+		ctype = http.DetectContentType(data)
+	}
+	return data, ctype, nil
 }
 
 func httpResponse(code int, status, body string, closeAfter bool) []byte {

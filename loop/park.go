@@ -51,6 +51,13 @@ type flow struct {
 	want      bool    // the relay wants it not read
 	p         *parked // the stand-in, once parked
 	enrolling bool    // being handed back to gnet
+	// A splice's flow (spliceflow.go): what the destination held at the
+	// last sign it read, and when.
+	queued  int
+	movedAt time.Time
+	// handing: the session is being handed to another process
+	// (handover.go): parked whatever it holds, and kept parked.
+	handing bool
 }
 
 // parked stands in for a socket that gnet no longer reads. It holds
@@ -70,6 +77,9 @@ type parked struct {
 	off           int
 	out           []byte
 	closed        bool
+	// released: gnet's connection of the socket has closed, so every
+	// byte gnet read is in held (a handover waits for it).
+	released bool
 }
 
 // errParkedClosed: the session closed the parked socket.
@@ -267,6 +277,8 @@ func socketOf(c relay.Conn) gnet.Conn {
 // setSocket puts c under cn's layers in place of old.
 func (s *Server) setSocket(cn *conn, old, c gnet.Conn) {
 	switch {
+	case cn.sp != nil && cn == cn.sp.innerCn:
+		cn.sp.inner = c
 	case cn.tls != nil:
 		cn.tls.Conn = c
 		cn.tls.sock.c = c
@@ -314,7 +326,7 @@ func (s *Server) resumeReading(ls *loopState, c relay.Conn) {
 	if g == nil {
 		return
 	}
-	if f := ls.flows[connOf(g)]; f != nil {
+	if f := ls.flows[connOf(g)]; f != nil && !f.handing {
 		f.want = false
 		holdLayers(f.cn, false)
 		s.flowSoon(ls)
@@ -354,6 +366,10 @@ func (s *Server) flowArm(ls *loopState) {
 func (s *Server) flowTick(ls *loopState) {
 	now := time.Now()
 	for cn, f := range ls.flows {
+		if cn.sp != nil {
+			s.spliceFlow(f, now)
+			continue
+		}
 		sess := cn.sess
 		if sess == nil || sess.Closed() {
 			s.dropFlow(f)
@@ -398,7 +414,7 @@ func (s *Server) park(f *flow) {
 		s.dropFlow(f)
 		return
 	}
-	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget()) {
+	if _, already := g.(*parked); already || g.OutboundBuffered() > 0 || (g.InboundBuffered() < parkAt && !s.overBudget() && !f.handing) {
 		return
 	}
 	fd, err := unix.FcntlInt(uintptr(g.Fd()), unix.F_DUPFD_CLOEXEC, 0)
@@ -436,10 +452,17 @@ func (s *Server) overBudget() bool {
 // sessionSide is the relay.Conn of cn's side of its session.
 func sessionSide(cn *conn) relay.Conn {
 	switch {
+	case cn.sp != nil && cn == cn.sp.innerCn:
+		if cn.sp.inner == nil {
+			return nil
+		}
+		return cn.sp.inner
 	case cn.ws != nil:
 		return cn.ws
 	case cn.tls != nil:
 		return cn.tls
+	case cn.sp != nil:
+		return nil // a stream's client: no socket here
 	case cn.role == roleServer:
 		return cn.sess.ServerConn()
 	default:
@@ -458,7 +481,7 @@ func (s *Server) unpark(f *flow, now time.Time) {
 	p, cn := f.p, f.cn
 	for i := 0; ; i++ {
 		s.deliver(cn, p, now)
-		if f.want || p.closed || !cn.sess.Relaying() {
+		if f.want || p.closed || (cn.sess != nil && !cn.sess.Reading()) {
 			return
 		}
 		if p.InboundBuffered() == 0 {
@@ -499,13 +522,16 @@ func (s *Server) unpark(f *flow, now time.Time) {
 // deliver runs cn's traffic path over what its (parked) socket holds.
 func (s *Server) deliver(cn *conn, p *parked, now time.Time) {
 	var act gnet.Action
-	if cn.tls != nil {
+	switch {
+	case cn.sp != nil:
+		act = cn.sp.traffic(p, cn)
+	case cn.tls != nil:
 		err := cn.tls.decrypt()
 		act = s.traffic(cn.tls, cn, now)
 		if err != nil {
 			act = gnet.Close
 		}
-	} else {
+	default:
 		act = s.traffic(p, cn, now)
 	}
 	if act == gnet.Close {

@@ -182,6 +182,9 @@ type loopState struct {
 	buffered atomic.Int64                // read by the ticker
 
 	flowQueued, flowArmed bool // a flowTick is queued, or its timer set
+
+	handing   map[*relay.Session]*handing // sessions being handed over (handover.go)
+	handArmed bool                        // a handoverTick's timer is set
 }
 
 // New makes a server; Run starts it. Safe from any goroutine.

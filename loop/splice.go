@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/xpraproxy/xpraproxy/relay"
 )
 
 // A splice joins a client whose transport must stay in this process to
@@ -24,20 +26,24 @@ import (
 // and no packet is decoded here: the supervisor only moves plaintext.
 //
 // Both ends are connections of one loop; a splice is touched only there.
-// What either direction may hold queued is bounded by the session's
-// buffer limit: past it the splice ends (both sockets close, the worker
-// sees its client gone), since gnet reads whatever comes and the bytes
-// have no packet boundary here at which a disconnect could be written.
+// Each direction has flow control (spliceflow.go): a destination that
+// holds more than spliceHigh unsent stops the splice reading its source
+// until it drains, so TCP (or the stream's window) slows the sender. The
+// session's buffer limit stays as the bound for a source that could not
+// be paused: past it the splice ends (both sockets close, the worker
+// sees its client gone), since the bytes have no packet boundary here at
+// which a disconnect could be written.
 type splice struct {
 	srv      *Server
 	ls       *loopState
-	id       uint64    // the session handed over, for logs
-	client   spliceEnd // the client's plaintext: its TLS layer, or its stream
-	clientCn *conn     // the client's connection (its ticket)
-	inner    gnet.Conn // this process's end of the socketpair, once open
-	innerCn  *conn     // its role
-	max      int       // bytes one direction may hold queued
-	drainBy  time.Time // the worker's end closed: the client gets what is queued until then
+	id       uint64        // the session handed over, for logs
+	client   spliceEnd     // the client's plaintext: its TLS layer, or its stream
+	clientCn *conn         // the client's connection (its ticket)
+	inner    gnet.Conn     // this process's end of the socketpair, once open
+	innerCn  *conn         // its role
+	max      int           // bytes one direction may hold queued
+	stall    time.Duration // a paused direction whose destination reads nothing for this long ends (0: never)
+	drainBy  time.Time     // the worker's end closed: the client gets what is queued until then
 	ended    bool
 }
 
@@ -75,7 +81,13 @@ func (s *Server) splice(cn *conn, end spliceEnd) (*os.File, error) {
 		return nil, fmt.Errorf("loop: splice: %w", err)
 	}
 	sp := &splice{srv: s, ls: cn.ls, client: end, clientCn: cn, max: max(cn.sess.MaxBuffer(), 1<<20), id: cn.sess.ID}
-	sp.innerCn = &conn{role: roleSplice, sp: sp}
+	if st := cn.sess.StallTimeout(); st > 0 {
+		// After the worker's own cut and its close (the rest of a
+		// packet in progress, 5 s; the reason's drain, 10 s), so that a
+		// client that reads again gets the reason.
+		sp.stall = st + 2*drainTime
+	}
+	sp.innerCn = &conn{role: roleSplice, sp: sp, ls: cn.ls}
 	el := cn.ls.el
 	// gnet dups the socket and closes nc itself.
 	ch, err := el.Enroll(gnet.NewContext(context.Background(), sp.innerCn), nc)
@@ -115,6 +127,8 @@ func (sp *splice) opened(c gnet.Conn) {
 func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
 	if cn == sp.innerCn {
 		sp.toClient()
+		sp.parkSoon(cn, c)
+		sp.unparked(c, "the worker")
 		return gnet.None
 	}
 	err := cn.tls.decrypt()
@@ -125,13 +139,27 @@ func (sp *splice) traffic(c gnet.Conn, cn *conn) gnet.Action {
 		sp.end()
 		return gnet.Close
 	}
+	sp.parkSoon(cn, c)
+	sp.unparked(c, "the client")
 	return gnet.None
+}
+
+// unparked bounds a paused source that could not be parked (bytes
+// queued to it, out of descriptors): gnet goes on reading it.
+func (sp *splice) unparked(c gnet.Conn, who string) {
+	if n := c.InboundBuffered(); n > sp.max {
+		sp.fail(fmt.Sprintf("%s sent more than %d bytes that could not be passed on", who, sp.max))
+	}
 }
 
 // toWorker passes the client's plaintext to the worker.
 func (sp *splice) toWorker() {
 	n := sp.client.InboundBuffered()
-	if n == 0 || sp.ended {
+	if n == 0 {
+		return
+	}
+	if sp.ended {
+		sp.client.Discard(n) // nobody to pass it to
 		return
 	}
 	if sp.inner == nil {
@@ -140,11 +168,21 @@ func (sp *splice) toWorker() {
 		}
 		return
 	}
-	b, _ := sp.client.Peek(n)
-	sp.inner.Write(b)
-	sp.client.Discard(n)
-	if sp.inner.OutboundBuffered() > sp.max {
-		sp.fail(fmt.Sprintf("the worker did not read %d bytes of its client's", sp.inner.OutboundBuffered()))
+	// In steps, so that a destination holds at most the high-water mark
+	// and one step when it stops reading.
+	for ; n > 0 && !sp.ended && !sp.paused(sp.clientCn); n = sp.client.InboundBuffered() {
+		k := min(n, spliceStep)
+		b, _ := sp.client.Peek(k)
+		_, err := sp.inner.Write(b)
+		sp.client.Discard(k)
+		if err != nil {
+			return // the worker's end is closing: its close ends the splice
+		}
+		if sp.inner.OutboundBuffered() > sp.max {
+			sp.fail(fmt.Sprintf("the worker did not read %d bytes of its client's", sp.inner.OutboundBuffered()))
+			return
+		}
+		sp.pace(sp.clientCn)
 	}
 }
 
@@ -158,22 +196,31 @@ func (sp *splice) toClient() {
 		sp.inner.Discard(n)
 		return
 	}
-	b, _ := sp.inner.Peek(n)
-	_, err := sp.client.Write(b)
-	sp.inner.Discard(n)
-	switch {
-	case err != nil:
-		sp.fail("cannot write to the client: " + err.Error())
-	case sp.client.OutboundBuffered() > sp.max:
-		sp.fail(fmt.Sprintf("connection too slow: more than %d bytes buffered", sp.max))
+	for ; n > 0 && !sp.ended && !sp.paused(sp.innerCn); n = sp.inner.InboundBuffered() {
+		k := min(n, spliceStep)
+		b, _ := sp.inner.Peek(k)
+		_, err := sp.client.Write(b)
+		sp.inner.Discard(k)
+		switch {
+		case err != nil:
+			sp.fail("cannot write to the client: " + err.Error())
+			return
+		case sp.client.OutboundBuffered() > sp.max:
+			sp.fail(fmt.Sprintf("connection too slow: more than %d bytes buffered", sp.max))
+			return
+		}
+		sp.pace(sp.innerCn)
 	}
 }
 
 // held is the bytes the splice holds in user space.
 func (sp *splice) held() int {
 	n := sp.client.InboundBuffered() + sp.client.OutboundBuffered()
+	if sl, ok := sp.client.(relay.Slacker); ok {
+		n += sl.Slack() // ciphertext not yet decrypted, spare room
+	}
 	if sp.inner != nil {
-		n += sp.inner.InboundBuffered() + sp.inner.OutboundBuffered()
+		n += sp.inner.InboundBuffered() + sp.inner.OutboundBuffered() + slackOf(sp.inner)
 	}
 	return n
 }

@@ -57,6 +57,10 @@ type Supervisor struct {
 	// (BENCHMARKS.md, density in both modes). Records then lists nothing.
 	NoRecords bool
 
+	// forward takes the live sessions workers hand over at an upgrade
+	// (rootupgrade.go); set by HandOver, under mu.
+	forward func(authn.Account, *loop.HandedSession) error
+
 	mu       sync.Mutex
 	workers  map[string]*worker0 // by account key
 	starting map[string]chan struct{}
@@ -277,15 +281,23 @@ func (s *Supervisor) start(k string, acct authn.Account) (*worker0, error) {
 // watch reads a worker's messages until it goes away, then reaps it.
 func (s *Supervisor) watch(w *worker0) {
 	defer s.wg.Done()
+	var live *pendingLive // a live session whose server socket comes next
 	for {
 		m, f, err := w.ch.recv()
-		if f != nil {
+		if f != nil && (err != nil || (m.Op != "live" && m.Op != "live-server")) {
 			f.Close()
 		}
 		if err != nil {
+			live.close()
 			break
 		}
 		switch m.Op {
+		case "live":
+			live.close()
+			live = &pendingLive{m: m, client: f}
+		case "live-server":
+			s.forwardLive(w, live, f)
+			live = nil
 		case "reply":
 			w.pmu.Lock()
 			c := w.pending[m.Seq]

@@ -33,6 +33,7 @@ func (s Socket) Key() string { return s.Network + "://" + s.Address }
 type Upgrade struct {
 	PID    int
 	exited chan error // its exit status, once it exits (it is reaped)
+	ch     *channel   // the conduit, open until Close: live sessions go over it
 }
 
 // Exited delivers the successor's exit status if it exits while this
@@ -48,7 +49,12 @@ func StartUpgrade(exe string, args, env []string, socks []Socket, stderr io.Writ
 	if err != nil {
 		return nil, err
 	}
-	defer ch.close()
+	kept := false
+	defer func() {
+		if !kept {
+			ch.close()
+		}
+	}()
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(env, UpgradeEnv+"=3")
 	cmd.ExtraFiles = []*os.File{child}
@@ -95,7 +101,8 @@ func StartUpgrade(exe string, args, env []string, socks []Socket, stderr io.Writ
 	case m := <-answer:
 		switch m.Op {
 		case "ready":
-			return &Upgrade{PID: cmd.Process.Pid, exited: exited}, nil
+			kept = true
+			return &Upgrade{PID: cmd.Process.Pid, exited: exited, ch: ch}, nil
 		case "failed":
 			return fail(fmt.Errorf("upgrade: the new process cannot serve: %s", m.Err))
 		}
@@ -166,7 +173,11 @@ func AdoptUpgrade(getenv func(string) string) (*Successor, error) {
 // renamed is f under another name (a dup; f is closed).
 func renamed(f *os.File, name string) (*os.File, error) {
 	defer f.Close()
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	var fd int
+	err := withFd(f, func(raw int) (err error) {
+		fd, err = unix.FcntlInt(uintptr(raw), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -191,10 +202,10 @@ func (s *Successor) closeAll() {
 	s.files = nil
 }
 
-// Ready tells the old process that this one serves.
+// Ready tells the old process that this one serves; the conduit stays
+// open for the sessions it hands over (TakeSessions).
 func (s *Successor) Ready() error {
 	s.closeAll()
-	defer s.ch.close()
 	return s.ch.send(&message{Op: "ready", PID: os.Getpid()}, nil)
 }
 

@@ -51,6 +51,13 @@ type message struct {
 	Socket  string `json:"socket,omitempty"`
 	OK      bool   `json:"ok,omitempty"`
 	Err     string `json:"err,omitempty"`
+	// Live is a relaying session an upgrade hands over (upgrade.go),
+	// beside its client's socket; its server's follows in a message of
+	// its own.
+	Live *liveSession `json:"live,omitempty"`
+	// Handed and Kept answer a worker's handover (rootupgrade.go).
+	Handed int `json:"handed,omitempty"`
+	Kept   int `json:"kept,omitempty"`
 }
 
 // Datagrams carry at most partSize bytes after a one-byte flag (1: more
@@ -107,12 +114,27 @@ func fileChannel(f *os.File) (*channel, error) {
 
 // send writes m, with f's descriptor attached to its first part.
 func (ch *channel) send(m *message, f *os.File) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	return ch.sendLocked(m, f)
+}
+
+// sendPair writes two messages with nothing of another sender between
+// them (a live session and its server's socket).
+func (ch *channel) sendPair(m1 *message, f1 *os.File, m2 *message, f2 *os.File) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	if err := ch.sendLocked(m1, f1); err != nil {
+		return err
+	}
+	return ch.sendLocked(m2, f2)
+}
+
+func (ch *channel) sendLocked(m *message, f *os.File) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("privsep: encode %s: %w", m.Op, err)
 	}
-	ch.wmu.Lock()
-	defer ch.wmu.Unlock()
 	for first := true; first || len(data) > 0; first = false {
 		n := min(len(data), partSize)
 		part := make([]byte, 0, n+1)
@@ -122,15 +144,36 @@ func (ch *channel) send(m *message, f *os.File) error {
 		}
 		part = append(append(part, more), data[:n]...)
 		data = data[n:]
-		var oob []byte
+		var err error
 		if first && f != nil {
-			oob = unix.UnixRights(int(f.Fd()))
+			err = withFd(f, func(fd int) error {
+				_, _, err := ch.c.WriteMsgUnix(part, unix.UnixRights(fd), nil)
+				return err
+			})
+		} else {
+			_, _, err = ch.c.WriteMsgUnix(part, nil, nil)
 		}
-		if _, _, err := ch.c.WriteMsgUnix(part, oob, nil); err != nil {
+		if err != nil {
 			return fmt.Errorf("privsep: send %s: %w", m.Op, err)
 		}
 	}
 	return nil
+}
+
+// withFd runs fn with f's descriptor without putting it in blocking mode,
+// as (*os.File).Fd would: the open file description is shared with this
+// process's own socket (a listener still accepting, whose Accept would
+// then block in the kernel and its Close wait for a connection).
+func withFd(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(p uintptr) { ferr = fn(int(p)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // recv reads one message and the descriptor that came with it, if any.

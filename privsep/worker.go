@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -176,6 +177,10 @@ type worker struct {
 	ended chan report
 	// started is RunWorker's hook.
 	started func(*loop.Server, WorkerConfig)
+	// liveAnswers are the main process's answers to the live sessions
+	// this worker hands over at an upgrade (rootupgrade.go).
+	liveAnswers chan *message
+	liveSeq     atomic.Uint64
 }
 
 func (w *worker) run() error {
@@ -300,6 +305,21 @@ func (w *worker) serve() (string, relay.CloseReason, error) {
 				recs, complete := w.srv.Records()
 				w.reply(m, &message{OK: complete, Records: recs})
 			}()
+		case "handover":
+			if w.liveAnswers == nil {
+				w.liveAnswers = make(chan *message, 1)
+			}
+			go func() {
+				handed, kept := w.srv.HandOver(w.giveLive)
+				w.reply(m, &message{OK: true, Handed: handed, Kept: kept})
+			}()
+		case "live-answer":
+			select {
+			case w.liveAnswers <- m:
+			default:
+			}
+		case "resume":
+			w.resume(m, f)
 		case "exit":
 			w.log.Info("worker exiting at the main process's request")
 			why, reason := stopped, relay.CloseShutdown

@@ -178,3 +178,9 @@ func (c *cipherConn) Slack() int {
 	}
 	return n
 }
+
+// isCipher reports whether c is an encrypted link's cipherConn.
+func isCipher(c Conn) bool {
+	_, ok := c.(*cipherConn)
+	return ok
+}

@@ -24,6 +24,9 @@ type Backend struct {
 	Conn net.Conn
 	// WS is set for ws:// and wss:// targets: the loop frames the stream.
 	WS *WSState
+	// TLS: Conn is the plaintext end of a TLS bridge (ssl://, wss://),
+	// whose record layer lives in this process's goroutines.
+	TLS bool
 	// Hello is the server's hello and the header it came with (its
 	// encoder and compressor).
 	Hello  frame.Dict
@@ -49,7 +52,7 @@ type DialConfig struct {
 	Timeout  time.Duration
 	// MaxPacketSize bounds the server's handshake packets.
 	MaxPacketSize int
-	// Link carries the TLS options of ssl:// and wss:// targets.
+	// Link carries the TLS options of ssl://, wss:// and quic:// targets.
 	Link *LinkOptions
 }
 
@@ -58,6 +61,9 @@ type DialConfig struct {
 // It blocks (up to Timeout) and runs off the event loop.
 func Dial(cfg DialConfig) (*Backend, error) {
 	deadline := time.Now().Add(cfg.Timeout)
+	if cfg.Target.Scheme == "quic" {
+		return dialQUICBackend(cfg, deadline)
+	}
 	conn, err := net.DialTimeout(cfg.Network, cfg.Address, cfg.Timeout)
 	if err != nil {
 		return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: "failed to connect to display", Err: err}
@@ -107,6 +113,7 @@ func Dial(cfg DialConfig) (*Backend, error) {
 		b.WS = &WSState{Remaining: wc.remaining}
 	}
 	if tc != nil {
+		b.TLS = true
 		if b.Conn, err = Bridge(tc, nil); err != nil {
 			tc.Close()
 			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot relay the TLS connection", Err: err}

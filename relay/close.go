@@ -51,18 +51,24 @@ func (s *Session) send(p frame.Packet) {
 // line before a hello) and ends the session for why (its access record);
 // the server, if any, is told the client is gone.
 func (s *Session) disconnect(why CloseReason, reason string, extra ...string) {
-	if s.state == stateClosing || s.state == stateClosed {
+	if s.state == stateClosing || s.state == stateClosed || s.state == stateFinish {
 		return
 	}
 	s.ending(why, reason, extra...)
 	if s.state == stateRelay && s.s2c != nil && !s.s2c.finishPacket() {
 		// The client is in the middle of a packet whose rest is not
-		// here: a packet of ours would corrupt its stream. Close only.
-		s.logger().Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
-		s.closeServer("client connection lost")
-		s.beginClose()
+		// here: a packet of ours now would corrupt its stream.
+		if s.finishFirst(reason, extra) {
+			return
+		}
+		s.closeMidPacket(reason)
 		return
 	}
+	s.say(reason, extra)
+}
+
+// say sends the disconnect reason, tells the server, and begins the close.
+func (s *Session) say(reason string, extra []string) {
 	if s.helloSeen {
 		p := frame.Packet{"disconnect", reason}
 		for _, e := range extra {
@@ -76,11 +82,76 @@ func (s *Session) disconnect(why CloseReason, reason string, extra ...string) {
 	s.beginClose()
 }
 
+// closeMidPacket closes a client whose packet in progress cannot be
+// finished: it cannot be sent the reason.
+func (s *Session) closeMidPacket(reason string) {
+	s.logger().Info("closing mid-packet; the client cannot be sent the reason", "reason", reason)
+	s.closeServer("client connection lost")
+	s.beginClose()
+}
+
+// finishLimit bounds the bytes a disconnect may still forward to end the
+// packet the client is in the middle of; finishTimeout bounds the wait
+// for them. Past either, the client is closed without the reason.
+const (
+	finishLimit   = 1 << 20
+	finishTimeout = 5 * time.Second
+)
+
+// finishFirst defers a disconnect until the server→client stream reaches
+// a packet boundary: the pipe stops everything but the rest of the packet
+// in progress (a raw chunk cut through, or chunks waiting for their main
+// packet), reads the server again even if flow control had paused it, and
+// the reason follows that packet (continueFinish). It reports whether
+// the disconnect waits; a bridged stream (whose frames are rewritten
+// whole) or a server already gone cannot finish.
+func (s *Session) finishFirst(reason string, extra []string) bool {
+	p := s.s2c
+	if s.server == nil || p.bridge != nil {
+		return false
+	}
+	s.waiting = &pendingDisconnect{reason: reason, extra: extra}
+	s.state = stateFinish
+	s.deadline = time.Now().Add(finishTimeout)
+	s.finishBytes = 0
+	if p.paused {
+		p.unpause()
+	}
+	s.host.Watch(s)
+	return true
+}
+
+// pendingDisconnect is a reason waiting for the client's packet in
+// progress to end (stateFinish).
+type pendingDisconnect struct {
+	reason string
+	extra  []string
+}
+
+// continueFinish forwards the rest of the packet in progress as it
+// arrives, then sends the waiting reason; past finishLimit bytes or the
+// deadline, or when the server is gone, the client is closed without it.
+func (s *Session) continueFinish(now time.Time) {
+	p := s.s2c
+	before := p.Bytes
+	done := s.server != nil && p.finishPacket()
+	s.finishBytes += int(p.Bytes - before)
+	pd := s.waiting
+	switch {
+	case done:
+		s.waiting = nil
+		s.say(pd.reason, pd.extra)
+	case s.server == nil || s.finishBytes > finishLimit || now.After(s.deadline):
+		s.waiting = nil
+		s.closeMidPacket(pd.reason)
+	}
+}
+
 func (s *Session) closeServer(why string) {
 	if s.server == nil {
 		return
 	}
-	if s.state == stateRelay && (s.c2s == nil || s.c2s.finishPacket()) {
+	if (s.state == stateRelay || s.state == stateFinish) && (s.c2s == nil || s.c2s.finishPacket()) {
 		if bb, err := encodeOwn(s.serverWriter(), frame.Packet{"disconnect", "server shutdown", why}); err == nil {
 			s.server.Write(bb.B)
 			putOwn(bb)
@@ -144,6 +215,11 @@ func (s *Session) OnClientClosed(err error) {
 
 // OnServerClosed: the backend's socket is gone.
 func (s *Session) OnServerClosed(err error) {
+	if s.state == stateFinish {
+		s.server = nil
+		s.continueFinish(time.Now())
+		return
+	}
 	if s.state != stateRelay {
 		return
 	}
@@ -181,6 +257,8 @@ func (s *Session) Sweep(now time.Time) int {
 		}
 		s.Flow()
 		s.overLimit()
+	case stateFinish:
+		s.continueFinish(now)
 	case stateClosing:
 		drained := s.client.OutboundBuffered() == 0
 		cf, ws := s.client.(closeFramer)

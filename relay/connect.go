@@ -422,6 +422,7 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		server = b.AES.conn(server) // the server link is encrypted (aesserver.go)
 	}
 	s.server = server
+	s.serverFramed = b.WS != nil || b.TLS
 	s.admit()
 	s.c2s.src, s.c2s.dst = s.client, server
 	s.s2c.src, s.s2c.dst = server, s.client

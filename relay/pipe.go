@@ -270,7 +270,8 @@ func (p *pipe) flush() error {
 // finishPacket forwards what is already buffered up to the end of the
 // packet in progress, so that a packet of the proxy's own (a disconnect)
 // can follow without corrupting the stream. It reports whether the stream
-// is at a packet boundary; when the rest has not arrived it is not.
+// is at a packet boundary; when the rest has not arrived it is not, and
+// what did arrive has gone out (a later call goes on from there).
 func (p *pipe) finishPacket() bool {
 	if p.src == nil {
 		return true
@@ -281,17 +282,19 @@ func (p *pipe) finishPacket() bool {
 	for p.remaining > 0 || p.midPacket {
 		avail := p.src.InboundBuffered()
 		if p.remaining > 0 {
-			if avail < p.remaining {
+			n := min(avail, p.remaining)
+			if n == 0 {
 				return false
 			}
-			buf, err := p.src.Peek(p.remaining)
+			buf, err := p.src.Peek(n)
 			if err != nil {
 				return false
 			}
 			p.dst.Write(buf)
-			p.src.Discard(p.remaining)
-			p.remaining = 0
-			if p.curIndex == 0 {
+			p.src.Discard(n)
+			p.Bytes += int64(n)
+			p.remaining -= n
+			if p.remaining == 0 && p.curIndex == 0 {
 				p.midPacket = false
 			}
 			continue
@@ -304,10 +307,13 @@ func (p *pipe) finishPacket() bool {
 			return false
 		}
 		size, h, err := frame.FrameLen(hdr, p.max)
-		if err != nil || avail < size {
+		if err != nil {
 			return false
 		}
 		p.remaining, p.curIndex = size, h.Index
+		if h.Index == 0 {
+			p.Packets++
+		}
 	}
 	return true
 }

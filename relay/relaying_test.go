@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -330,7 +331,7 @@ func TestPoolProbe(t *testing.T) {
 // Backends reached over ssl://, ws:// and wss:// (the session options
 // that verify, or not, the server's certificate).
 func TestBackendTransports(t *testing.T) {
-	for _, scheme := range []string{"ssl", "ws", "wss"} {
+	for _, scheme := range []string{"ssl", "ws", "wss", "quic"} {
 		t.Run(scheme, func(t *testing.T) {
 			srv, err := xpratest.StartServerOver(scheme)
 			if err != nil {
@@ -342,7 +343,11 @@ func TestBackendTransports(t *testing.T) {
 			target := srv.URL()
 			if scheme != "ws" {
 				p := newPeer(t, config(users(t, target)))
-				if got := words(p.login(xpratest.Hello("foo"), "bar")); !strings.Contains(got, "TLS handshake with the server failed") {
+				failed := "TLS handshake with the server failed"
+				if scheme == "quic" {
+					failed = "QUIC connection to the server failed"
+				}
+				if got := words(p.login(xpratest.Hello("foo"), "bar")); !strings.Contains(got, failed) {
 					t.Errorf("unverified certificate: %s", got)
 				}
 				target += "||ssl-server-verify-mode=none"
@@ -351,6 +356,10 @@ func TestBackendTransports(t *testing.T) {
 			p.send(frame.Packet{"ping", int64(7), int64(0), "c"})
 			if got := words(p.h.Server.Packets(t)); !strings.Contains(got, "ping 7") {
 				t.Errorf("relayed over %s: %s", scheme, got)
+			}
+			// The link's layer lives in this process: an upgrade keeps it.
+			if _, err := p.s.State(); !errors.Is(err, relay.ErrNotHandable) {
+				t.Errorf("a session to a %s target is handable: %v", scheme, err)
 			}
 		})
 	}
@@ -421,4 +430,62 @@ func TestPoolSkipsOtherGeneration(t *testing.T) {
 		t.Errorf("after skipping the 6.x member: %v (it stays live)", st)
 	}
 	p.s.Stop("done")
+}
+
+// A disconnect that comes while the client is in the middle of a packet
+// (a raw chunk cut through, its rest not arrived yet) waits for that
+// packet to end, then the client reads the reason after it; a rest that
+// never comes closes the client without one after finishTimeout.
+func TestDisconnectMidPacket(t *testing.T) {
+	srv := server(t)
+	cfg := config(users(t, srv.URL()))
+	draw := frame.Packet{"draw", 1, 0, 0, 10, 10, "rgb24", frame.Compressed{Data: bytes.Repeat([]byte{7}, 2<<20)}, 1, 40, frame.NewDict()}
+	w := frame.Writer{Encoding: frame.Rencode}
+	b, err := w.AppendPacket(nil, draw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(b) / 2 // inside the 2 MiB chunk, which is cut through
+
+	p := relaying(t, cfg)
+	p.h.Server.Feed(b[:half])
+	p.s.ServerTraffic(p.now)
+	p.s.Stop("proxy instance stopped by request")
+	if got := words(p.c.Packets(t)); got != "" {
+		t.Fatalf("the client was sent %q in the middle of a packet", got)
+	}
+	if p.s.Closed() || !p.s.Urgent() {
+		t.Fatal("the session did not wait for the packet in progress")
+	}
+	p.h.Server.Feed(b[half:])
+	p.s.ServerTraffic(p.now)
+	got := p.c.Packets(t)
+	if len(got) != 2 || got[0].Type() != "draw" || got[1].Type() != "disconnect" || !strings.Contains(words(got[1:]), "stopped by request") {
+		t.Fatalf("after the packet's rest the client got %s, want the draw then the reason", words(got))
+	}
+	if d, _ := got[0][7].([]byte); len(d) != 2<<20 {
+		t.Errorf("the draw's pixels arrived as %T of %d bytes", got[0][7], len(d))
+	}
+	p.s.Sweep(p.now.Add(time.Minute))
+	if !p.s.Closed() {
+		t.Error("not closed after the reason")
+	}
+
+	// The rest never comes: closed without a reason once the wait is over.
+	p = relaying(t, cfg)
+	p.h.Server.Feed(b[:half])
+	p.s.ServerTraffic(p.now)
+	p.s.Shed()
+	p.s.Sweep(p.now.Add(time.Second))
+	if p.s.Closed() {
+		t.Fatal("closed before the wait for the packet's rest was over")
+	}
+	p.s.Sweep(p.now.Add(10 * time.Second))
+	p.s.Sweep(p.now.Add(time.Minute))
+	if got := words(p.c.Packets(t)); strings.Contains(got, "disconnect") {
+		t.Errorf("a reason was written into the packet in progress: %s", got)
+	}
+	if !p.s.Closed() {
+		t.Error("not closed after the wait")
+	}
 }

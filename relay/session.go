@@ -134,9 +134,12 @@ const (
 	stateClosing
 	stateClosed
 	stateHandedOff // the client now belongs to another process
+	// stateFinish: a disconnect waits for the packet the client is in
+	// the middle of to end (close.go, finishFirst).
+	stateFinish
 )
 
-var stateNames = [...]string{"hello", "challenge", "busy", "relay", "stop", "closing", "closed", "handed-off"}
+var stateNames = [...]string{"hello", "challenge", "busy", "relay", "stop", "closing", "closed", "handed-off", "finishing"}
 
 // String names the state as info and logs show it.
 func (st state) String() string {
@@ -196,6 +199,10 @@ type Session struct {
 	target    string
 	pool      string // the pool the target came from
 	link      *Link  // an adopted client's transport as the accepting process found it; nil otherwise
+	// serverFramed: the backend link has a layer of this process's
+	// (WebSocket framing, a TLS bridge): the session cannot be handed
+	// to another process (state.go).
+	serverFramed bool
 
 	// The access record's (access.go): the transport's name, the
 	// server's generation once connected, and why the session ends,
@@ -221,6 +228,10 @@ type Session struct {
 	video       *videoState // proxy video, when this session has it
 	ping        *pinger     // the proxy's own pings, when on
 	aes         *clientAES  // an encrypted client link (aes.go)
+	// finish: a disconnect waiting for the client's packet in progress
+	// to end (stateFinish), and the bytes forwarded meanwhile.
+	waiting     *pendingDisconnect
+	finishBytes int
 }
 
 // videoState is a proxy-video session's frames at the encoder and how
@@ -270,7 +281,7 @@ func SourceOf(a net.Addr) string {
 // backpressure to resume, or a close to finish.
 func (s *Session) Urgent() bool {
 	switch s.state {
-	case stateClosing:
+	case stateClosing, stateFinish:
 		return true
 	case stateRelay:
 		return s.c2s.paused || s.s2c.paused
@@ -281,10 +292,20 @@ func (s *Session) Urgent() bool {
 // Relaying reports whether the session passes packets through.
 func (s *Session) Relaying() bool { return s.state == stateRelay }
 
+// Reading reports whether the session still consumes what its sockets
+// deliver: relaying, or finishing the packet in progress before its
+// disconnect (a paused socket must then be read again).
+func (s *Session) Reading() bool { return s.state == stateRelay || s.state == stateFinish }
+
 // MaxBuffer is the bytes the session may hold queued for a slow peer
 // (--max-session-buffer; 0: no limit): what a transport kept outside the
 // session (a splice) may hold too.
 func (s *Session) MaxBuffer() int { return s.cfg.MaxSessionBuffer }
+
+// StallTimeout is how long a peer may read nothing of what is queued for
+// it (--stall-timeout; 0: no limit): a splice's bound on a paused
+// direction as well.
+func (s *Session) StallTimeout() time.Duration { return s.cfg.StallTimeout }
 
 // Closed reports whether the session is over.
 func (s *Session) Closed() bool { return s.state == stateClosed }
@@ -358,6 +379,8 @@ func (s *Session) ServerTraffic(now time.Time) {
 		if s.state == stateRelay {
 			s.pump(s.s2c)
 		}
+	} else if s.state == stateFinish {
+		s.continueFinish(now)
 	} else if s.server != nil {
 		s.server.Discard(s.server.InboundBuffered())
 	}

@@ -22,7 +22,18 @@ import (
 // and a socketpair, and returns the plaintext end for an event loop
 // (gnet has no TLS, and crypto/tls needs a blocking net.Conn). done runs
 // when both directions have ended.
-func Bridge(tc *tls.Conn, done func()) (net.Conn, error) {
+func Bridge(tc *tls.Conn, done func()) (net.Conn, error) { return bridgeStream(tc, done) }
+
+// halfCloser is a stream a bridge serves: a TLS connection, a QUIC
+// stream (quic.go). CloseWrite ends the direction to the peer; Close
+// ends both, and makes a blocked Read return.
+type halfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// bridgeStream is Bridge for any halfCloser.
+func bridgeStream(tc halfCloser, done func()) (net.Conn, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("relay: tls bridge: %w", err)
@@ -114,6 +125,21 @@ func fdConn(fd int) (net.Conn, error) {
 
 // clientTLS wraps a target connection in TLS as xpra's client would.
 func clientTLS(ctx context.Context, conn net.Conn, host string, link *LinkOptions) (*tls.Conn, error) {
+	cfg, err := clientTLSConfig(host, link)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// clientTLSConfig is the TLS configuration of xpra's client for host
+// with a target's options: the server's certificate is verified unless
+// the row says --ssl-server-verify-mode=none.
+func clientTLSConfig(host string, link *LinkOptions) (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if link != nil {
 		cfg.InsecureSkipVerify = link.VerifyNone
@@ -131,11 +157,7 @@ func clientTLS(ctx context.Context, conn net.Conn, host string, link *LinkOption
 			}
 		}
 	}
-	tc := tls.Client(conn, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, err
-	}
-	return tc, nil
+	return cfg, nil
 }
 
 // wsClient is the proxy's side of a ws:// or wss:// target during the

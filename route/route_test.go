@@ -21,6 +21,7 @@ func TestParseTarget(t *testing.T) {
 		"100":                        {Network: "unix", Display: ":100", Scheme: "socket"},
 		"socket:///run/xpra/h-100":   {Network: "unix", Address: "/run/xpra/h-100", Scheme: "socket"},
 		"socket:/tmp/s":              {Network: "unix", Address: "/tmp/s", Scheme: "socket"},
+		"quic://u:p@host:10000/":     {Network: "udp", Address: "host:10000", Username: "u", Password: "p", Scheme: "quic"},
 	} {
 		got, err := ParseTarget(in)
 		if err != nil {

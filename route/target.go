@@ -12,7 +12,7 @@ import (
 // Target is where a session lives: parsed from a displays entry
 // ("tcp://user:pass@host:port/", "tcp:host:port", "socket:/path", ":N").
 type Target struct {
-	// Network is "tcp" or "unix".
+	// Network is "tcp", "unix", or "udp" (quic://).
 	Network string
 	// Address is host:port for tcp, the socket path for unix (empty for
 	// ":N", which is resolved against the socket dirs).
@@ -23,7 +23,7 @@ type Target struct {
 	// URL; the password answers the server's challenge.
 	Username string
 	Password string
-	// Scheme as written (tcp, ssl, ws, wss, socket), for logs and for
+	// Scheme as written (tcp, ssl, ws, wss, quic, socket), for logs and for
 	// the transports later issues add.
 	Scheme string
 }
@@ -76,11 +76,14 @@ func ParseTarget(s string) (Target, error) {
 			return bad("socket path must be absolute")
 		}
 		return Target{Network: "unix", Address: path, Display: s, Scheme: "socket"}, nil
-	case "tcp", "ssl", "ws", "wss":
+	case "tcp", "ssl", "ws", "wss", "quic":
 	default:
 		return bad("unsupported scheme " + scheme)
 	}
 	t := Target{Network: "tcp", Display: s, Scheme: scheme}
+	if scheme == "quic" {
+		t.Network = "udp" // xpra's quic:// (relay/quic.go)
+	}
 	if strings.HasPrefix(rest, "//") {
 		u, err := url.Parse(scheme + ":" + rest)
 		if err != nil {

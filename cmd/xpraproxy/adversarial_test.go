@@ -62,6 +62,9 @@ type siege struct {
 	unreachable bool
 	// flood: the flood cases' servers (adversarial_flood_test.go).
 	flood *floodTargets
+	// quic: the proxy listens for QUIC on its port number too
+	// (adversarial_quic_test.go).
+	quic bool
 }
 
 // failf fails the test, or in report mode records the failure.
@@ -299,6 +302,8 @@ var rootSkipped = map[string]string{
 	"silent clients":           "pre-login only; holds connections until the login timeout",
 	"pre-login cap":            "pre-login only; holds connections until the login timeout",
 	"TLS half-open handshakes": "pre-login only; waits for the handshake timeout",
+	"QUIC idle connections":    "pre-login only (QUIC ends in the main process as root too); waits for the login timeout",
+	"QUIC unfinished CONNECT":  "pre-login only (QUIC ends in the main process as root too); waits for the login timeout",
 }
 
 // TestAdversarialSuiteXpraProxy runs the same attacks against Debian's
@@ -359,6 +364,7 @@ func runSiege(t *testing.T, kind string) {
 		p = startLimitedXpraProxy(t, attackNofile, db, cert, key)
 	} else {
 		p = launchProxy(t, root, attackNofile, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--metrics="+metrics,
+			"--bind-quic=127.0.0.1:PORT,auth=sqlite:filename="+db,
 			"--html=on", "--ssl-cert="+cert, "--ssl-key="+key, "--login-timeout=5", "--connect-timeout=5", "--proxy-ping=0",
 			// The flood cases' budget; the other cases hold far less.
 			"--max-buffer-total=512M",
@@ -368,7 +374,7 @@ func runSiege(t *testing.T, kind string) {
 	// A root proxy's sessions live in its workers: its RSS is its
 	// process tree's, as xpra's is.
 	s := &siege{t: t, p: p, pid: p.cmd.Process.Pid, addr: fmt.Sprintf("127.0.0.1:%d", p.port), echo: echo, victim: echo2,
-		strict: kind != "xpra", tree: kind != "xpraproxy", flood: flood}
+		strict: kind != "xpra", tree: kind != "xpraproxy", flood: flood, quic: kind != "xpra"}
 
 	// The sessions watched throughout.
 	gtkURL := fmt.Sprintf("tcp://gtk:gtkpw@127.0.0.1:%d/", p.port)
@@ -389,7 +395,7 @@ func runSiege(t *testing.T, kind string) {
 	t.Logf("baseline: %d fds, RSS %d KB", s.baseFDs, s.baseRSS)
 
 	from := os.Getenv("XPRAPROXY_SIEGE_FROM") // resume a report run at this case
-	for _, c := range attackCases {
+	for _, c := range append(attackCases, quicAttackCases...) {
 		if from != "" && c.name != from {
 			continue
 		}

@@ -19,7 +19,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg bench.Config
 	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpraproxy-root, xpra, haproxy, direct")
-	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss (one port)")
+	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss (one port), quic (UDP, the same port number)")
 	fs.StringVar(&cfg.ServerPeer, "server-peer", "", "the simulated server's own generation when it is not --peer's: it refuses the client's and xpraproxy bridges the two (issue 17)")
 	fs.StringVar(&cfg.Peer, "peer", "3.1", "the simulated peers' xpra generation: 3.1 (rencode, flat hellos), 6.x (rencodeplus, nested hellos, lz4 frames) or 3.1-html5 (bencode only, as the 3.1 HTML5 client)")
 	fs.StringVar(&cfg.Users, "users", "", "xpraproxy's user database: a postgresql:// or mysql:// URI (the sql module) instead of a sqlite file")
@@ -32,6 +32,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Interval, "interval", 100*time.Millisecond, "time between pings of a session (pingpong)")
 	fs.BoolVar(&cfg.Verify, "verify", false, "crc-check every draw (stream)")
 	fs.IntVar(&cfg.Slow, "slow", 10, "slow readers flooded by their server (soak)")
+	fs.DurationVar(&cfg.UpgradeAt, "upgrade-at", 0, "upgrade xpraproxy (the same binary) this far into the measured phase: sessions handed over, closed clients, the longest gap between draws")
 	proxyArgs := fs.String("proxy-args", "", "extra options for xpraproxy, space-separated (e.g. \"--max-session-buffer=4M\")")
 	fs.IntVar(&cfg.Loops, "loops", 1, "event loops for the generator and for the simulated server")
 	fs.IntVar(&cfg.Sources, "sources", 0, "loopback source addresses, 127.0.0.2 and up (default: enough for the sessions)")
@@ -76,6 +77,10 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "soak: proxy RSS max %d B (baseline %d B); slow readers: %d disconnected with a reason, %d cut, %d read everything\n",
 			res.ProxyRSSMax, res.ProxyRSSBaseline, res.SlowDisconnected, res.SlowCut, res.SlowDrained)
 	}
+	if cfg.UpgradeAt > 0 {
+		fmt.Fprintf(stdout, "upgrade: %d sessions handed over in %.1f ms (request %.1f ms), %d kept by the old process; %d client connections closed; longest gap between draws %.1f ms%s\n",
+			res.UpgradeHanded, res.UpgradeHandoverMS, res.UpgradeRequestMS, res.UpgradeKept, res.ClientsClosed, res.MaxDrawGapMS, errNote(res.UpgradeError))
+	}
 	if res.BadData > 0 {
 		fmt.Fprintf(stdout, "WARNING: %d draws arrived corrupted, out of order or from another session\n", res.BadData)
 	}
@@ -90,4 +95,12 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// errNote is ", error: ERR" for a non-empty ERR.
+func errNote(err string) string {
+	if err == "" {
+		return ""
+	}
+	return ", error: " + err
 }

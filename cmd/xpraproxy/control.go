@@ -33,6 +33,7 @@ type control struct {
 	limits  relay.Limits
 	srv     *loop.Server
 	sup     *privsep.Supervisor // nil unless root
+	quic    quicFronts          // the --bind-quic listeners (quic.go)
 	reg     *registry.Registry  // nil without --session-registry
 	pools   route.Pools
 	log     *slog.Logger

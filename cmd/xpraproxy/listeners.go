@@ -51,13 +51,13 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 			switch {
 			case len(o.kindAuth[b.kind]) > 0:
 				specs = o.kindAuth[b.kind]
-			case b.network == "tcp":
+			case b.network == "tcp" || b.network == "udp":
 				specs = o.tcpAuth
 			default:
 				specs = o.unixAuth
 			}
 		}
-		if (b.kind == "ssl" || b.kind == "wss") && tlsCfg == nil {
+		if (b.kind == "ssl" || b.kind == "wss" || b.kind == "quic") && tlsCfg == nil {
 			return fmt.Errorf("--bind-%s needs --ssl-cert", b.kind)
 		}
 		if len(specs) == 0 {
@@ -77,7 +77,8 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 		}
 		cfg := base
 		cfg.Modules = mods
-		cfg.Encrypted = b.network == "unix"
+		// A QUIC connection is always encrypted (TLS 1.3).
+		cfg.Encrypted = b.network == "unix" || b.network == "udp"
 		cfg.Local = b.network == "unix"
 		cfg.Control = ctl
 		if len(mods) == 0 {
@@ -89,9 +90,9 @@ func listenersFor(o *proxyOptions, base relay.Config, ctl *control, log *slog.Lo
 			names[i] = s.String()
 		}
 		log.Info("listening", "listener", b.kind+"://"+b.address, "auth", strings.Join(names, " "),
-			"tls", tlsCfg != nil && b.network == "tcp", "html", o.html, "inherited", b.ln != nil)
+			"tls", tlsCfg != nil && b.network != "unix", "html", o.html, "inherited", b.ln != nil)
 		l := loop.Listener{Network: b.network, Address: b.address, Kind: b.kind, Config: &cfg, Inherited: b.ln}
-		if b.network == "tcp" {
+		if b.network == "tcp" || b.network == "udp" {
 			l.TLS, l.HTML = tlsCfg, o.html
 		}
 		listeners = append(listeners, l)

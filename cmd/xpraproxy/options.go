@@ -18,7 +18,7 @@ import (
 // bind is one --bind-tcp / --bind-unix value.
 type bind struct {
 	network, address string
-	kind             string       // tcp, ws, ssl, wss (tcp network), unix
+	kind             string       // tcp, ws, ssl, wss (tcp network), unix, quic (udp network)
 	auth             []authn.Spec // from ",auth=..." (xpra ≥ 4 syntax)
 	ln               net.Listener // inherited from the service manager (systemd.go); nil: bound
 }
@@ -131,11 +131,13 @@ func parseBind(network, v string) (bind, error) {
 	switch network {
 	case "ws", "ssl", "wss":
 		b.network = "tcp"
+	case "quic":
+		b.network = "udp"
 	}
-	if b.network == "tcp" {
+	if b.network == "tcp" || b.network == "udp" {
 		host, port, err := splitHostPort(parts[0])
 		if err != nil {
-			return b, fmt.Errorf("--bind-tcp=%s: %w", v, err)
+			return b, fmt.Errorf("--bind-%s=%s: %w", network, v, err)
 		}
 		b.address = host + ":" + port
 	} else if b.address == "" {

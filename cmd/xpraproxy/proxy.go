@@ -100,6 +100,7 @@ func proxyMain(args []string) int {
 		return fail(1, err)
 	}
 	ctl.args, ctl.act = args, act
+	defer ctl.quic.Close()
 	if ctl.sup != nil {
 		log.Info("running as root: each connection is relayed by a worker running as its target account",
 			"workers", o.workers)
@@ -148,6 +149,19 @@ func proxyMain(args []string) int {
 			if err := succ.Ready(); err != nil {
 				log.Warn("upgrade: cannot tell the old process this one serves", "err", err)
 			}
+			adopted, refused := succ.TakeSessions(func(acct *authn.Account, h *loop.HandedSession) error {
+				if ctl.sup != nil {
+					// As root a session relays in its account's worker,
+					// never in this process.
+					if acct == nil {
+						h.Close()
+						return errors.New("a root proxy relays in its workers: no account")
+					}
+					return ctl.sup.Resume(*acct, srv.NewID(), h)
+				}
+				return srv.Resume(h)
+			})
+			log.Info("upgrade: sessions taken over", "adopted", adopted, "refused", refused)
 		}
 	}()
 	err = srv.Run()
@@ -360,12 +374,16 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	if err != nil {
 		return nil, nil, err
 	}
+	listeners, quics := splitQUIC(listeners)
 	conns, logins := o.connectionCaps()
 	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
 		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
 		WSRequireMask: o.wsRequireMask})
 	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
 	ctl.srv, ctl.log = srv, log
+	if ctl.quic, err = openQUIC(srv, quics, o, log); err != nil {
+		return nil, nil, err
+	}
 	return srv, ctl, nil
 }
 

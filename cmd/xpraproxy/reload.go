@@ -78,6 +78,10 @@ func (c *control) reload() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// QUIC listeners keep what they started with (docs/quic.md): the
+	// new ones' modules are not used.
+	listeners, quics := splitQUIC(listeners)
+	closeModules(quics, nil, 0)
 	old := c.srv.Listeners()
 	res, err := c.srv.Reload(listeners)
 	if err != nil {

@@ -111,18 +111,26 @@ func TestThrottledRealClient(t *testing.T) {
 	if err := os.WriteFile(animPath, []byte(throttleNoise), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath, false) })
+	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath, false, "tcp") })
 }
 
 // As root the session relays in a worker (running as the row's account):
-// the same flow control there, read from the worker's own info.
+// the same flow control there, read from the worker's own info. Over
+// ssl:// the record layer stays in the main process and a splice carries
+// the plaintext to the worker (loop/splice.go): it is paused in turn
+// (loop/spliceflow.go), and what the main process holds is bounded the
+// same way.
 func TestThrottledRealClientAsRoot(t *testing.T) {
 	testenv.NeedRoot(t)
 	animPath := filepath.Join(env.dir, "throttle-noise-root.py")
 	if err := os.WriteFile(animPath, []byte(throttleNoise), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	forEachGen(t, func(t *testing.T, g *generation) { testThrottledRealClient(t, g, animPath, true) })
+	forEachGen(t, func(t *testing.T, g *generation) {
+		for _, scheme := range []string{"tcp", "ssl"} {
+			t.Run(scheme, func(t *testing.T) { testThrottledRealClient(t, g, animPath, true, scheme) })
+		}
+	})
 }
 
 // throttleInfo is the info of the process relaying (`xpraproxy info`
@@ -172,14 +180,19 @@ func throttleInt(info map[string]string, key string) int64 {
 
 var throttleWorkerKey = regexp.MustCompile(`^workers\.(\d+)\.uid$`)
 
-func testThrottledRealClient(t *testing.T, g *generation, animPath string, root bool) {
+func testThrottledRealClient(t *testing.T, g *generation, animPath string, root bool, scheme string) {
 	s, err := g.startXpra("throttle")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.stop() })
 	db := sqliteDB(t, []string{"slow", "pw", "nobody", "nogroup", target(s)})
-	p := startProxyAs(t, root, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db, "--stall-timeout=60")
+	args := []string{"--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename=" + db, "--stall-timeout=60"}
+	if scheme == "ssl" {
+		cert, key := writeCert(t)
+		args = append(args, "--ssl-cert="+cert, "--ssl-key="+key)
+	}
+	p := startProxyAs(t, root, args...)
 	// rgb: large lossless draws from 3.1.3. Not for 6.x: its server
 	// sends the noise as webp or h264 whatever the client prefers (then
 	// refreshes it losslessly once it rests), and the setting-change it
@@ -190,8 +203,11 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string, root 
 	if !g.six {
 		enc = []string{"--encoding=rgb"}
 	}
-	c := g.attach(t, fmt.Sprintf("tcp://slow:pw@127.0.0.1:%d/", p.port), enc...)
-	title := func(name string) string { return fmt.Sprintf("%s on tcp://slow@127.0.0.1:%d/", name, p.port) }
+	if scheme == "ssl" {
+		enc = append(enc, "--ssl-server-verify-mode=none")
+	}
+	c := g.attach(t, fmt.Sprintf("%s://slow:pw@127.0.0.1:%d/", scheme, p.port), enc...)
+	title := func(name string) string { return fmt.Sprintf("%s on %s://slow@127.0.0.1:%d/", name, scheme, p.port) }
 	pixelsMatch(t, s, c, title(s.name))
 
 	// The animation, an X client of the server's display like the xterm.
@@ -311,6 +327,21 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string, root 
 		}
 	}
 	defer cont()
+	// A spliced session (root, ssl://): the main process holds the
+	// splice's bytes; its buffer total (server.buffered) is bounded the
+	// same way, and the splice is never cut.
+	spliced := root && scheme == "ssl"
+	var baseMainParked, mainPeak, mainOver int64
+	if spliced {
+		mi, err := throttleInfo(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := throttleInt(mi, "server.spliced"); n != 1 {
+			t.Fatalf("the main process has %d splices, want 1 (ssl:// as root)", n)
+		}
+		baseMainParked = throttleInt(mi, "server.parked")
+	}
 	var peak, peakRSS, samples, over int64
 	var stopBytes int64 = -1
 	var firstOver string
@@ -336,6 +367,20 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string, root 
 		}
 		peakRSS = max(peakRSS, procStatus(pid, "VmRSS"))
 		stopBytes = throttleInt(info, s2c)
+		if spliced {
+			mi, err := throttleInfo(p, "")
+			if err != nil {
+				t.Fatalf("main process, after %v stopped: %v", time.Since(stopped).Round(time.Millisecond), err)
+			}
+			if n := throttleInt(mi, "server.spliced"); n != 1 {
+				t.Fatalf("the splice ended %v into the stop:\n%s", time.Since(stopped).Round(time.Millisecond), tail([]byte(p.logText()), 2000))
+			}
+			mb := throttleInt(mi, "server.buffered")
+			mainPeak = max(mainPeak, mb)
+			if mb > throttleQueueBound {
+				mainOver++
+			}
+		}
 		if samples%25 == 0 {
 			t.Logf("  %5.1fs: buffered %7d, sent to client %d, parked %s, RSS %d KB", time.Since(stopped).Seconds(), b, stopBytes, info["server.parked"], procStatus(pid, "VmRSS"))
 		}
@@ -351,6 +396,16 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string, root 
 		resumed.Sub(stopped).Round(time.Millisecond), samples, peak, throttleQueueBound, peakRSS, peakRSS-baseRSS, throttleRSSBoundKB, parked, stopBytes-baseBytes)
 	if over > 0 {
 		t.Errorf("the session held more than %d bytes in %d of %d samples (first: %s)", throttleQueueBound, over, samples, firstOver)
+	}
+	if spliced {
+		mi, err := throttleInfo(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("main process (the splice): peak buffered %d bytes, %d sockets parked", mainPeak, throttleInt(mi, "server.parked")-baseMainParked)
+		if mainOver > 0 {
+			t.Errorf("the main process held more than %d bytes for the splice in %d of %d samples (peak %d)", throttleQueueBound, mainOver, samples, mainPeak)
+		}
 	}
 	if peakRSS-baseRSS > throttleRSSBoundKB {
 		t.Errorf("the proxy's RSS grew by %d KB while the client was stopped (bound %d KB)", peakRSS-baseRSS, throttleRSSBoundKB)
@@ -415,6 +470,20 @@ func testThrottledRealClient(t *testing.T, g *generation, animPath string, root 
 	log := p.logText()
 	if n := strings.Count(log, "msg=relaying"); n != 1 {
 		t.Errorf("the proxy relayed %d sessions, want the one", n)
+	}
+	// The lines of that session (its id's, in the main process and the
+	// worker) and any splice's: the access line of the harness's probe
+	// of the port (a connection that sent nothing) says "client
+	// connection lost" too.
+	if m := regexp.MustCompile(`msg=relaying .*?\bsession=(\d+)\b`).FindStringSubmatch(log); m != nil {
+		id := regexp.MustCompile(`\bsession=` + m[1] + `\b`)
+		var ours []string
+		for _, l := range strings.Split(log, "\n") {
+			if id.MatchString(l) || strings.Contains(l, "splice") {
+				ours = append(ours, l)
+			}
+		}
+		log = strings.Join(ours, "\n")
 	}
 	if m := regexp.MustCompile(`connection lost|too slow|stopped reading|buffer limit`).FindAllString(log, -1); m != nil {
 		t.Errorf("the proxy's log mentions %q:\n%s", m, tail([]byte(log), 2000))

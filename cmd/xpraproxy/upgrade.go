@@ -1,17 +1,21 @@
 package main
 
-// Upgrade, step 1 of docs/upgrade.md: SIGUSR2 and `xpraproxy upgrade`
-// start the binary at this one's path with the same arguments, hand it
-// the listening sockets, and once it serves, this process stops accepting
-// and drains its sessions.
+// Upgrade (docs/upgrade.md): SIGUSR2 and `xpraproxy upgrade` start the
+// binary at this one's path with the same arguments and hand it the
+// listening sockets; once it serves, this process stops accepting, hands
+// it every relaying session it can (step 2: tcp, unix and WebSocket
+// clients; as root, its workers' sessions), and drains the rest.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/xpraproxy/xpraproxy/authn"
+	"github.com/xpraproxy/xpraproxy/loop"
 	"github.com/xpraproxy/xpraproxy/privsep"
 	"github.com/xpraproxy/xpraproxy/relay"
 )
@@ -29,26 +33,49 @@ func (c *control) Upgrade() (string, error) {
 	if !c.upgrading.CompareAndSwap(false, true) {
 		return "", errors.New("an upgrade is already in progress")
 	}
-	pid, err := c.startSuccessor()
+	u, err := c.startSuccessor()
 	if err != nil {
 		c.upgrading.Store(false)
 		c.log.Error("upgrade failed; this process keeps serving", "err", err)
 		return "", err
 	}
+	// Closing a listener can wait for an accept in progress: not on the
+	// request's way (drain waits for it). Logins the old process still
+	// accepts meanwhile drain here.
+	go c.srv.StopAccepting()
+	start := time.Now()
+	var handed, kept int
+	if c.sup != nil {
+		// As root the sessions relay in workers: each hands its own,
+		// through this process, to a worker of the same account in the
+		// new one (one at a time over the conduit).
+		var mu sync.Mutex
+		handed, kept = c.sup.HandOver(func(acct authn.Account, h *loop.HandedSession) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return u.HandSessionAs(&acct, h)
+		})
+	} else {
+		handed, kept = c.srv.HandOver(u.HandSession)
+	}
+	took := time.Since(start)
+	c.log.Info("upgrade: sessions handed over", "handed", handed, "kept", kept, "took", took.Round(time.Millisecond).String())
+	u.Close()
 	c.log.Info("upgrade: the new process serves; this one stops accepting and drains its sessions",
-		"new-pid", pid, "drain-timeout", c.opts.drainTimeout)
+		"new-pid", u.PID, "drain-timeout", c.opts.drainTimeout)
 	go c.drain(c.opts.drainTimeout)
-	return fmt.Sprintf("new process %d serves; process %d drains its sessions", pid, os.Getpid()), nil
+	return fmt.Sprintf("new process %d serves; %d sessions handed over in %.1fms; process %d drains %d",
+		u.PID, handed, float64(took.Microseconds())/1e3, os.Getpid(), kept), nil
 }
 
-func (c *control) startSuccessor() (int, error) {
+func (c *control) startSuccessor() (*privsep.Upgrade, error) {
 	exe, err := os.Executable() // the path, which now holds the new binary
 	if err != nil {
-		return 0, fmt.Errorf("upgrade: %w", err)
+		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	files, err := c.srv.ListenerFiles()
 	if err != nil {
-		return 0, fmt.Errorf("upgrade: %w", err)
+		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	defer func() {
 		for _, f := range files {
@@ -61,7 +88,7 @@ func (c *control) startSuccessor() (int, error) {
 	}
 	u, err := privsep.StartUpgrade(exe, append([]string{"proxy"}, c.args...), os.Environ(), socks, os.Stderr, upgradeReadyTimeout)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	go func() {
 		// Reaped already; a successor dying while this process drains
@@ -73,7 +100,7 @@ func (c *control) startSuccessor() (int, error) {
 	// The new process is the service now: systemd would otherwise take
 	// this one's exit for the service's.
 	c.sd.MainPID(u.PID)
-	return u.PID, nil
+	return u, nil
 }
 
 // drain: the successor serves the listeners; this process ends when its

@@ -21,9 +21,10 @@ import (
 
 // ServerOptions say how a Server behaves.
 type ServerOptions struct {
-	// Scheme is how clients reach it: tcp (default), ssl, ws or wss
-	// (TLS with a self-signed certificate; ws after a WebSocket upgrade,
-	// as xpra's servers accept on their tcp sockets).
+	// Scheme is how clients reach it: tcp (default), ssl, ws, wss or
+	// quic (TLS with a self-signed certificate; ws after a WebSocket
+	// upgrade, as xpra's servers accept on their tcp sockets; quic as
+	// xpra 6's --bind-quic: quic.go).
 	Scheme string
 	// Password, when set, is the server's own: every client is
 	// challenged (hmac, as xpra's server does) and must answer it.
@@ -85,17 +86,25 @@ func StartServerWith(o ServerOptions) (*Server, error) {
 		o.Scheme = "tcp"
 	}
 	s := &Server{opts: o, conns: map[net.Conn]struct{}{}, ended: make(chan struct{}, 1024)}
-	if o.Scheme == "ssl" || o.Scheme == "wss" {
+	if o.Scheme == "ssl" || o.Scheme == "wss" || o.Scheme == "quic" {
 		var err error
 		if s.tls, err = selfsigned.Config(); err != nil {
 			return nil, err
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	if o.Scheme == "quic" {
+		ln, err := listenQUIC(s.tls)
+		if err != nil {
+			return nil, err
+		}
+		s.ln, s.tls = ln, nil // QUIC did the TLS
+	} else {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		s.ln = ln
 	}
-	s.ln = ln
 	go s.accept()
 	return s, nil
 }
@@ -173,6 +182,9 @@ func (s *Server) serve(c net.Conn) {
 			return
 		}
 		c = &wsServerStream{Conn: c}
+	}
+	if s.opts.Scheme == "quic" {
+		c = &wsServerStream{Conn: c} // the CONNECT was the upgrade
 	}
 	if s.opts.Silent {
 		io.Copy(io.Discard, c)
