@@ -51,6 +51,16 @@ func needsCleartext(m Module) bool {
 	return ok && c.NeedsCleartext()
 }
 
+// KeyModule is a module that holds users' passwords (sqlite, sql): as
+// xpra's authenticators' get_password, the password keys an encrypted
+// client link when the listener has no key file (docs/aes.md).
+type KeyModule interface {
+	Module
+	// EncryptionKey is username's password, nil when there is none
+	// to use. It may block (a database query).
+	EncryptionKey(username string) ([]byte, error)
+}
+
 // NeedsCleartext reports whether m checks passwords elsewhere (pam, ldap).
 func NeedsCleartext(m Module) bool { return needsCleartext(m) }
 

@@ -178,6 +178,11 @@ func (m *sqlModule) Identify(username string) (*Identity, error) {
 	return m.db.Identify(username, m.passwordQ, m.sessionsQ)
 }
 
+// EncryptionKey is the user's clear password (KeyModule).
+func (m *sqlModule) EncryptionKey(username string) ([]byte, error) {
+	return m.db.Password(username, m.passwordQ)
+}
+
 func (m *sqlModule) Authenticate(r Request) (*Identity, error) {
 	if m.hashed {
 		if r.Password == nil {

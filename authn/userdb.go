@@ -310,6 +310,35 @@ func (u *UserDB) lookup(username string, verify func([]byte) bool, password []by
 	}, nil
 }
 
+// Password is the first clear password among username's rows: xpra's
+// get_password, which keys an encrypted link when no key file is given.
+// nil when the user has none (no row, or only hashes).
+func (u *UserDB) Password(username, passwordQuery string) ([]byte, error) {
+	if passwordQuery == "" {
+		passwordQuery = defaultPasswordQuery
+	}
+	ctx, cancel := u.ctx()
+	defer cancel()
+	rows, err := u.db.QueryContext(ctx, u.placeholders(passwordQuery), username)
+	if err != nil {
+		return nil, u.unavailable("password query", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pw sql.NullString
+		if err := rows.Scan(&pw); err != nil {
+			return nil, u.unavailable("password query", err)
+		}
+		if pw.Valid && pw.String != "" && !IsHash(pw.String) {
+			return []byte(pw.String), nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, u.unavailable("password query", err)
+	}
+	return nil, nil
+}
+
 // CheckQueries refuses module queries that are not SELECT statements
 // (a module's password_query and sessions_query options).
 func CheckQueries(module string, queries ...string) error {

@@ -13,8 +13,9 @@ var ErrShortBuffer = errors.New("frame: need more data")
 // a header size, a declared decompressed size or a string length.
 var ErrTooLarge = errors.New("too large")
 
-// ErrEncrypted is returned for frames with the cipher flag: xpra's AES
-// stream is not supported (TLS is terminated instead).
+// ErrEncrypted is returned by FrameLen and Reader for frames with the
+// cipher flag: they read clear frames only. An encrypted link goes through
+// a Decryptor first (cipher.go), which clears the flag.
 var ErrEncrypted = errors.New("frame: encrypted packets are not supported")
 
 // HeaderError is an invalid frame header. Reason is suitable for an xpra

@@ -228,3 +228,46 @@ func FuzzStreamReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecrypt feeds arbitrary bytes to the decryptor of each mode, as
+// a hostile peer on an encrypted link would: an error or a clear frame no
+// larger than its input, never a panic, never more than the limit held.
+func FuzzDecrypt(f *testing.F) {
+	for _, seed := range [][]byte{clearFrame([]byte("hello")), []byte("PPPPPPPP"), {'P', 2, 0, 0, 0, 0, 0, 0}} {
+		f.Add(seed)
+	}
+	for _, spec := range []CipherSpec{testSpec(f, "CBC", 32, PaddingLegacy, false), testSpec(f, "CBC", 16, PaddingPKCS7, true)} {
+		enc, _ := NewEncryptor(spec)
+		sealed, _ := enc.Seal(nil, clearFrame(bytes.Repeat([]byte("x"), 40)))
+		f.Add(sealed)
+	}
+	specs := []CipherSpec{
+		testSpec(f, "CBC", 32, PaddingLegacy, false),
+		testSpec(f, "CBC", 16, PaddingPKCS7, false),
+		testSpec(f, "CTR", 0, "", false),
+		testSpec(f, "CBC", 16, PaddingPKCS7, true),
+		testSpec(f, "CTR", 0, "", true),
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		for _, spec := range specs {
+			dec, err := NewDecryptor(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest := in
+			for len(rest) > 0 {
+				out, n, err := dec.Open(nil, rest, fuzzLimit)
+				if err != nil {
+					break
+				}
+				if n == 0 || n > len(rest) || len(out) > n {
+					t.Fatalf("Open used %d of %d bytes for %d clear bytes", n, len(rest), len(out))
+				}
+				if h, err := ParseHeader(out); err != nil || h.Flags&FlagCipher != 0 || int(h.Size) != len(out)-HeaderSize {
+					t.Fatalf("bad clear header %v %v", h, err)
+				}
+				rest = rest[n:]
+			}
+		}
+	})
+}

@@ -255,6 +255,9 @@ func (p *parked) take(c gnet.Conn) {
 // layers: gnet's, or its stand-in; nil for a stream (which has a flow
 // window of its own) or anything else.
 func socketOf(c relay.Conn) gnet.Conn {
+	if u, ok := c.(interface{ Unwrap() relay.Conn }); ok {
+		c = u.Unwrap() // an encrypted client link (relay/aesconn.go)
+	}
 	if w, ok := c.(*wsConn); ok {
 		c = w.Conn
 	}

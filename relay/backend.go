@@ -31,6 +31,9 @@ type Backend struct {
 	// encoder and compressor).
 	Hello  frame.Dict
 	Header frame.Header
+	// AES is the server link's cipher when the session options ask for
+	// one (aesserver.go); the loop reads and writes through it.
+	AES *serverCipher
 }
 
 // DialConfig says how to reach and log in to a backend.
@@ -128,18 +131,37 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 		return &disconnect.Error{Stage: disconnect.Backend, Reason: "session not found error", Message: msg, Err: err}
 	}
 	w := frame.Writer{Encoding: cfg.Encoding}
+	var aes *serverCipher
 	send := func(p frame.Packet) error {
 		b, err := w.AppendPacket(nil, p)
+		if err == nil && aes != nil {
+			b, err = aes.seal(b)
+		}
 		if err != nil {
 			return err
 		}
 		_, err = conn.Write(b)
 		return err
 	}
-	if err := send(frame.Packet{"hello", cfg.Hello}); err != nil {
+	var reader io.Reader = conn
+	hello := cfg.Hello
+	if cfg.Link != nil && cfg.Link.Encryption != "" {
+		if cfg.Target.Scheme != "tcp" {
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "AES encryption is for tcp:// targets only"}
+		}
+		var err error
+		if aes, err = newServerCipher(cfg.Link, cfg.Encoding, conn, cfg.MaxPacketSize); err == nil {
+			hello, err = aes.hello(hello)
+		}
+		if err != nil {
+			return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot encrypt toward the server", Err: err}
+		}
+		reader = &aes.r
+	}
+	if err := send(frame.Packet{"hello", hello}); err != nil {
 		return nil, fail("failed to send the hello to the server", err)
 	}
-	r := frame.NewStreamReader(conn, cfg.MaxPacketSize)
+	r := frame.NewStreamReader(reader, cfg.MaxPacketSize)
 	answered := false
 	for {
 		p, err := r.ReadPacket()
@@ -158,7 +180,14 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 			if len(p) < 2 || caps == nil {
 				return nil, fail("invalid hello from the server", nil)
 			}
-			return &Backend{Hello: caps, Header: r.Header()}, nil
+			if aes != nil {
+				// The server's last parameters (xpra's client:
+				// parse_encryption_capabilities).
+				if err := aes.serverCaps(caps); err != nil {
+					return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot encrypt toward the server", Err: err}
+				}
+			}
+			return &Backend{Hello: caps, Header: r.Header(), AES: aes}, nil
 		case "challenge":
 			if answered {
 				return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "authentication failed", Message: "the server refused the target's password"}
@@ -169,6 +198,17 @@ func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 			hello, err := challengeReply(cfg.Hello, p, cfg.Password)
 			if err != nil {
 				return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "authentication failed", Message: "cannot answer the server's challenge", Err: err}
+			}
+			if aes != nil {
+				// The challenge carries the server's parameters; the
+				// answer is encrypted with them and brings fresh ones.
+				sc, _ := p[2].(frame.Dict)
+				if err = aes.serverCaps(sc); err == nil {
+					hello, err = aes.hello(hello)
+				}
+				if err != nil {
+					return nil, &disconnect.Error{Stage: disconnect.Backend, Reason: "server error", Message: "cannot encrypt toward the server", Err: err}
+				}
 			}
 			if err := send(frame.Packet{"hello", hello}); err != nil {
 				return nil, fail("failed to send the challenge response", err)

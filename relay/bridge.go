@@ -189,7 +189,11 @@ func (p *pipe) bridgeFrame(h frame.Header, whole []byte) (err error) {
 			return nil
 		}
 		caps, _ := pkt[1].(frame.Dict)
-		return p.bridgeWrite(frame.Packet{"hello", b.hello(ClientHello(caps), nil)})
+		hello := b.hello(ClientHello(caps), nil)
+		if err := p.s.addClientCipher(&hello); err != nil {
+			return err
+		}
+		return p.bridgeWrite(frame.Packet{"hello", hello})
 	}
 	out, known, err := b.tr.Packet(pkt)
 	if err != nil {
@@ -236,7 +240,11 @@ func (p *pipe) sendHeldHello(encodings frame.Dict) error {
 	b := p.bridge
 	caps := b.held
 	b.held, b.holding = nil, false
-	return p.bridgeWrite(frame.Packet{"hello", b.hello(caps, encodings)})
+	hello := b.hello(caps, encodings)
+	if err := p.s.addClientCipher(&hello); err != nil {
+		return err
+	}
+	return p.bridgeWrite(frame.Packet{"hello", hello})
 }
 
 // hello is the server's hello (and the 6.x encodings packet's caps, nil:

@@ -27,6 +27,9 @@ func (s *Session) authenticated() {
 	s.cfg.Throttle.Succeeded(s.source())
 	s.reader.MaxPacketSize = s.cfg.MaxPacketSize
 	s.reader.MaxValues = 0
+	if s.aes != nil {
+		s.aes.conn.max = s.cfg.MaxPacketSize
+	}
 	s.logger().Info("authenticated", "user", s.logUser())
 	switch r := request(s.caps); r {
 	case "", "connect_test":
@@ -415,6 +418,9 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 		server.Close()
 		return
 	}
+	if b.AES != nil {
+		server = b.AES.conn(server) // the server link is encrypted (aesserver.go)
+	}
 	s.server = server
 	s.serverFramed = b.WS != nil || b.TLS
 	s.admit()
@@ -448,9 +454,16 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 					return
 				}
 			}
-		} else if err := s.s2c.bridgeWrite(frame.Packet{"hello", br.hello(ClientHello(b.Hello), nil)}); err != nil {
-			s.disconnect(CloseServerError, "server error", "cannot forward the server's hello")
-			return
+		} else {
+			hello := br.hello(ClientHello(b.Hello), nil)
+			err := s.addClientCipher(&hello)
+			if err == nil {
+				err = s.s2c.bridgeWrite(frame.Packet{"hello", hello})
+			}
+			if err != nil {
+				s.disconnect(CloseServerError, "server error", "cannot forward the server's hello")
+				return
+			}
 		}
 	} else {
 		w := frame.Writer{Encoding: b.Header.Flags.Encoding(), Compression: b.Header.Compression}
@@ -458,7 +471,12 @@ func (s *Session) ServerOpened(server Conn, b *Backend, now time.Time) {
 			s.s2c.compress = s.clientCompression()
 			w.Compression = s.s2c.compress
 		}
-		out, err := w.AppendPacket(nil, frame.Packet{"hello", ClientHello(b.Hello)})
+		hello := ClientHello(b.Hello)
+		err := s.addClientCipher(&hello)
+		var out []byte
+		if err == nil {
+			out, err = w.AppendPacket(nil, frame.Packet{"hello", hello})
+		}
 		if err != nil {
 			s.disconnect(CloseServerError, "server error", "cannot forward the server's hello")
 			return

@@ -122,6 +122,12 @@ func (s *Session) Replace(old, c Conn) {
 	if s.client == old {
 		s.client = c
 	}
+	if s.aes != nil && s.aes.conn.Conn == old {
+		s.aes.conn.Conn = c // the socket under an encrypted link
+	}
+	if cc, ok := s.server.(*cipherConn); ok && cc.Conn == old {
+		cc.Conn = c
+	}
 	if s.server == old {
 		s.server = c
 	}

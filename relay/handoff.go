@@ -36,6 +36,8 @@ type Handoff struct {
 	// Transport names the client's transport as the accepting process
 	// knew it, for the worker's access record ("tcp", "wss", "ssh").
 	Transport string `json:"transport,omitempty"`
+	// AES is the client's encrypted link, if it has one (aes.go).
+	AES *AESLink `json:"aes,omitempty"`
 }
 
 // Link is a client's transport as a handoff carries it: what the
@@ -94,11 +96,20 @@ func (s *Session) handOff(cands []route.Candidate, pool *route.Pool, start *Star
 			return
 		}
 	}
+	sock := s.client
+	if s.aes != nil {
+		// The worker encrypts on where this process stops (docs/aes.md).
+		if h.AES, err = s.aes.handoff(); err != nil {
+			s.disconnect(CloseInternal, "server error", "cannot hand the encrypted link over")
+			return
+		}
+		sock = s.aes.conn.Conn
+	}
 	s.admit()
 	// From here the worker writes the access record, or fail below: the
 	// loop's connection closes in Release, and that is no end here.
 	s.state, s.recorded = stateHandedOff, true
-	f, err := s.host.Release(s.client)
+	f, err := s.host.Release(sock)
 	if err != nil {
 		s.logger().Warn("cannot hand the client socket over", "err", err)
 		s.state, s.recorded = stateBusy, false
@@ -156,6 +167,13 @@ func AdoptSession(cfg *Config, host Host, client Conn, h *Handoff, now time.Time
 	if h.Link != (Link{}) {
 		link := h.Link
 		s.link = &link
+	}
+	if h.AES != nil {
+		a, err := adoptAES(s.client, h.AES, cfg.MaxPacketSize)
+		if err != nil {
+			return nil, fmt.Errorf("relay: handoff %d: %w", h.ID, err)
+		}
+		s.aes, s.client = a, a.conn
 	}
 	s.transport = h.Transport
 	if s.transport == "" {

@@ -27,7 +27,7 @@ const XpraVersion = "3.1.3"
 // the server, as xpra's proxy does (CLIENT_REMOVE_CAPS): the proxy answers
 // the server's challenge itself, and aliases would give integer packet
 // types the relay could not classify.
-var clientCapPrefixes = []string{"challenge", "cipher", "digest", "salt-digest", "aliases", "wants_aliases"}
+var clientCapPrefixes = []string{"challenge", "cipher", "encryption", "digest", "salt-digest", "aliases", "wants_aliases"}
 
 func hasPrefix(k string, prefixes []string) bool {
 	for _, p := range prefixes {
@@ -67,6 +67,9 @@ type LinkOptions struct {
 	// --ssl-server-verify-mode=none), a CA file, the name to verify.
 	VerifyNone          bool
 	CACerts, ServerName string
+	// Encryption ("AES", "AES-CBC", "AES-CTR") and its key file: xpra's
+	// AES toward the server (docs/aes.md).
+	Encryption, EncryptionKeyFile string
 }
 
 // Uncompressed reports whether the proxy↔server link must carry no
@@ -109,6 +112,15 @@ func ApplySessionOptions(h *frame.Dict, opts []authn.Option) (*LinkOptions, []st
 			default:
 				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not none, optional or required; ignored", o.Key, o.Value))
 			}
+		case "encryption":
+			switch v := strings.ToUpper(o.Value); v {
+			case "AES", "AES-CBC", "AES-CTR":
+				link.Encryption = v
+			default:
+				warnings = append(warnings, fmt.Sprintf("session option %s=%q is not AES, AES-CBC or AES-CTR; ignored", o.Key, o.Value))
+			}
+		case "encryption-keyfile", "keyfile":
+			link.EncryptionKeyFile = o.Value
 		case "start-xpra":
 			// The proxy's own: which xpra starts this user's sessions.
 		case "ssl-ca-certs":

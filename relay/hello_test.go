@@ -62,6 +62,19 @@ func TestSessionOptionValues(t *testing.T) {
 	}
 }
 
+// The AES options of a row: a mode, a key file; anything else warned.
+func TestSessionOptionEncryption(t *testing.T) {
+	h := frame.Dict{}
+	link, warnings := ApplySessionOptions(&h, []authn.Option{{Key: "encryption", Value: "aes-ctr"}, {Key: "encryption-keyfile", Value: "/k"}})
+	if link.Encryption != "AES-CTR" || link.EncryptionKeyFile != "/k" || len(warnings) != 0 || len(h) != 0 {
+		t.Errorf("link %+v, warnings %v, hello %v", link, warnings, h)
+	}
+	link, warnings = ApplySessionOptions(&h, []authn.Option{{Key: "encryption", Value: "des"}})
+	if link.Encryption != "" || len(warnings) != 1 {
+		t.Errorf("encryption=des: %+v %v", link, warnings)
+	}
+}
+
 func TestClientHelloFilters(t *testing.T) {
 	server := frame.NewDict("version", "3.1.3", "aliases", frame.NewDict("hello", 1), "encoding", "rgb")
 	h := ClientHello(server)

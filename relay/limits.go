@@ -21,6 +21,14 @@ import (
 // refuse every packet). NewConfig normalises; a Config built by hand holds
 // its Limits as they are.
 type Limits struct {
+	// ClientEncryption is xpra's --tcp-encryption for the proxy's
+	// listeners: "AES" (any mode), "AES-CBC" or "AES-CTR"; clients must
+	// then encrypt (docs/aes.md). "": clients may encrypt when
+	// EncryptionKeyFile is set, else those that ask are refused.
+	ClientEncryption string `json:"encryption"`
+	// EncryptionKeyFile holds the key of encrypted client links (else
+	// XPRA_ENCRYPTION_KEY); the path only, never the key.
+	EncryptionKeyFile string `json:"encryption_keyfile"`
 	// LoginTimeout bounds the hello and authentication (xpra: 31 s);
 	// 0: the default.
 	LoginTimeout time.Duration `json:"login_timeout"`

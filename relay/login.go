@@ -40,6 +40,15 @@ func (s *Session) nextPacket() (frame.Packet, bool) {
 	}
 	buf, err := s.client.Peek(n)
 	if err != nil {
+		if s.aes != nil && !errors.Is(err, frame.ErrShortBuffer) {
+			var pe *frame.PaddingError
+			if errors.As(err, &pe) {
+				// A wrong key is a failed login: guessing keys is
+				// throttled as guessing passwords is.
+				s.cfg.Throttle.Failed(s.source(), s.user)
+			}
+			s.protocolError(err) // a wrong key, a clear frame on an encrypted link
+		}
 		return nil, false
 	}
 	if !s.helloSeen && buf[0] != frame.Magic {
@@ -132,6 +141,44 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 		s.disconnect(CloseThrottled, "authentication failed", fmt.Sprintf("too many failed logins, try again in %d seconds", int(wait.Seconds())+1))
 		return
 	}
+	if m := s.rowKeyModule(caps); m != nil {
+		s.lookupRowKey(m, s.afterHello)
+		return
+	}
+	s.afterHello()
+}
+
+// afterHello goes on with a hello once its cipher's key is known: the
+// cipher is worked out off the loop (aes.go), then the login goes on.
+func (s *Session) afterHello() {
+	if c, _ := clientCipherCaps(s.caps); c == nil && s.cfg.ClientEncryption == "" {
+		s.cipherCaps = nil
+		s.loginRound()
+		return
+	}
+	prev, caps := s.state, s.caps
+	var (
+		setup   *cipherSetup
+		refusal string
+	)
+	s.offLoop(WorkAuth, func() { setup, refusal = s.prepareClientCipher(caps) }, func() {
+		s.state = prev
+		if refusal != "" {
+			s.cfg.Throttle.Failed(s.source(), s.user)
+			s.disconnect(CloseAuthFailed, "authentication failed", refusal)
+			return
+		}
+		s.cipherCaps = nil
+		if setup != nil {
+			s.installClientCipher(setup)
+			s.cipherCaps = setup.caps
+		}
+		s.loginRound()
+	}, nil)
+}
+
+// loginRound answers the challenge, or starts the next round.
+func (s *Session) loginRound() {
 	if s.state == stateChallenge {
 		if s.pre != nil {
 			s.challenge = nil
@@ -207,7 +254,11 @@ func (s *Session) sendChallenge() {
 	s.challenge = ch
 	s.state = stateChallenge
 	s.deadline = time.Now().Add(s.cfg.ChallengeTimeout)
-	s.send(frame.Packet{"challenge", ch.ServerSalt, "", string(ch.Digest), string(ch.SaltDigest), "password"})
+	var auth any = ""
+	if s.cipherCaps != nil {
+		auth = s.cipherCaps // the parameters the client's answer is encrypted with
+	}
+	s.send(frame.Packet{"challenge", ch.ServerSalt, auth, string(ch.Digest), string(ch.SaltDigest), "password"})
 }
 
 func (s *Session) verifyRound() {

@@ -447,7 +447,11 @@ func (p *pipe) handle(h frame.Header, pkt frame.Packet) error {
 			return nil
 		}
 		caps, _ := pkt[1].(frame.Dict)
-		pkt = frame.Packet{"hello", ClientHello(caps)}
+		hello := ClientHello(caps)
+		if err := p.s.addClientCipher(&hello); err != nil {
+			return err
+		}
+		pkt = frame.Packet{"hello", hello}
 	case "info-response":
 		if len(pkt) >= 2 {
 			if info, ok := pkt[1].(frame.Dict); ok {

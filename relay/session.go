@@ -167,6 +167,12 @@ type login struct {
 	challenge *authn.Challenge
 	identity  *authn.Identity
 	pre       *TransportLogin // the transport's own login (SSH); nil for most
+	// cipherCaps: the receive parameters an encrypted client was given
+	// with its latest hello (aes.go).
+	cipherCaps frame.Dict
+	// rowKey: the user's password as the cipher's key, once looked up
+	// (empty: none); aes.go.
+	rowKey []byte
 }
 
 // Session is one client connection, from accept to close, and later its
@@ -222,6 +228,7 @@ type Session struct {
 	serverQueue []frame.Packet
 	video       *videoState // proxy video, when this session has it
 	ping        *pinger     // the proxy's own pings, when on
+	aes         *clientAES  // an encrypted client link (aes.go)
 	// finish: a disconnect waiting for the client's packet in progress
 	// to end (stateFinish), and the bytes forwarded meanwhile.
 	waiting     *pendingDisconnect

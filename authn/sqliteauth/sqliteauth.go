@@ -122,6 +122,15 @@ func (m *module) Identify(username string) (*authn.Identity, error) {
 	return db.Identify(username, m.passwordQ, m.sessionsQ)
 }
 
+// EncryptionKey is the user's clear password (authn.KeyModule).
+func (m *module) EncryptionKey(username string) ([]byte, error) {
+	db, err := m.open()
+	if err != nil {
+		return nil, err
+	}
+	return db.Password(username, m.passwordQ)
+}
+
 func (m *module) Authenticate(r authn.Request) (*authn.Identity, error) {
 	db, err := m.open()
 	if err != nil {

@@ -103,6 +103,17 @@ func TestModule(t *testing.T) {
 		if _, err := m.Authenticate(authn.Request{Username: "foo", Verify: verifierFor("baz")}); !errors.Is(err, authn.ErrAuthFailed) {
 			t.Errorf("%s: wrong password: %v", spec, err)
 		}
+		// The row's password keys an encrypted link (xpra's get_password).
+		km, ok := m.(authn.KeyModule)
+		if !ok {
+			t.Fatalf("%s: not a KeyModule", spec)
+		}
+		if k, err := km.EncryptionKey("foo"); err != nil || string(k) != "bar" {
+			t.Errorf("%s: key %q %v", spec, k, err)
+		}
+		if k, err := km.EncryptionKey("nobody"); err != nil || k != nil {
+			t.Errorf("%s: unknown user's key %q %v", spec, k, err)
+		}
 	}
 	m, err := authn.New(authn.Spec{Name: "sqlite", Options: map[string]string{"filename": "missing.sdb"}}, authn.Env{Dir: dir})
 	if err != nil {

@@ -442,6 +442,7 @@ var attackCases = []attackCase{
 	// adversarial_flood_test.go
 	{"slow readers vs flooding servers", floodBudgetMB, floodCase(false)},
 	{"bridged slow readers vs floods", floodBudgetMB, floodCase(true)},
+	{"aes garbage and wrong keys", 32, aesCase},
 }
 
 // words is a packet's text, nested values included, for assertions.

@@ -367,7 +367,9 @@ func runSiege(t *testing.T, kind string) {
 			"--bind-quic=127.0.0.1:PORT,auth=sqlite:filename="+db,
 			"--html=on", "--ssl-cert="+cert, "--ssl-key="+key, "--login-timeout=5", "--connect-timeout=5", "--proxy-ping=0",
 			// The flood cases' budget; the other cases hold far less.
-			"--max-buffer-total=512M")
+			"--max-buffer-total=512M",
+			// Clients may encrypt (aesCase); the others do not.
+			"--tcp-encryption-keyfile="+siegeKeyFile(t))
 	}
 	// A root proxy's sessions live in its workers: its RSS is its
 	// process tree's, as xpra's is.
