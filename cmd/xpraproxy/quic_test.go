@@ -60,7 +60,12 @@ func testQUICRealClient(t *testing.T, root bool) {
 			t.Errorf("no reason for a wrong password:\n%s", tail([]byte(out), 2000))
 		}
 	})
+	// A session's access line comes when its close is over (the grace
+	// for the client to read the reason): wait for it.
 	log := p.logText()
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(log, "transport=quic") && time.Now().Before(deadline); log = p.logText() {
+		time.Sleep(200 * time.Millisecond)
+	}
 	if strings.Contains(log, "=bar") || strings.Contains(log, "wrong") {
 		t.Errorf("a password reached the log")
 	}
