@@ -43,7 +43,7 @@ var sshClientEnv = []string{"XPRA_SSH_VERIFY_HOSTKEY=0", "XPRA_SSH_ADD_KEY=0", "
 // _proxy` are answered as xpra's server answers them.
 func TestSSHAttach(t *testing.T) {
 	forEachGen(t, func(t *testing.T, g *generation) {
-		a := g.srv(t, "sessionC")
+		a := g.srv(t, "sessionA") // sessionC is killed by the pool tests, which run first
 		db := sqliteDB(t, []string{"foo", "bar", "nobody", "nogroup", target(a)})
 		p := startProxy(t, "--bind-tcp=127.0.0.1:PORT,auth=sqlite:filename="+db)
 		url := fmt.Sprintf("ssh://foo:bar@127.0.0.1:%d/", p.port)
