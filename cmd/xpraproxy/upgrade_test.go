@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -114,44 +115,18 @@ func testUpgrade(t *testing.T, g *generation, root bool) {
 
 	// The good binary: connections during the upgrade are never refused.
 	installBinary(t, env.bin, bin)
-	var dials, refused atomic.Int64
-	stopDial := make(chan struct{})
-	dialed := make(chan struct{})
-	go func() {
-		defer close(dialed)
-		for {
-			select {
-			case <-stopDial:
-				return
-			default:
-			}
-			dials.Add(1)
-			if nc, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
-				refused.Add(1)
-			} else {
-				nc.Close()
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	stopDial := dialing(addr)
 	out, err := upgrade()
 	m := regexp.MustCompile(`new process (\d+) serves`).FindStringSubmatch(out)
 	if err != nil || m == nil {
-		close(stopDial)
+		stopDial()
 		t.Fatalf("upgrade: %v: %s", err, out)
 	}
 	newPID, _ := strconv.Atoi(m[1])
-	t.Cleanup(func() {
-		syscall.Kill(newPID, syscall.SIGKILL)
-		for i := 0; i < 50 && syscall.Kill(newPID, 0) == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
+	killAtCleanup(t, newPID)
 	time.Sleep(500 * time.Millisecond)
-	close(stopDial)
-	<-dialed
-	if refused.Load() != 0 {
-		t.Errorf("%d of %d connections refused during the upgrade", refused.Load(), dials.Load())
+	if dials, refused := stopDial(); refused != 0 {
+		t.Errorf("%d of %d connections refused during the upgrade", refused, dials)
 	}
 
 	// New sessions reach the new process (its socket answers info once
@@ -288,26 +263,7 @@ func testUpgradeLive(t *testing.T, g *generation, root bool) {
 	time.Sleep(3 * time.Second) // the draws are flowing
 
 	installBinary(t, env.bin, bin)
-	var dials, refused atomic.Int64
-	stopDial := make(chan struct{})
-	dialed := make(chan struct{})
-	go func() {
-		defer close(dialed)
-		for {
-			select {
-			case <-stopDial:
-				return
-			default:
-			}
-			dials.Add(1)
-			if nc, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
-				refused.Add(1)
-			} else {
-				nc.Close()
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	stopDial := dialing(addr)
 	out, err := upgrade()
 	for try := 0; try < 5 && strings.Contains(out, "text file busy"); try++ {
 		// A fork elsewhere in this test process (the other generation's)
@@ -316,8 +272,7 @@ func testUpgradeLive(t *testing.T, g *generation, root bool) {
 		out, err = upgrade()
 	}
 	m := regexp.MustCompile(`new process (\d+) serves; (\d+) sessions handed over in [0-9.]+ms; process \d+ drains (\d+)`).FindStringSubmatch(out)
-	close(stopDial)
-	<-dialed
+	dials, refused := stopDial()
 	if err != nil || m == nil {
 		syscall.Kill(oldPID, syscall.SIGQUIT) // its goroutines, for the failure to be read
 		time.Sleep(2 * time.Second)
@@ -326,17 +281,12 @@ func testUpgradeLive(t *testing.T, g *generation, root bool) {
 		t.Fatalf("upgrade: %v: %s\nlog:\n%s", err, out, tail([]byte(p.logText()), 6000))
 	}
 	newPID, _ := strconv.Atoi(m[1])
-	t.Cleanup(func() {
-		syscall.Kill(newPID, syscall.SIGKILL)
-		for i := 0; i < 50 && syscall.Kill(newPID, 0) == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
+	killAtCleanup(t, newPID)
 	if m[2] != "2" || m[3] != "1" {
 		t.Errorf("%s sessions handed over and %s kept, want 2 and 1 (TLS): %s", m[2], m[3], out)
 	}
-	if refused.Load() != 0 {
-		t.Errorf("%d of %d connections refused during the upgrade", refused.Load(), dials.Load())
+	if refused != 0 {
+		t.Errorf("%d of %d connections refused during the upgrade", refused, dials)
 	}
 	for _, anim := range anims {
 		anim.Wait() // ends by its timeout
@@ -401,4 +351,45 @@ func testUpgradeLive(t *testing.T, g *generation, root bool) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// dialing connects to addr every 10 ms until the function it returns is
+// called, which reports how many connections were tried and how many
+// were refused (an upgrade must refuse none).
+func dialing(addr string) func() (dials, refused int64) {
+	var tried, failed atomic.Int64
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			tried.Add(1)
+			if nc, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+				failed.Add(1)
+			} else {
+				nc.Close()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	var once sync.Once
+	return func() (int64, int64) {
+		once.Do(func() { close(quit); <-done })
+		return tried.Load(), failed.Load()
+	}
+}
+
+// killAtCleanup kills pid (an upgrade's new process) when the test ends
+// and waits a little for it to go.
+func killAtCleanup(t *testing.T, pid int) {
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }
