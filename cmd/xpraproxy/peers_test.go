@@ -302,6 +302,19 @@ func pixelsMatch(t *testing.T, s *xpraServer, c *client, clientTitle string) {
 		cid, cerr := windowID(c.display, false, clientTitle)
 		sid, serr := windowID(s.display, true, s.name)
 		found = cid != "" && sid != ""
+		if !found && c.relaunch != nil && !c.running() && strings.Contains(c.text(), "login timeout") {
+			// KNOWN OPEN BUG (closing note of 2026-12-07): now and then,
+			// on a loaded machine, a 6.x client's hello over TLS never
+			// reaches the session (the proxy sees the handshake, then no
+			// plaintext; the client times out). Logged, attached once more.
+			t.Logf("KNOWN ISSUE: the client's login timed out before the proxy saw its hello; attaching once more:\n%s", tail([]byte(c.text()), 600))
+			nc := c.relaunch()
+			c.relaunch = nil
+			c.cmd, c.out, c.mu, c.display = nc.cmd, nc.out, nc.mu, nc.display
+			c.waitOnce, c.done = sync.Once{}, nil
+			deadline, windowsBy = time.Now().Add(30*time.Second), time.Now().Add(60*time.Second)
+			continue
+		}
 		if !found {
 			last = fmt.Sprintf("windows not found (client %q %v, server %q %v)", cid, cerr, sid, serr)
 			time.Sleep(500 * time.Millisecond)
@@ -442,13 +455,16 @@ type client struct {
 	display  string
 	waitOnce sync.Once
 	done     chan struct{} // closed when the process has exited (one Wait)
+	// relaunch starts the same client again (once): see pixelsMatch.
+	relaunch func() *client
 }
 
 // waited is closed once the client process has exited: the only Wait.
 func (c *client) waited() <-chan struct{} {
 	c.waitOnce.Do(func() {
-		c.done = make(chan struct{})
-		go func() { c.cmd.Wait(); close(c.done) }()
+		done, cmd := make(chan struct{}), c.cmd // a relaunch replaces both
+		c.done = done
+		go func() { cmd.Wait(); close(done) }()
 	})
 	return c.done
 }
@@ -537,6 +553,7 @@ func (g *generation) runClientEnv(t *testing.T, sub, url string, environ []strin
 	}
 	cmd.Env = append(cmd.Env, environ...)
 	c := &client{gen: g, cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}, display: display}
+	c.relaunch = func() *client { return g.runClientEnv(t, sub, url, environ, extra...) }
 	logf, err := os.Create(filepath.Join(env.dir, fmt.Sprintf("client-%d.log", rand.IntN(1e9))))
 	if err != nil {
 		t.Fatal(err)
