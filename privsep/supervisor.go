@@ -461,27 +461,7 @@ func (s *Supervisor) SetPools(p route.Pools) {
 
 // request asks a worker something and waits for its reply (2 s at most).
 func (w *worker0) request(m *message) (*message, error) {
-	m.Seq = w.seq.Add(1)
-	c := make(chan *message, 1)
-	w.pmu.Lock()
-	w.pending[m.Seq] = c
-	w.pmu.Unlock()
-	defer func() {
-		w.pmu.Lock()
-		delete(w.pending, m.Seq)
-		w.pmu.Unlock()
-	}()
-	if err := w.ch.send(m, nil); err != nil {
-		return nil, err
-	}
-	select {
-	case r := <-c:
-		return r, nil
-	case <-w.dead:
-		return nil, errors.New("privsep: worker is gone")
-	case <-time.After(2 * time.Second):
-		return nil, errors.New("privsep: worker did not answer")
-	}
+	return w.requestFor(m, 2*time.Second)
 }
 
 func (s *Supervisor) route(id uint64) *worker0 {
