@@ -93,18 +93,22 @@ func TestWorkloads(t *testing.T) {
 	}
 }
 
-// TestTransports: the generator reaches xpraproxy over ws, ssl and wss on
-// its one port (quic on its UDP port number), and draws arrive intact.
+// TestTransports: the generator reaches xpraproxy over ws, ssl, wss, ssh
+// and xpra's AES on its one port (quic on its UDP port number), and draws
+// arrive intact. The AES rows' proxy runs with --tcp-encryption=AES, which
+// refuses clear clients: a ready session is an encrypted one.
 func TestTransports(t *testing.T) {
 	bin := buildProxy(t)
-	for _, tr := range []string{TransportWS, TransportSSL, TransportWSS, TransportQUIC} {
-		t.Run(tr, func(t *testing.T) {
+	for _, c := range []struct{ transport, peer string }{{TransportWS, Peer31}, {TransportSSL, Peer31},
+		{TransportWSS, Peer31}, {TransportQUIC, Peer31}, {TransportSSH, Peer31},
+		{TransportAES, Peer31}, {TransportAES, Peer6}, {TransportAESCTR, Peer6}} {
+		t.Run(c.transport+"/"+c.peer, func(t *testing.T) {
 			res, err := Run(Config{Proxy: ProxyXpraproxy, Workload: WorkloadStream, Sessions: 3, Duration: 500 * time.Millisecond,
-				Size: 16 << 10, Verify: true, Binary: bin, Transport: tr})
+				Size: 16 << 10, Verify: true, Binary: bin, Transport: c.transport, Peer: c.peer})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Ready != 3 || res.BadData != 0 || res.MBytesPerS <= 0 || res.Transport != tr {
+			if res.Ready != 3 || res.BadData != 0 || res.MBytesPerS <= 0 || res.Transport != c.transport {
 				t.Fatalf("%+v", res)
 			}
 		})

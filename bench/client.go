@@ -25,9 +25,11 @@ type clients struct {
 	password  string
 	transport string
 	peer      string // Peer31 or Peer6
-	realHello bool
-	onReady   func(*clientConn) // runs on the conn's loop when the hello arrives
-	onClose   func(*clientConn)
+	// aesKeyFile is the AES transports' key (aes.go).
+	aesKeyFile string
+	realHello  bool
+	onReady    func(*clientConn) // runs on the conn's loop when the hello arrives
+	onClose    func(*clientConn)
 
 	ready, failed, closed atomic.Int64
 	bytes, packets        atomic.Int64
@@ -90,7 +92,7 @@ func (c *clients) open(id int, user, source, target string) error {
 	if source != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
 	}
-	nc, err := dialTransport(&d, c.transport, target, user, c.password)
+	nc, err := dialTransport(&d, c.transport, target, user, c.password, c.peer, c.aesKeyFile)
 	if err != nil {
 		c.fail(fmt.Errorf("dial %s: %w", target, err))
 		return err

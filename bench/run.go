@@ -42,7 +42,7 @@ type Config struct {
 	Loops     int           // event loops of the generator and the simulated server each
 	Sources   int           // loopback source addresses (127.0.0.2 ...)
 	Binary    string        // the xpraproxy binary under test
-	Transport string        // tcp (default), ws, ssl, wss: how clients reach xpraproxy
+	Transport string        // tcp (default), ws, ssl, wss, ssh, quic, aes, aes-ctr: how clients reach xpraproxy
 	Peer      string        // "3.1" (default) or "6.x": the simulated peers' xpra generation (peer.go)
 	// ServerPeer, when set and not Peer, is the simulated server's own
 	// generation: it refuses the client's, and xpraproxy bridges.
@@ -236,7 +236,20 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.Transport == TransportQUIC && cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
 		return nil, fmt.Errorf("bench: --transport=quic is for xpraproxy")
 	}
-	if cfg.Transport != "" && cfg.Transport != TransportTCP {
+	aesKeyFile := ""
+	if isAES(cfg.Transport) {
+		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot {
+			return nil, fmt.Errorf("bench: --transport=%s is for xpraproxy", cfg.Transport)
+		}
+		if cfg.Transport == TransportAESCTR && cfg.Peer != Peer6 {
+			return nil, fmt.Errorf("bench: xpra 3.1 has no AES-CTR: use --peer=6.x")
+		}
+		var args []string
+		if aesKeyFile, args, err = aesArgs(dir); err != nil {
+			return nil, err
+		}
+		cfg.ProxyArgs = append(cfg.ProxyArgs, args...)
+	} else if cfg.Transport != "" && cfg.Transport != TransportTCP {
 		haTLS := cfg.Proxy == ProxyHAProxy && cfg.Transport == TransportSSL
 		if cfg.Proxy != ProxyXpraproxy && cfg.Proxy != ProxyXpraproxyRoot && !haTLS {
 			// HAProxy in tcp mode terminates TLS, not WebSocket: the
@@ -287,6 +300,7 @@ func Run(cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	cl.aesKeyFile = aesKeyFile
 	defer cl.stop()
 	var (
 		mu    sync.Mutex

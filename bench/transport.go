@@ -38,8 +38,9 @@ const (
 	TransportSSH = "ssh"
 )
 
-// dialTransport connects to the proxy and returns a plain xpra stream.
-func dialTransport(d *net.Dialer, transport, target, user, password string) (net.Conn, error) {
+// dialTransport connects to the proxy and returns a plain xpra stream
+// (peer and the AES key file are for the AES transports).
+func dialTransport(d *net.Dialer, transport, target, user, password, peer, keyFile string) (net.Conn, error) {
 	if transport == TransportQUIC {
 		return dialQUIC(d, target)
 	}
@@ -49,6 +50,9 @@ func dialTransport(d *net.Dialer, transport, target, user, password string) (net
 	}
 	if transport == TransportSSH {
 		return dialSSH(nc, target, user, password)
+	}
+	if isAES(transport) {
+		return dialAES(nc, transport, peer, password, keyFile)
 	}
 	var conn net.Conn = nc
 	if transport == TransportSSL || transport == TransportWSS {
@@ -73,17 +77,10 @@ func dialTransport(d *net.Dialer, transport, target, user, password string) (net
 
 // wsBridge frames a plain stream into masked binary frames and back.
 func wsBridge(conn net.Conn) (net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	ours, theirs, err := socketPair("ws")
 	if err != nil {
 		return nil, err
 	}
-	mk := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "ws")
-		defer f.Close()
-		c, _ := net.FileConn(f)
-		return c
-	}
-	ours, theirs := mk(fds[0]), mk(fds[1])
 	go func() {
 		buf := make([]byte, 64<<10)
 		for {
@@ -181,18 +178,34 @@ func dialSSH(nc net.Conn, target, user, password string) (net.Conn, error) {
 // streamBridge is a socket whose other end carries rw's bytes both ways
 // (two goroutines, generator side); closer ends with it.
 func streamBridge(rw io.ReadWriter, closer io.Closer) (net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	ours, theirs, err := socketPair("bridge")
 	if err != nil {
 		return nil, err
 	}
-	mk := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "bridge")
-		defer f.Close()
-		c, _ := net.FileConn(f)
-		return c
-	}
-	ours, theirs := mk(fds[0]), mk(fds[1])
 	go func() { io.Copy(rw, ours); closer.Close() }()
 	go func() { io.Copy(ours, rw); ours.Close() }()
 	return theirs, nil
+}
+
+// socketPair is a connected pair of unix sockets: the generator's bridges
+// keep ours and give theirs to the engine.
+func socketPair(name string) (ours, theirs net.Conn, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	mk := func(fd int) (net.Conn, error) {
+		f := os.NewFile(uintptr(fd), name)
+		defer f.Close()
+		return net.FileConn(f)
+	}
+	if ours, err = mk(fds[0]); err != nil {
+		syscall.Close(fds[1])
+		return nil, nil, err
+	}
+	if theirs, err = mk(fds[1]); err != nil {
+		ours.Close()
+		return nil, nil, err
+	}
+	return ours, theirs, nil
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/xpraproxy/xpraproxy/frame"
 )
@@ -21,9 +22,23 @@ type cipherConn struct {
 	out *frame.Encryptor
 	max int // the largest frame payload to open: the login's limit, then the session's
 
-	clear   []byte // opened frames not yet discarded
-	err     error  // the first decryption error: every later read returns it
-	scratch []byte
+	clear  []byte  // opened frames not yet discarded
+	pooled *[]byte // clear's backing while it came from cipherBuffers
+	err    error   // the first decryption error: every later read returns it
+}
+
+// cipherBuffers lend a cipherConn its clear bytes and what it seals while
+// data flows; drained, they go back, so that an idle encrypted session
+// holds neither (BENCHMARKS.md, issue 27).
+var cipherBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// giveBack returns a borrowed buffer unless it grew past what is worth
+// keeping.
+func giveBack(bp *[]byte, b []byte) {
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		cipherBuffers.Put(bp)
+	}
 }
 
 // readAhead bounds the clear bytes opened ahead of the session's reads
@@ -59,6 +74,10 @@ func (c *cipherConn) fill() {
 		buf, err := c.Conn.Peek(size)
 		if err != nil {
 			return
+		}
+		if c.clear == nil {
+			c.pooled = cipherBuffers.Get().(*[]byte)
+			c.clear = (*c.pooled)[:0]
 		}
 		var n int
 		c.clear, n, err = c.in.Open(c.clear, buf, c.max)
@@ -108,10 +127,7 @@ func (c *cipherConn) Discard(n int) (int, error) {
 	}
 	if n >= len(c.clear) {
 		n = len(c.clear)
-		c.clear = c.clear[:0]
-		if cap(c.clear) > 64<<10 {
-			c.clear = nil // an idle session holds nothing
-		}
+		c.release()
 		return n, nil
 	}
 	rest := copy(c.clear, c.clear[n:])
@@ -130,7 +146,9 @@ func (c *cipherConn) Writev(bs [][]byte) (int, error) {
 	if c.out == nil {
 		return c.Conn.Writev(bs)
 	}
-	out := c.scratch[:0]
+	bp := cipherBuffers.Get().(*[]byte)
+	out := (*bp)[:0]
+	defer func() { giveBack(bp, out) }()
 	n := 0
 	var err error
 	for _, b := range bs {
@@ -144,12 +162,15 @@ func (c *cipherConn) Writev(bs [][]byte) (int, error) {
 			return 0, err
 		}
 	}
-	if cap(out) <= 64<<10 {
-		c.scratch = out[:0]
-	} else {
-		c.scratch = nil
-	}
 	return n, nil
+}
+
+// release gives clear's buffer back: nothing is left to read.
+func (c *cipherConn) release() {
+	if c.pooled != nil {
+		giveBack(c.pooled, c.clear)
+	}
+	c.clear, c.pooled = nil, nil
 }
 
 // cipherReason is the text a decryption error gives the client, xpra's
@@ -166,10 +187,10 @@ func cipherReason(err error) (string, bool) {
 }
 
 // Slack counts what the cipher holds beyond the clear bytes offered: the
-// ciphertext of a frame not yet whole (below), the spare room of clear
-// and of the scratch buffer (Slacker).
+// ciphertext of a frame not yet whole (below) and the spare room of clear
+// (Slacker); what Writev seals is handed to the socket before it returns.
 func (c *cipherConn) Slack() int {
-	n := cap(c.clear) - len(c.clear) + cap(c.scratch)
+	n := cap(c.clear) - len(c.clear)
 	if c.in != nil {
 		n += c.Conn.InboundBuffered()
 	}

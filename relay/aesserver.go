@@ -157,3 +157,41 @@ func (c *cipherReader) next() error {
 	c.clear, _, err = c.dec.Open(nil, buf, c.max)
 	return err
 }
+
+// ReadWriter is the logged-in link as clear xpra bytes, for a Go client
+// that reads and writes it itself (the load generator; the proxy reads
+// its servers through a cipherConn on the loop instead): reads open the
+// peer's frames, writes are sealed in whatever pieces they come. It is
+// Conn itself when the link is not encrypted. One goroutine may read while
+// another writes.
+func (b *Backend) ReadWriter() io.ReadWriter {
+	if b.AES == nil {
+		return b.Conn
+	}
+	b.AES.r.max = frame.AbsMaxPacketSize
+	return &aesStream{r: &b.AES.r, out: b.AES.out, w: b.Conn}
+}
+
+// aesStream is Backend.ReadWriter's encrypted link.
+type aesStream struct {
+	r       *cipherReader
+	out     *frame.Encryptor
+	w       io.Writer
+	scratch []byte
+}
+
+func (s *aesStream) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func (s *aesStream) Write(p []byte) (int, error) {
+	sealed, err := s.out.Seal(s.scratch[:0], p)
+	if err != nil {
+		return 0, err
+	}
+	if cap(sealed) <= 1<<20 {
+		s.scratch = sealed
+	}
+	if _, err := s.w.Write(sealed); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

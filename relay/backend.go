@@ -122,6 +122,23 @@ func Dial(cfg DialConfig) (*Backend, error) {
 	return b, nil
 }
 
+// Login performs Dial's handshake on a tcp connection the caller dialed
+// (a Go client of an xpra server or of the proxy, such as the load
+// generator); cfg's Target and Address are not used. Its deadline is
+// cfg.Timeout during the handshake and cleared after.
+func Login(conn net.Conn, cfg DialConfig) (*Backend, error) {
+	cfg.Target.Scheme = "tcp"
+	if err := conn.SetDeadline(time.Now().Add(cfg.Timeout)); err != nil {
+		return nil, err
+	}
+	b, err := handshake(conn, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.Conn = conn
+	return b, conn.SetDeadline(time.Time{})
+}
+
 func handshake(conn io.ReadWriter, cfg DialConfig) (*Backend, error) {
 	fail := func(msg string, err error) error {
 		var ne net.Error

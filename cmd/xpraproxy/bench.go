@@ -19,7 +19,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cfg bench.Config
 	fs.StringVar(&cfg.Proxy, "proxy", "xpraproxy", "proxy under test: xpraproxy, xpraproxy-root, xpra, haproxy, direct")
-	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss, ssh (one port), quic (UDP, the same port number)")
+	fs.StringVar(&cfg.Transport, "transport", "tcp", "how clients reach xpraproxy: tcp, ws, ssl, wss, ssh, aes (xpra AES-CBC), aes-ctr (6.x peers) on one port; quic (UDP, the same port number)")
 	fs.StringVar(&cfg.ServerPeer, "server-peer", "", "the simulated server's own generation when it is not --peer's: it refuses the client's and xpraproxy bridges the two (issue 17)")
 	fs.StringVar(&cfg.Peer, "peer", "3.1", "the simulated peers' xpra generation: 3.1 (rencode, flat hellos), 6.x (rencodeplus, nested hellos, lz4 frames) or 3.1-html5 (bencode only, as the 3.1 HTML5 client)")
 	fs.StringVar(&cfg.Users, "users", "", "xpraproxy's user database: a postgresql:// or mysql:// URI (the sql module) instead of a sqlite file")
