@@ -42,6 +42,17 @@ type clientAES struct {
 	nextSpec frame.CipherSpec
 }
 
+// clientEncryption is --tcp-encryption where it applies. xpra applies it
+// to its ENCRYPTED_SOCKET_TYPES, tcp and ws; AES over WebSocket is not
+// built here (docs/aes.md), so tcp only: the unix sockets (`xpra info`,
+// local clients), TLS, SSH and QUIC links are not asked to encrypt.
+func (s *Session) clientEncryption() string {
+	if s.transport != "tcp" {
+		return ""
+	}
+	return s.cfg.ClientEncryption
+}
+
 // encryptionKey finds the key for the client link as xpra's server does:
 // the key file, else XPRA_ENCRYPTION_KEY.
 func (s *Session) encryptionKey() ([]byte, error) {
@@ -67,7 +78,7 @@ func (s *Session) encryptionKey() ([]byte, error) {
 // cipher (xpra's get_password), when neither a key file nor
 // XPRA_ENCRYPTION_KEY does and it has not been looked up yet.
 func (s *Session) rowKeyModule(caps frame.Dict) authn.KeyModule {
-	if c, _ := clientCipherCaps(caps); c == nil || s.rowKey != nil || s.cfg.ClientEncryption == "" ||
+	if c, _ := clientCipherCaps(caps); c == nil || s.rowKey != nil || s.clientEncryption() == "" ||
 		s.cfg.EncryptionKeyFile != "" || os.Getenv("XPRA_ENCRYPTION_KEY") != "" {
 		return nil
 	}
@@ -152,7 +163,7 @@ type cipherSetup struct {
 // the loop. It touches no session state.
 func (s *Session) prepareClientCipher(caps frame.Dict) (*cipherSetup, string) {
 	c, nested := clientCipherCaps(caps)
-	want := s.cfg.ClientEncryption
+	want := s.clientEncryption()
 	if c == nil {
 		if want != "" {
 			return nil, "missing encryption tokens"

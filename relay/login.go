@@ -151,7 +151,7 @@ func (s *Session) onHello(p frame.Packet, now time.Time) {
 // afterHello goes on with a hello once its cipher's key is known: the
 // cipher is worked out off the loop (aes.go), then the login goes on.
 func (s *Session) afterHello() {
-	if c, _ := clientCipherCaps(s.caps); c == nil && s.cfg.ClientEncryption == "" {
+	if c, _ := clientCipherCaps(s.caps); c == nil && s.clientEncryption() == "" {
 		s.cipherCaps = nil
 		s.loginRound()
 		return

@@ -81,6 +81,12 @@ func testAESClientLink(t *testing.T, root bool) {
 		if out := clear.exited(t, 90*time.Second); !strings.Contains(out, "encryption") {
 			t.Errorf("clear client: no encryption refusal:\n%s", tail([]byte(out), 3000))
 		}
+		// --tcp-encryption is for tcp (xpra's ENCRYPTED_SOCKET_TYPES):
+		// `xpra info` on the proxy's own unix socket stays clear.
+		info, err := g.command(false, "info", p.display, "--socket-dir="+p.sockDir, "--socket-dirs="+p.sockDir).CombinedOutput()
+		if err != nil || !strings.Contains(string(info), "server.") {
+			t.Errorf("xpra info on the unix socket of an encrypting proxy: %v\n%s", err, tail(info, 2000))
+		}
 	})
 }
 
