@@ -187,7 +187,7 @@ func proxyOptionTable() []option {
 			help: "serve the HTML5 client (on: " + defaultHTMLDir + ")"},
 		{names: []string{"tcp-encryption", "encryption"}, arg: "AES|AES-CBC|AES-CTR",
 			set:  text(func(o *proxyOptions) *string { return &o.lim.ClientEncryption }, "", "AES", "AES-CBC", "AES-CTR"),
-			help: "clients must encrypt with xpra's AES (3.1: AES-CBC; 6.x: CBC or CTR), keyed from --tcp-encryption-keyfile or XPRA_ENCRYPTION_KEY (docs/aes.md)"},
+			help: "tcp clients must encrypt with xpra's AES (3.1: AES-CBC; 6.x: CBC or CTR), keyed from --tcp-encryption-keyfile or XPRA_ENCRYPTION_KEY (docs/aes.md)"},
 		{names: []string{"tcp-encryption-keyfile", "encryption-keyfile"}, arg: "FILE",
 			set:  text(func(o *proxyOptions) *string { return &o.lim.EncryptionKeyFile }),
 			help: "the AES key of encrypted client links (the file's first bytes, without a trailing newline)"},
