@@ -345,7 +345,8 @@ func (p *parked) takeHeld() []byte {
 // nothing here touches the socket again.
 func (p *parked) handOver(name string) *os.File {
 	p.closed = true
-	p.held, p.out = nil, nil
+	p.releaseHeld()
+	p.out = nil
 	return os.NewFile(uintptr(p.fd), name)
 }
 

@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -75,6 +76,7 @@ type parked struct {
 	local, remote net.Addr
 	held          []byte
 	off           int
+	pooled        *[]byte // held's backing while it came from heldBuffers
 	out           []byte
 	closed        bool
 	// released: gnet's connection of the socket has closed, so every
@@ -112,9 +114,61 @@ func (p *parked) Discard(n int) (int, error) {
 	}
 	p.off += n
 	if p.off == len(p.held) {
-		p.held, p.off = p.held[:0], 0
+		p.releaseHeld()
 	}
 	return n, nil
+}
+
+// heldBuffers lend stand-ins the room they read into (take, fill) while
+// they hold bytes, in three sizes (16, 32 and 64 KiB): a fast reader's
+// source is parked and unparked again and again, and a 64 KiB buffer of
+// its own each time, whatever it held, was the largest part of the
+// proxy's heap under the soak (BENCHMARKS.md, issue 25).
+var heldBuffers = [3]sync.Pool{
+	{New: func() any { b := make([]byte, 0, 16<<10); return &b }},
+	{New: func() any { b := make([]byte, 0, 32<<10); return &b }},
+	{New: func() any { b := make([]byte, 0, 64<<10); return &b }},
+}
+
+// heldClass is the heldBuffers size that n bytes fit, -1 when none.
+func heldClass(n int) int {
+	for i := range heldBuffers {
+		if n <= 16<<10<<i {
+			return i
+		}
+	}
+	return -1
+}
+
+// room makes n bytes of room after what held has not delivered: a
+// borrowed buffer that fits both when there is one, else one of its own.
+func (p *parked) room(n int) {
+	if cap(p.held)-len(p.held) >= n {
+		return
+	}
+	unread := p.held[p.off:]
+	need := len(unread) + n
+	if k := heldClass(need); k >= 0 {
+		bp := heldBuffers[k].Get().(*[]byte)
+		b := append((*bp)[:0], unread...)
+		p.releaseHeld()
+		p.held, p.pooled = b, bp
+		return
+	}
+	bigger := append(make([]byte, 0, need), unread...)
+	p.releaseHeld()
+	p.held = bigger
+}
+
+// releaseHeld drops held, giving its buffer back when it was borrowed.
+func (p *parked) releaseHeld() {
+	if p.pooled != nil {
+		if k := heldClass(cap(p.held)); k >= 0 && cap(p.held) == 16<<10<<k {
+			*p.pooled = p.held[:0]
+			heldBuffers[k].Put(p.pooled)
+		}
+	}
+	p.held, p.off, p.pooled = nil, 0, nil
 }
 
 func (p *parked) Read(b []byte) (int, error) {
@@ -190,7 +244,8 @@ func (p *parked) fail(err error) {
 	}
 	p.closed = true
 	unix.Close(p.fd)
-	p.held, p.out = nil, nil
+	p.releaseHeld()
+	p.out = nil
 	p.srv.dropFlow(p.fl)
 	_ = p.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		p.srv.OnClose(p, err)
@@ -216,9 +271,7 @@ func (p *parked) fill() bool {
 	if p.off > 0 {
 		p.held, p.off = p.held[:copy(p.held, p.held[p.off:])], 0
 	}
-	if cap(p.held)-len(p.held) < 16<<10 {
-		p.held = append(make([]byte, 0, len(p.held)+64<<10), p.held...)
-	}
+	p.room(16 << 10)
 	for {
 		n, err := unix.Read(p.fd, p.held[len(p.held):cap(p.held)])
 		switch {
@@ -246,6 +299,7 @@ func (p *parked) take(c gnet.Conn) {
 	}
 	b, err := c.Peek(n)
 	if err == nil && !p.closed {
+		p.room(len(b))
 		p.held = append(p.held, b...)
 	}
 	c.Discard(n)

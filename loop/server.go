@@ -97,6 +97,10 @@ type Options struct {
 	MaxInFlight    int           // workers of each off-loop pool (password checks, dials); default 256
 	WorkQueue      int           // jobs waiting for each pool before sessions are refused; default 4096
 	MaxBufferTotal int64         // global budget of buffered bytes; 0: none
+	// ReadSize is the most one read takes from a socket (gnet's read
+	// buffer, one per loop); default 32 KiB. A paused session holds up
+	// to this much of its source's bytes (docs/memory.md).
+	ReadSize int
 	// MaxConnections caps open client connections, MaxLoginConnections
 	// those still logging in (waiting on a challenge included), and
 	// MaxLoginsPerSource those of one address: new connections beyond
@@ -286,14 +290,15 @@ func (s *Server) Run() error {
 		return err
 	}
 	loops := s.opts.Loops
+	readSize := s.opts.ReadSize
+	if readSize <= 0 {
+		readSize = 32 << 10
+	}
 	opts := []gnet.Option{
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		// One read per loop takes up to this much: draw packets are
-		// 10s of KiB, so 256 KiB means fewer events per packet. It is
-		// per loop, not per connection.
-		gnet.WithReadBufferCap(64 << 10),
+		gnet.WithReadBufferCap(readSize),
 		gnet.WithLogger(gnetLogger{s.log}),
 		// Adopt registers connections from other goroutines, which the
 		// round-robin balancer does not allow (gnet's docs).

@@ -35,6 +35,7 @@ type WorkerConfig struct {
 	// reaches a worker's sessions by this one value.
 	Limits         relay.Limits `json:"limits"`
 	MaxBufferTotal int64        `json:"max_buffer_total"`
+	ReadSize       int          `json:"read_size"`
 	Loops          int          `json:"loops"`
 	// SocketDirs are templates ($UID, ~) expanded for the worker's user;
 	// the first it can write to gets its instance socket.
@@ -233,6 +234,7 @@ func (w *worker) run() error {
 	w.srv = loop.New(listeners, loop.Options{
 		Loops:          w.cfg.Loops,
 		MaxBufferTotal: w.cfg.MaxBufferTotal,
+		ReadSize:       w.cfg.ReadSize,
 		Log:            w.log,
 		Config:         rcfg,
 		OnClosed:       w.sessionEnded,

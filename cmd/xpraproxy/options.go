@@ -48,6 +48,7 @@ type proxyOptions struct {
 	// relay.Limits, nothing more.
 	lim        relay.Limits
 	maxTotal   int64
+	readSize   int
 	loops      int
 	profileDir string
 	gcPercent  int

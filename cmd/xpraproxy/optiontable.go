@@ -50,6 +50,17 @@ func size[T int | int64](f func(*proxyOptions) *T) func(*proxyOptions, string, s
 	}
 }
 
+// readSize is --read-size: between 4 KiB and 1 MiB (gnet rounds it up
+// to a power of two).
+func readSize(o *proxyOptions, name, v string) error {
+	n, err := parseSize(name, v)
+	if err == nil && (n < 4<<10 || n > 1<<20) {
+		err = fmt.Errorf("--%s: %q is not between 4K and 1M", name, v)
+	}
+	o.readSize = int(n)
+	return err
+}
+
 // count reads a non-negative number; "auto" (when allowed) is -1.
 func count(f func(*proxyOptions) *int, auto bool) func(*proxyOptions, string, string) error {
 	return func(o *proxyOptions, name, v string) error {
@@ -223,6 +234,8 @@ func proxyOptionTable() []option {
 			help: "bytes one session may hold (flow control keeps it near 200K; a packet held whole may take it beyond by half)"},
 		{names: []string{"stall-timeout"}, arg: "SECONDS", def: "60", set: seconds(func(o *proxyOptions) *time.Duration { return &o.lim.StallTimeout }),
 			help: "end a session whose peer has read nothing queued for it for this long (slow readers are slowed, not cut; 0: never)"},
+		{names: []string{"read-size"}, arg: "SIZE", def: "32K", set: readSize,
+			help: "the most one read takes from a socket (per event loop): a paused session holds up to this much of its source's bytes; larger reads cost less CPU per MB and more memory per paused session (BENCHMARKS.md)"},
 		{names: []string{"max-buffer-total"}, arg: "SIZE", def: "1G", set: size(func(o *proxyOptions) *int64 { return &o.maxTotal }),
 			help: "bytes all sessions together may hold queued"},
 		{names: []string{"max-connections"}, arg: "N|auto", def: "auto", shown: "auto: from RLIMIT_NOFILE",

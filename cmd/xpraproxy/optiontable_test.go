@@ -48,7 +48,7 @@ func TestOptionTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The sessions' values are relay.DefaultLimits (TestDefaultLimits).
-	want := &proxyOptions{lim: def.lim, maxTotal: 1 << 30, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, workers: "uid",
+	want := &proxyOptions{lim: def.lim, maxTotal: 1 << 30, readSize: 32 << 10, gcPercent: defaultGCPercent, burstGC: defaultBurstGCPercent, workers: "uid",
 		video: "auto", poolProbe: 5 * time.Second, workerIdle: 60 * time.Second, drainTimeout: time.Hour,
 		maxConns: -1, maxLogins: -1, maxPerSource: 16, throttle: true, sshUpgrade: true,
 		registryInterval: 2 * time.Second, registryExpiry: 15 * time.Second, logFormat: "text"}

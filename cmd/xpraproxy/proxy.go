@@ -376,7 +376,7 @@ func buildServer(o *proxyOptions, log *slog.Logger, logOut io.Writer) (*loop.Ser
 	}
 	listeners, quics := splitQUIC(listeners)
 	conns, logins := o.connectionCaps()
-	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, Log: log,
+	srv := loop.New(listeners, loop.Options{Loops: o.loops, MaxBufferTotal: o.maxTotal, ReadSize: o.readSize, Log: log,
 		MaxConnections: conns, MaxLoginConnections: logins, MaxLoginsPerSource: o.maxPerSource,
 		WSRequireMask: o.wsRequireMask})
 	log.Info("connection caps", "connections", conns, "logging-in", logins, "per-address", o.maxPerSource)
@@ -392,6 +392,7 @@ func workerConfig(o *proxyOptions, limits relay.Limits, templates []string, host
 	wcfg := privsep.WorkerConfig{
 		Limits:         limits,
 		MaxBufferTotal: o.maxTotal,
+		ReadSize:       o.readSize,
 		Loops:          o.loops,
 		SocketDirs:     templates,
 		Hostname:       hostname,

@@ -165,6 +165,7 @@ func (c *control) restartOnly(o *proxyOptions) []string {
 	check("daemon", was.daemon, o.daemon)
 	check("event-loops", was.loops, o.loops)
 	check("max-buffer-total", was.maxTotal, o.maxTotal)
+	check("read-size", was.readSize, o.readSize)
 	check("max-connections", was.maxConns, o.maxConns)
 	check("max-login-connections", was.maxLogins, o.maxLogins)
 	check("max-logins-per-source", was.maxPerSource, o.maxPerSource)
