@@ -264,6 +264,9 @@ func slackOf(c relay.Conn) int {
 	return 0
 }
 
+// fillStep is the most one fill reads.
+const fillStep = 16 << 10
+
 // fill reads what the socket has into held (the tail of a frame the
 // session could not consume); false when there is nothing now or the
 // socket ended.
@@ -271,9 +274,11 @@ func (p *parked) fill() bool {
 	if p.off > 0 {
 		p.held, p.off = p.held[:copy(p.held, p.held[p.off:])], 0
 	}
-	p.room(16 << 10)
+	// One read of at most fillStep: the session asked for a frame's tail,
+	// not for what a larger buffer has room for.
+	p.room(fillStep)
 	for {
-		n, err := unix.Read(p.fd, p.held[len(p.held):cap(p.held)])
+		n, err := unix.Read(p.fd, p.held[len(p.held):len(p.held)+fillStep])
 		switch {
 		case err == unix.EINTR:
 			continue
