@@ -79,10 +79,13 @@ func TestOptionTable(t *testing.T) {
 		t.Errorf("a bad environment value: %v", err)
 	}
 	for _, bad := range [][]string{{"--max-connections=-3"}, {"--proxy-workers=thread"}, {"--proxy-video-encoders=x"},
-		{"--max-packet-size=lots"}, {"--metrics=nohost"}, {"--gc-percent=x"}, {"--loops"}} {
+		{"--max-packet-size=lots"}, {"--metrics=nohost"}, {"--gc-percent=x"}, {"--loops"}, {"--read-size=1K"}, {"--read-size=2M"}} {
 		if _, err := parseProxyArgsEnv(bad, noEnv); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+	if o, err := parseProxyArgsEnv([]string{"--read-size=64K"}, noEnv); err != nil || o.readSize != 64<<10 || workerConfig(o, o.limits(), nil, "").ReadSize != 64<<10 {
+		t.Errorf("--read-size=64K does not reach the loops and the workers: %+v %v", o, err)
 	}
 	if o, err := parseProxyArgsEnv([]string{"--daemon", "--login-throttle=no", "--max-connections=auto", "--proxy-start-commands=xterm, xclock,"}, noEnv); err != nil ||
 		!o.daemon || o.throttle || o.maxConns != -1 || strings.Join(o.lim.StartCommands, " ") != "xterm xclock" {
