@@ -54,17 +54,19 @@ type Listener struct {
 	SSH SSHServer
 
 	tlsConfig *relay.Config // Config with Encrypted set, for TLS links
+	serverTLS *tls.Config   // TLS as the handshakes use it (noTickets)
 	sshConfig *relay.Config // the same, for the xpra channels of SSH connections
 }
 
 // prepare derives what a Listener's connections need from its fields;
 // once a Listener is in a slot it is never written again.
 func (l *Listener) prepare() {
-	l.tlsConfig = nil
+	l.tlsConfig, l.serverTLS = nil, nil
 	if l.TLS != nil {
 		enc := *l.Config
 		enc.Encrypted = true
 		l.tlsConfig = &enc
+		l.serverTLS = noTickets(l.TLS)
 	}
 	l.sshConfig = nil
 	if l.SSH != nil {

@@ -137,6 +137,20 @@ func (s *tlsSocket) SetDeadline(time.Time) error      { return nil }
 func (s *tlsSocket) SetReadDeadline(time.Time) error  { return nil }
 func (s *tlsSocket) SetWriteDeadline(time.Time) error { return nil }
 
+// noTickets is cfg without TLS 1.3 session tickets. A ticket is a
+// post-handshake message: the client reads it after its handshake is
+// done, and xpra 6.x's client reads (a thread of its own) while its
+// write thread sends the hello, both on one OpenSSL object, which OpenSSL
+// does not allow: now and then the hello is silently dropped and the
+// session waits for it until the login timeout (docs/loop.md, "TLS
+// session tickets"). xpra's own server sends none for the same reason;
+// without them a returning client makes a full handshake.
+func noTickets(cfg *tls.Config) *tls.Config {
+	c := cfg.Clone()
+	c.SessionTicketsDisabled = true
+	return c
+}
+
 // tlsHandshake is a connection's TLS handshake in progress.
 type tlsHandshake struct {
 	sock *tlsSocket
@@ -146,7 +160,7 @@ type tlsHandshake struct {
 // startLoopTLS begins a TLS handshake on c, which stays on its loop.
 func (s *Server) startLoopTLS(c gnet.Conn, cn *conn) gnet.Action {
 	sock := newTLSSocket(c)
-	hs := &tlsHandshake{sock: sock, tc: tls.Server(sock, cn.pre.l.TLS)}
+	hs := &tlsHandshake{sock: sock, tc: tls.Server(sock, cn.pre.l.serverTLS)}
 	cn.role, cn.pre.hs = roleHandshake, hs
 	timeout := min(cn.pre.l.Config.LoginTimeout, s.opts.HTTPTimeout)
 	go func() {

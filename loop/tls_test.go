@@ -51,7 +51,21 @@ func tlsClient(t *testing.T, addr string, wrap func(net.Conn) net.Conn) *testCli
 	if wrap != nil {
 		raw = wrap(raw)
 	}
-	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+	return tlsOver(t, raw, &tls.Config{InsecureSkipVerify: true})
+}
+
+// tlsClientConfig is a TLS client of addr with the client config cfg.
+func tlsClientConfig(t *testing.T, addr string, cfg *tls.Config) *testClient {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsOver(t, raw, cfg)
+}
+
+func tlsOver(t *testing.T, raw net.Conn, cfg *tls.Config) *testClient {
+	c := tls.Client(raw, cfg)
 	t.Cleanup(func() { c.Close() })
 	tc := newTestClient(c, nil)
 	tc.Writer = frame.Writer{Encoding: frame.Rencode}
