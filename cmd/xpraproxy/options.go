@@ -437,9 +437,11 @@ const defaultHTMLDir = "/usr/share/xpra/www"
 
 // defaultGCPercent is the Go GC target the proxy runs with unless GOGC or
 // --gc-percent say otherwise. The relay allocates nothing per packet, so a
-// tight target costs little CPU, and it brings idle memory per session from
-// about 6.4 KB to 3.5 KB at 9,000 sessions (BENCHMARKS.md).
-const defaultGCPercent = 25
+// tight target costs little CPU: 25 brought idle memory per session from
+// about 6.4 KB to 3.5 KB at 9,000 sessions, and 10 (with logins at
+// defaultBurstGCPercent) the soak's peak from about 65 to 60 KB per
+// streaming session at the same login rate and stream CPU (BENCHMARKS.md).
+const defaultGCPercent = 10
 
 // gcTarget is the GC target the proxy sets, and whether it sets one:
 // GOGC from the environment stands unless --gc-percent gives another
@@ -456,8 +458,9 @@ func (o *proxyOptions) gcTarget(getenv func(string) (string, bool)) (int, bool) 
 // with real 3.1 hellos, 100 took setups/s from 303 to 522 and 200 to about
 // 580, and idle memory per session at 9,000 from 3.9 KB to 4.4 and 4.8 KB
 // (long-lived sessions allocated among a burst's garbage in a heap three
-// times the size; BENCHMARKS.md). Density is the proxy's point: off.
-const defaultBurstGCPercent = 0
+// times the size; BENCHMARKS.md). 25 is the steady target logins ran at
+// before it went to 10: logins and idle density stay where they were.
+const defaultBurstGCPercent = 25
 
 // defaultSocketDirs are Debian's xpra socket-dirs for the current user.
 func defaultSocketDirs() []string {
