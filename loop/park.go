@@ -121,9 +121,8 @@ func (p *parked) Discard(n int) (int, error) {
 
 // heldBuffers lend stand-ins the room they read into (take, fill) while
 // they hold bytes, in three sizes (16, 32 and 64 KiB): a fast reader's
-// source is parked and unparked again and again, and a 64 KiB buffer of
-// its own each time, whatever it held, was the largest part of the
-// proxy's heap under the soak (BENCHMARKS.md, issue 25).
+// source is parked and unparked again and again, and each park allocated
+// a 64 KiB buffer of its own, whatever it held (BENCHMARKS.md, issue 25).
 var heldBuffers = [3]sync.Pool{
 	{New: func() any { b := make([]byte, 0, 16<<10); return &b }},
 	{New: func() any { b := make([]byte, 0, 32<<10); return &b }},
@@ -163,10 +162,10 @@ func (p *parked) room(n int) {
 // releaseHeld drops held, giving its buffer back when it was borrowed.
 func (p *parked) releaseHeld() {
 	if p.pooled != nil {
-		if k := heldClass(cap(p.held)); k >= 0 && cap(p.held) == 16<<10<<k {
-			*p.pooled = p.held[:0]
-			heldBuffers[k].Put(p.pooled)
-		}
+		// held never outgrows a borrowed buffer (room makes the room
+		// before every append), so *p.pooled still names its size.
+		*p.pooled = (*p.pooled)[:0]
+		heldBuffers[heldClass(cap(*p.pooled))].Put(p.pooled)
 	}
 	p.held, p.off, p.pooled = nil, 0, nil
 }
